@@ -1,0 +1,1 @@
+//! relation fields

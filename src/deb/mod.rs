@@ -1,0 +1,1 @@
+//! The .deb format: reading control data and writing reproducible packages.

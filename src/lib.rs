@@ -1,0 +1,10 @@
+//! zchroot: build Debian roots for foreign architectures from the Debian archive,
+//! run commands in them, and build kernel-module packages for the target.
+//!
+//! The library never prints: progress goes through [`report::Reporter`].
+
+pub mod archive;
+pub mod deb;
+pub mod manifest;
+pub mod paths;
+pub mod report;
