@@ -1,1 +1,129 @@
-//! TODO
+//! Where zchroot keeps its data: state (roots, repositories) and cache
+//! (downloads, indexes). Pure: the caller passes in the environment.
+
+use std::path::PathBuf;
+
+/// The two data directories.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDirs {
+    pub state: PathBuf,
+    pub cache: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PathsError {
+    #[error("cannot find a home for zchroot's data: HOME is not set\nhelp: set HOME, or ZCHROOT_HOME=DIR to keep everything under DIR")]
+    NoHome,
+}
+
+/// The environment that decides the data directories.
+#[derive(Debug, Clone, Default)]
+pub struct DirsEnv {
+    pub zchroot_home: Option<PathBuf>,
+    pub xdg_data_home: Option<PathBuf>,
+    pub xdg_cache_home: Option<PathBuf>,
+    pub home: Option<PathBuf>,
+    pub is_root: bool,
+}
+
+impl DirsEnv {
+    /// Reads the process environment.
+    pub fn from_process() -> Self {
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+        };
+        DirsEnv {
+            zchroot_home: var("ZCHROOT_HOME"),
+            xdg_data_home: var("XDG_DATA_HOME"),
+            xdg_cache_home: var("XDG_CACHE_HOME"),
+            home: var("HOME"),
+            is_root: nix::unistd::geteuid().is_root(),
+        }
+    }
+}
+
+impl DataDirs {
+    /// `ZCHROOT_HOME=DIR` → `DIR/state`, `DIR/cache`; root → `/var/lib/zchroot`,
+    /// `/var/cache/zchroot`; a user → `$XDG_DATA_HOME/zchroot`,
+    /// `$XDG_CACHE_HOME/zchroot` (defaulting to `~/.local/share`, `~/.cache`).
+    pub fn resolve(env: &DirsEnv) -> Result<Self, PathsError> {
+        if let Some(home) = &env.zchroot_home {
+            return Ok(DataDirs {
+                state: home.join("state"),
+                cache: home.join("cache"),
+            });
+        }
+        if env.is_root {
+            return Ok(DataDirs {
+                state: "/var/lib/zchroot".into(),
+                cache: "/var/cache/zchroot".into(),
+            });
+        }
+        let home = env.home.as_ref();
+        let data = match (&env.xdg_data_home, home) {
+            (Some(d), _) => d.clone(),
+            (None, Some(h)) => h.join(".local/share"),
+            (None, None) => return Err(PathsError::NoHome),
+        };
+        let cache = match (&env.xdg_cache_home, home) {
+            (Some(d), _) => d.clone(),
+            (None, Some(h)) => h.join(".cache"),
+            (None, None) => return Err(PathsError::NoHome),
+        };
+        Ok(DataDirs {
+            state: data.join("zchroot"),
+            cache: cache.join("zchroot"),
+        })
+    }
+
+    /// Content-addressed downloads: `cache/blobs/<sha256>`.
+    pub fn blobs(&self) -> PathBuf {
+        self.cache.join("blobs")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zchroot_home_wins_over_everything() {
+        let env = DirsEnv {
+            zchroot_home: Some("/z".into()),
+            xdg_data_home: Some("/x".into()),
+            is_root: true,
+            ..Default::default()
+        };
+        let d = DataDirs::resolve(&env).unwrap();
+        assert_eq!(d.state, PathBuf::from("/z/state"));
+        assert_eq!(d.cache, PathBuf::from("/z/cache"));
+    }
+
+    #[test]
+    fn root_uses_var() {
+        let env = DirsEnv {
+            home: Some("/root".into()),
+            is_root: true,
+            ..Default::default()
+        };
+        let d = DataDirs::resolve(&env).unwrap();
+        assert_eq!(d.state, PathBuf::from("/var/lib/zchroot"));
+        assert_eq!(d.cache, PathBuf::from("/var/cache/zchroot"));
+    }
+
+    #[test]
+    fn user_uses_xdg_with_home_defaults() {
+        let env = DirsEnv {
+            home: Some("/home/a".into()),
+            xdg_cache_home: Some("/c".into()),
+            ..Default::default()
+        };
+        let d = DataDirs::resolve(&env).unwrap();
+        assert_eq!(d.state, PathBuf::from("/home/a/.local/share/zchroot"));
+        assert_eq!(d.cache, PathBuf::from("/c/zchroot"));
+        assert!(DataDirs::resolve(&DirsEnv::default()).is_err());
+    }
+}

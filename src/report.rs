@@ -1,1 +1,43 @@
-//! TODO
+//! Progress reporting. The library never prints: it tells a [`Reporter`],
+//! and the binary renders that (with indicatif) or stays quiet.
+
+/// A long-running phase of work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Update,
+    Resolve,
+    Download,
+    Unpack,
+    Configure,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Update => "update",
+            Phase::Resolve => "resolve",
+            Phase::Download => "download",
+            Phase::Unpack => "unpack",
+            Phase::Configure => "configure",
+        }
+    }
+}
+
+/// Receives progress. Implementations must be cheap and thread-safe: the
+/// downloader calls them from several threads.
+pub trait Reporter: Send + Sync {
+    /// A phase starts with `items` things to do and `bytes` to move (0 when unknown).
+    fn phase(&self, _phase: Phase, _items: u64, _bytes: u64) {}
+    /// `n` more bytes moved in the current phase.
+    fn bytes(&self, _n: u64) {}
+    /// One item (a file, a package) finished.
+    fn item_done(&self, _name: &str) {}
+    /// A notable event worth a line in verbose output (a retry, a cache hit).
+    fn note(&self, _message: &str) {}
+    /// The current phase is over.
+    fn finish(&self) {}
+}
+
+/// A reporter that ignores everything (`-q`, tests).
+pub struct Silent;
+impl Reporter for Silent {}
