@@ -3,4 +3,5 @@
 
 pub mod deb822;
 pub mod relation;
+pub mod release;
 pub mod version;
