@@ -8,3 +8,4 @@ pub mod deb;
 pub mod manifest;
 pub mod paths;
 pub mod report;
+pub mod target;

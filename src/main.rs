@@ -1,1 +1,235 @@
-fn main() {}
+//! The `zchroot` binary: parses the command line, runs the command, renders
+//! progress with indicatif, prints the error chain and sets the exit status.
+
+mod cli;
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use anyhow::Context;
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use zchroot::archive::fetch::FetchOptions;
+use zchroot::manifest::Manifests;
+use zchroot::paths::{DataDirs, DirsEnv};
+use zchroot::report::{Phase, Reporter, Silent};
+use zchroot::target::{Target, TargetSpec};
+
+use cli::{Cli, Command, ResolveArgs, TargetArgs};
+
+/// Renders progress: one bar per phase, bytes when known, else items.
+struct Bars {
+    verbose: bool,
+    bar: Mutex<Option<ProgressBar>>,
+    items: AtomicU64,
+    total_items: AtomicU64,
+}
+
+impl Bars {
+    fn new(verbose: bool) -> Self {
+        Bars {
+            verbose,
+            bar: Mutex::new(None),
+            items: AtomicU64::new(0),
+            total_items: AtomicU64::new(0),
+        }
+    }
+    fn with(&self, f: impl FnOnce(&ProgressBar)) {
+        if let Some(b) = self.bar.lock().unwrap().as_ref() {
+            f(b)
+        }
+    }
+}
+
+impl Reporter for Bars {
+    fn phase(&self, phase: Phase, items: u64, bytes: u64) {
+        let bar = if bytes > 0 {
+            ProgressBar::new(bytes).with_style(
+                ProgressStyle::with_template(
+                    "{prefix:>9} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+                )
+                .unwrap()
+                .progress_chars("=> "),
+            )
+        } else if items > 0 {
+            ProgressBar::new(items).with_style(
+                ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} {msg}")
+                    .unwrap()
+                    .progress_chars("=> "),
+            )
+        } else {
+            ProgressBar::new_spinner()
+                .with_style(ProgressStyle::with_template("{prefix:>9} {spinner} {msg}").unwrap())
+        };
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        bar.set_prefix(phase.name());
+        self.items.store(0, Ordering::Relaxed);
+        self.total_items.store(items, Ordering::Relaxed);
+        if bytes > 0 {
+            bar.set_message(format!("0/{items} files"));
+        }
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        if let Some(old) = self.bar.lock().unwrap().replace(bar) {
+            old.finish_and_clear();
+        }
+    }
+    fn bytes(&self, n: u64) {
+        self.with(|b| {
+            if b.length().is_some()
+                && self.total_items.load(Ordering::Relaxed) != b.length().unwrap()
+            {
+                b.inc(n)
+            }
+        });
+    }
+    fn item_done(&self, name: &str) {
+        let done = self.items.fetch_add(1, Ordering::Relaxed) + 1;
+        let total = self.total_items.load(Ordering::Relaxed);
+        self.with(|b| {
+            if b.length() == Some(total) {
+                b.inc(1);
+            } else {
+                b.set_message(format!("{done}/{total} files"));
+            }
+            if self.verbose {
+                b.println(format!("  {name}"));
+            }
+        });
+    }
+    fn note(&self, message: &str) {
+        if self.verbose {
+            self.with(|b| b.println(format!("  {message}")));
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = self.bar.lock().unwrap().take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn spec(t: &TargetArgs) -> TargetSpec {
+    TargetSpec {
+        arch: t.arch.clone(),
+        release: t.suite.clone(),
+        variant: t.variant.clone(),
+        include: t
+            .include
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect(),
+        mirror: t.mirror.clone(),
+        keyring: t.keyring.clone(),
+    }
+}
+
+fn fetch_options(t: &TargetArgs) -> FetchOptions {
+    FetchOptions {
+        parallel: t.parallel as usize,
+        ..FetchOptions::default()
+    }
+}
+
+fn resolve(
+    cli: &Cli,
+    manifests: &Manifests,
+    args: &ResolveArgs,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<()> {
+    let target = Target::new(manifests, &spec(&args.target))?;
+    let dirs = DataDirs::resolve(&DirsEnv::from_process())?;
+    let fetcher = target.fetcher(&dirs, fetch_options(&args.target), reporter)?;
+    let indexes = target.update(&fetcher, reporter)?;
+    let plan = target.resolve(&indexes, reporter)?;
+    let packages: Vec<_> = plan.packages.iter().map(|(p, _)| *p).collect();
+    let paths = if args.download {
+        Some(target.download(&fetcher, &packages, reporter)?)
+    } else {
+        None
+    };
+    if args.json {
+        let list: Vec<_> = plan
+            .packages
+            .iter()
+            .enumerate()
+            .map(|(i, (p, reason))| {
+                serde_json::json!({
+                    "name": p.name,
+                    "version": p.version,
+                    "architecture": p.arch,
+                    "suite": p.origin.suite,
+                    "component": p.origin.component,
+                    "filename": p.filename,
+                    "size": p.size,
+                    "sha256": p.sha256,
+                    "reason": reason,
+                    "cached": paths.as_ref().map(|v| v[i].display().to_string()),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "release": target.release.release,
+                "architecture": target.arch.name,
+                "variant": target.variant,
+                "packages": list,
+            }))?
+        );
+    } else {
+        for (p, _) in &plan.packages {
+            println!("{} {} {} {}", p.name, p.version, p.arch, p.origin.suite);
+        }
+        if !cli.quiet {
+            let size: u64 = packages.iter().map(|p| p.size).sum();
+            eprintln!(
+                "{} packages, {:.1} MiB to download{}",
+                packages.len(),
+                size as f64 / (1 << 20) as f64,
+                if paths.is_some() {
+                    ", all in the cache and verified"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let manifests = match &cli.manifests {
+        Some(dir) => Manifests::from_dir(dir)?,
+        None => Manifests::embedded(),
+    };
+    let bars;
+    let reporter: &dyn Reporter = if cli.quiet {
+        &Silent
+    } else {
+        bars = Bars::new(cli.verbose);
+        &bars
+    };
+    match &cli.command {
+        Command::Resolve(args) => {
+            resolve(cli, &manifests, args, reporter).context("resolve failed")
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = format!("error: {e}");
+            for cause in e.chain().skip(1) {
+                msg.push_str(&format!("\n  caused by: {cause}"));
+            }
+            eprintln!("{msg}");
+            ExitCode::from(1)
+        }
+    }
+}

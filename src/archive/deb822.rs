@@ -114,9 +114,7 @@ impl<'a> Iterator for Stanzas<'a> {
                 b'#' if current.is_none() && stanza.fields.is_empty() => continue,
                 b' ' | b'\t' => {
                     let Some((_, _, end)) = current.as_mut() else {
-                        return Some(Err(
-                            self.err(self.line, "continuation line without a field")
-                        ));
+                        return Some(Err(self.err(self.line, "continuation line without a field")));
                     };
                     *end = line_start + line.len();
                 }
@@ -183,7 +181,10 @@ mod tests {
         let s = parse(text, "test").unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].get("package"), Some("a"));
-        assert_eq!(s[0].get("Description"), Some("short\n long line\n .\n more"));
+        assert_eq!(
+            s[0].get("Description"),
+            Some("short\n long line\n .\n more")
+        );
         assert_eq!(s[0].line, 1);
         assert_eq!(s[1].get("Depends"), Some("x (>= 1),\n y"));
         assert_eq!(s[1].get("Multi-Arch"), Some("foreign"));
@@ -211,9 +212,15 @@ mod tests {
     fn errors_name_the_origin_and_line() {
         let e = parse("A: 1\nno colon here\n", "Packages").unwrap_err();
         assert_eq!(e.line, 2);
-        assert!(e.to_string().starts_with("Packages: line 2: expected"), "{e}");
+        assert!(
+            e.to_string().starts_with("Packages: line 2: expected"),
+            "{e}"
+        );
         let e = parse(" leading continuation\n", "P").unwrap_err();
-        assert_eq!(e.to_string(), "P: line 1: continuation line without a field");
+        assert_eq!(
+            e.to_string(),
+            "P: line 1: continuation line without a field"
+        );
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! dpkg version order, dependency resolution and the download cache.
 
 pub mod deb822;
+pub mod fetch;
+pub mod index;
 pub mod relation;
 pub mod release;
+pub mod resolve;
+pub mod update;
 pub mod version;

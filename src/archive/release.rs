@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sequoia_openpgp as openpgp;
 use openpgp::cert::amalgamation::ValidAmalgamation;
 use openpgp::cert::CertParser;
 use openpgp::parse::stream::{
@@ -16,6 +15,7 @@ use openpgp::parse::stream::{
 use openpgp::parse::Parse;
 use openpgp::policy::StandardPolicy;
 use openpgp::{Cert, Fingerprint, KeyHandle};
+use sequoia_openpgp as openpgp;
 
 use super::deb822;
 
@@ -75,7 +75,10 @@ impl Keyring {
     }
 
     pub fn fingerprints(&self) -> Vec<String> {
-        self.certs.iter().map(|c| c.fingerprint().to_hex()).collect()
+        self.certs
+            .iter()
+            .map(|c| c.fingerprint().to_hex())
+            .collect()
     }
 }
 
@@ -94,6 +97,9 @@ pub struct Release {
     pub date: SystemTime,
     pub valid_until: Option<SystemTime>,
     pub acquire_by_hash: bool,
+    /// `No-Support-for-Architecture-all: Packages`: `all` packages are in
+    /// each architecture's index, not in a `binary-all` one.
+    pub no_support_arch_all: bool,
     pub architectures: Vec<String>,
     pub components: Vec<String>,
     /// By path relative to the suite's `dists/SUITE/` directory.
@@ -108,14 +114,18 @@ pub struct Release {
 pub struct Verified<T>(T);
 
 impl<T> Verified<T> {
-    pub(crate) fn new_unchecked(t: T) -> Self {
-        Verified(t)
-    }
     pub fn get(&self) -> &T {
         &self.0
     }
     pub fn into_inner(self) -> T {
         self.0
+    }
+}
+
+impl Release {
+    /// Whether the archive keeps `all` packages in each architecture's index.
+    pub fn no_arch_all_index(&self) -> bool {
+        self.no_support_arch_all
     }
 }
 
@@ -152,10 +162,10 @@ impl VerificationHelper for Helper<'_> {
                     groups += 1;
                     for result in results {
                         match result {
-                            Ok(good) => self.outcome.good.push((
-                                good.ka.cert().fingerprint(),
-                                good.ka.key().fingerprint(),
-                            )),
+                            Ok(good) => self
+                                .outcome
+                                .good
+                                .push((good.ka.cert().fingerprint(), good.ka.key().fingerprint())),
                             Err(VerificationError::MissingKey { sig }) => {
                                 let issuers = sig
                                     .get_issuers()
@@ -170,9 +180,9 @@ impl VerificationHelper for Helper<'_> {
                     }
                 }
                 MessageLayer::Compression { .. } | MessageLayer::Encryption { .. } => {
-                    self.outcome
-                        .bad
-                        .push("compressed or encrypted message, expected a cleartext signature".into());
+                    self.outcome.bad.push(
+                        "compressed or encrypted message, expected a cleartext signature".into(),
+                    );
                 }
             }
         }
@@ -180,7 +190,10 @@ impl VerificationHelper for Helper<'_> {
             return Err(anyhow_msg("no signature"));
         }
         if !self.outcome.bad.is_empty() {
-            return Err(anyhow_msg(&format!("bad signature: {}", self.outcome.bad.join("; "))));
+            return Err(anyhow_msg(&format!(
+                "bad signature: {}",
+                self.outcome.bad.join("; ")
+            )));
         }
         if self.outcome.good.is_empty() {
             return Err(anyhow_msg(&format!(
@@ -211,7 +224,9 @@ fn verify_signature(
         message,
     };
     if !inrelease.starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----") {
-        return Err(err("not a cleartext-signed file (no signature at all)".into()));
+        return Err(err(
+            "not a cleartext-signed file (no signature at all)".into()
+        ));
     }
     let policy = StandardPolicy::new();
     let helper = Helper {
@@ -256,7 +271,8 @@ pub fn verify_inrelease(
         url: url.into(),
         message,
     };
-    let text = std::str::from_utf8(&body).map_err(|_| invalid("signed body is not UTF-8".into()))?;
+    let text =
+        std::str::from_utf8(&body).map_err(|_| invalid("signed body is not UTF-8".into()))?;
     let mut release = parse_release(text, url)?;
 
     // The keys must have been valid when the archive says it made the file.
@@ -368,7 +384,9 @@ fn parse_release(text: &str, url: &str) -> Result<Release, ReleaseError> {
         );
     }
     if files.is_empty() {
-        return Err(invalid("no SHA256 file list: zchroot accepts only SHA256-listed archives".into()));
+        return Err(invalid(
+            "no SHA256 file list: zchroot accepts only SHA256-listed archives".into(),
+        ));
     }
     let words = |s: String| s.split_ascii_whitespace().map(String::from).collect();
     Ok(Release {
@@ -377,6 +395,7 @@ fn parse_release(text: &str, url: &str) -> Result<Release, ReleaseError> {
         date,
         valid_until,
         acquire_by_hash: field("Acquire-By-Hash").eq_ignore_ascii_case("yes"),
+        no_support_arch_all: field("No-Support-for-Architecture-all") == "Packages",
         architectures: words(field("Architectures")),
         components: words(field("Components")),
         files,
@@ -431,7 +450,10 @@ pub fn parse_date(s: &str) -> Option<SystemTime> {
 
 /// Formats a time as Release files do: `Sat, 21 Nov 2026 09:15:44 UTC`.
 pub fn format_date(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
     let days = secs.div_euclid(86400);
     let rem = secs.rem_euclid(86400);
     let (y, mo, d) = civil_from_days(days);
@@ -485,7 +507,10 @@ mod tests {
             1_795_252_544
         );
         assert_eq!(parse_date("21 Nov 2026 10:15:44 +0100"), Some(t));
-        assert_eq!(parse_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(UNIX_EPOCH));
+        assert_eq!(
+            parse_date("Thu, 01 Jan 1970 00:00:00 GMT"),
+            Some(UNIX_EPOCH)
+        );
         assert_eq!(parse_date("Thu, 01 Foo 1970 00:00:00 GMT"), None);
         assert_eq!(parse_date("garbage"), None);
     }
@@ -500,7 +525,9 @@ mod tests {
         assert_eq!(r.codename, "trixie");
         assert_eq!(r.components, ["main", "contrib"]);
         assert_eq!(r.files["main/binary-arm64/Packages.xz"].size, 42);
-        let e = parse_release("Suite: s\nDate: x\n", "u").unwrap_err().to_string();
+        let e = parse_release("Suite: s\nDate: x\n", "u")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bad Date"), "{e}");
     }
 }

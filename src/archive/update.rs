@@ -1,0 +1,167 @@
+//! `update`: for each source of a release, fetch and verify its InRelease,
+//! fetch the Packages indexes it lists (checked against it), and parse them
+//! into package records. The records of all suites together are what the
+//! resolver works on.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::fetch::{Download, FetchError, Fetcher};
+use super::index::{self, IndexError, Origin, Package};
+use super::release::{self, Keyring, Release, ReleaseError, Verified};
+use crate::manifest::Source;
+use crate::report::{Phase, Reporter};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A verified suite: where it is and its Release data.
+#[derive(Debug, Clone)]
+pub struct Suite {
+    pub source: Source,
+    pub release: Verified<Release>,
+}
+
+/// Everything known after an update.
+#[derive(Debug)]
+pub struct Indexes {
+    pub suites: Vec<Suite>,
+    pub packages: Vec<Package>,
+}
+
+/// InRelease files larger than this are refused before verification.
+const INRELEASE_LIMIT: u64 = 64 << 20;
+
+/// Fetches and verifies every source's InRelease and Packages indexes for
+/// `arch` (and `all` where the archive keeps it apart).
+pub fn update(
+    fetcher: &Fetcher,
+    sources: &[Source],
+    keyring: &Keyring,
+    arch: &str,
+    now: SystemTime,
+    reporter: &dyn Reporter,
+) -> Result<Indexes, UpdateError> {
+    reporter.phase(Phase::Update, sources.len() as u64, 0);
+    let mut suites = Vec::new();
+    let mut downloads = Vec::new();
+    for source in sources {
+        let base = format!("{}/dists/{}", source.mirror, source.suite);
+        let url = format!("{base}/InRelease");
+        let data = fetcher.get(&url, INRELEASE_LIMIT)?;
+        let verified = release::verify_inrelease(&data, keyring, &source.suite, &url, now)?;
+        let mut archs = vec![arch.to_string()];
+        // As apt: a separate `all` index only when the Release lists `all`.
+        if !verified.no_arch_all_index() && verified.architectures.iter().any(|a| a == "all") {
+            archs.push("all".into());
+        }
+        for component in &source.components {
+            for a in &archs {
+                let Some(file) = index::choose_index(&verified, component, a).or_else(|e| {
+                    // The archive may keep no separate `all` index at all.
+                    if a == "all" {
+                        Ok(None)
+                    } else {
+                        Err(e)
+                    }
+                })?
+                else {
+                    continue;
+                };
+                let origin = Arc::new(Origin {
+                    mirror: source.mirror.clone(),
+                    suite: source.suite.clone(),
+                    component: component.clone(),
+                });
+                downloads.push((
+                    Download {
+                        url: format!("{base}/{}", file.fetch_path),
+                        alt_url: (file.fetch_path != file.path)
+                            .then(|| format!("{base}/{}", file.path)),
+                        size: file.entry.size,
+                        sha256: file.entry.sha256.clone(),
+                        name: format!("{}/{}", source.suite, file.path),
+                    },
+                    file,
+                    origin,
+                ));
+            }
+        }
+        reporter.item_done(&source.suite);
+        suites.push(Suite {
+            source: source.clone(),
+            release: verified,
+        });
+    }
+    let list: Vec<Download> = downloads.iter().map(|(d, _, _)| d.clone()).collect();
+    let paths = fetcher.fetch_all(&list)?;
+    reporter.finish();
+
+    let mut packages = Vec::new();
+    for ((d, file, origin), path) in downloads.into_iter().zip(paths) {
+        let data = std::fs::read(&path).map_err(|source| UpdateError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let text = index::decompress(&data, file.compression, &d.url)?;
+        packages.extend(index::parse_packages(&text, origin, &d.url)?);
+    }
+    Ok(Indexes { suites, packages })
+}
+
+/// Whether a path is safe to join under a mirror URL (no `..`, not absolute).
+pub fn safe_pool_path(p: &str) -> bool {
+    !p.is_empty() && !p.starts_with('/') && !p.split('/').any(|c| c == ".." || c.is_empty())
+}
+
+/// The downloads for a resolved set of packages.
+pub fn package_downloads<'a>(
+    packages: impl IntoIterator<Item = &'a Package>,
+) -> Result<Vec<Download>, IndexError> {
+    packages
+        .into_iter()
+        .map(|p| {
+            if !safe_pool_path(&p.filename) {
+                return Err(IndexError::Parse {
+                    origin: format!("{}/{}", p.origin.mirror, p.origin.suite),
+                    message: format!("package {}: unsafe Filename {:?}", p.name, p.filename),
+                });
+            }
+            Ok(Download {
+                url: p.url(),
+                alt_url: None,
+                size: p.size,
+                sha256: p.sha256.clone(),
+                name: p
+                    .filename
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(&p.filename)
+                    .to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Reads a keyring file given with `--keyring`.
+pub fn keyring_from_file(path: &Path) -> Result<Keyring, UpdateError> {
+    let bytes = std::fs::read(path).map_err(|source| UpdateError::Io {
+        path: path.into(),
+        source,
+    })?;
+    Ok(Keyring::from_bytes(&bytes, &path.display().to_string())?)
+}

@@ -1,0 +1,70 @@
+//! Command-line definitions (clap), nothing else.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "zchroot",
+    version,
+    about = "Debian roots for foreign architectures, and kernel-module packages built in them"
+)]
+pub struct Cli {
+    /// No progress display.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// A line for each package and each retry.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Read release and architecture manifests from this directory instead
+    /// of the ones built in (laid out like rootfs-manifests/).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Resolve the package set of a root, like `apt-get install -s`, and
+    /// optionally download it into the cache.
+    Resolve(ResolveArgs),
+}
+
+/// Which Debian, for which architecture.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Debian architecture of the root (amd64, arm64, armhf, riscv64).
+    pub arch: String,
+    /// Debian release (a file of rootfs-manifests/).
+    #[arg(long, default_value = "trixie")]
+    pub suite: String,
+    /// Package set to start from (minbase, buildd).
+    #[arg(long, default_value = "minbase")]
+    pub variant: String,
+    /// More packages, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "PKG,...")]
+    pub include: Vec<String>,
+    /// Use this mirror instead of the release's main archive (http://...).
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+    /// Verify Release files against this keyring instead of the release's.
+    #[arg(long, value_name = "FILE")]
+    pub keyring: Option<PathBuf>,
+    /// Downloads at once.
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Also download and verify every package into the cache.
+    #[arg(long)]
+    pub download: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
