@@ -14,8 +14,15 @@ fn collect(dir: &Path, base: &Path, out: &mut Vec<(String, String)>) {
         if path.is_dir() {
             collect(&path, base, out);
         } else {
-            let rel = path.strip_prefix(base).unwrap().to_string_lossy().into_owned();
-            out.push((rel, path.canonicalize().unwrap().to_string_lossy().into_owned()));
+            let rel = path
+                .strip_prefix(base)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            out.push((
+                rel,
+                path.canonicalize().unwrap().to_string_lossy().into_owned(),
+            ));
         }
     }
 }
@@ -31,5 +38,9 @@ fn main() {
         code.push_str(&format!("    ({rel:?}, include_bytes!({abs:?})),\n"));
     }
     code.push_str("];\n");
-    fs::write(Path::new(&env::var("OUT_DIR").unwrap()).join("manifests.rs"), code).unwrap();
+    fs::write(
+        Path::new(&env::var("OUT_DIR").unwrap()).join("manifests.rs"),
+        code,
+    )
+    .unwrap();
 }

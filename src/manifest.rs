@@ -255,7 +255,11 @@ impl Manifests {
 
     pub fn arch(&self, name: &str) -> Result<Arch, ManifestError> {
         let all = self.architectures()?;
-        let known = all.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ");
+        let known = all
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         all.iter()
             .find(|a| a.name == name)
             .cloned()
@@ -316,7 +320,11 @@ mod tests {
             let suites: Vec<_> = r.sources.iter().map(|s| s.suite.as_str()).collect();
             assert_eq!(
                 suites,
-                [name.clone(), format!("{name}-updates"), format!("{name}-security")]
+                [
+                    name.clone(),
+                    format!("{name}-updates"),
+                    format!("{name}-security")
+                ]
             );
             for s in &r.sources {
                 assert_eq!(s.components, ["main", "contrib"]);
@@ -363,7 +371,12 @@ mod tests {
         for arch in m.architectures().unwrap() {
             assert_eq!(&arch.elf_magic[..4], b"\x7fELF", "{}", arch.name);
             // "\x7fELF", the class and e_machine must be compared exactly.
-            assert_eq!(&arch.elf_mask[..5], b"\xff\xff\xff\xff\xff", "{}", arch.name);
+            assert_eq!(
+                &arch.elf_mask[..5],
+                b"\xff\xff\xff\xff\xff",
+                "{}",
+                arch.name
+            );
             assert_eq!(&arch.elf_mask[18..20], b"\xff\xff", "{}", arch.name);
         }
     }
@@ -382,8 +395,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("rootfs-manifests");
         std::fs::create_dir(dir.path().join("keys")).unwrap();
-        std::fs::copy(src.join("architectures.toml"), dir.path().join("architectures.toml"))
-            .unwrap();
+        std::fs::copy(
+            src.join("architectures.toml"),
+            dir.path().join("architectures.toml"),
+        )
+        .unwrap();
         std::fs::copy(
             src.join("keys/debian-archive-trixie-automatic.pgp"),
             dir.path().join("keys/k.pgp"),
