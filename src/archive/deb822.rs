@@ -188,7 +188,7 @@ mod tests {
         assert_eq!(s[0].line, 1);
         assert_eq!(s[1].get("Depends"), Some("x (>= 1),\n y"));
         assert_eq!(s[1].get("Multi-Arch"), Some("foreign"));
-        assert_eq!(s[1].line, 10);
+        assert_eq!(s[1].line, 9);
         assert_eq!(s[1].get("Missing"), None);
     }
 
