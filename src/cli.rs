@@ -30,6 +30,51 @@ pub enum Command {
     /// Resolve the package set of a root, like `apt-get install -s`, and
     /// optionally download it into the cache.
     Resolve(ResolveArgs),
+    /// Run a command inside a root, in a sandbox of its own.
+    Run(RunArgs),
+    /// An interactive shell inside a root.
+    Shell(ShellArgs),
+}
+
+/// Which root to enter, and how.
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// A directory holding a root (any Debian-like tree).
+    #[arg(long, value_name = "PATH")]
+    pub dir: PathBuf,
+    /// The root's architecture (found from its shell when not given).
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// The release whose archive supplies qemu-user for foreign roots.
+    #[arg(long, default_value = "trixie")]
+    pub suite: String,
+    /// Mirror for fetching qemu-user (http://).
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+    /// Bind a host path into the root: HOST[:GUEST][:ro]. Repeatable.
+    #[arg(long, value_name = "HOST[:GUEST][:ro]")]
+    pub bind: Vec<String>,
+    /// `host` shares the host's network (default); `none` gives an empty one.
+    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
+    pub network: String,
+    /// Working directory inside the root.
+    #[arg(long, default_value = "/")]
+    pub cwd: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
 }
 
 /// Which Debian, for which architecture.

@@ -5,7 +5,10 @@
 
 pub mod archive;
 pub mod deb;
+pub mod host;
 pub mod manifest;
 pub mod paths;
 pub mod report;
+pub mod sandbox;
+pub mod sys;
 pub mod target;

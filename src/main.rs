@@ -17,7 +17,8 @@ use zchroot::paths::{DataDirs, DirsEnv};
 use zchroot::report::{Phase, Reporter, Silent};
 use zchroot::target::{Target, TargetSpec};
 
-use cli::{Cli, Command, ResolveArgs, TargetArgs};
+use cli::{Cli, Command, ResolveArgs, SandboxArgs, TargetArgs};
+use zchroot::sandbox::{self, mounts::Bind, RunSpec};
 
 /// Renders progress: one bar per phase, bytes when known, else items.
 struct Bars {
@@ -200,7 +201,48 @@ fn resolve(
     Ok(())
 }
 
-fn run(cli: &Cli) -> anyhow::Result<()> {
+/// Runs `argv` in the sandbox; returns the command's exit status.
+fn run_in_sandbox(
+    manifests: &Manifests,
+    args: &SandboxArgs,
+    argv: Vec<String>,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<u8> {
+    let binds = args
+        .bind
+        .iter()
+        .map(|b| {
+            let bind = Bind::parse(b)?;
+            if !bind.host.exists() {
+                return Err(zchroot::sandbox::mounts::BindError::Missing {
+                    spec: b.clone(),
+                    path: bind.host.display().to_string(),
+                });
+            }
+            Ok(bind)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let dirs = DataDirs::resolve(&DirsEnv::from_process())?;
+    let spec = RunSpec {
+        root: args.dir.clone(),
+        arch: args.arch.clone(),
+        release: args.suite.clone(),
+        mirror: args.mirror.clone(),
+        binds,
+        share_network: args.network == "host",
+        hostname: "zchroot".into(),
+        argv,
+        cwd: args.cwd.clone(),
+    };
+    let (plan, maps, _) =
+        sandbox::prepare(manifests, &spec, &dirs, FetchOptions::default(), reporter)?;
+    reporter.finish();
+    let exe = std::env::current_exe().context("finding zchroot's own executable")?;
+    let code = sandbox::spawn::run(&exe, &plan, &maps)?;
+    Ok(code.clamp(0, 255) as u8)
+}
+
+fn run(cli: &Cli) -> anyhow::Result<u8> {
     let manifests = match &cli.manifests {
         Some(dir) => Manifests::from_dir(dir)?,
         None => Manifests::embedded(),
@@ -213,16 +255,33 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         &bars
     };
     match &cli.command {
-        Command::Resolve(args) => {
-            resolve(cli, &manifests, args, reporter).context("resolve failed")
+        Command::Resolve(args) => resolve(cli, &manifests, args, reporter)
+            .context("resolve failed")
+            .map(|()| 0),
+        Command::Run(args) => {
+            run_in_sandbox(&manifests, &args.sandbox, args.command.clone(), reporter)
+        }
+        Command::Shell(args) => {
+            let argv = vec![
+                "/bin/sh".to_string(),
+                "-c".to_string(),
+                "if command -v bash >/dev/null; then exec bash -l; else exec sh -l; fi".to_string(),
+            ];
+            run_in_sandbox(&manifests, &args.sandbox, argv, reporter)
         }
     }
 }
 
 fn main() -> ExitCode {
+    // The sandbox helper must start before anything else (no threads).
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(sandbox::spawn::HELPER_ARG))
+    {
+        sandbox::spawn::helper_main();
+    }
     let cli = Cli::parse();
     match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             let mut msg = format!("error: {e}");
             for cause in e.chain().skip(1) {

@@ -85,6 +85,22 @@ pub struct Release {
     pub keyring: Vec<String>,
     pub sources: Vec<Source>,
     pub variants: BTreeMap<String, Variant>,
+    pub qemu: QemuSource,
+}
+
+/// Which package of the host's architecture carries qemu-user, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QemuSource {
+    pub package: String,
+    /// Path inside the package; `{qemu}` stands for the qemu name.
+    pub path: String,
+}
+
+impl QemuSource {
+    pub fn path_for(&self, arch: &Arch) -> String {
+        self.path.replace("{qemu}", &arch.qemu)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -418,6 +434,9 @@ suite = "forky"
 components = ["main"]
 [variants.minbase]
 essential = true
+[qemu]
+package = "qemu-user"
+path = "usr/bin/qemu-{qemu}"
 "#,
         )
         .unwrap();

@@ -302,6 +302,34 @@ pub fn extract_data_full(deb: &Path, root: &Path) -> Result<Extraction, DebError
     Ok(ex.out)
 }
 
+/// The contents of one regular file of the data member (`usr/bin/x`, with
+/// or without `./`), or `None` when the package has no such regular file.
+/// Nothing is written to disk.
+pub fn read_data_file(deb: &Path, path: &str) -> Result<Option<Vec<u8>>, DebError> {
+    let want = path.trim_start_matches("./").trim_start_matches('/');
+    with_member(deb, "data.tar", |reader, member| {
+        let read_err = |source| DebError::ReadMember {
+            path: deb.to_path_buf(),
+            member: member.to_string(),
+            source,
+        };
+        let mut archive = tar::Archive::new(reader);
+        for entry in archive.entries().map_err(read_err)? {
+            let mut entry = entry.map_err(read_err)?;
+            let name = entry.path_bytes();
+            let name = String::from_utf8_lossy(&name);
+            if name.trim_start_matches("./") == want
+                && entry.header().entry_type() == tar::EntryType::Regular
+            {
+                let mut out = Vec::with_capacity(entry.size() as usize);
+                entry.read_to_end(&mut out).map_err(read_err)?;
+                return Ok(Some(out));
+            }
+        }
+        Ok(None)
+    })
+}
+
 /// Compression of a tar member, from its name.
 enum TarCompression {
     None,

@@ -296,7 +296,8 @@ impl Archive {
             ));
         }
         toml.push_str(
-            "[variants.minbase]\nessential = true\npriorities = [\"required\"]\npackages = []\n",
+            "[variants.minbase]\nessential = true\npriorities = [\"required\"]\npackages = []\n\
+             [qemu]\npackage = \"qemu-user\"\npath = \"usr/bin/qemu-{qemu}\"\n",
         );
         std::fs::write(dir.join("test.toml"), toml).unwrap();
         dir

@@ -1,0 +1,443 @@
+//! The sandbox's filesystem: a plan of mount steps (pure, unit-tested) and
+//! the thin layer that applies them inside the new mount namespace. All
+//! mounts are private to the namespace and die with it.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::sys::{self, SysError};
+
+/// A `--bind HOST[:GUEST][:ro]` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bind {
+    pub host: PathBuf,
+    pub guest: PathBuf,
+    pub readonly: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BindError {
+    #[error("--bind {0}: expected HOST[:GUEST][:ro] with absolute paths")]
+    Syntax(String),
+    #[error("--bind {spec}: {path} does not exist on the host")]
+    Missing { spec: String, path: String },
+}
+
+impl Bind {
+    /// Parses `HOST[:GUEST][:ro]`; GUEST defaults to HOST.
+    pub fn parse(spec: &str) -> Result<Bind, BindError> {
+        let mut parts: Vec<&str> = spec.split(':').collect();
+        let readonly = match parts.last() {
+            Some(&"ro") if parts.len() > 1 => {
+                parts.pop();
+                true
+            }
+            Some(&"rw") if parts.len() > 1 => {
+                parts.pop();
+                false
+            }
+            _ => false,
+        };
+        let (host, guest) = match parts.as_slice() {
+            [h] => (*h, *h),
+            [h, g] => (*h, *g),
+            _ => return Err(BindError::Syntax(spec.into())),
+        };
+        if !host.starts_with('/') || !guest.starts_with('/') || guest.split('/').any(|c| c == "..")
+        {
+            return Err(BindError::Syntax(spec.into()));
+        }
+        Ok(Bind {
+            host: host.into(),
+            guest: guest.into(),
+            readonly,
+        })
+    }
+}
+
+/// What a mount point must be before mounting on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+/// One step of building the sandbox's view. Paths are absolute host paths
+/// (under the root) until the pivot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Step {
+    /// Stop propagation to and from the host: `mount --make-rprivate /`.
+    MakePrivate,
+    /// Bind the root onto itself so that it is a mount point (pivot_root).
+    BindRoot {
+        root: PathBuf,
+    },
+    /// A fresh procfs for the new PID namespace.
+    Proc {
+        target: PathBuf,
+    },
+    /// Bind `source` on `target` (created as `kind` if missing); recursive;
+    /// then remount read-only if asked.
+    Bind {
+        source: PathBuf,
+        target: PathBuf,
+        kind: Kind,
+        readonly: bool,
+    },
+    Tmpfs {
+        target: PathBuf,
+        options: String,
+    },
+    /// A private devpts instance.
+    Devpts {
+        target: PathBuf,
+        options: String,
+    },
+    Symlink {
+        path: PathBuf,
+        to: String,
+    },
+    /// binfmt_misc of this user namespace, and an interpreter registered.
+    Binfmt {
+        mountpoint: PathBuf,
+        register: String,
+    },
+    /// `pivot_root` into the root and drop the old root.
+    Pivot {
+        root: PathBuf,
+    },
+}
+
+/// What the sandbox should look like.
+#[derive(Debug, Clone, Default)]
+pub struct Layout {
+    pub root: PathBuf,
+    pub binds: Vec<Bind>,
+    /// Bind the host's resolv.conf (shared network).
+    pub resolv_conf: Option<PathBuf>,
+    /// A binfmt_misc registration line to make inside the namespace.
+    pub binfmt_register: Option<String>,
+    /// Map gid 5 (tty) for devpts; only when the gid map covers it.
+    pub tty_gid: bool,
+}
+
+/// Host device nodes bound into the sandbox's /dev.
+pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// The steps, in order.
+pub fn plan(l: &Layout) -> Vec<Step> {
+    let r = &l.root;
+    let mut steps = vec![
+        Step::MakePrivate,
+        Step::BindRoot { root: r.clone() },
+        Step::Proc {
+            target: r.join("proc"),
+        },
+        Step::Bind {
+            source: "/sys".into(),
+            target: r.join("sys"),
+            kind: Kind::Dir,
+            readonly: true,
+        },
+        Step::Tmpfs {
+            target: r.join("dev"),
+            options: "mode=0755,size=65536k".into(),
+        },
+    ];
+    for d in DEVICES {
+        steps.push(Step::Bind {
+            source: Path::new("/dev").join(d),
+            target: r.join("dev").join(d),
+            kind: Kind::File,
+            readonly: false,
+        });
+    }
+    let pts_opts = if l.tty_gid {
+        "newinstance,ptmxmode=0666,mode=0620,gid=5"
+    } else {
+        "newinstance,ptmxmode=0666,mode=0620"
+    };
+    steps.push(Step::Devpts {
+        target: r.join("dev/pts"),
+        options: pts_opts.into(),
+    });
+    for (path, to) in [
+        ("dev/ptmx", "pts/ptmx"),
+        ("dev/fd", "/proc/self/fd"),
+        ("dev/stdin", "/proc/self/fd/0"),
+        ("dev/stdout", "/proc/self/fd/1"),
+        ("dev/stderr", "/proc/self/fd/2"),
+    ] {
+        steps.push(Step::Symlink {
+            path: r.join(path),
+            to: to.into(),
+        });
+    }
+    steps.push(Step::Tmpfs {
+        target: r.join("dev/shm"),
+        options: "mode=1777".into(),
+    });
+    steps.push(Step::Tmpfs {
+        target: r.join("tmp"),
+        options: "mode=1777".into(),
+    });
+    if let Some(resolv) = &l.resolv_conf {
+        steps.push(Step::Bind {
+            source: resolv.clone(),
+            target: r.join("etc/resolv.conf"),
+            kind: Kind::File,
+            readonly: true,
+        });
+    }
+    for b in &l.binds {
+        let rel = b.guest.strip_prefix("/").unwrap_or(&b.guest);
+        steps.push(Step::Bind {
+            source: b.host.clone(),
+            target: r.join(rel),
+            kind: if b.host.is_dir() {
+                Kind::Dir
+            } else {
+                Kind::File
+            },
+            readonly: b.readonly,
+        });
+    }
+    if let Some(line) = &l.binfmt_register {
+        steps.push(Step::Binfmt {
+            mountpoint: r.join("proc/sys/fs/binfmt_misc"),
+            register: line.clone(),
+        });
+    }
+    steps.push(Step::Pivot { root: r.clone() });
+    steps
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} leads out of the root through a symlink; refusing to mount there", path.display())]
+    Escape { path: PathBuf },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MountError + '_ {
+    move |source| MountError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Makes sure `target` exists as `kind` without following a symlink out of
+/// the root (a root's own symlink at a mount point is refused).
+fn prepare(root: &Path, target: &Path, kind: Kind) -> Result<(), MountError> {
+    if let Ok(meta) = std::fs::symlink_metadata(target) {
+        if meta.file_type().is_symlink() {
+            return Err(MountError::Escape {
+                path: target.to_owned(),
+            });
+        }
+        return Ok(());
+    }
+    let parent = target.parent().unwrap_or(root);
+    // Each existing ancestor under the root must be a real directory.
+    let mut p = parent;
+    while p.starts_with(root) && p != root {
+        if let Ok(m) = std::fs::symlink_metadata(p) {
+            if m.file_type().is_symlink() {
+                return Err(MountError::Escape { path: p.to_owned() });
+            }
+        }
+        p = p.parent().unwrap_or(root);
+    }
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    match kind {
+        Kind::Dir => std::fs::create_dir(target).map_err(io(target)),
+        Kind::File => std::fs::File::create(target).map(drop).map_err(io(target)),
+    }
+}
+
+/// Applies one step. Runs as root of the new user namespace, inside the new
+/// mount and PID namespaces.
+pub fn apply(step: &Step, root: &Path) -> Result<(), MountError> {
+    match step {
+        Step::MakePrivate => sys::mount(
+            None,
+            Path::new("/"),
+            None,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None,
+        )?,
+        Step::BindRoot { root } => sys::mount(
+            Some(root),
+            root,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?,
+        Step::Proc { target } => {
+            prepare(root, target, Kind::Dir)?;
+            sys::mount(
+                Some(Path::new("proc")),
+                target,
+                Some("proc"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                None,
+            )?
+        }
+        Step::Bind {
+            source,
+            target,
+            kind,
+            readonly,
+        } => {
+            prepare(root, target, *kind)?;
+            sys::mount(
+                Some(source),
+                target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
+            if *readonly {
+                let keep = sys::locked_mount_flags(target)?;
+                sys::mount(
+                    None,
+                    target,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | keep,
+                    None,
+                )?;
+            }
+        }
+        Step::Tmpfs { target, options } => {
+            prepare(root, target, Kind::Dir)?;
+            sys::mount(
+                Some(Path::new("tmpfs")),
+                target,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(options),
+            )?
+        }
+        Step::Devpts { target, options } => {
+            prepare(root, target, Kind::Dir)?;
+            sys::mount(
+                Some(Path::new("devpts")),
+                target,
+                Some("devpts"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                Some(options),
+            )?
+        }
+        Step::Symlink { path, to } => {
+            let _ = std::fs::remove_file(path);
+            std::os::unix::fs::symlink(to, path).map_err(io(path))?
+        }
+        Step::Binfmt {
+            mountpoint,
+            register,
+        } => {
+            sys::mount(
+                Some(Path::new("binfmt_misc")),
+                mountpoint,
+                Some("binfmt_misc"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                None,
+            )?;
+            let reg = mountpoint.join("register");
+            std::fs::write(&reg, register).map_err(io(&reg))?
+        }
+        Step::Pivot { root } => {
+            sys::chdir(root)?;
+            sys::pivot_root(Path::new("."), Path::new("."))?;
+            sys::umount2(Path::new("."), MntFlags::MNT_DETACH)?;
+            sys::chdir(Path::new("/"))?
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_parse_with_defaults_and_errors() {
+        assert_eq!(
+            Bind::parse("/src").unwrap(),
+            Bind {
+                host: "/src".into(),
+                guest: "/src".into(),
+                readonly: false
+            }
+        );
+        assert_eq!(
+            Bind::parse("/src:/build:ro").unwrap(),
+            Bind {
+                host: "/src".into(),
+                guest: "/build".into(),
+                readonly: true
+            }
+        );
+        assert!(Bind::parse("/src:ro").unwrap().readonly);
+        assert!(Bind::parse("src").is_err());
+        assert!(Bind::parse("/a:/b:/c:ro").is_err());
+        assert!(Bind::parse("/a:/../etc").is_err());
+    }
+
+    #[test]
+    fn the_plan_mounts_in_a_safe_order() {
+        let steps = plan(&Layout {
+            root: "/r".into(),
+            binds: vec![Bind::parse("/home/a/src:/src:ro").unwrap()],
+            resolv_conf: Some("/etc/resolv.conf".into()),
+            binfmt_register: Some(":qemu-aarch64:M::x:y:/q:F".into()),
+            tty_gid: true,
+        });
+        assert_eq!(steps[0], Step::MakePrivate, "propagation stopped first");
+        assert_eq!(steps[1], Step::BindRoot { root: "/r".into() });
+        assert_eq!(steps.last(), Some(&Step::Pivot { root: "/r".into() }));
+        let pos = |f: &dyn Fn(&Step) -> bool| steps.iter().position(f).unwrap();
+        let proc_at = pos(&|s| matches!(s, Step::Proc { .. }));
+        let binfmt_at = pos(&|s| matches!(s, Step::Binfmt { .. }));
+        let dev_at =
+            pos(&|s| matches!(s, Step::Tmpfs { target, .. } if target == Path::new("/r/dev")));
+        let null_at =
+            pos(&|s| matches!(s, Step::Bind { target, .. } if target == Path::new("/r/dev/null")));
+        assert!(proc_at < binfmt_at, "binfmt_misc lives under /proc");
+        assert!(dev_at < null_at, "devices go on the fresh /dev");
+        assert!(steps.contains(&Step::Bind {
+            source: "/sys".into(),
+            target: "/r/sys".into(),
+            kind: Kind::Dir,
+            readonly: true
+        }));
+        assert!(steps.contains(&Step::Bind {
+            source: "/home/a/src".into(),
+            target: "/r/src".into(),
+            kind: Kind::File, // does not exist in the test: a file
+            readonly: true
+        }));
+        assert!(steps.contains(&Step::Symlink {
+            path: "/r/dev/ptmx".into(),
+            to: "pts/ptmx".into()
+        }));
+        assert!(steps
+            .iter()
+            .any(|s| matches!(s, Step::Devpts { options, .. } if options.contains("gid=5"))));
+        // Nothing is ever created with mknod: devices are bind mounts.
+        for d in DEVICES {
+            assert!(steps.iter().any(
+                |s| matches!(s, Step::Bind { source, .. } if source == &Path::new("/dev").join(d))
+            ));
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The only place with `unsafe` and raw system calls. Every call's error
+//! names the call, its arguments and the errno:
+//! `mount("proc", "/r/proc", "proc", ..) => EPERM`.
+
+use std::ffi::CString;
+use std::os::fd::RawFd;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, Signal};
+use nix::unistd::{ForkResult, Gid, Pid, Uid};
+
+/// A failed system call, described.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("{call} => {errno}")]
+pub struct SysError {
+    pub call: String,
+    pub errno: Errno,
+}
+
+pub type SysResult<T> = Result<T, SysError>;
+
+fn err(call: impl FnOnce() -> String) -> impl FnOnce(Errno) -> SysError {
+    move |errno| SysError {
+        call: call(),
+        errno,
+    }
+}
+
+pub fn unshare(flags: CloneFlags) -> SysResult<()> {
+    nix::sched::unshare(flags).map_err(err(|| format!("unshare({flags:?})")))
+}
+
+pub fn mount(
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> SysResult<()> {
+    nix::mount::mount(source, target, fstype, flags, data).map_err(err(|| {
+        format!(
+            "mount({:?}, {:?}, {:?}, {flags:?}, {:?})",
+            source.map(|s| s.display().to_string()).unwrap_or_default(),
+            target.display().to_string(),
+            fstype.unwrap_or(""),
+            data.unwrap_or("")
+        )
+    }))
+}
+
+pub fn umount2(target: &Path, flags: MntFlags) -> SysResult<()> {
+    nix::mount::umount2(target, flags).map_err(err(|| {
+        format!("umount2({:?}, {flags:?})", target.display().to_string())
+    }))
+}
+
+pub fn pivot_root(new_root: &Path, put_old: &Path) -> SysResult<()> {
+    nix::unistd::pivot_root(new_root, put_old).map_err(err(|| {
+        format!(
+            "pivot_root({:?}, {:?})",
+            new_root.display().to_string(),
+            put_old.display().to_string()
+        )
+    }))
+}
+
+pub fn chdir(dir: &Path) -> SysResult<()> {
+    nix::unistd::chdir(dir).map_err(err(|| format!("chdir({:?})", dir.display().to_string())))
+}
+
+pub fn sethostname(name: &str) -> SysResult<()> {
+    nix::unistd::sethostname(name).map_err(err(|| format!("sethostname({name:?})")))
+}
+
+/// Becomes root inside the user namespace: uid, gid 0 and no groups.
+pub fn become_root(keep_groups: bool) -> SysResult<()> {
+    if !keep_groups {
+        nix::unistd::setgroups(&[]).map_err(err(|| "setgroups([])".to_string()))?;
+    }
+    nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+        .map_err(err(|| "setresgid(0, 0, 0)".to_string()))?;
+    nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+        .map_err(err(|| "setresuid(0, 0, 0)".to_string()))
+}
+
+/// Asks the kernel to send `sig` to this process when its parent dies.
+pub fn set_parent_death_signal(sig: Signal) -> SysResult<()> {
+    nix::sys::prctl::set_pdeathsig(sig).map_err(err(|| format!("prctl(PR_SET_PDEATHSIG, {sig})")))
+}
+
+pub enum Forked {
+    Child,
+    Parent(Pid),
+}
+
+/// Forks. The caller must be single-threaded (the sandbox helper is a
+/// freshly exec'd process that starts no threads).
+pub fn fork() -> SysResult<Forked> {
+    // SAFETY: the sandbox helper and its init are single-threaded processes
+    // (exec'd fresh, no threads started), so the child may run any code, not
+    // only async-signal-safe functions.
+    match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Child) => Ok(Forked::Child),
+        Ok(ForkResult::Parent { child }) => Ok(Forked::Parent(child)),
+        Err(e) => Err(SysError {
+            call: "fork()".into(),
+            errno: e,
+        }),
+    }
+}
+
+/// Replaces the process image. Returns only on error.
+pub fn execvp(argv: &[String]) -> SysError {
+    let c: Result<Vec<CString>, _> = argv.iter().map(|a| CString::new(a.as_bytes())).collect();
+    let Ok(c) = c else {
+        return SysError {
+            call: format!("execvp({argv:?})"),
+            errno: Errno::EINVAL,
+        };
+    };
+    match nix::unistd::execvp(&c[0], &c) {
+        Err(e) => SysError {
+            call: format!("execvp({:?})", argv[0]),
+            errno: e,
+        },
+    }
+}
+
+/// Blocks the signals that the sandbox forwards, returning the old mask.
+pub fn block_signals(set: &SigSet) -> SysResult<SigSet> {
+    let mut old = SigSet::empty();
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_BLOCK,
+        Some(set),
+        Some(&mut old),
+    )
+    .map_err(err(|| "sigprocmask(SIG_BLOCK)".into()))?;
+    Ok(old)
+}
+
+pub fn set_signal_mask(set: &SigSet) -> SysResult<()> {
+    nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(set), None)
+        .map_err(err(|| "sigprocmask(SIG_SETMASK)".into()))
+}
+
+/// A signal taken from the pending set, and whether a process (rather than
+/// the kernel, e.g. the terminal's Ctrl-C) sent it.
+pub struct Pending {
+    pub signal: Signal,
+    pub from_process: bool,
+}
+
+/// Waits up to `timeout_ms` for one of the blocked signals in `set`.
+pub fn wait_signal(set: &SigSet, timeout_ms: i64) -> Option<Pending> {
+    let ts = libc::timespec {
+        tv_sec: timeout_ms / 1000,
+        tv_nsec: (timeout_ms % 1000) * 1_000_000,
+    };
+    // SAFETY: `info` is a plain C struct the kernel fills in; `set` and `ts`
+    // are valid for the duration of the call.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let n = unsafe { libc::sigtimedwait(set.as_ref(), &mut info, &ts) };
+    if n <= 0 {
+        return None;
+    }
+    let signal = Signal::try_from(n).ok()?;
+    // si_code <= 0: sent by kill(), sigqueue() or tgkill() from a process.
+    Some(Pending {
+        signal,
+        from_process: info.si_code <= 0,
+    })
+}
+
+pub fn kill(pid: Pid, sig: Signal) -> SysResult<()> {
+    nix::sys::signal::kill(pid, sig).map_err(err(|| format!("kill({pid}, {sig})")))
+}
+
+/// Makes `fd` a copy of `from` in the child between fork and exec of a
+/// `std::process::Command` (dup2 clears close-on-exec on the copy).
+pub fn dup2_in_child(cmd: &mut std::process::Command, from: RawFd, to: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: dup2 is async-signal-safe, and `from` stays open in the parent
+    // until the child has been spawned.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(from, to) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Flags of the filesystem at `path` that a bind remount inside a user
+/// namespace must keep (the kernel locks them).
+pub fn locked_mount_flags(path: &Path) -> SysResult<MsFlags> {
+    let st = nix::sys::statvfs::statvfs(path)
+        .map_err(err(|| format!("statvfs({:?})", path.display().to_string())))?;
+    use nix::sys::statvfs::FsFlags;
+    let f = st.flags();
+    let mut out = MsFlags::empty();
+    for (a, b) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+    ] {
+        if f.contains(a) {
+            out |= b;
+        }
+    }
+    Ok(out)
+}
+
+/// A `File` for a descriptor this process inherited and owns (the sandbox
+/// helper's fds 3 and 4). The caller must not use the number elsewhere.
+pub fn file_from_inherited_fd(fd: RawFd) -> std::fs::File {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the sandbox helper is started with `fd` open (dup2 in
+    // `dup2_in_child`), and only this wrapper turns the number into an owner.
+    unsafe { std::fs::File::from_raw_fd(fd) }
+}
+
+pub fn close_fd(fd: RawFd) {
+    let _ = nix::unistd::close(fd);
+}
+
+/// Marks `fd` close-on-exec.
+pub fn set_cloexec(fd: RawFd) {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    // SAFETY: `fd` is an inherited descriptor this process owns; fcntl on it
+    // does not change ownership.
+    let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let _ = fcntl(bfd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+}
+
+/// Moves `fd` to a number of at least 10 (close-on-exec), so that a later
+/// dup2 onto 3 or 4 in a child never meets itself or its sibling.
+pub fn move_fd_high(fd: std::os::fd::OwnedFd) -> SysResult<std::os::fd::OwnedFd> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    use std::os::fd::{AsFd, FromRawFd};
+    let n = fcntl(fd.as_fd(), FcntlArg::F_DUPFD_CLOEXEC(10))
+        .map_err(err(|| "fcntl(F_DUPFD_CLOEXEC, 10)".into()))?;
+    // SAFETY: `n` is a new descriptor that fcntl just created and nothing
+    // else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(n) })
+}
