@@ -263,6 +263,9 @@ impl<'r> Fetcher<'r> {
     /// returns its path. A file already there is re-hashed before use.
     pub fn fetch(&self, d: &Download) -> Result<PathBuf, FetchError> {
         let dest = self.blob_path(&d.sha256);
+        // Another zchroot (or thread) may fetch the same file: one at a time
+        // per file, through a lock striped by the hash's first byte.
+        let _lock = self.lock(&d.sha256)?;
         if dest.exists() {
             match check_file(&dest, d) {
                 Ok(()) => {
@@ -299,6 +302,24 @@ impl<'r> Fetcher<'r> {
                 Err(e)
             }
         }
+    }
+
+    fn lock(&self, sha256: &str) -> Result<nix::fcntl::Flock<File>, FetchError> {
+        let dir = self.blobs.join("locks");
+        let path = dir.join(format!("{}.lock", sha256.get(..2).unwrap_or("00")));
+        let io = |source| FetchError::Io {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(&dir).map_err(io)?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| io(std::io::Error::from(e)))
     }
 
     /// One try: resume `partial` if it exists, stream, hash, check.

@@ -115,7 +115,7 @@ impl Env {
             return vec![];
         };
         rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.ends_with(".partial"))
+            .filter(|n| !n.ends_with(".partial") && n != "locks")
             .collect()
     }
 
