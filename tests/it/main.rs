@@ -5,6 +5,7 @@
 mod archive;
 mod debian;
 mod require;
+mod sandbox;
 mod server;
 
 use std::path::{Path, PathBuf};

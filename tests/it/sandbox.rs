@@ -1,0 +1,473 @@
+//! The sandbox, for real: an arm64 root made of Debian's busybox-static
+//! (fetched and extracted through the archive client), run under qemu from
+//! the archive, as root and as an unprivileged user with subuid ranges.
+//! Needs root (to become the test user), user namespaces and the network.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::require::{have_debian_network, require};
+use zchroot::archive::fetch::FetchOptions;
+use zchroot::manifest::Manifests;
+use zchroot::paths::DataDirs;
+use zchroot::report::Silent;
+use zchroot::target::{Target, TargetSpec};
+
+const BUSYBOX: &str = "/usr/bin/busybox";
+
+fn shared_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sandbox-tests")
+}
+
+/// The zchroot home that root's runs share (the qemu binary is fetched once).
+fn root_home() -> PathBuf {
+    shared_dir().join("home-root")
+}
+
+/// An arm64 root with busybox-static, extracted through zchroot's own
+/// archive client and .deb extractor. Made once per test run.
+fn busybox_root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let dir = shared_dir().join("busybox-arm64");
+        if dir.join("usr/bin/busybox").exists() {
+            return dir;
+        }
+        let m = Manifests::embedded();
+        let t = Target::new(
+            &m,
+            &TargetSpec {
+                arch: "arm64".into(),
+                release: "trixie".into(),
+                variant: "minbase".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let dirs = DataDirs {
+            state: root_home().join("state"),
+            cache: root_home().join("cache"),
+        };
+        let f = t.fetcher(&dirs, FetchOptions::default(), &Silent).unwrap();
+        let idx = t.update(&f, &Silent).unwrap();
+        let bb = idx
+            .packages
+            .iter()
+            .filter(|p| p.name == "busybox-static")
+            .max_by(|a, b| zchroot::archive::version::compare(&a.version, &b.version))
+            .expect("busybox-static in trixie");
+        let paths = t.download(&f, &[bb], &Silent).unwrap();
+        let tmp = shared_dir().join("busybox-arm64.tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).unwrap();
+        zchroot::deb::read::extract_data(&paths[0], &tmp).unwrap();
+        std::fs::rename(&tmp, &dir).unwrap();
+        dir
+    })
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Whether the sandbox tests can run here; loud skip otherwise.
+fn can_run() -> bool {
+    require(
+        is_root(),
+        "root (to run as root and to become the test user)",
+        "run the tests as root, as CI does",
+    ) && require(
+        have_debian_network(),
+        "the Debian archive (network)",
+        "run where deb.debian.org answers",
+    )
+}
+
+fn zchroot_as_root(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_zchroot"))
+        .args(args)
+        .env("ZCHROOT_HOME", root_home())
+        .output()
+        .unwrap()
+}
+
+fn run_root(cmd: &[&str]) -> Output {
+    let root = busybox_root().to_str().unwrap().to_string();
+    let mut args = vec!["-q", "run", "--dir", &root, "--"];
+    args.extend_from_slice(cmd);
+    zchroot_as_root(&args)
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn mountinfo() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        // Drop the mount id and parent id: compare what is mounted where.
+        .map(|l| l.splitn(3, ' ').nth(2).unwrap_or("").to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn binfmt_table() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/proc/sys/fs/binfmt_misc")
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn arm64_root_runs_under_qemu_as_root() {
+    if !can_run() {
+        return;
+    }
+    let o = run_root(&[BUSYBOX, "uname", "-m"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(text(&o), "aarch64");
+    let o = run_root(&[BUSYBOX, "id", "-u"]);
+    assert_eq!(text(&o), "0");
+    let o = run_root(&[BUSYBOX, "hostname"]);
+    assert_eq!(text(&o), "zchroot");
+    // PID namespace: the command is not PID 1, and sees few processes.
+    let o = run_root(&[BUSYBOX, "sh", "-c", "echo $$"]);
+    assert_eq!(text(&o), "2");
+}
+
+#[test]
+fn exit_status_and_signals_pass_through() {
+    if !can_run() {
+        return;
+    }
+    assert_eq!(
+        run_root(&[BUSYBOX, "sh", "-c", "exit 7"]).status.code(),
+        Some(7)
+    );
+    assert_eq!(
+        run_root(&[BUSYBOX, "sh", "-c", "kill -TERM $$"])
+            .status
+            .code(),
+        Some(143)
+    );
+    let o = run_root(&["/no/such/command"]);
+    assert_eq!(o.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot run \"/no/such/command\""));
+    // SIGTERM to zchroot reaches the command, which a trap reports.
+    let root = busybox_root().to_str().unwrap().to_string();
+    let child = Command::new(env!("CARGO_BIN_EXE_zchroot"))
+        .args(["-q", "run", "--dir", &root, "--", BUSYBOX, "sh", "-c"])
+        .arg("trap 'echo got-term; exit 3' TERM; echo ready; while :; do /usr/bin/busybox sleep 0.1; done")
+        .env("ZCHROOT_HOME", root_home())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let mut out = child.stdout.unwrap();
+    let mut buf = [0u8; 6];
+    use std::io::Read;
+    out.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ready\n");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest.trim(), "got-term");
+    let status = nix::sys::wait::waitpid(pid, None).unwrap();
+    assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 3));
+}
+
+#[test]
+fn the_host_binfmt_table_and_mounts_are_untouched() {
+    if !can_run() {
+        return;
+    }
+    busybox_root();
+    let _ = run_root(&[BUSYBOX, "true"]); // fetch qemu first
+    let mounts_before = mountinfo();
+    let binfmt_before = binfmt_table();
+    let root = busybox_root().to_str().unwrap().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zchroot"))
+        .args(["-q", "run", "--dir", &root, "--", BUSYBOX, "sleep", "3"])
+        .env("ZCHROOT_HOME", root_home())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        binfmt_table(),
+        binfmt_before,
+        "binfmt_misc changed during the run"
+    );
+    assert_eq!(
+        mountinfo(),
+        mounts_before,
+        "the host's mounts changed during the run"
+    );
+    assert!(child.wait().unwrap().success());
+    assert_eq!(binfmt_table(), binfmt_before);
+    assert_eq!(mountinfo(), mounts_before);
+}
+
+/// Processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(marker))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_of_zchroot_leaves_no_process_and_no_mount() {
+    if !can_run() {
+        return;
+    }
+    let _ = run_root(&[BUSYBOX, "true"]); // fetch qemu first
+    let mounts_before = mountinfo();
+    let marker = "424242";
+    let root = busybox_root().to_str().unwrap().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zchroot"))
+        .args(["-q", "run", "--dir", &root, "--", BUSYBOX, "sleep", marker])
+        .env("ZCHROOT_HOME", root_home())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while processes_with(marker).len() < 2 && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(processes_with(marker).len() >= 2, "the sleep did not start");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let t = Instant::now();
+    while !processes_with(marker).is_empty() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        processes_with(marker).is_empty(),
+        "left behind: {:?}",
+        processes_with(marker)
+    );
+    assert_eq!(mountinfo(), mounts_before);
+}
+
+#[test]
+fn network_none_and_binds() {
+    if !can_run() {
+        return;
+    }
+    let o = run_root(&[BUSYBOX, "cat", "/proc/net/dev"]);
+    let shared = text(&o).lines().count();
+    let root = busybox_root().to_str().unwrap().to_string();
+    let o = zchroot_as_root(&[
+        "-q",
+        "run",
+        "--dir",
+        &root,
+        "--network",
+        "none",
+        "--",
+        BUSYBOX,
+        "cat",
+        "/proc/net/dev",
+    ]);
+    let none = text(&o);
+    assert_eq!(none.lines().count(), 3, "only lo: {none}");
+    assert!(shared >= 3);
+
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("hello"), "from the host\n").unwrap();
+    let spec = format!("{}:/mnt/host:ro", host.path().display());
+    let o = zchroot_as_root(&["-q", "run", "--dir", &root, "--bind", &spec, "--", BUSYBOX, "sh", "-c",
+        "/usr/bin/busybox cat /mnt/host/hello; /usr/bin/busybox touch /mnt/host/x 2>/dev/null && echo writable || echo read-only"]);
+    assert_eq!(text(&o), "from the host\nread-only");
+    let spec = format!("{}:/mnt/host", host.path().display());
+    let o = zchroot_as_root(&[
+        "-q",
+        "run",
+        "--dir",
+        &root,
+        "--bind",
+        &spec,
+        "--",
+        BUSYBOX,
+        "touch",
+        "/mnt/host/x",
+    ]);
+    assert!(o.status.success());
+    assert!(host.path().join("x").exists());
+    let o = zchroot_as_root(&[
+        "-q",
+        "run",
+        "--dir",
+        &root,
+        "--bind",
+        "/no/such/dir",
+        "--",
+        BUSYBOX,
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/no/such/dir does not exist on the host"));
+}
+
+/// The unprivileged test user that .ci/run creates, with its subuid start.
+fn test_user() -> Option<(String, u32, u32)> {
+    let name = std::env::var("ZCHROOT_TEST_USER").unwrap_or_else(|_| "zchroot-ci".into());
+    let u = nix::unistd::User::from_name(&name).ok()??;
+    let subuid = std::fs::read_to_string("/etc/subuid").ok()?;
+    let start = subuid.lines().find_map(|l| {
+        let mut it = l.split(':');
+        (it.next()? == name).then(|| it.next()?.parse().ok())?
+    })?;
+    Some((name, u.uid.as_raw(), start))
+}
+
+/// Runs zchroot as `user` with its own home under the shared test dir.
+fn zchroot_as(user: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let home = shared_dir().join(format!("home-{user}"));
+    std::fs::create_dir_all(&home).unwrap();
+    let _ = Command::new("chown").args(["-R", user]).arg(&home).status();
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", user, "--", "env"]);
+    cmd.arg(format!("ZCHROOT_HOME={}", home.display()));
+    for (k, v) in env {
+        cmd.arg(format!("{k}={v}"));
+    }
+    cmd.arg(env!("CARGO_BIN_EXE_zchroot")).args(args);
+    cmd.current_dir("/").output().unwrap()
+}
+
+/// A copy of the busybox root owned by `user` (as a rootless create makes).
+fn user_root(user: &str) -> PathBuf {
+    let dir = shared_dir().join(format!("busybox-arm64-{user}"));
+    if !dir.exists() {
+        let tmp = shared_dir().join(format!("busybox-arm64-{user}.tmp"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        assert!(Command::new("cp")
+            .arg("-a")
+            .arg(busybox_root())
+            .arg(&tmp)
+            .status()
+            .unwrap()
+            .success());
+        assert!(Command::new("chown")
+            .args(["-R", user])
+            .arg(&tmp)
+            .status()
+            .unwrap()
+            .success());
+        std::fs::rename(&tmp, &dir).unwrap();
+    }
+    // The user must be able to reach the directory.
+    let mut p = dir.parent();
+    while let Some(d) = p {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(d) {
+            let mode = m.permissions().mode();
+            if mode & 0o001 == 0 {
+                let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o001));
+            }
+        }
+        p = d.parent();
+    }
+    dir
+}
+
+#[test]
+fn rootless_maps_ids_to_the_subuid_range() {
+    if !can_run() {
+        return;
+    }
+    let user = test_user();
+    if !require(
+        user.is_some(),
+        "an unprivileged user with /etc/subuid and /etc/subgid ranges",
+        ".ci/run creates zchroot-ci; or set ZCHROOT_TEST_USER",
+    ) {
+        return;
+    }
+    let (user, uid, start) = user.unwrap();
+    let root = user_root(&user);
+    let r = root.to_str().unwrap();
+    let o = zchroot_as(&user, &[], &["-q", "run", "--dir", r, "--", BUSYBOX, "sh", "-c",
+        "/usr/bin/busybox id -u; /usr/bin/busybox uname -m; /usr/bin/busybox rm -f /owned; /usr/bin/busybox touch /owned; /usr/bin/busybox chown 1000:1000 /owned"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(text(&o), "0\naarch64");
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(root.join("owned")).unwrap();
+    assert_eq!(
+        meta.uid(),
+        start + 999,
+        "uid 1000 inside is subuid start + 999 outside"
+    );
+    // A file made as root inside belongs to the user outside.
+    let o = zchroot_as(
+        &user,
+        &[],
+        &[
+            "-q",
+            "run",
+            "--dir",
+            r,
+            "--",
+            BUSYBOX,
+            "sh",
+            "-c",
+            "/usr/bin/busybox rm -f /mine; /usr/bin/busybox touch /mine",
+        ],
+    );
+    assert!(o.status.success());
+    assert_eq!(std::fs::metadata(root.join("mine")).unwrap().uid(), uid);
+}
+
+#[test]
+fn rootless_without_a_range_or_newuidmap_says_what_to_do() {
+    if !can_run() {
+        return;
+    }
+    // nobody has no subuid range.
+    let root = user_root("nobody");
+    let r = root.to_str().unwrap();
+    let o = zchroot_as(
+        "nobody",
+        &[],
+        &["-q", "run", "--dir", r, "--", BUSYBOX, "true"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("no subordinate uid range for nobody in /etc/subuid"),
+        "{err}"
+    );
+    assert!(
+        err.contains("help: add \"nobody:100000:65536\" to /etc/subuid and /etc/subgid"),
+        "{err}"
+    );
+    // Without newuidmap on PATH.
+    let o = zchroot_as(
+        "nobody",
+        &[("PATH", "/nonexistent")],
+        &["-q", "run", "--dir", r, "--", BUSYBOX, "true"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("newuidmap is missing or not setuid root"),
+        "{err}"
+    );
+    assert!(
+        err.contains("help: install it: `sudo apt-get install uidmap`"),
+        "{err}"
+    );
+}
