@@ -34,6 +34,15 @@ pub enum Command {
     Run(RunArgs),
     /// An interactive shell inside a root.
     Shell(ShellArgs),
+    /// What this host supports and what zchroot will use, with fixes.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which root to enter, and how.

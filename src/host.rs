@@ -184,3 +184,76 @@ mod tests {
         assert!(v.0 >= 3, "{v:?}");
     }
 }
+
+/// Everything `doctor` looks at, read from the host.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub kernel: String,
+    pub kernel_version: (u32, u32),
+    pub machine: String,
+    pub is_root: bool,
+    pub user: String,
+    pub uid: u32,
+    pub subuid: String,
+    pub subgid: String,
+    pub newuidmap: Option<PathBuf>,
+    pub newgidmap: Option<PathBuf>,
+    /// sysctl name → value, for the ones that can forbid user namespaces.
+    pub sysctls: Vec<(String, Option<String>)>,
+    pub binfmt: Vec<(String, binfmt::Entry)>,
+    pub binfmt_mounted: bool,
+    pub data_dir: PathBuf,
+    /// Free bytes on the filesystem of the data directory (or its nearest
+    /// existing parent).
+    pub free_bytes: Option<u64>,
+}
+
+/// Reads the facts. `data_dir` is the state directory.
+pub fn facts(data_dir: &Path) -> Facts {
+    let (kernel, kernel_version) = kernel();
+    let (user, uid, _) = user();
+    let (subuid, subgid) = subid_files();
+    let sysctls = [
+        "kernel.unprivileged_userns_clone",
+        "kernel.apparmor_restrict_unprivileged_userns",
+        "user.max_user_namespaces",
+    ]
+    .iter()
+    .map(|name| {
+        let path = Path::new("/proc/sys").join(name.replace('.', "/"));
+        (
+            name.to_string(),
+            std::fs::read_to_string(path)
+                .ok()
+                .map(|v| v.trim().to_string()),
+        )
+    })
+    .collect();
+    let mut probe = data_dir.to_path_buf();
+    while !probe.exists() {
+        match probe.parent() {
+            Some(p) => probe = p.to_path_buf(),
+            None => break,
+        }
+    }
+    let free_bytes = nix::sys::statvfs::statvfs(&probe)
+        .ok()
+        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64);
+    Facts {
+        kernel,
+        kernel_version,
+        machine: machine(),
+        is_root: is_root(),
+        user,
+        uid,
+        subuid,
+        subgid,
+        newuidmap: setuid_helper("newuidmap"),
+        newgidmap: setuid_helper("newgidmap"),
+        sysctls,
+        binfmt: binfmt_entries(),
+        binfmt_mounted: Path::new("/proc/sys/fs/binfmt_misc/status").exists(),
+        data_dir: data_dir.to_path_buf(),
+        free_bytes,
+    }
+}

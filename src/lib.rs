@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod deb;
+pub mod doctor;
 pub mod host;
 pub mod manifest;
 pub mod paths;

@@ -242,6 +242,36 @@ fn run_in_sandbox(
     Ok(code.clamp(0, 255) as u8)
 }
 
+fn doctor(manifests: &Manifests, json: bool) -> anyhow::Result<u8> {
+    use zchroot::doctor::{checks, Status};
+    let dirs = DataDirs::resolve(&DirsEnv::from_process())?;
+    let facts = zchroot::host::facts(&dirs.state);
+    let host = zchroot::host::host_arch(manifests).ok();
+    let foreign: Vec<_> = manifests
+        .architectures()?
+        .into_iter()
+        .filter(|a| host.as_ref().is_none_or(|h| h.name != a.name))
+        .collect();
+    let list = checks(&facts, &foreign);
+    let failed = list.iter().any(|c| c.status == Status::Fail);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        for c in &list {
+            let mark = match c.status {
+                Status::Ok => "ok  ",
+                Status::Warn => "warn",
+                Status::Fail => "FAIL",
+            };
+            println!("{mark} {:<24} {}", c.name, c.detail);
+            if let Some(h) = &c.help {
+                println!("     {:<24} help: {h}", "");
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
 fn run(cli: &Cli) -> anyhow::Result<u8> {
     let manifests = match &cli.manifests {
         Some(dir) => Manifests::from_dir(dir)?,
@@ -261,6 +291,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Run(args) => {
             run_in_sandbox(&manifests, &args.sandbox, args.command.clone(), reporter)
         }
+        Command::Doctor(args) => doctor(&manifests, args.json),
         Command::Shell(args) => {
             let argv = vec![
                 "/bin/sh".to_string(),
