@@ -30,6 +30,12 @@ pub enum Command {
     /// Resolve the package set of a root, like `apt-get install -s`, and
     /// optionally download it into the cache.
     Resolve(ResolveArgs),
+    /// Build a Debian root from the archive (rootless for a normal user).
+    Create(CreateArgs),
+    /// List the roots.
+    List(ListArgs),
+    /// Remove roots (and with --purge-cache, the download cache).
+    Destroy(DestroyArgs),
     /// Run a command inside a root, in a sandbox of its own.
     Run(RunArgs),
     /// An interactive shell inside a root.
@@ -45,18 +51,54 @@ pub struct DoctorArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Name of the root (default: SUITE-ARCH, e.g. trixie-arm64).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Replace a root of the same name.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// Roots to remove.
+    #[arg(required_unless_present_any = ["all", "purge_cache"])]
+    pub names: Vec<String>,
+    /// Remove every root.
+    #[arg(long, conflicts_with = "names")]
+    pub all: bool,
+    /// Also empty the download cache (packages, indexes, qemu).
+    #[arg(long)]
+    pub purge_cache: bool,
+}
+
 /// Which root to enter, and how.
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
-    /// A directory holding a root (any Debian-like tree).
+    /// A root made by `zchroot create`.
+    #[arg(required_unless_present = "dir", conflicts_with = "dir")]
+    pub name: Option<String>,
+    /// A directory holding a root (any Debian-like tree) instead of a NAME.
     #[arg(long, value_name = "PATH")]
-    pub dir: PathBuf,
+    pub dir: Option<PathBuf>,
     /// The root's architecture (found from its shell when not given).
     #[arg(long)]
     pub arch: Option<String>,
-    /// The release whose archive supplies qemu-user for foreign roots.
-    #[arg(long, default_value = "trixie")]
-    pub suite: String,
+    /// The release whose archive supplies qemu-user for foreign roots
+    /// (default: the root's own, or trixie for --dir).
+    #[arg(long)]
+    pub suite: Option<String>,
     /// Mirror for fetching qemu-user (http://).
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,

@@ -10,6 +10,8 @@ pub mod host;
 pub mod manifest;
 pub mod paths;
 pub mod report;
+pub mod rootfs;
 pub mod sandbox;
 pub mod sys;
 pub mod target;
+pub mod teardown;

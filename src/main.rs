@@ -17,7 +17,9 @@ use zchroot::paths::{DataDirs, DirsEnv};
 use zchroot::report::{Phase, Reporter, Silent};
 use zchroot::target::{Target, TargetSpec};
 
-use cli::{Cli, Command, ResolveArgs, SandboxArgs, TargetArgs};
+use cli::{Cli, Command, CreateArgs, DestroyArgs, ListArgs, ResolveArgs, SandboxArgs, TargetArgs};
+use zchroot::rootfs::create::CreateSpec;
+use zchroot::rootfs::Roots;
 use zchroot::sandbox::{self, mounts::Bind, RunSpec};
 
 /// Renders progress: one bar per phase, bytes when known, else items.
@@ -223,11 +225,37 @@ fn run_in_sandbox(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let dirs = DataDirs::resolve(&DirsEnv::from_process())?;
+    let roots = Roots::new(&dirs);
+    let (root, arch, release, mirror, _lock) = match (&args.name, &args.dir) {
+        (Some(name), _) => {
+            Roots::check_name(name)?;
+            let lock = roots.lock_shared(name, || {
+                reporter.note(&format!("waiting: '{name}' is being created or changed"))
+            })?;
+            let meta = roots.meta(name)?;
+            roots.touch(name);
+            (
+                roots.tree(name),
+                Some(meta.arch),
+                meta.release,
+                args.mirror.clone().or(meta.mirror),
+                Some(lock),
+            )
+        }
+        (None, Some(dir)) => (
+            dir.clone(),
+            args.arch.clone(),
+            "trixie".to_string(),
+            args.mirror.clone(),
+            None,
+        ),
+        (None, None) => unreachable!("clap requires NAME or --dir"),
+    };
     let spec = RunSpec {
-        root: args.dir.clone(),
-        arch: args.arch.clone(),
-        release: args.suite.clone(),
-        mirror: args.mirror.clone(),
+        root,
+        arch: args.arch.clone().or(arch),
+        release: args.suite.clone().unwrap_or(release),
+        mirror,
         binds,
         share_network: args.network == "host",
         hostname: "zchroot".into(),
@@ -240,6 +268,100 @@ fn run_in_sandbox(
     let exe = std::env::current_exe().context("finding zchroot's own executable")?;
     let code = sandbox::spawn::run(&exe, &plan, &maps)?;
     Ok(code.clamp(0, 255) as u8)
+}
+
+fn create(manifests: &Manifests, args: &CreateArgs, reporter: &dyn Reporter) -> anyhow::Result<u8> {
+    let dirs = DataDirs::resolve(&DirsEnv::from_process())?;
+    let exe = std::env::current_exe().context("finding zchroot's own executable")?;
+    let spec = CreateSpec {
+        target: spec(&args.target),
+        name: args.name.clone(),
+        force: args.force,
+    };
+    let created = zchroot::rootfs::create::create(
+        manifests,
+        &spec,
+        &dirs,
+        fetch_options(&args.target),
+        &exe,
+        reporter,
+    )?;
+    println!("{} {}", created.name, created.path.display());
+    Ok(0)
+}
+
+fn list(args: &ListArgs) -> anyhow::Result<u8> {
+    let dirs = DataDirs::resolve(&DirsEnv::from_process())?;
+    let rows = Roots::new(&dirs).list()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(0);
+    }
+    let date = |t: u64| {
+        zchroot::archive::release::format_date(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
+        )
+    };
+    println!(
+        "{:<20} {:<8} {:<10} {:<8} {:>9}  {:<29}  LAST USED",
+        "NAME", "ARCH", "SUITE", "VARIANT", "SIZE", "CREATED"
+    );
+    for r in rows {
+        println!(
+            "{:<20} {:<8} {:<10} {:<8} {:>7.0}Mi  {:<29}  {}",
+            r.meta.name,
+            r.meta.arch,
+            r.meta.release,
+            r.meta.variant,
+            r.size_bytes as f64 / (1 << 20) as f64,
+            date(r.meta.created),
+            r.last_used.map(date).unwrap_or_else(|| "never".into())
+        );
+    }
+    Ok(0)
+}
+
+fn destroy(args: &DestroyArgs, reporter: &dyn Reporter) -> anyhow::Result<u8> {
+    let dirs = DataDirs::resolve(&DirsEnv::from_process())?;
+    let roots = Roots::new(&dirs);
+    let exe = std::env::current_exe().context("finding zchroot's own executable")?;
+    let maps = sandbox::id_maps()?;
+    let names = if args.all {
+        roots.names()
+    } else {
+        args.names.clone()
+    };
+    for name in &names {
+        Roots::check_name(name)?;
+        roots.meta(name)?; // says what exists when the name is wrong
+    }
+    for name in &names {
+        let _lock = roots.lock_exclusive(name, || {
+            reporter.note(&format!(
+                "waiting for another zchroot that is using '{name}'"
+            ))
+        })?;
+        let doomed = roots.doomed(name);
+        std::fs::rename(roots.path(name), &doomed)
+            .with_context(|| format!("moving {} aside", roots.path(name).display()))?;
+        zchroot::rootfs::create::remove_as_owner(&exe, &maps, &doomed)
+            .map_err(|e| anyhow::anyhow!("removing {}: {e}", doomed.display()))?;
+        println!("destroyed {name}");
+    }
+    if args.all {
+        for old in roots.leftovers() {
+            zchroot::rootfs::create::remove_as_owner(&exe, &maps, &old)
+                .map_err(|e| anyhow::anyhow!("removing {}: {e}", old.display()))?;
+        }
+        let _ = std::fs::remove_dir(&roots.dir);
+        let _ = zchroot::teardown::remove_tree(&dirs.state.join("locks"));
+        let _ = std::fs::remove_dir(&dirs.state);
+    }
+    if args.purge_cache {
+        zchroot::teardown::remove_tree(&dirs.cache)?;
+        println!("emptied the cache {}", dirs.cache.display());
+    }
+    Ok(0)
 }
 
 fn doctor(manifests: &Manifests, json: bool) -> anyhow::Result<u8> {
@@ -292,6 +414,9 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             run_in_sandbox(&manifests, &args.sandbox, args.command.clone(), reporter)
         }
         Command::Doctor(args) => doctor(&manifests, args.json),
+        Command::Create(args) => create(&manifests, args, reporter).context("create failed"),
+        Command::List(args) => list(args),
+        Command::Destroy(args) => destroy(args, reporter).context("destroy failed"),
         Command::Shell(args) => {
             let argv = vec![
                 "/bin/sh".to_string(),

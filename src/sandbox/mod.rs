@@ -197,6 +197,7 @@ pub fn prepare(
         argv: spec.argv.clone(),
         env: command_env(std::env::var("TERM").ok()),
         cwd: spec.cwd.clone(),
+        job: spawn::Job::Command,
     };
     Ok((plan, maps, emulation))
 }

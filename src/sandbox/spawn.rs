@@ -47,6 +47,37 @@ pub struct Plan {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
+    /// What init does once the namespaces exist.
+    pub job: Job,
+}
+
+/// Work done as root of the user namespace, where every mapped id can own
+/// files: a rootless user's roots are made and removed this way.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Job {
+    /// Mount `steps`, pivot, run `argv`.
+    Command,
+    /// Extract these .debs into `root` (confined; ownership from the packages).
+    Extract { debs: Vec<PathBuf>, root: PathBuf },
+    /// Remove a tree without crossing mount points.
+    Remove { path: PathBuf },
+}
+
+impl Plan {
+    /// A plan that runs `job` on the host's filesystem view (no mounts, no
+    /// pivot), inside the user namespace.
+    pub fn host_job(job: Job) -> Plan {
+        Plan {
+            root: PathBuf::from("/"),
+            steps: vec![],
+            hostname: "zchroot".into(),
+            share_network: true,
+            argv: vec![],
+            env: vec![],
+            cwd: PathBuf::from("/"),
+            job,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -306,6 +337,21 @@ fn init_main(plan: &Plan, set: &SigSet) -> ! {
     }
     if let Err(e) = sys::sethostname(&plan.hostname) {
         fail(SETUP_FAILED, &e.to_string());
+    }
+    match &plan.job {
+        Job::Command => {}
+        Job::Extract { debs, root } => {
+            for deb in debs {
+                if let Err(e) = crate::deb::read::extract_data(deb, root) {
+                    fail(SETUP_FAILED, &e.to_string());
+                }
+            }
+            std::process::exit(0)
+        }
+        Job::Remove { path } => match crate::teardown::remove_tree(path) {
+            Ok(()) => std::process::exit(0),
+            Err(e) => fail(SETUP_FAILED, &e.to_string()),
+        },
     }
     for step in &plan.steps {
         if let Err(e) = mounts::apply(step, &plan.root) {

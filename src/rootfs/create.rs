@@ -1,0 +1,494 @@
+//! `create`: resolve and download the package set, unpack the Essential
+//! packages natively (confined, ownership as in the packages), then let the
+//! root's own dpkg install everything inside the sandbox (under qemu for a
+//! foreign architecture), so that dpkg's database is complete and the
+//! maintainer scripts ran. Built in a staging directory that appears under
+//! its name only when complete; any failure removes it.
+
+use std::path::{Path, PathBuf};
+
+use crate::archive::fetch::FetchOptions;
+use crate::archive::index::Package;
+use crate::archive::resolve::{self, Request};
+use crate::host;
+use crate::manifest::Manifests;
+use crate::paths::DataDirs;
+use crate::report::{Phase, Reporter};
+use crate::sandbox::idmap::IdMaps;
+use crate::sandbox::mounts::Bind;
+use crate::sandbox::spawn::{self, Job, Plan};
+use crate::sandbox::{self, RunSpec, SandboxError};
+use crate::target::{Target, TargetError, TargetSpec};
+
+use super::{RootMeta, Roots, RootsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Roots(#[from] RootsError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error("a root named '{name}' exists already at {}\nhelp: use it (`zchroot run {name} -- CMD`), pick another --name, or replace it with --force", path.display())]
+    Exists { name: String, path: PathBuf },
+    #[error("unpacking the Essential packages failed: {0}")]
+    Unpack(String),
+    #[error("installing the packages inside the root failed (exit status {code}); the end of its log:\n{log}")]
+    Configure { code: i32, log: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CreateError + '_ {
+    move |source| CreateError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct CreateSpec {
+    pub target: TargetSpec,
+    pub name: Option<String>,
+    pub force: bool,
+}
+
+/// A finished root.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub name: String,
+    pub path: PathBuf,
+    pub packages: usize,
+}
+
+/// Runs a job as root of a user namespace (rootless) or directly.
+fn host_job(exe: &Path, maps: &IdMaps, job: Job) -> Result<(), String> {
+    match spawn::run(exe, &Plan::host_job(job), maps) {
+        Ok(0) => Ok(()),
+        Ok(code) => Err(format!("exit status {code}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Removes a tree whose files may belong to subuids.
+pub fn remove_as_owner(exe: &Path, maps: &IdMaps, path: &Path) -> Result<(), String> {
+    if !path.exists() {
+        return Ok(());
+    }
+    if maps.helpers {
+        host_job(
+            exe,
+            maps,
+            Job::Remove {
+                path: path.to_owned(),
+            },
+        )
+    } else {
+        crate::teardown::remove_tree(path).map_err(|e| e.to_string())
+    }
+}
+
+/// Removes the staging directory unless disarmed.
+struct Staging<'a> {
+    path: PathBuf,
+    exe: &'a Path,
+    maps: &'a IdMaps,
+    armed: bool,
+}
+
+impl Drop for Staging<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = remove_as_owner(self.exe, self.maps, &self.path);
+        }
+    }
+}
+
+/// The deb822 sources of the root, for apt inside it.
+pub fn sources_file(t: &Target, keyring_in_root: &str) -> String {
+    t.sources
+        .iter()
+        .map(|s| {
+            format!(
+                "Types: deb\nURIs: {}\nSuites: {}\nComponents: {}\nSigned-By: {keyring_in_root}\n",
+                s.mirror,
+                s.suite,
+                s.components.join(" ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Splits the non-Essential packages into `dpkg --install` batches so that
+/// every Pre-Depends is configured before its dependant is unpacked (dpkg
+/// does not reorder a batch for Pre-Depends). `rest` is (name, the names
+/// its Pre-Depends mention); names outside `rest` count as installed.
+pub fn batches(rest: &[(String, Vec<String>)]) -> Vec<Vec<String>> {
+    let mut left: Vec<&(String, Vec<String>)> = rest.iter().collect();
+    let mut out = Vec::new();
+    while !left.is_empty() {
+        let pending: Vec<&str> = left.iter().map(|(n, _)| n.as_str()).collect();
+        let (ready, wait): (Vec<&(String, Vec<String>)>, Vec<&(String, Vec<String>)>) = left
+            .iter()
+            .partition(|(n, pre)| pre.iter().all(|d| d == n || !pending.contains(&d.as_str())));
+        if ready.is_empty() {
+            // A Pre-Depends cycle: let dpkg sort it out in one batch.
+            out.push(wait.iter().map(|(n, _)| n.clone()).collect());
+            break;
+        }
+        out.push(ready.iter().map(|(n, _)| n.clone()).collect());
+        left = wait;
+    }
+    out
+}
+
+/// The shell script that installs the packages inside the root: the
+/// Essential set at once (dpkg's --force-depends also covers Pre-Depends
+/// there, as debootstrap and mmdebstrap do), then the rest in batches.
+pub fn install_script(essential: &[String], rest: &[Vec<String>], apt_update: bool) -> String {
+    let mut s = String::from(
+        "set -e\nexport DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true\n",
+    );
+    s.push_str(&format!(
+        "dpkg --force-depends --force-confold --install {}\n",
+        essential.join(" ")
+    ));
+    for batch in rest.iter().filter(|b| !b.is_empty()) {
+        s.push_str(&format!(
+            "dpkg --force-confold --install {}\n",
+            batch.join(" ")
+        ));
+    }
+    s.push_str("dpkg --configure --pending\ndpkg --audit\n");
+    if apt_update {
+        s.push_str("apt-get update -q\n");
+    }
+    s
+}
+
+/// Where the .debs are bound inside the root while it is being made.
+const DEBS_IN_ROOT: &str = "/zchroot-debs";
+const LOG_IN_ROOT: &str = "var/log/zchroot-create.log";
+
+/// Builds a root. `exe` is zchroot's own executable (the sandbox helper).
+pub fn create(
+    manifests: &Manifests,
+    spec: &CreateSpec,
+    dirs: &DataDirs,
+    opts: FetchOptions,
+    exe: &Path,
+    reporter: &dyn Reporter,
+) -> Result<Created, CreateError> {
+    let t = Target::new(manifests, &spec.target)?;
+    let name = spec
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", t.release.release, t.arch.name));
+    Roots::check_name(&name)?;
+    let maps = sandbox::id_maps().map_err(SandboxError::from)?;
+    let roots = Roots::new(dirs);
+    std::fs::create_dir_all(&roots.dir).map_err(io(&roots.dir))?;
+    for old in roots.leftovers() {
+        reporter.note(&format!(
+            "removing the leftovers of an interrupted run: {}",
+            old.display()
+        ));
+        let _ = remove_as_owner(exe, &maps, &old);
+    }
+    let _lock = roots.lock_exclusive(&name, || {
+        reporter.note(&format!(
+            "waiting for another zchroot that is using '{name}'"
+        ))
+    })?;
+    if roots.exists(&name) && !spec.force {
+        return Err(CreateError::Exists {
+            path: roots.tree(&name),
+            name,
+        });
+    }
+
+    // Resolve and download.
+    let fetcher = t.fetcher(dirs, opts.clone(), reporter)?;
+    let indexes = t.update(&fetcher, reporter)?;
+    let plan = t.resolve(&indexes, reporter)?;
+    let all: Vec<&Package> = plan.packages.iter().map(|(p, _)| *p).collect();
+    // The Essential packages and what they need: unpacked first, so that the
+    // root's own dpkg can run.
+    let essential_plan = resolve::resolve(
+        &indexes.packages,
+        &t.arch.name,
+        &Request {
+            essential: true,
+            ..Default::default()
+        },
+    )
+    .map_err(TargetError::from)?;
+    let essential: Vec<&Package> = essential_plan.packages.iter().map(|(p, _)| *p).collect();
+    let paths = t.download(&fetcher, &all, reporter)?;
+    drop(fetcher);
+    let path_of = |p: &Package| -> PathBuf {
+        let i = all
+            .iter()
+            .position(|q| std::ptr::eq(*q, p))
+            .expect("downloaded");
+        paths[i].clone()
+    };
+
+    // Stage.
+    let staging_dir = roots.staging(&name);
+    let mut staging = Staging {
+        path: staging_dir.clone(),
+        exe,
+        maps: &maps,
+        armed: true,
+    };
+    let tree = staging_dir.join("root");
+    std::fs::create_dir_all(&tree).map_err(io(&tree))?;
+    // Merged /usr from the start, as the packages of current releases expect.
+    for (link, to) in [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib")] {
+        std::fs::create_dir_all(tree.join(to)).map_err(io(&tree))?;
+        std::os::unix::fs::symlink(to, tree.join(link)).map_err(io(&tree))?;
+    }
+    if t.arch.name == "amd64" {
+        std::fs::create_dir_all(tree.join("usr/lib64")).map_err(io(&tree))?;
+        std::os::unix::fs::symlink("usr/lib64", tree.join("lib64")).map_err(io(&tree))?;
+    }
+
+    // Unpack the Essential set natively: base-files first (it holds the
+    // merged-/usr links), ownership as the packages say (inside the user
+    // namespace when rootless).
+    reporter.phase(Phase::Unpack, essential.len() as u64, 0);
+    let mut order: Vec<&Package> = essential.clone();
+    order.sort_by_key(|p| p.name != "base-files");
+    let debs: Vec<PathBuf> = order.iter().map(|p| path_of(p)).collect();
+    let unpack = Job::Extract {
+        debs,
+        root: tree.clone(),
+    };
+    if maps.helpers {
+        host_job(exe, &maps, unpack).map_err(CreateError::Unpack)?;
+    } else if let Job::Extract { debs, root } = &unpack {
+        for deb in debs {
+            crate::deb::read::extract_data(deb, root)
+                .map_err(|e| CreateError::Unpack(e.to_string()))?;
+        }
+    }
+    reporter.finish();
+
+    // dpkg's database, apt's sources and keyring, no services started.
+    let write = |rel: &str, contents: &[u8], mode: u32| -> Result<(), CreateError> {
+        let p = tree.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        std::fs::write(&p, contents).map_err(io(&p))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).map_err(io(&p))
+    };
+    for d in [
+        "var/lib/dpkg/info",
+        "var/lib/dpkg/updates",
+        "var/lib/dpkg/triggers",
+        "var/lib/dpkg/alternatives",
+        "var/log",
+    ] {
+        std::fs::create_dir_all(tree.join(d)).map_err(io(&tree))?;
+    }
+    write("var/lib/dpkg/status", b"", 0o644)?;
+    write("var/lib/dpkg/available", b"", 0o644)?;
+    let keyring_rel = format!("etc/apt/keyrings/zchroot-{}.pgp", t.release.release);
+    let keyring_bytes = match &spec.target.keyring {
+        Some(p) => std::fs::read(p).map_err(io(p))?,
+        None => manifests.keyring(&t.release).map_err(TargetError::from)?,
+    };
+    write(&keyring_rel, &keyring_bytes, 0o644)?;
+    write(
+        "etc/apt/sources.list.d/debian.sources",
+        sources_file(&t, &format!("/{keyring_rel}")).as_bytes(),
+        0o644,
+    )?;
+    write(
+        "usr/sbin/policy-rc.d",
+        b"#!/bin/sh\n# zchroot: no services in a build root\nexit 101\n",
+        0o755,
+    )?;
+    write("etc/hostname", format!("{name}\n").as_bytes(), 0o644)?;
+
+    // Install everything with the root's own dpkg, inside the sandbox.
+    reporter.phase(Phase::Configure, 0, 0);
+    let deb_in_root = |p: &Package| format!("{DEBS_IN_ROOT}/{}", p.sha256);
+    let essential_args: Vec<String> = order.iter().map(|p| deb_in_root(p)).collect();
+    let rest: Vec<&Package> = all
+        .iter()
+        .copied()
+        .filter(|p| !essential.iter().any(|e| std::ptr::eq(*e, *p)))
+        .collect();
+    let rest_pre: Vec<(String, Vec<String>)> = rest
+        .iter()
+        .map(|p| {
+            let pre = crate::archive::relation::parse_relations(&p.pre_depends)
+                .map(|alts| alts.into_iter().flatten().map(|r| r.name).collect())
+                .unwrap_or_default();
+            (p.name.clone(), pre)
+        })
+        .collect();
+    let rest_batches: Vec<Vec<String>> = batches(&rest_pre)
+        .into_iter()
+        .map(|b| {
+            b.iter()
+                .map(|n| deb_in_root(rest.iter().find(|p| &p.name == n).unwrap()))
+                .collect()
+        })
+        .collect();
+    let script = install_script(&essential_args, &rest_batches, true);
+    let run = RunSpec {
+        root: tree.clone(),
+        arch: Some(t.arch.name.clone()),
+        release: t.release.release.clone(),
+        mirror: spec.target.mirror.clone(),
+        binds: vec![Bind {
+            host: dirs.blobs(),
+            guest: DEBS_IN_ROOT.into(),
+            readonly: true,
+        }],
+        share_network: true,
+        hostname: name.clone(),
+        argv: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!("exec >/{LOG_IN_ROOT} 2>&1\n{script}"),
+        ],
+        cwd: "/".into(),
+    };
+    let (plan, maps2, _) = sandbox::prepare(manifests, &run, dirs, opts, reporter)?;
+    let code = spawn::run(exe, &plan, &maps2).map_err(SandboxError::from)?;
+    reporter.finish();
+    if code != 0 {
+        let log = std::fs::read_to_string(tree.join(LOG_IN_ROOT)).unwrap_or_default();
+        // The staging directory goes; its log is kept beside the roots.
+        let kept = dirs.state.join("logs").join(format!("create-{name}.log"));
+        let _ = std::fs::create_dir_all(kept.parent().unwrap());
+        let _ = std::fs::write(&kept, &log);
+        let tail: Vec<&str> = log.lines().rev().take(25).collect();
+        return Err(CreateError::Configure {
+            code,
+            log: format!(
+                "{}\n(the whole log: {})",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+                kept.display()
+            ),
+        });
+    }
+    // Tidy: the bind point and the no-services policy go.
+    let _ = std::fs::remove_dir(tree.join(DEBS_IN_ROOT.trim_start_matches('/')));
+    let _ = std::fs::remove_file(tree.join("usr/sbin/policy-rc.d"));
+
+    let meta = RootMeta {
+        name: name.clone(),
+        arch: t.arch.name.clone(),
+        release: t.release.release.clone(),
+        variant: t.variant.clone(),
+        include: spec.target.include.clone(),
+        mirror: spec.target.mirror.clone(),
+        keyring: spec.target.keyring.clone(),
+        created: super::now(),
+        packages: all.len(),
+        owner: host::user().1,
+    };
+    roots.write_meta(&staging_dir, &meta)?;
+
+    // Appear under the name, replacing an old root with --force.
+    let final_dir = roots.path(&name);
+    if final_dir.exists() {
+        let doomed = roots.doomed(&name);
+        std::fs::rename(&final_dir, &doomed).map_err(io(&final_dir))?;
+        std::fs::rename(&staging_dir, &final_dir).map_err(io(&final_dir))?;
+        staging.armed = false;
+        let _ = remove_as_owner(exe, &maps, &doomed);
+    } else {
+        std::fs::rename(&staging_dir, &final_dir).map_err(io(&final_dir))?;
+        staging.armed = false;
+    }
+    Ok(Created {
+        path: roots.tree(&name),
+        name,
+        packages: all.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_script_installs_essential_first_then_the_rest() {
+        let s = install_script(
+            &["/d/a".into(), "/d/b".into()],
+            &[vec!["/d/c".into()]],
+            true,
+        );
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines[0], "set -e");
+        assert_eq!(
+            lines[2],
+            "dpkg --force-depends --force-confold --install /d/a /d/b"
+        );
+        assert_eq!(lines[3], "dpkg --force-confold --install /d/c");
+        assert!(s.contains("dpkg --audit"));
+        assert!(s.ends_with("apt-get update -q\n"));
+    }
+
+    #[test]
+    fn batches_configure_pre_dependencies_first() {
+        let rest = vec![
+            ("login".to_string(), vec!["login.defs".to_string()]),
+            ("login.defs".to_string(), vec![]),
+            ("apt".to_string(), vec!["libc6".to_string()]), // libc6: installed already
+            ("x".to_string(), vec!["login".to_string()]),
+        ];
+        assert_eq!(
+            batches(&rest),
+            vec![
+                vec!["login.defs".to_string(), "apt".to_string()],
+                vec!["login".to_string()],
+                vec!["x".to_string()]
+            ]
+        );
+        let cycle = vec![
+            ("a".to_string(), vec!["b".to_string()]),
+            ("b".to_string(), vec!["a".to_string()]),
+        ];
+        assert_eq!(
+            batches(&cycle),
+            vec![vec!["a".to_string(), "b".to_string()]]
+        );
+    }
+
+    #[test]
+    fn sources_are_deb822_with_signed_by() {
+        let t = Target::new(
+            &Manifests::embedded(),
+            &TargetSpec {
+                arch: "arm64".into(),
+                release: "trixie".into(),
+                variant: "minbase".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let s = sources_file(&t, "/etc/apt/keyrings/zchroot-trixie.pgp");
+        assert!(s.starts_with("Types: deb\nURIs: http://deb.debian.org/debian\nSuites: trixie\nComponents: main contrib\nSigned-By: /etc/apt/keyrings/zchroot-trixie.pgp\n"), "{s}");
+        assert!(
+            s.contains("URIs: http://deb.debian.org/debian-security\nSuites: trixie-security\n"),
+            "{s}"
+        );
+        assert_eq!(s.matches("Types: deb").count(), 3);
+    }
+}
