@@ -342,15 +342,13 @@ fn destroy(args: &DestroyArgs, reporter: &dyn Reporter) -> anyhow::Result<u8> {
             ))
         })?;
         let doomed = roots.doomed(name);
-        std::fs::rename(roots.path(name), &doomed)
-            .with_context(|| format!("moving {} aside", roots.path(name).display()))?;
-        zchroot::rootfs::create::remove_as_owner(&exe, &maps, &doomed)
-            .map_err(|e| anyhow::anyhow!("removing {}: {e}", doomed.display()))?;
+        zchroot::rootfs::create::remove_as_owner(&exe, &maps, &roots.path(name), Some(&doomed))
+            .map_err(|e| anyhow::anyhow!("removing {}: {e}", roots.path(name).display()))?;
         println!("destroyed {name}");
     }
     if args.all {
         for old in roots.leftovers() {
-            zchroot::rootfs::create::remove_as_owner(&exe, &maps, &old)
+            zchroot::rootfs::create::remove_as_owner(&exe, &maps, &old, None)
                 .map_err(|e| anyhow::anyhow!("removing {}: {e}", old.display()))?;
         }
         let _ = std::fs::remove_dir(&roots.dir);

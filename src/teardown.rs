@@ -41,6 +41,18 @@ pub fn remove_tree(top: &Path) -> Result<(), TeardownError> {
     remove_dir(top)
 }
 
+/// Checks `top` for mounts, moves it to `aside` (so it disappears under its
+/// name at once), then removes it. A tree with a mount in it stays where
+/// it was, untouched.
+pub fn remove_tree_aside(top: &Path, aside: &Path) -> Result<(), TeardownError> {
+    let meta = std::fs::symlink_metadata(top).map_err(io(top))?;
+    if meta.is_dir() {
+        check_no_mounts(top, top, meta.dev())?;
+    }
+    std::fs::rename(top, aside).map_err(io(top))?;
+    remove_tree(aside)
+}
+
 fn check_no_mounts(top: &Path, dir: &Path, dev: u64) -> Result<(), TeardownError> {
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let entry = entry.map_err(io(dir))?;

@@ -76,21 +76,29 @@ fn host_job(exe: &Path, maps: &IdMaps, job: Job) -> Result<(), String> {
     }
 }
 
-/// Removes a tree whose files may belong to subuids.
-pub fn remove_as_owner(exe: &Path, maps: &IdMaps, path: &Path) -> Result<(), String> {
-    if !path.exists() {
+/// Removes a tree whose files may belong to subuids, without crossing
+/// mount points; with `aside`, it is first checked and moved there.
+pub fn remove_as_owner(
+    exe: &Path,
+    maps: &IdMaps,
+    path: &Path,
+    aside: Option<&Path>,
+) -> Result<(), String> {
+    if std::fs::symlink_metadata(path).is_err() {
         return Ok(());
     }
     if maps.helpers {
-        host_job(
-            exe,
-            maps,
-            Job::Remove {
-                path: path.to_owned(),
-            },
-        )
+        let job = Job::Remove {
+            path: path.to_owned(),
+            aside: aside.map(Path::to_owned),
+        };
+        host_job(exe, maps, job)
     } else {
-        crate::teardown::remove_tree(path).map_err(|e| e.to_string())
+        match aside {
+            Some(a) => crate::teardown::remove_tree_aside(path, a),
+            None => crate::teardown::remove_tree(path),
+        }
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -105,7 +113,7 @@ struct Staging<'a> {
 impl Drop for Staging<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = remove_as_owner(self.exe, self.maps, &self.path);
+            let _ = remove_as_owner(self.exe, self.maps, &self.path, None);
         }
     }
 }
@@ -200,7 +208,7 @@ pub fn create(
             "removing the leftovers of an interrupted run: {}",
             old.display()
         ));
-        let _ = remove_as_owner(exe, &maps, &old);
+        let _ = remove_as_owner(exe, &maps, &old, None);
     }
     let _lock = roots.lock_exclusive(&name, || {
         reporter.note(&format!(
@@ -411,7 +419,7 @@ pub fn create(
         std::fs::rename(&final_dir, &doomed).map_err(io(&final_dir))?;
         std::fs::rename(&staging_dir, &final_dir).map_err(io(&final_dir))?;
         staging.armed = false;
-        let _ = remove_as_owner(exe, &maps, &doomed);
+        let _ = remove_as_owner(exe, &maps, &doomed, None);
     } else {
         std::fs::rename(&staging_dir, &final_dir).map_err(io(&final_dir))?;
         staging.armed = false;

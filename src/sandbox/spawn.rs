@@ -59,8 +59,12 @@ pub enum Job {
     Command,
     /// Extract these .debs into `root` (confined; ownership from the packages).
     Extract { debs: Vec<PathBuf>, root: PathBuf },
-    /// Remove a tree without crossing mount points.
-    Remove { path: PathBuf },
+    /// Remove a tree without crossing mount points, first moving it to
+    /// `aside` when given.
+    Remove {
+        path: PathBuf,
+        aside: Option<PathBuf>,
+    },
 }
 
 impl Plan {
@@ -348,7 +352,10 @@ fn init_main(plan: &Plan, set: &SigSet) -> ! {
             }
             std::process::exit(0)
         }
-        Job::Remove { path } => match crate::teardown::remove_tree(path) {
+        Job::Remove { path, aside } => match match aside {
+            Some(a) => crate::teardown::remove_tree_aside(path, a),
+            None => crate::teardown::remove_tree(path),
+        } {
             Ok(()) => std::process::exit(0),
             Err(e) => fail(SETUP_FAILED, &e.to_string()),
         },

@@ -199,6 +199,11 @@ impl Archive {
 
     /// Writes a suite: pool files, indexes, Release and InRelease signed by `key`.
     pub fn add_suite(&self, key: &Key, s: &SuiteSpec) {
+        self.add_suite_for(key, s, ARCH)
+    }
+
+    /// The same, with the index for architecture `arch`.
+    pub fn add_suite_for(&self, key: &Key, s: &SuiteSpec, arch: &str) {
         let root = self.root();
         let mut packages = String::new();
         for p in &s.packages {
@@ -223,7 +228,7 @@ impl Archive {
             ));
         }
         let dists = root.join("dists").join(&s.suite);
-        let bin = dists.join(format!("main/binary-{ARCH}"));
+        let bin = dists.join(format!("main/binary-{arch}"));
         std::fs::create_dir_all(bin.join("by-hash/SHA256")).unwrap();
         let mut xz = Vec::new();
         {
@@ -249,7 +254,7 @@ impl Archive {
                 std::fs::write(bin.join("by-hash/SHA256").join(&hash), data).unwrap();
             }
             sums.push_str(&format!(
-                " {hash} {} main/binary-{ARCH}/{name}\n",
+                " {hash} {} main/binary-{arch}/{name}\n",
                 data.len()
             ));
         }
@@ -266,7 +271,7 @@ impl Archive {
             release.push_str("Acquire-By-Hash: yes\n");
         }
         release.push_str(&format!(
-            "No-Support-for-Architecture-all: Packages\nArchitectures: {ARCH}\nComponents: main\nSHA256:\n{sums}"
+            "No-Support-for-Architecture-all: Packages\nArchitectures: {arch}\nComponents: main\nSHA256:\n{sums}"
         ));
         std::fs::write(dists.join("Release"), &release).unwrap();
         std::fs::write(

@@ -5,6 +5,7 @@
 mod archive;
 mod debian;
 mod require;
+mod rootfs;
 mod sandbox;
 mod server;
 

@@ -1,0 +1,410 @@
+//! `create`, `list`, `destroy` for real: a trixie arm64 minbase root from
+//! the Debian archive, configured under qemu, as root and rootless; bad
+//! input and failures leave nothing behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::archive::{pkg, suite, Archive, Key};
+use crate::require::{have_debian_network, require};
+use crate::server::Server;
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn can_run() -> bool {
+    require(
+        is_root(),
+        "root (to run as root and to become the test user)",
+        "run the tests as root, as CI does",
+    ) && require(
+        have_debian_network(),
+        "the Debian archive (network)",
+        "run where deb.debian.org answers",
+    )
+}
+
+fn zchroot(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_zchroot"))
+        .args(args)
+        .env("ZCHROOT_HOME", home)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Names in `dir` (empty when it does not exist).
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn home_for(test: &str) -> PathBuf {
+    let h = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("rootfs-tests")
+        .join(test);
+    // The root's state from an earlier run of the tests would be in the way.
+    if h.join("state").exists() {
+        let _ = Command::new(env!("CARGO_BIN_EXE_zchroot"))
+            .args(["-q", "destroy", "--all"])
+            .env("ZCHROOT_HOME", &h)
+            .status();
+    }
+    std::fs::create_dir_all(&h).unwrap();
+    h
+}
+
+#[test]
+fn create_run_list_destroy_as_root() {
+    if !can_run() {
+        return;
+    }
+    let home = home_for("root");
+    let o = zchroot(&home, &["-q", "create", "arm64", "--name", "t-root"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tree = home.join("state/roots/t-root/root");
+    assert_eq!(stdout(&o), format!("t-root {}", tree.display()));
+
+    // dpkg's database is complete and consistent, with what resolve says.
+    let o = zchroot(
+        &home,
+        &[
+            "-q",
+            "run",
+            "t-root",
+            "--",
+            "sh",
+            "-c",
+            "dpkg --audit && dpkg-query -W -f '${Package} ${Status}\\n'",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let installed: Vec<String> = stdout(&o).lines().map(|l| l.to_string()).collect();
+    assert!(
+        installed
+            .iter()
+            .all(|l| l.ends_with(" install ok installed")),
+        "{installed:?}"
+    );
+    let mut names: Vec<&str> = installed
+        .iter()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    names.sort();
+    let r = zchroot(&home, &["-q", "resolve", "arm64"]);
+    let mut resolved: Vec<String> = stdout(&r)
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+    resolved.sort();
+    assert_eq!(names, resolved);
+
+    // apt works at once against the same suites.
+    let o = zchroot(
+        &home,
+        &[
+            "-q",
+            "run",
+            "t-root",
+            "--",
+            "sh",
+            "-c",
+            "apt-get install -y -q hello >/dev/null && hello && uname -m",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "Hello, world!\naarch64");
+
+    // list shows it.
+    let o = zchroot(&home, &["list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let row = &v.as_array().unwrap()[0];
+    assert_eq!(row["name"], "t-root");
+    assert_eq!(row["arch"], "arm64");
+    assert_eq!(row["release"], "trixie");
+    assert_eq!(row["variant"], "minbase");
+    assert!(row["size_bytes"].as_u64().unwrap() > 100 << 20);
+    assert!(row["last_used"].as_u64().is_some());
+
+    // A second create of the same name says so.
+    let o = zchroot(&home, &["-q", "create", "arm64", "--name", "t-root"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("a root named 't-root' exists already"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("--force"));
+
+    // destroy: gone, and with --purge-cache nothing of zchroot's is left.
+    let o = zchroot(&home, &["destroy", "t-root"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!tree.exists());
+    let o = zchroot(&home, &["run", "t-root", "--", "true"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no root named 't-root'"));
+    let o = zchroot(&home, &["destroy", "--all", "--purge-cache"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        entries(&home),
+        Vec::<String>::new(),
+        "data directories left behind"
+    );
+}
+
+/// The unprivileged test user that .ci/run creates: (name, subuid start, subgid start).
+fn test_user() -> Option<(String, u32, u32)> {
+    let name = std::env::var("ZCHROOT_TEST_USER").unwrap_or_else(|_| "zchroot-ci".into());
+    nix::unistd::User::from_name(&name).ok()??;
+    let start = |file: &str| -> Option<u32> {
+        std::fs::read_to_string(file).ok()?.lines().find_map(|l| {
+            let mut it = l.split(':');
+            (it.next()? == name).then(|| it.next()?.parse().ok())?
+        })
+    };
+    Some((name.clone(), start("/etc/subuid")?, start("/etc/subgid")?))
+}
+
+fn zchroot_as(user: &str, home: &Path, args: &[&str]) -> Output {
+    Command::new("runuser")
+        .args(["-u", user, "--", "env"])
+        .arg(format!("ZCHROOT_HOME={}", home.display()))
+        .arg(env!("CARGO_BIN_EXE_zchroot"))
+        .args(args)
+        .current_dir("/")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn rootless_create_keeps_package_ownership_and_destroys_cleanly() {
+    if !can_run() {
+        return;
+    }
+    let user = test_user();
+    if !require(
+        user.is_some(),
+        "an unprivileged user with /etc/subuid and /etc/subgid ranges",
+        ".ci/run creates zchroot-ci; or set ZCHROOT_TEST_USER",
+    ) {
+        return;
+    }
+    let (user, _, subgid) = user.unwrap();
+    let home = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("rootfs-tests")
+        .join("rootless");
+    if home.exists() {
+        let _ = zchroot_as(&user, &home, &["-q", "destroy", "--all", "--purge-cache"]);
+    }
+    std::fs::create_dir_all(&home).unwrap();
+    assert!(Command::new("chown")
+        .arg(&user)
+        .arg(&home)
+        .status()
+        .unwrap()
+        .success());
+    let mut p = home.parent();
+    while let Some(d) = p {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d).unwrap().permissions().mode();
+        if mode & 0o001 == 0 {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o001)).unwrap();
+        }
+        p = d.parent();
+    }
+    let o = zchroot_as(&user, &home, &["-q", "create", "arm64", "--name", "t-user"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tree = home.join("state/roots/t-user/root");
+    // /etc/shadow is root:shadow (gid 42) inside: subgid start + 41 outside.
+    use std::os::unix::fs::MetadataExt;
+    let shadow = std::fs::metadata(tree.join("etc/shadow")).unwrap();
+    assert_eq!(shadow.gid(), subgid + 41);
+    let o = zchroot_as(
+        &user,
+        &home,
+        &[
+            "-q",
+            "run",
+            "t-user",
+            "--",
+            "sh",
+            "-c",
+            "stat -c '%U:%G' /etc/shadow; dpkg --audit && echo ok",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "root:shadow\nok");
+    let o = zchroot_as(&user, &home, &["destroy", "--all", "--purge-cache"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(entries(&home), Vec::<String>::new());
+}
+
+#[test]
+fn bad_input_exits_1_and_writes_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let z = home.path().join("z");
+    for (args, msg) in [
+        (
+            vec!["create", "arm46"],
+            "unknown architecture 'arm46': known are amd64, arm64, armhf, riscv64",
+        ),
+        (
+            vec!["create", "arm64", "--suite", "sid"],
+            "unknown release 'sid'",
+        ),
+        (
+            vec!["create", "arm64", "--name", "Bad/Name"],
+            "bad root name 'Bad/Name'",
+        ),
+        (
+            vec!["run", "nothing-here", "--", "true"],
+            "no root named 'nothing-here'; there are none yet",
+        ),
+        (
+            vec!["destroy", "nothing-here"],
+            "no root named 'nothing-here'",
+        ),
+    ] {
+        let o = zchroot(&z, &args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&o).contains(msg), "{args:?}: {}", stderr(&o));
+    }
+    // Lookups may create the (empty) locks directory at most; no root, no staging.
+    assert!(entries(&z.join("state/roots")).is_empty());
+}
+
+#[test]
+fn a_failed_create_leaves_no_staging_and_keeps_its_log() {
+    // A native (amd64) root from a local archive whose packages hold no
+    // dpkg: unpacking works, configuring inside fails.
+    if !require(
+        is_root() || have_userns(),
+        "user namespaces",
+        "run as root, or where user namespaces are allowed",
+    ) {
+        return;
+    }
+    let key = Key::generate("zchroot failing archive");
+    let archive = Archive::new();
+    let packages = vec![
+        pkg("base-files", "13").essential().arch("amd64"),
+        pkg("fake-dpkg", "1.0").essential().arch("amd64"),
+    ];
+    let mut s = suite("test", packages);
+    s.packages.iter_mut().for_each(|p| p.arch = "amd64".into());
+    archive.add_suite_for(&key, &s, "amd64");
+    let server = Server::start(archive.dir.path().to_owned());
+    let manifests = archive.manifests(&server.base, &["test"], &key);
+    let home = tempfile::tempdir().unwrap();
+    let m = manifests.to_str().unwrap();
+    let o = zchroot(
+        home.path(),
+        &[
+            "-q",
+            "--manifests",
+            m,
+            "create",
+            "amd64",
+            "--suite",
+            "test",
+            "--name",
+            "broken",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("installing the packages inside the root failed"),
+        "{err}"
+    );
+    let log = home.path().join("state/logs/create-broken.log");
+    assert!(err.contains(&log.display().to_string()), "{err}");
+    assert_eq!(
+        entries(&home.path().join("state/roots")),
+        Vec::<String>::new(),
+        "staging left behind"
+    );
+}
+
+fn have_userns() -> bool {
+    Path::new("/proc/self/ns/user").exists()
+}
+
+#[test]
+fn an_interrupted_create_is_cleaned_by_the_next() {
+    if !can_run() {
+        return;
+    }
+    let home = home_for("interrupted");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zchroot"))
+        .args(["-q", "create", "arm64", "--name", "cut"])
+        .env("ZCHROOT_HOME", &home)
+        .spawn()
+        .unwrap();
+    let roots = home.join("state/roots");
+    let t = Instant::now();
+    // Kill it once it is configuring inside the root.
+    while !entries(&roots)
+        .iter()
+        .any(|n| n.starts_with(".staging-cut-"))
+        || !roots_log_started(&roots)
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(600),
+            "create never got to configure"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(entries(&roots)
+        .iter()
+        .any(|n| n.starts_with(".staging-cut-")));
+    // The next run (even one that fails on bad input later) cleans it.
+    let o = zchroot(
+        &home,
+        &[
+            "-q",
+            "create",
+            "arm64",
+            "--name",
+            "cut",
+            "--include",
+            "no-such-package-zz",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("unknown package 'no-such-package-zz'"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(entries(&roots), Vec::<String>::new());
+}
+
+fn roots_log_started(roots: &Path) -> bool {
+    entries(roots)
+        .iter()
+        .filter(|n| n.starts_with(".staging-cut-"))
+        .any(|n| {
+            roots
+                .join(n)
+                .join("root/var/log/zchroot-create.log")
+                .exists()
+        })
+}
