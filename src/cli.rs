@@ -38,6 +38,9 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Run a command inside a root, in a sandbox of its own.
     Run(RunArgs),
+    /// Build a DKMS module for the target's kernel and package it as a .deb
+    /// that depends on the package that really ships that kernel.
+    BuildDkms(BuildDkmsArgs),
     /// An interactive shell inside a root.
     Shell(ShellArgs),
     /// What this host supports and what zchroot will use, with fixes.
@@ -61,6 +64,40 @@ pub struct CreateArgs {
     /// Replace a root of the same name.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildDkmsArgs {
+    /// A Debian *-dkms package (zfs-dkms), a directory with a dkms.conf, or
+    /// a tarball of one (with --sha256).
+    pub source: String,
+    /// SHA256 of a tarball SOURCE, checked before it is used.
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
+    /// The target's Debian architecture.
+    #[arg(long, default_value = "arm64")]
+    pub arch: String,
+    /// The target's Debian release.
+    #[arg(long, default_value = "trixie")]
+    pub suite: String,
+    /// Kernel release to build for (e.g. 6.12.117+deb13-arm64); repeatable.
+    /// Default: the newest of the flavour's linux-image metapackage.
+    #[arg(long = "kernel", value_name = "RELEASE")]
+    pub kernels: Vec<String>,
+    /// Kernel flavour (default: the architecture's plain one).
+    #[arg(long)]
+    pub flavour: Option<String>,
+    /// Strategy: emulate (DKMS inside a root of the target's architecture,
+    /// under qemu); auto means emulate for now.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "emulate"])]
+    pub strategy: String,
+    /// Where to write the .deb files.
+    #[arg(short, long, default_value = ".")]
+    pub output: PathBuf,
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+    #[arg(long, value_name = "FILE")]
+    pub keyring: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

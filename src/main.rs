@@ -17,7 +17,10 @@ use zchroot::paths::{DataDirs, DirsEnv};
 use zchroot::report::{Phase, Reporter, Silent};
 use zchroot::target::{Target, TargetSpec};
 
-use cli::{Cli, Command, CreateArgs, DestroyArgs, ListArgs, ResolveArgs, SandboxArgs, TargetArgs};
+use cli::{
+    BuildDkmsArgs, Cli, Command, CreateArgs, DestroyArgs, ListArgs, ResolveArgs, SandboxArgs,
+    TargetArgs,
+};
 use zchroot::rootfs::create::CreateSpec;
 use zchroot::rootfs::Roots;
 use zchroot::sandbox::{self, mounts::Bind, RunSpec};
@@ -290,6 +293,61 @@ fn create(manifests: &Manifests, args: &CreateArgs, reporter: &dyn Reporter) -> 
     Ok(0)
 }
 
+fn build_dkms(
+    manifests: &Manifests,
+    args: &BuildDkmsArgs,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<u8> {
+    let dirs = DataDirs::resolve(&DirsEnv::from_process())?;
+    let exe = std::env::current_exe().context("finding zchroot's own executable")?;
+    let spec = zchroot::build::BuildSpec {
+        source: args.source.clone(),
+        sha256: args.sha256.clone(),
+        arch: args.arch.clone(),
+        release: args.suite.clone(),
+        mirror: args.mirror.clone(),
+        keyring: args.keyring.clone(),
+        kernels: args.kernels.clone(),
+        flavour: args.flavour.clone(),
+        out: args.output.clone(),
+    };
+    let results = zchroot::build::build_dkms(
+        manifests,
+        &spec,
+        &dirs,
+        FetchOptions::default(),
+        &exe,
+        reporter,
+    )?;
+    let mut failed = 0;
+    for r in results {
+        match r {
+            Ok(b) => {
+                println!("{}", b.deb.display());
+                eprintln!(
+                    "  {} {} for {} ({}): Depends: {}; modules {}; {}",
+                    b.module,
+                    b.version,
+                    b.kernel.release,
+                    args.arch,
+                    b.kernel.depends(),
+                    b.modules.join(", "),
+                    if b.signed {
+                        "signed with the build root's throwaway DKMS key (not trusted by Secure Boot)"
+                    } else {
+                        "unsigned"
+                    }
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
 fn list(args: &ListArgs) -> anyhow::Result<u8> {
     let dirs = DataDirs::resolve(&DirsEnv::from_process())?;
     let rows = Roots::new(&dirs).list()?;
@@ -414,6 +472,9 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Doctor(args) => doctor(&manifests, args.json),
         Command::Create(args) => create(&manifests, args, reporter).context("create failed"),
         Command::List(args) => list(args),
+        Command::BuildDkms(args) => {
+            build_dkms(&manifests, args, reporter).context("build-dkms failed")
+        }
         Command::Destroy(args) => destroy(args, reporter).context("destroy failed"),
         Command::Shell(args) => {
             let argv = vec![

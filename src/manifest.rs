@@ -86,6 +86,15 @@ pub struct Release {
     pub sources: Vec<Source>,
     pub variants: BTreeMap<String, Variant>,
     pub qemu: QemuSource,
+    pub kernel: KernelLayout,
+}
+
+/// How the release lays out kernels.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct KernelLayout {
+    /// Where modules live, relative to `/` (`usr/lib/modules`).
+    pub modules_dir: String,
 }
 
 /// Which package of the host's architecture carries qemu-user, and where.
@@ -110,6 +119,7 @@ struct RawArch {
     qemu: String,
     kernel_arch: String,
     triplet: String,
+    kernel_flavour: String,
     elf_magic: String,
     elf_mask: String,
 }
@@ -127,6 +137,8 @@ pub struct Arch {
     pub kernel_arch: String,
     /// GNU triplet (`aarch64-linux-gnu`).
     pub triplet: String,
+    /// Debian's plain kernel flavour (`arm64`, `armmp`).
+    pub kernel_flavour: String,
     pub elf_magic: Vec<u8>,
     pub elf_mask: Vec<u8>,
 }
@@ -262,6 +274,7 @@ impl Manifests {
                     qemu: r.qemu,
                     kernel_arch: r.kernel_arch,
                     triplet: r.triplet,
+                    kernel_flavour: r.kernel_flavour,
                     elf_magic,
                     elf_mask,
                 })
@@ -437,6 +450,8 @@ essential = true
 [qemu]
 package = "qemu-user"
 path = "usr/bin/qemu-{qemu}"
+[kernel]
+modules-dir = "usr/lib/modules"
 "#,
         )
         .unwrap();

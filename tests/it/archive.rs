@@ -302,7 +302,8 @@ impl Archive {
         }
         toml.push_str(
             "[variants.minbase]\nessential = true\npriorities = [\"required\"]\npackages = []\n\
-             [qemu]\npackage = \"qemu-user\"\npath = \"usr/bin/qemu-{qemu}\"\n",
+             [qemu]\npackage = \"qemu-user\"\npath = \"usr/bin/qemu-{qemu}\"\n\
+             [kernel]\nmodules-dir = \"usr/lib/modules\"\n",
         );
         std::fs::write(dir.join("test.toml"), toml).unwrap();
         dir

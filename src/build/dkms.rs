@@ -1,0 +1,179 @@
+//! DKMS inside the build root: what a source is (a Debian `*-dkms` package
+//! or a directory/tarball with a dkms.conf), and the script that builds it
+//! for a target kernel with autoinstall off, so that zchroot decides what
+//! is built for which kernel. Pure: it makes text the sandbox runs.
+
+use std::path::{Path, PathBuf};
+
+/// Where a module's source comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A `*-dkms` package of the configured suites.
+    Package(String),
+    /// A directory holding a dkms.conf (a tarball is unpacked to one first).
+    Dir {
+        path: PathBuf,
+        name: String,
+        version: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DkmsError {
+    #[error("{}: no dkms.conf in it", .0.display())]
+    NoConf(PathBuf),
+    #[error("{}: dkms.conf sets no {field}", path.display())]
+    Missing { path: PathBuf, field: &'static str },
+    #[error("'{0}' is neither a directory with a dkms.conf, a tarball, nor a Debian package name ending in -dkms")]
+    Unknown(String),
+}
+
+/// Reads `KEY="value"` / `KEY=value` assignments of a dkms.conf (the
+/// simple ones that PACKAGE_NAME and PACKAGE_VERSION always are).
+pub fn conf_value(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let l = l.trim();
+        let v = l.strip_prefix(key)?.strip_prefix('=')?;
+        let v = v.split('#').next().unwrap_or("").trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(v);
+        (!v.is_empty() && !v.contains('$') && !v.contains('`')).then(|| v.to_string())
+    })
+}
+
+/// A directory source: its module name and version from dkms.conf.
+pub fn dir_source(path: &Path) -> Result<Source, DkmsError> {
+    let conf = path.join("dkms.conf");
+    let text = std::fs::read_to_string(&conf).map_err(|_| DkmsError::NoConf(path.into()))?;
+    let name = conf_value(&text, "PACKAGE_NAME").ok_or(DkmsError::Missing {
+        path: conf.clone(),
+        field: "PACKAGE_NAME",
+    })?;
+    let version = conf_value(&text, "PACKAGE_VERSION").ok_or(DkmsError::Missing {
+        path: conf,
+        field: "PACKAGE_VERSION",
+    })?;
+    Ok(Source::Dir {
+        path: path.into(),
+        name,
+        version,
+    })
+}
+
+/// Paths inside the root that the build binds.
+pub const SRC_IN_ROOT: &str = "/zchroot-src";
+pub const OUT_IN_ROOT: &str = "/zchroot-out";
+pub const LOG_IN_ROOT: &str = "var/log/zchroot-build.log";
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The script that builds `source` for kernel release `krel` whose headers
+/// are `headers`, leaving the modules and `module` (name, version lines)
+/// in the output directory.
+pub fn build_script(source: &Source, krel: &str, headers: &str) -> String {
+    let mut s = String::from(
+        "set -e\nexport DEBIAN_FRONTEND=noninteractive\n\
+         # zchroot builds for the kernels it is asked for, not for whatever is installed.\n\
+         mkdir -p /etc/dkms && touch /etc/dkms/no-autoinstall\n\
+         apt-get update -q\n",
+    );
+    s.push_str(&format!(
+        "apt-get install -y -q --no-install-recommends {}\n",
+        quote(headers)
+    ));
+    match source {
+        Source::Package(p) => {
+            s.push_str(&format!(
+                "apt-get install -y -q --no-install-recommends {p}\n\
+                 conf=$(dpkg -L {p} | grep -m1 '^/usr/src/[^/]*/dkms.conf$')\n\
+                 [ -n \"$conf\" ] || {{ echo \"zchroot: {p} ships no /usr/src/*/dkms.conf\"; exit 1; }}\n\
+                 NAME=$(sh -c \". \\\"$conf\\\"; echo \\\"\\$PACKAGE_NAME\\\"\")\n\
+                 VER=$(sh -c \". \\\"$conf\\\"; echo \\\"\\$PACKAGE_VERSION\\\"\")\n",
+                p = quote(p)
+            ));
+        }
+        Source::Dir { name, version, .. } => {
+            s.push_str(&format!(
+                "NAME={}\nVER={}\nrm -rf \"/usr/src/$NAME-$VER\"\ncp -a {SRC_IN_ROOT} \"/usr/src/$NAME-$VER\"\n\
+                 dkms remove -m \"$NAME\" -v \"$VER\" --all >/dev/null 2>&1 || true\n",
+                quote(name),
+                quote(version)
+            ));
+        }
+    }
+    s.push_str(&format!(
+        "dkms status -m \"$NAME\" -v \"$VER\" | grep -q . || dkms add -m \"$NAME\" -v \"$VER\"\n\
+         dkms build --force -m \"$NAME\" -v \"$VER\" -k {k}\n\
+         rm -rf {OUT_IN_ROOT}/*\n\
+         for ko in /var/lib/dkms/\"$NAME\"/\"$VER\"/{k}/*/module/*.ko*; do\n\
+         \x20   [ -e \"$ko\" ] && cp \"$ko\" {OUT_IN_ROOT}/\n\
+         done\n\
+         printf '%s\\n%s\\n' \"$NAME\" \"$VER\" > {OUT_IN_ROOT}/zchroot-module\n",
+        k = quote(krel)
+    ));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dkms_conf_values() {
+        let text = "PACKAGE_NAME=\"hello\"\nPACKAGE_VERSION=0.1 # comment\nBUILT_MODULE_NAME[0]=\"hello\"\nMAKE[0]=\"make -C ${kernel_source_dir}\"\n";
+        assert_eq!(conf_value(text, "PACKAGE_NAME").as_deref(), Some("hello"));
+        assert_eq!(conf_value(text, "PACKAGE_VERSION").as_deref(), Some("0.1"));
+        assert_eq!(
+            conf_value(text, "MAKE[0]"),
+            None,
+            "values with $ are not evaluated"
+        );
+        assert_eq!(conf_value(text, "NOPE"), None);
+    }
+
+    #[test]
+    fn the_script_turns_autoinstall_off_and_names_the_kernel() {
+        let s = build_script(
+            &Source::Dir {
+                path: "/x".into(),
+                name: "hello".into(),
+                version: "0.1".into(),
+            },
+            "6.12.117+deb13-arm64",
+            "linux-headers-6.12.117+deb13-arm64",
+        );
+        assert!(s.starts_with("set -e\n"));
+        let off = s.find("touch /etc/dkms/no-autoinstall").unwrap();
+        let headers = s.find("apt-get install -y -q --no-install-recommends 'linux-headers-6.12.117+deb13-arm64'").unwrap();
+        assert!(
+            off < headers,
+            "autoinstall is off before headers trigger DKMS"
+        );
+        assert!(s.contains("dkms build --force -m \"$NAME\" -v \"$VER\" -k '6.12.117+deb13-arm64'"));
+        assert!(!s.contains("uname -r"), "never the host's kernel");
+        let p = build_script(&Source::Package("zfs-dkms".into()), "k", "h");
+        assert!(p.contains("apt-get install -y -q --no-install-recommends 'zfs-dkms'"));
+    }
+
+    #[test]
+    fn directories_need_a_dkms_conf() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(
+            dir_source(d.path()),
+            Err(DkmsError::NoConf(d.path().into()))
+        );
+        std::fs::write(d.path().join("dkms.conf"), "PACKAGE_NAME=x\n").unwrap();
+        assert!(matches!(
+            dir_source(d.path()),
+            Err(DkmsError::Missing {
+                field: "PACKAGE_VERSION",
+                ..
+            })
+        ));
+    }
+}

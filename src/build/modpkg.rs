@@ -1,0 +1,258 @@
+//! The binary module package that DKMS's removed `mkbmdeb` used to make,
+//! done right: named after the kernel release, depending on the package
+//! that really ships that kernel with its exact version, with depmod in its
+//! maintainer scripts; reproducible. Also reads what a built .ko says about
+//! itself (ELF machine, vermagic, signature).
+
+use crate::build::kernel::TargetKernel;
+use crate::deb::write::DebBuilder;
+use crate::deb::DebError;
+
+/// A module package to write.
+#[derive(Debug, Clone)]
+pub struct ModuleDeb {
+    /// The module's name as DKMS knows it (`zfs`, `hello`).
+    pub module: String,
+    pub version: String,
+    pub kernel: TargetKernel,
+    /// Debian architecture.
+    pub arch: String,
+    /// Where modules live on the target (`usr/lib/modules`).
+    pub modules_dir: String,
+    /// (file name, contents) of the built modules.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// `SOURCE_DATE_EPOCH` for every timestamp.
+    pub mtime: u64,
+}
+
+/// A Debian package name made from a DKMS module name.
+pub fn package_base(module: &str) -> String {
+    module
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "+-.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+impl ModuleDeb {
+    pub fn package(&self) -> String {
+        format!(
+            "{}-modules-{}",
+            package_base(&self.module),
+            self.kernel.release
+        )
+    }
+
+    pub fn file_name(&self) -> String {
+        let v = match self.version.split_once(':') {
+            Some((_, rest)) => rest,
+            None => &self.version,
+        };
+        format!("{}_{}_{}.deb", self.package(), v, self.arch)
+    }
+
+    fn scripts(&self) -> (String, String) {
+        let k = &self.kernel.release;
+        let initramfs = format!(
+            "if [ -x /usr/sbin/update-initramfs ] && [ -e /boot/initrd.img-{k} ]; then\n    update-initramfs -u -k {k} || true\nfi\n"
+        );
+        let postinst = format!(
+            "#!/bin/sh\nset -e\nif [ \"$1\" = configure ]; then\n    depmod -a {k} || true\n    {}\nfi\n",
+            initramfs.trim_end().replace('\n', "\n    ")
+        );
+        let postrm = format!(
+            "#!/bin/sh\nset -e\nif [ \"$1\" = remove ] || [ \"$1\" = purge ]; then\n    if [ -e /{dir}/{k}/modules.dep ]; then depmod -a {k} || true; fi\n    {}\nfi\n",
+            initramfs.trim_end().replace('\n', "\n    "),
+            dir = self.modules_dir
+        );
+        (postinst, postrm)
+    }
+
+    /// The package's bytes.
+    pub fn build(&self) -> Result<Vec<u8>, DebError> {
+        let control = vec![
+            ("Package".to_string(), self.package()),
+            ("Source".to_string(), format!("{}-dkms", package_base(&self.module))),
+            ("Version".to_string(), self.version.clone()),
+            ("Architecture".to_string(), self.arch.clone()),
+            ("Maintainer".to_string(), "zchroot <zchroot@localhost>".to_string()),
+            ("Depends".to_string(), self.kernel.depends()),
+            (
+                "Provides".to_string(),
+                format!("{}-modules (= {})", package_base(&self.module), self.version),
+            ),
+            ("Section".to_string(), "kernel".to_string()),
+            ("Priority".to_string(), "optional".to_string()),
+            (
+                "Description".to_string(),
+                format!(
+                    "{} kernel modules for Linux {}\n This package holds the {} modules built by zchroot (DKMS) for\n the kernel {} of package {} {}.",
+                    self.module,
+                    self.kernel.release,
+                    self.module,
+                    self.kernel.release,
+                    self.kernel.image_package,
+                    self.kernel.image_version
+                ),
+            ),
+        ];
+        let mut b = DebBuilder::new(control).mtime(self.mtime);
+        let mut files = self.files.clone();
+        files.sort();
+        for (name, contents) in files {
+            b.add_file(
+                &format!(
+                    "{}/{}/updates/dkms/{name}",
+                    self.modules_dir, self.kernel.release
+                ),
+                0o644,
+                contents,
+            );
+        }
+        b.add_file(
+            &format!("usr/share/doc/{}/README.zchroot", self.package()),
+            0o644,
+            format!(
+                "Built by zchroot for {} ({} {}).\n",
+                self.kernel.release, self.kernel.image_package, self.kernel.image_version
+            )
+            .into_bytes(),
+        );
+        let (postinst, postrm) = self.scripts();
+        b.add_control_file("postinst", 0o755, postinst.into_bytes());
+        b.add_control_file("postrm", 0o755, postrm.into_bytes());
+        let mut out = Vec::new();
+        b.write_to(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// What a kernel module file says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KoInfo {
+    /// ELF e_machine.
+    pub machine: u16,
+    pub vermagic: Option<String>,
+    pub signed: bool,
+}
+
+/// Reads a .ko (plain or .ko.xz).
+pub fn ko_info(bytes: &[u8]) -> Option<KoInfo> {
+    let data: std::borrow::Cow<[u8]> = if bytes.starts_with(b"\xfd7zXZ\x00") {
+        let mut out = Vec::new();
+        use std::io::Read;
+        liblzma::read::XzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .ok()?;
+        out.into()
+    } else {
+        bytes.into()
+    };
+    if data.len() < 20 || !data.starts_with(b"\x7fELF") {
+        return None;
+    }
+    let machine = u16::from_le_bytes([data[18], data[19]]);
+    let vermagic = data.windows(9).position(|w| w == b"vermagic=").map(|i| {
+        let rest = &data[i + 9..];
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        String::from_utf8_lossy(&rest[..end]).into_owned()
+    });
+    let signed = data.ends_with(b"~Module signature appended~\n");
+    Some(KoInfo {
+        machine,
+        vermagic,
+        signed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel() -> TargetKernel {
+        TargetKernel {
+            release: "4.20.3".into(),
+            image_package: "linux-image".into(),
+            image_version: "4.20.3-2".into(),
+            alternatives: vec![],
+            headers_package: "linux-headers".into(),
+        }
+    }
+
+    fn deb() -> ModuleDeb {
+        ModuleDeb {
+            module: "zfs".into(),
+            version: "0.8.0".into(),
+            kernel: kernel(),
+            arch: "arm64".into(),
+            modules_dir: "usr/lib/modules".into(),
+            files: vec![
+                ("zfs.ko".into(), b"\x7fELF...".to_vec()),
+                ("spl.ko".into(), b"x".to_vec()),
+            ],
+            mtime: 1_700_000_000,
+        }
+    }
+
+    #[test]
+    fn the_users_kernel_package_is_named_in_depends() {
+        let d = deb();
+        assert_eq!(d.file_name(), "zfs-modules-4.20.3_0.8.0_arm64.deb");
+        let bytes = d.build().unwrap();
+        assert_eq!(
+            bytes,
+            d.build().unwrap(),
+            "byte-identical on a second build"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(d.file_name());
+        std::fs::write(&path, &bytes).unwrap();
+        let control = crate::deb::read::read_control(&path).unwrap();
+        assert!(
+            control.contains("Package: zfs-modules-4.20.3\n"),
+            "{control}"
+        );
+        assert!(
+            control.contains("Depends: linux-image (= 4.20.3-2)\n"),
+            "{control}"
+        );
+        assert!(
+            control.contains("Provides: zfs-modules (= 0.8.0)\n"),
+            "{control}"
+        );
+        let files = crate::deb::read::control_files(&path).unwrap();
+        let postinst = String::from_utf8(files.get("postinst").unwrap().contents.clone()).unwrap();
+        assert!(postinst.contains("depmod -a 4.20.3"), "{postinst}");
+        let postrm = String::from_utf8(files.get("postrm").unwrap().contents.clone()).unwrap();
+        assert!(postrm.contains("depmod -a 4.20.3"), "{postrm}");
+        assert!(crate::deb::read::read_data_file(
+            &path,
+            "usr/lib/modules/4.20.3/updates/dkms/zfs.ko"
+        )
+        .unwrap()
+        .is_some());
+    }
+
+    #[test]
+    fn ko_headers_are_read() {
+        let mut ko =
+            b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\xb7\x00".to_vec();
+        ko.extend_from_slice(b"\0name=hello\0vermagic=6.12.117+deb13-arm64 SMP preempt mod_unload modversions aarch64\0");
+        let i = ko_info(&ko).unwrap();
+        assert_eq!(i.machine, 0xb7);
+        assert_eq!(
+            i.vermagic.as_deref(),
+            Some("6.12.117+deb13-arm64 SMP preempt mod_unload modversions aarch64")
+        );
+        assert!(!i.signed);
+        ko.extend_from_slice(b"~Module signature appended~\n");
+        assert!(ko_info(&ko).unwrap().signed);
+        assert!(ko_info(b"not elf").is_none());
+    }
+}
