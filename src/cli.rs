@@ -41,6 +41,9 @@ pub enum Command {
     /// Build a DKMS module for the target's kernel and package it as a .deb
     /// that depends on the package that really ships that kernel.
     BuildDkms(BuildDkmsArgs),
+    /// Build the ZFS module for the target's kernel (build-dkms zfs-dkms,
+    /// with ZFS's kernel range checked first).
+    BuildZfs(BuildZfsArgs),
     /// An interactive shell inside a root.
     Shell(ShellArgs),
     /// What this host supports and what zchroot will use, with fixes.
@@ -74,6 +77,29 @@ pub struct BuildDkmsArgs {
     /// SHA256 of a tarball SOURCE, checked before it is used.
     #[arg(long, value_name = "HEX")]
     pub sha256: Option<String>,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildZfsArgs {
+    /// A zfs-dkms version of the suites (default: the newest, which matches
+    /// the suite's zfsutils-linux).
+    #[arg(long, value_name = "VERSION", conflicts_with = "zfs_source")]
+    pub zfs: Option<String>,
+    /// An upstream ZFS release tarball instead (needs --sha256).
+    #[arg(long, value_name = "TARBALL", requires = "sha256")]
+    pub zfs_source: Option<PathBuf>,
+    /// SHA256 of --zfs-source, checked before it is used.
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+/// The target of a module build.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
     /// The target's Debian architecture.
     #[arg(long, default_value = "arm64")]
     pub arch: String,
@@ -84,6 +110,10 @@ pub struct BuildDkmsArgs {
     /// Default: the newest of the flavour's linux-image metapackage.
     #[arg(long = "kernel", value_name = "RELEASE")]
     pub kernels: Vec<String>,
+    /// Your own kernel image and headers packages instead (e.g. from `make
+    /// bindeb-pkg` or a board vendor); give both, repeat the option.
+    #[arg(long = "kernel-deb", value_name = "FILE", conflicts_with = "kernels")]
+    pub kernel_debs: Vec<PathBuf>,
     /// Kernel flavour (default: the architecture's plain one).
     #[arg(long)]
     pub flavour: Option<String>,

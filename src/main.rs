@@ -18,8 +18,8 @@ use zchroot::report::{Phase, Reporter, Silent};
 use zchroot::target::{Target, TargetSpec};
 
 use cli::{
-    BuildDkmsArgs, Cli, Command, CreateArgs, DestroyArgs, ListArgs, ResolveArgs, SandboxArgs,
-    TargetArgs,
+    BuildArgs, BuildDkmsArgs, BuildZfsArgs, Cli, Command, CreateArgs, DestroyArgs, ListArgs,
+    ResolveArgs, SandboxArgs, TargetArgs,
 };
 use zchroot::rootfs::create::CreateSpec;
 use zchroot::rootfs::Roots;
@@ -106,7 +106,10 @@ impl Reporter for Bars {
     }
     fn note(&self, message: &str) {
         if self.verbose {
-            self.with(|b| b.println(format!("  {message}")));
+            match self.bar.lock().unwrap().as_ref() {
+                Some(b) => b.println(format!("  {message}")),
+                None => eprintln!("  {message}"),
+            }
         }
     }
     fn finish(&self) {
@@ -293,43 +296,37 @@ fn create(manifests: &Manifests, args: &CreateArgs, reporter: &dyn Reporter) -> 
     Ok(0)
 }
 
-fn build_dkms(
-    manifests: &Manifests,
-    args: &BuildDkmsArgs,
-    reporter: &dyn Reporter,
-) -> anyhow::Result<u8> {
-    let dirs = DataDirs::resolve(&DirsEnv::from_process())?;
-    let exe = std::env::current_exe().context("finding zchroot's own executable")?;
-    let spec = zchroot::build::BuildSpec {
-        source: args.source.clone(),
-        sha256: args.sha256.clone(),
-        arch: args.arch.clone(),
-        release: args.suite.clone(),
-        mirror: args.mirror.clone(),
-        keyring: args.keyring.clone(),
-        kernels: args.kernels.clone(),
-        flavour: args.flavour.clone(),
-        out: args.output.clone(),
-    };
-    let results = zchroot::build::build_dkms(
-        manifests,
-        &spec,
-        &dirs,
-        FetchOptions::default(),
-        &exe,
-        reporter,
-    )?;
+fn build_spec(source: String, sha256: Option<String>, b: &BuildArgs) -> zchroot::build::BuildSpec {
+    zchroot::build::BuildSpec {
+        source,
+        sha256,
+        arch: b.arch.clone(),
+        release: b.suite.clone(),
+        mirror: b.mirror.clone(),
+        keyring: b.keyring.clone(),
+        kernels: b.kernels.clone(),
+        flavour: b.flavour.clone(),
+        out: b.output.clone(),
+        package_version: None,
+        kernel_debs: b.kernel_debs.clone(),
+    }
+}
+
+/// Prints what was built; exit status 1 if any kernel failed.
+fn report_builds(
+    results: Vec<Result<zchroot::build::Built, zchroot::build::BuildError>>,
+    arch: &str,
+) -> u8 {
     let mut failed = 0;
     for r in results {
         match r {
             Ok(b) => {
                 println!("{}", b.deb.display());
                 eprintln!(
-                    "  {} {} for {} ({}): Depends: {}; modules {}; {}",
+                    "  {} {} for {} ({arch}): Depends: {}; modules {}; {}",
                     b.module,
                     b.version,
                     b.kernel.release,
-                    args.arch,
                     b.kernel.depends(),
                     b.modules.join(", "),
                     if b.signed {
@@ -345,7 +342,55 @@ fn build_dkms(
             }
         }
     }
-    Ok(if failed > 0 { 1 } else { 0 })
+    u8::from(failed > 0)
+}
+
+fn build_dkms(
+    manifests: &Manifests,
+    args: &BuildDkmsArgs,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<u8> {
+    let dirs = DataDirs::resolve(&DirsEnv::from_process())?;
+    let exe = std::env::current_exe().context("finding zchroot's own executable")?;
+    let spec = build_spec(args.source.clone(), args.sha256.clone(), &args.build);
+    let results = zchroot::build::build_dkms(
+        manifests,
+        &spec,
+        &dirs,
+        FetchOptions::default(),
+        &exe,
+        reporter,
+    )?;
+    Ok(report_builds(results, &args.build.arch))
+}
+
+fn build_zfs(
+    manifests: &Manifests,
+    args: &BuildZfsArgs,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<u8> {
+    let dirs = DataDirs::resolve(&DirsEnv::from_process())?;
+    let exe = std::env::current_exe().context("finding zchroot's own executable")?;
+    let spec = zchroot::build::ZfsSpec {
+        base: build_spec(String::new(), args.sha256.clone(), &args.build),
+        zfs: args.zfs.clone(),
+        zfs_source: args.zfs_source.clone(),
+    };
+    let (results, utils) = zchroot::build::build_zfs(
+        manifests,
+        &spec,
+        &dirs,
+        FetchOptions::default(),
+        &exe,
+        reporter,
+    )?;
+    let code = report_builds(results, &args.build.arch);
+    if let Some(v) = utils {
+        eprintln!(
+            "  on the board: apt-get install zfsutils-linux={v} (userland matching the module)"
+        );
+    }
+    Ok(code)
 }
 
 fn list(args: &ListArgs) -> anyhow::Result<u8> {
@@ -474,6 +519,9 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::List(args) => list(args),
         Command::BuildDkms(args) => {
             build_dkms(&manifests, args, reporter).context("build-dkms failed")
+        }
+        Command::BuildZfs(args) => {
+            build_zfs(&manifests, args, reporter).context("build-zfs failed")
         }
         Command::Destroy(args) => destroy(args, reporter).context("destroy failed"),
         Command::Shell(args) => {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 /// Where a module's source comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    /// A `*-dkms` package of the configured suites.
-    Package(String),
+    /// A `*-dkms` package of the configured suites, at a version if given.
+    Package(String, Option<String>),
     /// A directory holding a dkms.conf (a tarball is unpacked to one first).
     Dir {
         path: PathBuf,
@@ -63,10 +63,20 @@ pub fn dir_source(path: &Path) -> Result<Source, DkmsError> {
     })
 }
 
+/// How the kernel's headers get into the build root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Headers {
+    /// A package of the suites (it pulls in the image it belongs to).
+    Package(String),
+    /// The user's own image and headers .debs, at these paths in the root.
+    Local(Vec<String>),
+}
+
 /// Paths inside the root that the build binds.
 pub const SRC_IN_ROOT: &str = "/zchroot-src";
 pub const OUT_IN_ROOT: &str = "/zchroot-out";
 pub const LOG_IN_ROOT: &str = "var/log/zchroot-build.log";
+pub const KERNEL_IN_ROOT: &str = "/zchroot-kernel";
 
 fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -75,21 +85,30 @@ fn quote(s: &str) -> String {
 /// The script that builds `source` for kernel release `krel` whose headers
 /// are `headers`, leaving the modules and `module` (name, version lines)
 /// in the output directory.
-pub fn build_script(source: &Source, krel: &str, headers: &str) -> String {
+pub fn build_script(source: &Source, krel: &str, headers: &Headers) -> String {
     let mut s = String::from(
         "set -e\nexport DEBIAN_FRONTEND=noninteractive\n\
+         # The headers pull in the kernel image: no initramfs is needed for a build.\n\
+         export INITRD=No\n\
          # zchroot builds for the kernels it is asked for, not for whatever is installed.\n\
          mkdir -p /etc/dkms && touch /etc/dkms/no-autoinstall\n\
          apt-get update -q\n",
     );
+    let headers = match headers {
+        Headers::Package(p) => quote(p),
+        Headers::Local(paths) => paths.iter().map(|p| quote(p)).collect::<Vec<_>>().join(" "),
+    };
     s.push_str(&format!(
-        "apt-get install -y -q --no-install-recommends {}\n",
-        quote(headers)
+        "apt-get install -y -q --no-install-recommends {headers}\n"
     ));
     match source {
-        Source::Package(p) => {
+        Source::Package(p, version) => {
+            let spec = match version {
+                Some(v) => quote(&format!("{p}={v}")),
+                None => quote(p),
+            };
             s.push_str(&format!(
-                "apt-get install -y -q --no-install-recommends {p}\n\
+                "apt-get install -y -q --no-install-recommends {spec}\n\
                  conf=$(dpkg -L {p} | grep -m1 '^/usr/src/[^/]*/dkms.conf$')\n\
                  [ -n \"$conf\" ] || {{ echo \"zchroot: {p} ships no /usr/src/*/dkms.conf\"; exit 1; }}\n\
                  NAME=$(sh -c \". \\\"$conf\\\"; echo \\\"\\$PACKAGE_NAME\\\"\")\n\
@@ -145,7 +164,7 @@ mod tests {
                 version: "0.1".into(),
             },
             "6.12.117+deb13-arm64",
-            "linux-headers-6.12.117+deb13-arm64",
+            &Headers::Package("linux-headers-6.12.117+deb13-arm64".into()),
         );
         assert!(s.starts_with("set -e\n"));
         let off = s.find("touch /etc/dkms/no-autoinstall").unwrap();
@@ -156,8 +175,22 @@ mod tests {
         );
         assert!(s.contains("dkms build --force -m \"$NAME\" -v \"$VER\" -k '6.12.117+deb13-arm64'"));
         assert!(!s.contains("uname -r"), "never the host's kernel");
-        let p = build_script(&Source::Package("zfs-dkms".into()), "k", "h");
-        assert!(p.contains("apt-get install -y -q --no-install-recommends 'zfs-dkms'"));
+        let p = build_script(
+            &Source::Package("zfs-dkms".into(), None),
+            "k",
+            &Headers::Package("h".into()),
+        );
+        assert!(p.contains("apt-get install -y -q --no-install-recommends 'zfs-dkms'\n"));
+        let p = build_script(
+            &Source::Package("zfs-dkms".into(), Some("2.3.2-2".into())),
+            "k",
+            &Headers::Local(vec![
+                "/zchroot-kernel/i.deb".into(),
+                "/zchroot-kernel/h.deb".into(),
+            ]),
+        );
+        assert!(p.contains("apt-get install -y -q --no-install-recommends '/zchroot-kernel/i.deb' '/zchroot-kernel/h.deb'\n"));
+        assert!(p.contains("apt-get install -y -q --no-install-recommends 'zfs-dkms=2.3.2-2'\n"));
     }
 
     #[test]

@@ -252,3 +252,195 @@ mod tests {
         assert!(matches!(e, KernelError::NoHeaders { .. }));
     }
 }
+
+/// A kernel from the user's own packages (`make bindeb-pkg`, a vendor's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalKernel {
+    pub kernel: TargetKernel,
+    pub image_deb: std::path::PathBuf,
+    pub headers_deb: std::path::PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelDebError {
+    #[error(transparent)]
+    Deb(#[from] crate::deb::DebError),
+    #[error("{}: {message}", path.display())]
+    Bad {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("--kernel-deb: {0}")]
+    Set(String),
+}
+
+/// The kernel release an image or headers package is for, from its files:
+/// `boot/vmlinuz-R` (or vmlinux-, Image-), `*/modules/R/`, `usr/src/linux-headers-R/`.
+pub fn release_from_paths(paths: &[String]) -> Option<String> {
+    for p in paths {
+        for prefix in [
+            "boot/vmlinuz-",
+            "boot/vmlinux-",
+            "boot/Image-",
+            "usr/src/linux-headers-",
+        ] {
+            if let Some(rest) = p.strip_prefix(prefix) {
+                let r = rest.split('/').next().unwrap_or("");
+                if !r.is_empty() {
+                    return Some(r.to_string());
+                }
+            }
+        }
+    }
+    paths.iter().find_map(|p| {
+        let rest = p
+            .strip_prefix("usr/lib/modules/")
+            .or_else(|| p.strip_prefix("lib/modules/"))?;
+        let r = rest.split('/').next().unwrap_or("");
+        (!r.is_empty() && rest.contains('/')).then(|| r.to_string())
+    })
+}
+
+/// Reads the user's kernel image and headers packages (two or more .debs;
+/// one image and its headers are picked by the Package field).
+pub fn from_debs(debs: &[std::path::PathBuf], arch: &str) -> Result<LocalKernel, KernelDebError> {
+    let mut image = None;
+    let mut headers = None;
+    for deb in debs {
+        let control = crate::deb::read::read_control(deb)?;
+        let stanza = crate::archive::deb822::parse(&control, "control")
+            .ok()
+            .and_then(|v| v.into_iter().next())
+            .ok_or_else(|| KernelDebError::Bad {
+                path: deb.clone(),
+                message: "unreadable control file".into(),
+            })?;
+        let field = |k: &str| stanza.get(k).unwrap_or("").to_string();
+        let (package, version, deb_arch) =
+            (field("Package"), field("Version"), field("Architecture"));
+        if deb_arch != arch && deb_arch != "all" {
+            return Err(KernelDebError::Bad {
+                path: deb.clone(),
+                message: format!("is for architecture {deb_arch}, the target is {arch}"),
+            });
+        }
+        let paths = crate::deb::read::data_paths(deb)?;
+        let release = release_from_paths(&paths).ok_or_else(|| KernelDebError::Bad {
+            path: deb.clone(),
+            message: format!("package {package} holds no kernel (no boot/vmlinuz-*, modules or linux-headers-* directory)"),
+        })?;
+        let slot = if package.starts_with("linux-headers") {
+            &mut headers
+        } else if package.starts_with("linux-image")
+            || paths.iter().any(|p| p.starts_with("boot/vmlinu"))
+        {
+            &mut image
+        } else {
+            continue; // e.g. linux-libc-dev from bindeb-pkg
+        };
+        *slot = Some((deb.clone(), package, version, release));
+    }
+    let (image_deb, image_package, image_version, release) = image.ok_or_else(|| {
+        KernelDebError::Set("no kernel image package (linux-image*) among them".into())
+    })?;
+    let (headers_deb, headers_package, _, headers_release) = headers.ok_or_else(|| {
+        KernelDebError::Set(
+            "no headers package (linux-headers*) among them: DKMS needs the headers".into(),
+        )
+    })?;
+    if headers_release != release {
+        return Err(KernelDebError::Set(format!(
+            "the headers {} are for kernel {headers_release}, but the image {} is kernel {release}: they do not match",
+            headers_deb.display(),
+            image_deb.display()
+        )));
+    }
+    Ok(LocalKernel {
+        kernel: TargetKernel {
+            release,
+            image_package,
+            image_version,
+            alternatives: vec![],
+            headers_package,
+        },
+        image_deb,
+        headers_deb,
+    })
+}
+
+#[cfg(test)]
+mod local_tests {
+    use super::*;
+
+    #[test]
+    fn releases_are_read_from_package_files() {
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            release_from_paths(&p(&[
+                "boot/",
+                "boot/vmlinuz-4.20.3",
+                "lib/modules/4.20.3/kernel/x.ko"
+            ]))
+            .as_deref(),
+            Some("4.20.3")
+        );
+        assert_eq!(
+            release_from_paths(&p(&["usr/src/linux-headers-6.12.1+x/Makefile"])).as_deref(),
+            Some("6.12.1+x")
+        );
+        assert_eq!(
+            release_from_paths(&p(&["usr/lib/modules/6.1.0/modules.order"])).as_deref(),
+            Some("6.1.0")
+        );
+        assert_eq!(release_from_paths(&p(&["usr/share/doc/x"])), None);
+    }
+
+    #[test]
+    fn the_users_packages_name_the_dependency() {
+        use crate::deb::write::DebBuilder;
+        let dir = tempfile::tempdir().unwrap();
+        let mk = |name: &str, pkg: &str, file: &str| {
+            let mut b = DebBuilder::new(vec![
+                ("Package".into(), pkg.into()),
+                ("Version".into(), "4.20.3-2".into()),
+                ("Architecture".into(), "arm64".into()),
+            ]);
+            b.add_file(file, 0o644, b"x".to_vec());
+            let path = dir.path().join(name);
+            let mut out = Vec::new();
+            b.write_to(&mut out).unwrap();
+            std::fs::write(&path, out).unwrap();
+            path
+        };
+        let image = mk("i.deb", "linux-image", "boot/vmlinuz-4.20.3");
+        let headers = mk(
+            "h.deb",
+            "linux-headers",
+            "usr/src/linux-headers-4.20.3/Makefile",
+        );
+        let k = from_debs(&[image.clone(), headers.clone()], "arm64").unwrap();
+        assert_eq!(k.kernel.release, "4.20.3");
+        assert_eq!(k.kernel.depends(), "linux-image (= 4.20.3-2)");
+        let other = mk(
+            "h2.deb",
+            "linux-headers",
+            "usr/src/linux-headers-4.20.4/Makefile",
+        );
+        let e = from_debs(&[image.clone(), other], "arm64")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("are for kernel 4.20.4, but the image") && e.contains("do not match"),
+            "{e}"
+        );
+        let e = from_debs(&[image.clone(), headers.clone()], "armhf")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("is for architecture arm64, the target is armhf"),
+            "{e}"
+        );
+        let e = from_debs(&[image], "arm64").unwrap_err().to_string();
+        assert!(e.contains("no headers package"), "{e}");
+    }
+}

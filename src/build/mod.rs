@@ -5,6 +5,7 @@
 pub mod dkms;
 pub mod kernel;
 pub mod modpkg;
+pub mod zfs;
 
 use std::path::{Path, PathBuf};
 
@@ -66,6 +67,12 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Deb(#[from] crate::deb::DebError),
+    #[error(transparent)]
+    Zfs(#[from] zfs::ZfsError),
+    #[error(transparent)]
+    KernelDeb(#[from] kernel::KernelDebError),
+    #[error("--kernel and --kernel-deb do not go together: the .debs name their kernel")]
+    KernelAndDebs,
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -95,7 +102,21 @@ pub struct BuildSpec {
     pub kernels: Vec<String>,
     pub flavour: Option<String>,
     pub out: PathBuf,
+    /// For a package SOURCE: this version instead of the newest.
+    pub package_version: Option<String>,
+    /// The user's own kernel image and headers .debs instead of a kernel
+    /// of the suites.
+    pub kernel_debs: Vec<PathBuf>,
 }
+
+/// A check run once the source and the kernels are known, before the
+/// build root is made or anything compiled (ZFS's kernel range).
+pub type PreCheck<'a> = &'a dyn Fn(
+    &Source,
+    &[TargetKernel],
+    &crate::archive::update::Indexes,
+    &crate::archive::fetch::Fetcher,
+) -> Result<(), BuildError>;
 
 /// One module package made.
 #[derive(Debug, Clone)]
@@ -166,7 +187,10 @@ pub fn source(spec: &BuildSpec, scratch: &Path) -> Result<Source, BuildError> {
         return Ok(dkms::dir_source(&dir)?);
     }
     if spec.source.ends_with("-dkms") && !spec.source.contains('/') {
-        return Ok(Source::Package(spec.source.clone()));
+        return Ok(Source::Package(
+            spec.source.clone(),
+            spec.package_version.clone(),
+        ));
     }
     Err(dkms::DkmsError::Unknown(spec.source.clone()).into())
 }
@@ -181,6 +205,21 @@ pub fn build_dkms(
     opts: FetchOptions,
     exe: &Path,
     reporter: &dyn Reporter,
+) -> Result<Vec<Result<Built, BuildError>>, BuildError> {
+    build_checked(manifests, spec, dirs, opts, exe, reporter, &|_, _, _, _| {
+        Ok(())
+    })
+}
+
+/// [`build_dkms`] with a check before building.
+pub fn build_checked(
+    manifests: &Manifests,
+    spec: &BuildSpec,
+    dirs: &DataDirs,
+    opts: FetchOptions,
+    exe: &Path,
+    reporter: &dyn Reporter,
+    check: PreCheck,
 ) -> Result<Vec<Result<Built, BuildError>>, BuildError> {
     let tspec = TargetSpec {
         arch: spec.arch.clone(),
@@ -198,11 +237,9 @@ pub fn build_dkms(
     let source = source(spec, scratch.path())?;
 
     // Everything about the target is checked before anything is built.
-    let indexes = {
-        let fetcher = t.fetcher(dirs, opts.clone(), reporter)?;
-        t.update(&fetcher, reporter)?
-    };
-    if let Source::Package(name) = &source {
+    let fetcher = t.fetcher(dirs, opts.clone(), reporter)?;
+    let indexes = t.update(&fetcher, reporter)?;
+    if let Source::Package(name, _) = &source {
         if !indexes.packages.iter().any(|p| &p.name == name) {
             return Err(BuildError::UnknownPackage {
                 name: name.clone(),
@@ -215,7 +252,16 @@ pub fn build_dkms(
         .flavour
         .clone()
         .unwrap_or_else(|| t.arch.kernel_flavour.clone());
-    let kernels: Vec<TargetKernel> = if spec.kernels.is_empty() {
+    let local = if spec.kernel_debs.is_empty() {
+        None
+    } else if !spec.kernels.is_empty() {
+        return Err(BuildError::KernelAndDebs);
+    } else {
+        Some(kernel::from_debs(&spec.kernel_debs, &t.arch.name)?)
+    };
+    let kernels: Vec<TargetKernel> = if let Some(l) = &local {
+        vec![l.kernel.clone()]
+    } else if spec.kernels.is_empty() {
         vec![kernel::choose(&indexes.packages, &flavour, None)?]
     } else {
         spec.kernels
@@ -223,7 +269,9 @@ pub fn build_dkms(
             .map(|k| kernel::choose(&indexes.packages, &flavour, Some(k)))
             .collect::<Result<_, _>>()?
     };
+    check(&source, &kernels, &indexes, &fetcher)?;
     drop(indexes);
+    drop(fetcher);
 
     // The build root: made on first use, then reused; one build at a time.
     let roots = Roots::new(dirs);
@@ -256,7 +304,18 @@ pub fn build_dkms(
     let mut results = Vec::new();
     for k in &kernels {
         results.push(build_one(
-            manifests, &t, &roots, &root_name, &source, k, spec, dirs, &opts, exe, reporter,
+            manifests,
+            &t,
+            &roots,
+            &root_name,
+            &source,
+            k,
+            local.as_ref(),
+            spec,
+            dirs,
+            &opts,
+            exe,
+            reporter,
         ));
     }
     Ok(results)
@@ -270,6 +329,7 @@ fn build_one(
     root_name: &str,
     source: &Source,
     k: &TargetKernel,
+    local: Option<&kernel::LocalKernel>,
     spec: &BuildSpec,
     dirs: &DataDirs,
     opts: &FetchOptions,
@@ -293,7 +353,29 @@ fn build_one(
             readonly: true,
         });
     }
-    let script = dkms::build_script(source, &k.release, &k.headers_package);
+    let kernel_dir = tempfile::Builder::new()
+        .prefix(".build-kernel-")
+        .tempdir_in(&dirs.state)
+        .map_err(io(&dirs.state))?;
+    let headers = match local {
+        None => dkms::Headers::Package(k.headers_package.clone()),
+        Some(l) => {
+            // The user's .debs, seen in the root under fixed names.
+            let dir = kernel_dir.path().to_owned();
+            let mut in_root = Vec::new();
+            for (deb, name) in [(&l.image_deb, "image.deb"), (&l.headers_deb, "headers.deb")] {
+                std::fs::copy(deb, dir.join(name)).map_err(io(deb))?;
+                in_root.push(format!("{}/{name}", dkms::KERNEL_IN_ROOT));
+            }
+            binds.push(Bind {
+                host: dir,
+                guest: dkms::KERNEL_IN_ROOT.into(),
+                readonly: true,
+            });
+            dkms::Headers::Local(in_root)
+        }
+    };
+    let script = dkms::build_script(source, &k.release, &headers);
     let _ = std::fs::remove_file(tree.join(dkms::LOG_IN_ROOT));
     let run = RunSpec {
         root: tree.clone(),
@@ -318,7 +400,7 @@ fn build_one(
 
     // Keep the log outside the root.
     let module_hint = match source {
-        Source::Package(p) => p.trim_end_matches("-dkms").to_string(),
+        Source::Package(p, _) => p.trim_end_matches("-dkms").to_string(),
         Source::Dir { name, .. } => name.clone(),
     };
     let log_text = std::fs::read_to_string(tree.join(dkms::LOG_IN_ROOT)).unwrap_or_default();
@@ -410,4 +492,95 @@ fn build_one(
         modules: files.into_iter().map(|(n, _)| n).collect(),
         signed,
     })
+}
+
+/// What to build for `build-zfs`.
+#[derive(Debug, Clone)]
+pub struct ZfsSpec {
+    pub base: BuildSpec,
+    /// A zfs-dkms version of the suites (default: the newest).
+    pub zfs: Option<String>,
+    /// An upstream release tarball instead (with `base.sha256`).
+    pub zfs_source: Option<PathBuf>,
+}
+
+/// `build-zfs`: zfs-dkms (or an upstream tarball) for the target kernels,
+/// refusing kernels outside the source's META range before building.
+/// Returns the results and the zfsutils-linux version to install on the
+/// board when the suite's own ZFS was built.
+pub fn build_zfs(
+    manifests: &Manifests,
+    spec: &ZfsSpec,
+    dirs: &DataDirs,
+    opts: FetchOptions,
+    exe: &Path,
+    reporter: &dyn Reporter,
+) -> Result<(Vec<Result<Built, BuildError>>, Option<String>), BuildError> {
+    let mut base = spec.base.clone();
+    base.source = match &spec.zfs_source {
+        Some(t) => t.display().to_string(),
+        None => "zfs-dkms".into(),
+    };
+    // --zfs 2.3.2 names an upstream version: pin the build root to the
+    // full Debian version of it.
+    if let (Some(w), None) = (&spec.zfs, &spec.zfs_source) {
+        let t = Target::new(
+            manifests,
+            &TargetSpec {
+                arch: base.arch.clone(),
+                release: base.release.clone(),
+                variant: "buildd".into(),
+                include: vec![],
+                mirror: base.mirror.clone(),
+                keyring: base.keyring.clone(),
+            },
+        )?;
+        let fetcher = t.fetcher(dirs, opts.clone(), reporter)?;
+        let indexes = t.update(&fetcher, reporter)?;
+        let p = zfs::choose(&indexes.packages, Some(w), &base.release, &base.arch)?;
+        base.package_version = Some(p.version.clone());
+    }
+    let chosen = std::cell::RefCell::new(None);
+    let check = |source: &Source,
+                 kernels: &[TargetKernel],
+                 indexes: &crate::archive::update::Indexes,
+                 fetcher: &crate::archive::fetch::Fetcher|
+     -> Result<(), BuildError> {
+        let meta_text = match source {
+            Source::Dir { path, .. } => std::fs::read_to_string(path.join("META"))
+                .map_err(|_| zfs::ZfsError::NoMeta(path.display().to_string()))?,
+            Source::Package(_, _) => {
+                let p = zfs::choose(
+                    &indexes.packages,
+                    base.package_version.as_deref(),
+                    &base.release,
+                    &base.arch,
+                )?;
+                let downloads = crate::archive::update::package_downloads([p])
+                    .map_err(|e| BuildError::Target(TargetError::Update(e.into())))?;
+                let path = fetcher
+                    .fetch(&downloads[0])
+                    .map_err(|e| BuildError::Target(TargetError::Update(e.into())))?;
+                let inner = format!("usr/src/zfs-{}/META", zfs::upstream(&p.version));
+                let text = crate::deb::read::read_data_file(&path, &inner)?
+                    .ok_or_else(|| zfs::ZfsError::NoMeta(p.version.clone()))?;
+                let utils = indexes
+                    .packages
+                    .iter()
+                    .find(|q| q.name == "zfsutils-linux" && q.version == p.version)
+                    .map(|q| q.version.clone());
+                *chosen.borrow_mut() = Some((p.version.clone(), utils));
+                String::from_utf8_lossy(&text).into_owned()
+            }
+        };
+        let meta = zfs::parse_meta(&meta_text)
+            .ok_or_else(|| zfs::ZfsError::NoMeta(base.source.clone()))?;
+        for k in kernels {
+            zfs::check_kernel(&meta, &k.release)?;
+        }
+        Ok(())
+    };
+    let results = build_checked(manifests, &base, dirs, opts, exe, reporter, &check)?;
+    let utils = chosen.into_inner().and_then(|(_, u)| u);
+    Ok((results, utils))
 }

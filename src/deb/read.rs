@@ -302,6 +302,30 @@ pub fn extract_data_full(deb: &Path, root: &Path) -> Result<Extraction, DebError
     Ok(ex.out)
 }
 
+/// The paths of the data member's entries, without `./` (`usr/bin/x`);
+/// directories end in `/`. Nothing is written to disk.
+pub fn data_paths(deb: &Path) -> Result<Vec<String>, DebError> {
+    with_member(deb, "data.tar", |reader, member| {
+        let read_err = |source| DebError::ReadMember {
+            path: deb.to_path_buf(),
+            member: member.to_string(),
+            source,
+        };
+        let mut out = Vec::new();
+        let mut archive = tar::Archive::new(reader);
+        for entry in archive.entries().map_err(read_err)? {
+            let entry = entry.map_err(read_err)?;
+            let name = entry.path_bytes();
+            let name = String::from_utf8_lossy(&name);
+            let name = name.trim_start_matches("./");
+            if !name.is_empty() {
+                out.push(name.to_string());
+            }
+        }
+        Ok(out)
+    })
+}
+
 /// The contents of one regular file of the data member (`usr/bin/x`, with
 /// or without `./`), or `None` when the package has no such regular file.
 /// Nothing is written to disk.

@@ -3,6 +3,7 @@
 //! `debian` runs against the real Debian archive.
 
 mod archive;
+mod build;
 mod debian;
 mod require;
 mod rootfs;

@@ -1,0 +1,503 @@
+//! `build-dkms` for real: the tiny hello module the tests ship, for the
+//! real Debian trixie arm64 kernel, built with DKMS under qemu, packaged,
+//! and installed with dpkg in an arm64 root that has that kernel.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::require::{have_debian_network, require};
+
+fn hello_source() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/hello-dkms")
+}
+
+fn home() -> PathBuf {
+    let h = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("build-tests/root");
+    std::fs::create_dir_all(&h).unwrap();
+    h
+}
+
+fn zchroot(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_zchroot"))
+        .args(args)
+        .env("ZCHROOT_HOME", home)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn can_run() -> bool {
+    require(
+        nix::unistd::geteuid().is_root(),
+        "root",
+        "run the tests as root, as CI does",
+    ) && require(
+        have_debian_network(),
+        "the Debian archive (network)",
+        "run where deb.debian.org answers",
+    )
+}
+
+fn field(deb: &Path, name: &str) -> String {
+    let out = Command::new("dpkg-deb")
+        .arg("-f")
+        .arg(deb)
+        .arg(name)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn hello_module_for_the_trixie_arm64_kernel_installs_where_that_kernel_is() {
+    if !can_run()
+        || !require(
+            crate::require::have_command("dpkg-deb"),
+            "dpkg-deb",
+            "apt-get install dpkg",
+        )
+    {
+        return;
+    }
+    let home = home();
+    let out = tempfile::tempdir().unwrap();
+    let src = hello_source();
+    let o = zchroot(
+        &home,
+        &[
+            "-q",
+            "build-dkms",
+            src.to_str().unwrap(),
+            "-o",
+            out.path().to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let deb = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    assert!(deb.starts_with(out.path()), "{deb:?}");
+    let name = deb.file_name().unwrap().to_string_lossy().into_owned();
+    // hello-modules-6.12.N+deb13-arm64_0.1_arm64.deb
+    let krel = name
+        .strip_prefix("hello-modules-")
+        .and_then(|r| r.strip_suffix("_0.1_arm64.deb"))
+        .unwrap_or_else(|| panic!("{name}"))
+        .to_string();
+    assert!(krel.ends_with("+deb13-arm64"), "{krel}");
+    let depends = field(&deb, "Depends");
+    assert!(
+        depends.starts_with(&format!("linux-image-{krel} (= ")),
+        "{depends}"
+    );
+    assert_eq!(field(&deb, "Provides"), "hello-modules (= 0.1)");
+
+    // The .ko is aarch64 and made for that kernel.
+    let ko = read_ko(&deb, &krel).expect("hello.ko in the package");
+    let info = zchroot::build::modpkg::ko_info(&ko).unwrap();
+    assert_eq!(info.machine, 0xb7, "EM_AARCH64");
+    assert_eq!(
+        info.vermagic.unwrap().split_whitespace().next(),
+        Some(krel.as_str())
+    );
+
+    // It installs in the build root, which has that kernel image...
+    let bind = format!("{}:/out:ro", out.path().display());
+    let root = zchroot::build::build_root_name("trixie", "arm64");
+    let o = zchroot(&home, &["-q", "run", &root, "--bind", &bind, "--", "sh", "-c",
+        &format!("dpkg -i /out/{name} && ls /usr/lib/modules/{krel}/updates/dkms/ && grep -c hello /usr/lib/modules/{krel}/modules.dep")]);
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        stderr(&o),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("hello.ko"), "{stdout}");
+    let _ = zchroot(
+        &home,
+        &[
+            "-q",
+            "run",
+            &root,
+            "--",
+            "dpkg",
+            "--purge",
+            &format!("hello-modules-{krel}"),
+        ],
+    );
+
+    // ...and is refused where another version of that kernel is installed.
+    let other = out.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let k = zchroot::build::kernel::TargetKernel {
+        release: krel.clone(),
+        image_package: format!("linux-image-{krel}"),
+        image_version: "9.9.9-1".into(),
+        alternatives: vec![],
+        headers_package: String::new(),
+    };
+    let repacked = zchroot::build::modpkg::ModuleDeb {
+        module: "hello".into(),
+        version: "0.1".into(),
+        kernel: k,
+        arch: "arm64".into(),
+        modules_dir: "usr/lib/modules".into(),
+        files: vec![("hello.ko.xz".into(), ko.clone())],
+        mtime: 0,
+    };
+    std::fs::write(other.join("m.deb"), repacked.build().unwrap()).unwrap();
+    let bind = format!("{}:/other:ro", other.display());
+    let o = zchroot(
+        &home,
+        &[
+            "-q",
+            "run",
+            &root,
+            "--bind",
+            &bind,
+            "--",
+            "dpkg",
+            "-i",
+            "/other/m.deb",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let out_text = String::from_utf8_lossy(&o.stdout).into_owned() + &stderr(&o);
+    assert!(out_text.contains("dependency problems"), "{out_text}");
+    let _ = zchroot(
+        &home,
+        &[
+            "-q",
+            "run",
+            &root,
+            "--",
+            "dpkg",
+            "--purge",
+            &format!("hello-modules-{krel}"),
+        ],
+    );
+
+    // (Packaging twice is byte-identical: modpkg's unit test checks that
+    // without another emulated compile.)
+}
+
+/// hello.ko (DKMS may have xz-compressed it) from a module package.
+fn read_ko(deb: &Path, krel: &str) -> Option<Vec<u8>> {
+    ["hello.ko", "hello.ko.xz"].iter().find_map(|n| {
+        zchroot::deb::read::read_data_file(deb, &format!("usr/lib/modules/{krel}/updates/dkms/{n}"))
+            .unwrap()
+    })
+}
+
+#[test]
+fn bad_build_input_fails_before_compiling() {
+    if !can_run() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let src = hello_source();
+    let s = src.to_str().unwrap();
+    let o = zchroot(
+        home.path(),
+        &["build-dkms", s, "--kernel", "6.1.0-99-arm64"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("unknown kernel '6.1.0-99-arm64'"), "{e}");
+    assert!(
+        e.contains("known kernels of this architecture are 6.12."),
+        "{e}"
+    );
+    let o = zchroot(home.path(), &["build-dkms", "no-such-module-dkms"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("unknown DKMS package 'no-such-module-dkms'"),
+        "{}",
+        stderr(&o)
+    );
+    let o = zchroot(home.path(), &["build-dkms", "/nonexistent/dir"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("is neither a directory with a dkms.conf"),
+        "{}",
+        stderr(&o)
+    );
+    // A tarball: its hash is required and checked.
+    let t = tempfile::tempdir().unwrap();
+    let tarball = t.path().join("hello.tar.gz");
+    let st = Command::new("tar")
+        .arg("-czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(src.parent().unwrap())
+        .arg("hello-dkms")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let tb = tarball.to_str().unwrap();
+    let o = zchroot(home.path(), &["build-dkms", tb]);
+    assert!(
+        stderr(&o).contains("give its SHA256 with --sha256 HEX"),
+        "{}",
+        stderr(&o)
+    );
+    let o = zchroot(
+        home.path(),
+        &["build-dkms", tb, "--sha256", &"0".repeat(64)],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("SHA256 mismatch"), "{}", stderr(&o));
+    // Nothing was built: no build root was made.
+    assert!(!home
+        .path()
+        .join("state/roots")
+        .join(zchroot::build::build_root_name("trixie", "arm64"))
+        .exists());
+}
+
+#[test]
+fn build_zfs_refuses_bad_versions_and_kernels_outside_its_range_before_compiling() {
+    if !can_run() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let o = zchroot(home.path(), &["build-zfs", "--zfs", "0.0.9"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("ZFS 0.0.9 is not in the suites; available: 2."),
+        "{e}"
+    );
+
+    // An "upstream" ZFS tarball whose META stops at Linux 5.10: trixie's
+    // 6.12 kernel is refused, naming the range.
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("zfs-0.0.1");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(
+        src.join("META"),
+        "Meta: 1\nName: zfs\nVersion: 0.0.1\nLinux-Maximum: 5.10\nLinux-Minimum: 4.18\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("dkms.conf"),
+        "PACKAGE_NAME=\"zfs\"\nPACKAGE_VERSION=\"0.0.1\"\n",
+    )
+    .unwrap();
+    let tarball = t.path().join("zfs-0.0.1.tar.gz");
+    assert!(Command::new("tar")
+        .arg("-czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(t.path())
+        .arg("zfs-0.0.1")
+        .status()
+        .unwrap()
+        .success());
+    let sha = zchroot_sha256(&tarball);
+    let o = zchroot(
+        home.path(),
+        &[
+            "build-zfs",
+            "--zfs-source",
+            tarball.to_str().unwrap(),
+            "--sha256",
+            &sha,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("ZFS 0.0.1 supports Linux 4.18 to 5.10, not 6.12."),
+        "{e}"
+    );
+    let o = zchroot(
+        home.path(),
+        &[
+            "build-zfs",
+            "--zfs-source",
+            tarball.to_str().unwrap(),
+            "--sha256",
+            &"1".repeat(64),
+        ],
+    );
+    assert!(stderr(&o).contains("SHA256 mismatch"), "{}", stderr(&o));
+    assert!(!home
+        .path()
+        .join("state/roots")
+        .join(zchroot::build::build_root_name("trixie", "arm64"))
+        .exists());
+}
+
+fn zchroot_sha256(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// Repacks a .deb with `dpkg-deb -R`/`-b`, changing control fields.
+fn repack(deb: &Path, out: &Path, edit: &dyn Fn(String) -> String) {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("t");
+    assert!(Command::new("dpkg-deb")
+        .arg("-R")
+        .arg(deb)
+        .arg(&tree)
+        .status()
+        .unwrap()
+        .success());
+    let control = tree.join("DEBIAN/control");
+    let text = std::fs::read_to_string(&control).unwrap();
+    std::fs::write(&control, edit(text)).unwrap();
+    let st = Command::new("dpkg-deb")
+        .args(["-Zxz", "--root-owner-group", "-b"])
+        .arg(&tree)
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
+
+#[test]
+fn the_users_kernel_package_named_linux_image_is_depended_on_as_it_is() {
+    if !can_run()
+        || !require(
+            crate::require::have_command("dpkg-deb"),
+            "dpkg-deb",
+            "apt-get install dpkg",
+        )
+    {
+        return;
+    }
+    let home = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("build-tests/user-kernel");
+    std::fs::create_dir_all(&home).unwrap();
+    // Debian's current arm64 image and headers, through the archive client.
+    let o = zchroot(
+        &home,
+        &[
+            "-q",
+            "resolve",
+            "arm64",
+            "--include",
+            "linux-headers-arm64",
+            "--download",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let pkgs = v["packages"].as_array().unwrap();
+    let find = |prefix: &str| {
+        pkgs.iter()
+            .find(|p| {
+                let n = p["name"].as_str().unwrap();
+                n.starts_with(prefix)
+                    && n.ends_with("-arm64")
+                    && n[prefix.len()..].starts_with(|c: char| c.is_ascii_digit())
+            })
+            .unwrap_or_else(|| panic!("{prefix}* in {pkgs:?}"))
+    };
+    let image = find("linux-image-");
+    let headers = find("linux-headers-");
+    let image_name = image["name"].as_str().unwrap().to_string();
+    let version = image["version"].as_str().unwrap().to_string();
+    let krel = image_name.trim_start_matches("linux-image-").to_string();
+    // As the user did by hand: the image package is just `linux-image`.
+    let t = tempfile::tempdir().unwrap();
+    let my_image = t.path().join("linux-image.deb");
+    let my_headers = t.path().join("linux-headers.deb");
+    let img = image_name.clone();
+    repack(
+        Path::new(image["cached"].as_str().unwrap()),
+        &my_image,
+        &|c| c.replace(&format!("Package: {img}\n"), "Package: linux-image\n"),
+    );
+    let (img, ver) = (image_name.clone(), version.clone());
+    repack(
+        Path::new(headers["cached"].as_str().unwrap()),
+        &my_headers,
+        &move |c| {
+            let old = format!("{img} (= {ver}) | {img}-unsigned (= {ver})");
+            assert!(c.contains(&old), "{c}");
+            c.replace(&old, &format!("linux-image (= {ver})")).replace(
+                &format!(
+                    "Package: linux-headers-{}\n",
+                    img.trim_start_matches("linux-image-")
+                ),
+                "Package: linux-headers\n",
+            )
+        },
+    );
+    let out = tempfile::tempdir().unwrap();
+    let src = hello_source();
+    let o = zchroot(
+        &home,
+        &[
+            "-q",
+            "build-dkms",
+            src.to_str().unwrap(),
+            "--kernel-deb",
+            my_image.to_str().unwrap(),
+            "--kernel-deb",
+            my_headers.to_str().unwrap(),
+            "-o",
+            out.path().to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let deb = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    assert_eq!(
+        deb.file_name().unwrap().to_string_lossy(),
+        format!("hello-modules-{krel}_0.1_arm64.deb")
+    );
+    assert_eq!(field(&deb, "Depends"), format!("linux-image (= {version})"));
+    // It installs where that `linux-image` is installed: the build root.
+    let bind = format!("{}:/out:ro", out.path().display());
+    let root = zchroot::build::build_root_name("trixie", "arm64");
+    let name = deb.file_name().unwrap().to_string_lossy().into_owned();
+    let o = zchroot(&home, &["-q", "run", &root, "--bind", &bind, "--", "sh", "-c",
+        &format!("dpkg-query -W -f '${{Package}} ${{Version}}\\n' linux-image && dpkg -i /out/{name}")]);
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        stderr(&o),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with(&format!("linux-image {version}\n")));
+
+    // Headers for another kernel than the image: refused before building.
+    let other = t.path().join("other-headers.deb");
+    let mk = zchroot::deb::write::DebBuilder::new(vec![
+        ("Package".into(), "linux-headers".into()),
+        ("Version".into(), "1.0".into()),
+        ("Architecture".into(), "arm64".into()),
+    ]);
+    let mut mk = mk;
+    mk.add_file("usr/src/linux-headers-9.9.9/Makefile", 0o644, b"x".to_vec());
+    let mut bytes = Vec::new();
+    mk.write_to(&mut bytes).unwrap();
+    std::fs::write(&other, bytes).unwrap();
+    let o = zchroot(
+        &home,
+        &[
+            "build-dkms",
+            src.to_str().unwrap(),
+            "--kernel-deb",
+            my_image.to_str().unwrap(),
+            "--kernel-deb",
+            other.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("are for kernel 9.9.9, but the image"),
+        "{}",
+        stderr(&o)
+    );
+}
