@@ -501,3 +501,77 @@ fn the_users_kernel_package_named_linux_image_is_depended_on_as_it_is() {
         stderr(&o)
     );
 }
+
+#[test]
+fn hello_module_builds_rootless() {
+    if !can_run() {
+        return;
+    }
+    let name = std::env::var("ZCHROOT_TEST_USER").unwrap_or_else(|_| "zchroot-ci".into());
+    let has_range = std::fs::read_to_string("/etc/subuid")
+        .map(|t| t.lines().any(|l| l.starts_with(&format!("{name}:"))))
+        .unwrap_or(false);
+    if !require(
+        nix::unistd::User::from_name(&name).ok().flatten().is_some() && has_range,
+        "an unprivileged user with /etc/subuid and /etc/subgid ranges",
+        ".ci/run creates zchroot-ci; or set ZCHROOT_TEST_USER",
+    ) {
+        return;
+    }
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("build-tests");
+    let home = base.join("rootless");
+    let out = base.join("rootless-out");
+    for d in [&home, &out] {
+        std::fs::create_dir_all(d).unwrap();
+        assert!(Command::new("chown")
+            .arg(&name)
+            .arg(d)
+            .status()
+            .unwrap()
+            .success());
+    }
+    // The user must reach the directories and read the module source.
+    let mut p = Some(base.as_path());
+    while let Some(d) = p {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d).unwrap().permissions().mode();
+        if mode & 0o001 == 0 {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o001)).unwrap();
+        }
+        p = d.parent();
+    }
+    let src = hello_source();
+    let o = Command::new("runuser")
+        .args(["-u", &name, "--", "env"])
+        .arg(format!("ZCHROOT_HOME={}", home.display()))
+        .arg(env!("CARGO_BIN_EXE_zchroot"))
+        .args(["-q", "build-dkms"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&out)
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let deb = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    let krel = deb
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .strip_prefix("hello-modules-")
+        .and_then(|r| r.strip_suffix("_0.1_arm64.deb"))
+        .unwrap()
+        .to_string();
+    assert!(field(&deb, "Depends").starts_with(&format!("linux-image-{krel} (= ")));
+    let ko = read_ko(&deb, &krel).unwrap();
+    assert_eq!(zchroot::build::modpkg::ko_info(&ko).unwrap().machine, 0xb7);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&deb).unwrap().uid(),
+        nix::unistd::User::from_name(&name)
+            .unwrap()
+            .unwrap()
+            .uid
+            .as_raw()
+    );
+}
