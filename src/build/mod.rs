@@ -129,6 +129,18 @@ pub struct Built {
     pub signed: bool,
 }
 
+/// The build root's package set: buildd and dkms, for the target.
+fn build_root_spec(spec: &BuildSpec) -> TargetSpec {
+    TargetSpec {
+        arch: spec.arch.clone(),
+        release: spec.release.clone(),
+        variant: "buildd".into(),
+        include: vec!["dkms".into()],
+        mirror: spec.mirror.clone(),
+        keyring: spec.keyring.clone(),
+    }
+}
+
 /// The name of the build root for a release and architecture.
 pub fn build_root_name(release: &str, arch: &str) -> String {
     format!("{release}-{arch}-dkms")
@@ -221,14 +233,7 @@ pub fn build_checked(
     reporter: &dyn Reporter,
     check: PreCheck,
 ) -> Result<Vec<Result<Built, BuildError>>, BuildError> {
-    let tspec = TargetSpec {
-        arch: spec.arch.clone(),
-        release: spec.release.clone(),
-        variant: "buildd".into(),
-        include: vec!["dkms".into()],
-        mirror: spec.mirror.clone(),
-        keyring: spec.keyring.clone(),
-    };
+    let tspec = build_root_spec(spec);
     let t = Target::new(manifests, &tspec)?;
     let scratch = tempfile::Builder::new()
         .prefix("zchroot-src-")
@@ -524,17 +529,7 @@ pub fn build_zfs(
     // --zfs 2.3.2 names an upstream version: pin the build root to the
     // full Debian version of it.
     if let (Some(w), None) = (&spec.zfs, &spec.zfs_source) {
-        let t = Target::new(
-            manifests,
-            &TargetSpec {
-                arch: base.arch.clone(),
-                release: base.release.clone(),
-                variant: "buildd".into(),
-                include: vec![],
-                mirror: base.mirror.clone(),
-                keyring: base.keyring.clone(),
-            },
-        )?;
+        let t = Target::new(manifests, &build_root_spec(&base))?;
         let fetcher = t.fetcher(dirs, opts.clone(), reporter)?;
         let indexes = t.update(&fetcher, reporter)?;
         let p = zfs::choose(&indexes.packages, Some(w), &base.release, &base.arch)?;

@@ -507,17 +507,10 @@ fn hello_module_builds_rootless() {
     if !can_run() {
         return;
     }
-    let name = std::env::var("ZCHROOT_TEST_USER").unwrap_or_else(|_| "zchroot-ci".into());
-    let has_range = std::fs::read_to_string("/etc/subuid")
-        .map(|t| t.lines().any(|l| l.starts_with(&format!("{name}:"))))
-        .unwrap_or(false);
-    if !require(
-        nix::unistd::User::from_name(&name).ok().flatten().is_some() && has_range,
-        "an unprivileged user with /etc/subuid and /etc/subgid ranges",
-        ".ci/run creates zchroot-ci; or set ZCHROOT_TEST_USER",
-    ) {
+    let Some(user) = crate::require::require_test_user() else {
         return;
-    }
+    };
+    let name = user.name;
     let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("build-tests");
     let home = base.join("rootless");
     let out = base.join("rootless-out");
@@ -530,16 +523,7 @@ fn hello_module_builds_rootless() {
             .unwrap()
             .success());
     }
-    // The user must reach the directories and read the module source.
-    let mut p = Some(base.as_path());
-    while let Some(d) = p {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(d).unwrap().permissions().mode();
-        if mode & 0o001 == 0 {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o001)).unwrap();
-        }
-        p = d.parent();
-    }
+    crate::require::let_others_reach(&home);
     let src = hello_source();
     let o = Command::new("runuser")
         .args(["-u", &name, "--", "env"])

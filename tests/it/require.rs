@@ -30,3 +30,57 @@ pub fn have_debian_network() -> bool {
         std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(5)).is_ok()
     })
 }
+
+/// The unprivileged test user that .ci/run creates (`ZCHROOT_TEST_USER`,
+/// default `zchroot-ci`), with the start of its subordinate ranges.
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub subuid: u32,
+    pub subgid: u32,
+}
+
+pub fn test_user() -> Option<TestUser> {
+    let name = std::env::var("ZCHROOT_TEST_USER").unwrap_or_else(|_| "zchroot-ci".into());
+    let u = nix::unistd::User::from_name(&name).ok()??;
+    let start = |file: &str| -> Option<u32> {
+        std::fs::read_to_string(file).ok()?.lines().find_map(|l| {
+            let mut it = l.split(':');
+            (it.next()? == name).then(|| it.next()?.parse().ok())?
+        })
+    };
+    Some(TestUser {
+        uid: u.uid.as_raw(),
+        subuid: start("/etc/subuid")?,
+        subgid: start("/etc/subgid")?,
+        name,
+    })
+}
+
+/// [`test_user`], or a loud skip (a failure under CI).
+pub fn require_test_user() -> Option<TestUser> {
+    let u = test_user();
+    require(
+        u.is_some(),
+        "an unprivileged user with /etc/subuid and /etc/subgid ranges",
+        ".ci/run creates zchroot-ci; or set ZCHROOT_TEST_USER",
+    )
+    .then_some(u)
+    .flatten()
+}
+
+/// Lets other users traverse every directory above `path` (o+x), so the
+/// test user can reach files under the build's target directory.
+pub fn let_others_reach(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut p = path.parent();
+    while let Some(d) = p {
+        if let Ok(m) = std::fs::metadata(d) {
+            let mode = m.permissions().mode();
+            if mode & 0o001 == 0 {
+                let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o001));
+            }
+        }
+        p = d.parent();
+    }
+}

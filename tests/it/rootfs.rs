@@ -167,19 +167,6 @@ fn create_run_list_destroy_as_root() {
     );
 }
 
-/// The unprivileged test user that .ci/run creates: (name, subuid start, subgid start).
-fn test_user() -> Option<(String, u32, u32)> {
-    let name = std::env::var("ZCHROOT_TEST_USER").unwrap_or_else(|_| "zchroot-ci".into());
-    nix::unistd::User::from_name(&name).ok()??;
-    let start = |file: &str| -> Option<u32> {
-        std::fs::read_to_string(file).ok()?.lines().find_map(|l| {
-            let mut it = l.split(':');
-            (it.next()? == name).then(|| it.next()?.parse().ok())?
-        })
-    };
-    Some((name.clone(), start("/etc/subuid")?, start("/etc/subgid")?))
-}
-
 fn zchroot_as(user: &str, home: &Path, args: &[&str]) -> Output {
     Command::new("runuser")
         .args(["-u", user, "--", "env"])
@@ -196,15 +183,10 @@ fn rootless_create_keeps_package_ownership_and_destroys_cleanly() {
     if !can_run() {
         return;
     }
-    let user = test_user();
-    if !require(
-        user.is_some(),
-        "an unprivileged user with /etc/subuid and /etc/subgid ranges",
-        ".ci/run creates zchroot-ci; or set ZCHROOT_TEST_USER",
-    ) {
+    let Some(u) = crate::require::require_test_user() else {
         return;
-    }
-    let (user, _, subgid) = user.unwrap();
+    };
+    let (user, subgid) = (u.name, u.subgid);
     let home = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join("rootfs-tests")
         .join("rootless");
@@ -218,15 +200,7 @@ fn rootless_create_keeps_package_ownership_and_destroys_cleanly() {
         .status()
         .unwrap()
         .success());
-    let mut p = home.parent();
-    while let Some(d) = p {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(d).unwrap().permissions().mode();
-        if mode & 0o001 == 0 {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o001)).unwrap();
-        }
-        p = d.parent();
-    }
+    crate::require::let_others_reach(&home);
     let o = zchroot_as(&user, &home, &["-q", "create", "arm64", "--name", "t-user"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let tree = home.join("state/roots/t-user/root");

@@ -321,18 +321,6 @@ fn network_none_and_binds() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("/no/such/dir does not exist on the host"));
 }
 
-/// The unprivileged test user that .ci/run creates, with its subuid start.
-fn test_user() -> Option<(String, u32, u32)> {
-    let name = std::env::var("ZCHROOT_TEST_USER").unwrap_or_else(|_| "zchroot-ci".into());
-    let u = nix::unistd::User::from_name(&name).ok()??;
-    let subuid = std::fs::read_to_string("/etc/subuid").ok()?;
-    let start = subuid.lines().find_map(|l| {
-        let mut it = l.split(':');
-        (it.next()? == name).then(|| it.next()?.parse().ok())?
-    })?;
-    Some((name, u.uid.as_raw(), start))
-}
-
 /// Runs zchroot as `user` with its own home under the shared test dir.
 fn zchroot_as(user: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
     let home = shared_dir().join(format!("home-{user}"));
@@ -369,18 +357,7 @@ fn user_root(user: &str) -> PathBuf {
             .success());
         std::fs::rename(&tmp, &dir).unwrap();
     }
-    // The user must be able to reach the directory.
-    let mut p = dir.parent();
-    while let Some(d) = p {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(m) = std::fs::metadata(d) {
-            let mode = m.permissions().mode();
-            if mode & 0o001 == 0 {
-                let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o001));
-            }
-        }
-        p = d.parent();
-    }
+    crate::require::let_others_reach(&dir);
     dir
 }
 
@@ -389,15 +366,10 @@ fn rootless_maps_ids_to_the_subuid_range() {
     if !can_run() {
         return;
     }
-    let user = test_user();
-    if !require(
-        user.is_some(),
-        "an unprivileged user with /etc/subuid and /etc/subgid ranges",
-        ".ci/run creates zchroot-ci; or set ZCHROOT_TEST_USER",
-    ) {
+    let Some(u) = crate::require::require_test_user() else {
         return;
-    }
-    let (user, uid, start) = user.unwrap();
+    };
+    let (user, uid, start) = (u.name, u.uid, u.subuid);
     let root = user_root(&user);
     let r = root.to_str().unwrap();
     let o = zchroot_as(&user, &[], &["-q", "run", "--dir", r, "--", BUSYBOX, "sh", "-c",
