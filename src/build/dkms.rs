@@ -111,8 +111,8 @@ pub fn build_script(source: &Source, krel: &str, headers: &Headers) -> String {
                 "apt-get install -y -q --no-install-recommends {spec}\n\
                  conf=$(dpkg -L {p} | grep -m1 '^/usr/src/[^/]*/dkms.conf$')\n\
                  [ -n \"$conf\" ] || {{ echo \"zchroot: {p} ships no /usr/src/*/dkms.conf\"; exit 1; }}\n\
-                 NAME=$(sh -c \". \\\"$conf\\\"; echo \\\"\\$PACKAGE_NAME\\\"\")\n\
-                 VER=$(sh -c \". \\\"$conf\\\"; echo \\\"\\$PACKAGE_VERSION\\\"\")\n",
+                 NAME=$(bash -c \". \\\"$conf\\\"; echo \\\"\\$PACKAGE_NAME\\\"\")\n\
+                 VER=$(bash -c \". \\\"$conf\\\"; echo \\\"\\$PACKAGE_VERSION\\\"\")\n",
                 p = quote(p)
             ));
         }
@@ -181,6 +181,8 @@ mod tests {
             &Headers::Package("h".into()),
         );
         assert!(p.contains("apt-get install -y -q --no-install-recommends 'zfs-dkms'\n"));
+        // zfs's dkms.conf is bash, as DKMS itself is: sh cannot source it.
+        assert!(p.contains("NAME=$(bash -c"), "{p}");
         let p = build_script(
             &Source::Package("zfs-dkms".into(), Some("2.3.2-2".into())),
             "k",
