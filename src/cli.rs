@@ -117,9 +117,11 @@ pub struct BuildArgs {
     /// Kernel flavour (default: the architecture's plain one).
     #[arg(long)]
     pub flavour: Option<String>,
-    /// Strategy: emulate (DKMS inside a root of the target's architecture,
-    /// under qemu); auto means emulate for now.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "emulate"])]
+    /// Strategy: cross (a native cross compiler in a root of this host's
+    /// architecture: fast), emulate (DKMS inside a root of the target's
+    /// architecture under qemu: the kernel's own compiler, slow), or auto
+    /// (cross when the archive has its compiler and helpers, else emulate).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "emulate", "cross"])]
     pub strategy: String,
     /// Where to write the .deb files.
     #[arg(short, long, default_value = ".")]

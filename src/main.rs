@@ -309,6 +309,7 @@ fn build_spec(source: String, sha256: Option<String>, b: &BuildArgs) -> zchroot:
         out: b.output.clone(),
         package_version: None,
         kernel_debs: b.kernel_debs.clone(),
+        strategy: b.strategy.parse().unwrap_or_default(),
     }
 }
 
@@ -323,12 +324,14 @@ fn report_builds(
             Ok(b) => {
                 println!("{}", b.deb.display());
                 eprintln!(
-                    "  {} {} for {} ({arch}): Depends: {}; modules {}; {}",
+                    "  {} {} for {} ({arch}, {}): Depends: {}; modules {}; compiler {}; {}",
                     b.module,
                     b.version,
                     b.kernel.release,
+                    b.strategy,
                     b.kernel.depends(),
                     b.modules.join(", "),
+                    b.compiler,
                     if b.signed {
                         "signed with the build root's throwaway DKMS key (not trusted by Secure Boot)"
                     } else {

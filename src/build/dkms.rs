@@ -70,7 +70,21 @@ pub enum Headers {
     Package(String),
     /// The user's own image and headers .debs, at these paths in the root.
     Local(Vec<String>),
+    /// The `cross` strategy, in a root of the host's architecture: install
+    /// these packages (helpers, toolchain), unpack these .debs of the
+    /// target's headers (not installed: they are not co-installable), and
+    /// build with the cross compiler.
+    Cross {
+        install: Vec<String>,
+        unpack: Vec<String>,
+        triplet: String,
+        gcc_major: String,
+        kernel_arch: String,
+    },
 }
+
+/// Where the cross strategy puts its unprefixed tool names.
+pub const CROSS_BIN: &str = "/usr/local/lib/zchroot/cross-bin";
 
 /// Paths inside the root that the build binds.
 pub const SRC_IN_ROOT: &str = "/zchroot-src";
@@ -83,9 +97,10 @@ fn quote(s: &str) -> String {
 }
 
 /// The script that builds `source` for kernel release `krel` whose headers
-/// are `headers`, leaving the modules and `module` (name, version lines)
-/// in the output directory.
-pub fn build_script(source: &Source, krel: &str, headers: &Headers) -> String {
+/// are `headers`, for the machine `uname_arch` (`aarch64`), leaving the
+/// modules, `zchroot-module` (name, version lines) and `zchroot-compiler`
+/// (the kernel's compiler line, the module's) in the output directory.
+pub fn build_script(source: &Source, krel: &str, headers: &Headers, uname_arch: &str) -> String {
     let mut s = String::from(
         "set -e\nexport DEBIAN_FRONTEND=noninteractive\n\
          # The headers pull in the kernel image: no initramfs is needed for a build.\n\
@@ -94,13 +109,41 @@ pub fn build_script(source: &Source, krel: &str, headers: &Headers) -> String {
          mkdir -p /etc/dkms && touch /etc/dkms/no-autoinstall\n\
          apt-get update -q\n",
     );
-    let headers = match headers {
-        Headers::Package(p) => quote(p),
-        Headers::Local(paths) => paths.iter().map(|p| quote(p)).collect::<Vec<_>>().join(" "),
-    };
-    s.push_str(&format!(
-        "apt-get install -y -q --no-install-recommends {headers}\n"
-    ));
+    let list = |v: &[String]| v.iter().map(|p| quote(p)).collect::<Vec<_>>().join(" ");
+    match headers {
+        Headers::Package(p) => s.push_str(&format!(
+            "apt-get install -y -q --no-install-recommends {}\n",
+            quote(p)
+        )),
+        Headers::Local(paths) => s.push_str(&format!(
+            "apt-get install -y -q --no-install-recommends {}\n",
+            list(paths)
+        )),
+        Headers::Cross {
+            install,
+            unpack,
+            triplet,
+            gcc_major,
+            kernel_arch,
+        } => {
+            let t = triplet;
+            s.push_str(&format!(
+                "apt-get install -y -q --no-install-recommends xz-utils zstd {}\n\
+                 for deb in {}; do dpkg-deb -x \"$deb\" /; done\n\
+                 # The target's tools under their plain names, first in PATH: configure\n\
+                 # scripts look for {t}-gcc, and DKMS strips with plain strip.\n\
+                 rm -rf {CROSS_BIN} && mkdir -p {CROSS_BIN}\n\
+                 ln -s /usr/bin/{t}-gcc-{gcc_major} {CROSS_BIN}/{t}-gcc\n\
+                 ln -s /usr/bin/{t}-gcc-{gcc_major} {CROSS_BIN}/{t}-cc\n\
+                 for tool in strip objcopy objdump nm ar ld; do ln -s /usr/bin/{t}-$tool {CROSS_BIN}/$tool; done\n\
+                 module_cc={t}-gcc-{gcc_major}\n\
+                 export PATH={CROSS_BIN}:$PATH ARCH={kernel_arch} CROSS_COMPILE={t}- \\\n\
+                 \x20   KERNEL_ARCH={kernel_arch} KERNEL_CROSS_COMPILE={t}-\n",
+                list(install),
+                list(unpack),
+            ));
+        }
+    }
     match source {
         Source::Package(p, version) => {
             let spec = match version {
@@ -127,14 +170,33 @@ pub fn build_script(source: &Source, krel: &str, headers: &Headers) -> String {
     }
     s.push_str(&format!(
         "dkms status -m \"$NAME\" -v \"$VER\" | grep -q . || dkms add -m \"$NAME\" -v \"$VER\"\n\
-         dkms build --force -m \"$NAME\" -v \"$VER\" -k {k}\n\
+         dkms build --force -m \"$NAME\" -v \"$VER\" -k {k} -a {a}\n\
          rm -rf {OUT_IN_ROOT}/*\n\
-         for ko in /var/lib/dkms/\"$NAME\"/\"$VER\"/{k}/*/module/*.ko*; do\n\
+         for ko in /var/lib/dkms/\"$NAME\"/\"$VER\"/{k}/{a}/module/*.ko*; do\n\
          \x20   [ -e \"$ko\" ] && cp \"$ko\" {OUT_IN_ROOT}/\n\
          done\n\
-         printf '%s\\n%s\\n' \"$NAME\" \"$VER\" > {OUT_IN_ROOT}/zchroot-module\n",
-        k = quote(krel)
+         printf '%s\\n%s\\n' \"$NAME\" \"$VER\" > {OUT_IN_ROOT}/zchroot-module\n\
+         config=/lib/modules/{k}/build/.config\n\
+         cc_text=$(sed -n 's/^CONFIG_CC_VERSION_TEXT=\"\\(.*\\)\"$/\\1/p' \"$config\")\n\
+         module_cc=${{module_cc:-${{cc_text%% *}}}}\n\
+         {{ echo \"$cc_text\"; \"$module_cc\" --version 2>/dev/null | head -n1; }} > {OUT_IN_ROOT}/zchroot-compiler\n",
+        k = quote(krel),
+        a = quote(uname_arch),
     ));
+    if matches!(headers, Headers::Cross { .. }) {
+        // DKMS compresses like the installed kernel's own modules; the
+        // target's image is not installed in a cross root, so follow its
+        // config as the image's modules do, with DKMS's options.
+        s.push_str(&format!(
+            "for ko in {OUT_IN_ROOT}/*.ko; do\n\
+             \x20   [ -e \"$ko\" ] || continue\n\
+             \x20   if grep -qx 'CONFIG_MODULE_COMPRESS_XZ=y' \"$config\"; then xz --check=crc32 --lzma2=dict=1MiB -f \"$ko\"\n\
+             \x20   elif grep -qx 'CONFIG_MODULE_COMPRESS_ZSTD=y' \"$config\"; then zstd -q --rm -T0 -f \"$ko\"\n\
+             \x20   elif grep -qx 'CONFIG_MODULE_COMPRESS_GZIP=y' \"$config\"; then gzip -f \"$ko\"\n\
+             \x20   fi\n\
+             done\n"
+        ));
+    }
     s
 }
 
@@ -165,6 +227,7 @@ mod tests {
             },
             "6.12.117+deb13-arm64",
             &Headers::Package("linux-headers-6.12.117+deb13-arm64".into()),
+            "aarch64",
         );
         assert!(s.starts_with("set -e\n"));
         let off = s.find("touch /etc/dkms/no-autoinstall").unwrap();
@@ -173,12 +236,15 @@ mod tests {
             off < headers,
             "autoinstall is off before headers trigger DKMS"
         );
-        assert!(s.contains("dkms build --force -m \"$NAME\" -v \"$VER\" -k '6.12.117+deb13-arm64'"));
+        assert!(s.contains(
+            "dkms build --force -m \"$NAME\" -v \"$VER\" -k '6.12.117+deb13-arm64' -a 'aarch64'"
+        ));
         assert!(!s.contains("uname -r"), "never the host's kernel");
         let p = build_script(
             &Source::Package("zfs-dkms".into(), None),
             "k",
             &Headers::Package("h".into()),
+            "aarch64",
         );
         assert!(p.contains("apt-get install -y -q --no-install-recommends 'zfs-dkms'\n"));
         // zfs's dkms.conf is bash, as DKMS itself is: sh cannot source it.
@@ -190,9 +256,50 @@ mod tests {
                 "/zchroot-kernel/i.deb".into(),
                 "/zchroot-kernel/h.deb".into(),
             ]),
+            "aarch64",
         );
         assert!(p.contains("apt-get install -y -q --no-install-recommends '/zchroot-kernel/i.deb' '/zchroot-kernel/h.deb'\n"));
         assert!(p.contains("apt-get install -y -q --no-install-recommends 'zfs-dkms=2.3.2-2'\n"));
+        assert!(!p.contains("CROSS_COMPILE"), "emulation builds natively");
+    }
+
+    #[test]
+    fn the_cross_script_unpacks_the_headers_and_puts_the_cross_tools_first() {
+        let s = build_script(
+            &Source::Package("zfs-dkms".into(), None),
+            "6.12.118+deb13-arm64",
+            &Headers::Cross {
+                install: vec![
+                    "linux-kbuild-6.12.118+deb13=6.12.118-1".into(),
+                    "gcc-14-aarch64-linux-gnu".into(),
+                ],
+                unpack: vec!["/zchroot-kernel/headers.deb".into()],
+                triplet: "aarch64-linux-gnu".into(),
+                gcc_major: "14".into(),
+                kernel_arch: "arm64".into(),
+            },
+            "aarch64",
+        );
+        let install = s
+            .find("'linux-kbuild-6.12.118+deb13=6.12.118-1' 'gcc-14-aarch64-linux-gnu'")
+            .unwrap();
+        let unpack = s
+            .find("for deb in '/zchroot-kernel/headers.deb'; do dpkg-deb -x")
+            .unwrap();
+        let build = s.find("dkms build --force").unwrap();
+        assert!(install < unpack && unpack < build, "{s}");
+        assert!(s.contains("ln -s /usr/bin/aarch64-linux-gnu-gcc-14 /usr/local/lib/zchroot/cross-bin/aarch64-linux-gnu-gcc\n"));
+        assert!(s.contains(
+            "ln -s /usr/bin/aarch64-linux-gnu-$tool /usr/local/lib/zchroot/cross-bin/$tool"
+        ));
+        assert!(s.contains("CROSS_COMPILE=aarch64-linux-gnu-"));
+        assert!(s.contains("ARCH=arm64"));
+        assert!(s.contains("-k '6.12.118+deb13-arm64' -a 'aarch64'"));
+        assert!(s.contains(
+            "/var/lib/dkms/\"$NAME\"/\"$VER\"/'6.12.118+deb13-arm64'/'aarch64'/module/*.ko*"
+        ));
+        assert!(s.contains("xz --check=crc32 --lzma2=dict=1MiB -f"));
+        assert!(s.contains("module_cc=aarch64-linux-gnu-gcc-14\n"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `build-dkms` (any DKMS source) with the `emulate` strategy, in a build
 //! root of the target's architecture that zchroot creates on first use.
 
+pub mod cross;
 pub mod dkms;
 pub mod kernel;
 pub mod modpkg;
@@ -73,6 +74,19 @@ pub enum BuildError {
     KernelDeb(#[from] kernel::KernelDebError),
     #[error("--kernel and --kernel-deb do not go together: the .debs name their kernel")]
     KernelAndDebs,
+    #[error("--strategy cross cannot build for {kernel}: {reason}\nhelp: --strategy emulate builds it inside an emulated {arch} root")]
+    NoCross {
+        kernel: String,
+        arch: String,
+        reason: String,
+    },
+    #[error("{}: the kernel's build helpers (scripts/basic/fixdep) are {found} programs, not {arch} ones: they cannot run in the emulated {arch} root\nhelp: {help}", deb.display())]
+    ForeignHelpers {
+        deb: PathBuf,
+        found: String,
+        arch: String,
+        help: String,
+    },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -107,6 +121,40 @@ pub struct BuildSpec {
     /// The user's own kernel image and headers .debs instead of a kernel
     /// of the suites.
     pub kernel_debs: Vec<PathBuf>,
+    pub strategy: Strategy,
+}
+
+/// How a module is compiled for a foreign kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// `cross` when the archive has what it needs, else `emulate`.
+    #[default]
+    Auto,
+    /// DKMS inside a root of the target's architecture (qemu when foreign).
+    Emulate,
+    /// DKMS in a root of the host's architecture with a cross compiler.
+    Cross,
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Strategy::Auto),
+            "emulate" => Ok(Strategy::Emulate),
+            "cross" => Ok(Strategy::Cross),
+            _ => Err(format!("unknown strategy '{s}' (auto, emulate, cross)")),
+        }
+    }
+}
+
+/// How one kernel is built, decided before anything is built.
+#[derive(Debug, Clone)]
+enum Plan {
+    /// DKMS in the target's architecture (native when it is the host's).
+    Emulate,
+    /// In the host's architecture root; the headers .deb to unpack.
+    Cross(cross::CrossPlan, PathBuf),
 }
 
 /// A check run once the source and the kernels are known, before the
@@ -127,12 +175,23 @@ pub struct Built {
     pub version: String,
     pub modules: Vec<String>,
     pub signed: bool,
+    /// `cross` or `emulate`.
+    pub strategy: &'static str,
+    /// The compiler that built the kernel, and the one that built the module.
+    pub kernel_compiler: String,
+    pub compiler: String,
 }
 
 /// The build root's package set: buildd and dkms, for the target.
 fn build_root_spec(spec: &BuildSpec) -> TargetSpec {
+    root_spec(spec, &spec.arch)
+}
+
+/// The build root's package set, in architecture `arch` (the target's to
+/// emulate, the host's to cross-compile).
+fn root_spec(spec: &BuildSpec, arch: &str) -> TargetSpec {
     TargetSpec {
-        arch: spec.arch.clone(),
+        arch: arch.to_string(),
         release: spec.release.clone(),
         variant: "buildd".into(),
         include: vec!["dkms".into()],
@@ -275,12 +334,220 @@ pub fn build_checked(
             .collect::<Result<_, _>>()?
     };
     check(&source, &kernels, &indexes, &fetcher)?;
+
+    // How each kernel is built, decided before anything is built.
+    let host = crate::host::host_arch(manifests).map_err(|e| TargetError::Manifest(e))?;
+    let mut plans = Vec::new();
+    let mut host_indexes = None;
+    for k in &kernels {
+        let (headers_deb, config) = match &local {
+            Some(l) => (
+                l.headers_deb.clone(),
+                read_config(&l.headers_deb, &k.release)?,
+            ),
+            None => {
+                let p = indexes
+                    .packages
+                    .iter()
+                    .find(|p| p.name == k.headers_package && p.version == k.image_version)
+                    .ok_or_else(|| kernel::KernelError::NoHeaders {
+                        release: k.release.clone(),
+                        headers: k.headers_package.clone(),
+                        version: k.image_version.clone(),
+                    })?;
+                let downloads = crate::archive::update::package_downloads([p])
+                    .map_err(|e| TargetError::Update(e.into()))?;
+                let path = fetcher
+                    .fetch(&downloads[0])
+                    .map_err(|e| TargetError::Update(e.into()))?;
+                let config = read_config(&path, &k.release)?;
+                (path, config)
+            }
+        };
+        let plan = if t.arch.name == host.name || spec.strategy == Strategy::Emulate {
+            Err("emulation was asked for".to_string())
+        } else {
+            if host_indexes.is_none() {
+                let ht = Target::new(manifests, &root_spec(spec, &host.name))?;
+                let hf = ht.fetcher(dirs, opts.clone(), reporter)?;
+                host_indexes = Some(ht.update(&hf, reporter)?);
+            }
+            let host_packages = &host_indexes.as_ref().unwrap().packages;
+            match cross::kernel_compiler(&config) {
+                None => {
+                    Err("its headers' .config names no compiler (CONFIG_CC_VERSION_TEXT)".into())
+                }
+                Some(cc) => match &local {
+                    Some(l) => helpers_machine(&l.headers_deb, &k.release)?
+                        .filter(|m| *m == cross::arch_machine(&host))
+                        .ok_or_else(|| {
+                            "its headers carry no build helpers built for this host".to_string()
+                        })
+                        .and_then(|_| cross::plan_local(host_packages, &t.arch, &cc)),
+                    None => cross::plan_archive(
+                        &indexes.packages,
+                        host_packages,
+                        &k.headers_package,
+                        &k.image_version,
+                        &t.arch,
+                        &cc,
+                    ),
+                },
+            }
+        };
+        let plan = match (plan, spec.strategy) {
+            (Ok(p), _) => {
+                reporter.note(&format!(
+                    "{}: strategy cross ({} {} on {})",
+                    k.release, p.compiler_package, p.compiler_version, host.name
+                ));
+                Plan::Cross(p, headers_deb)
+            }
+            (Err(reason), Strategy::Cross) if t.arch.name != host.name => {
+                return Err(BuildError::NoCross {
+                    kernel: k.release.clone(),
+                    arch: t.arch.name.clone(),
+                    reason,
+                })
+            }
+            (Err(reason), s) => {
+                if let Some(l) = &local {
+                    // Emulation runs the headers' helpers in the target's
+                    // root: they must be the target's programs.
+                    if let Some(m) = helpers_machine(&l.headers_deb, &k.release)? {
+                        if m != cross::arch_machine(&t.arch) {
+                            let host_ok = m == cross::arch_machine(&host);
+                            return Err(BuildError::ForeignHelpers {
+                                deb: l.headers_deb.clone(),
+                                found: machine_name(manifests, m),
+                                arch: t.arch.name.clone(),
+                                help: if host_ok {
+                                    format!("they are this host's programs: --strategy cross (or auto) uses them; here cross failed: {reason}")
+                                } else {
+                                    "rebuild the headers package on the target or on this host (make bindeb-pkg)".into()
+                                },
+                            });
+                        }
+                    }
+                }
+                if s == Strategy::Auto && t.arch.name != host.name {
+                    reporter.note(&format!(
+                        "{}: strategy emulate, because cross cannot build it: {reason}",
+                        k.release
+                    ));
+                }
+                Plan::Emulate
+            }
+        };
+        plans.push(plan);
+    }
     drop(indexes);
     drop(fetcher);
+    std::fs::create_dir_all(&spec.out).map_err(io(&spec.out))?;
 
-    // The build root: made on first use, then reused; one build at a time.
+    let mut results = Vec::new();
+    for (k, plan) in kernels.iter().zip(plans) {
+        let r = match &plan {
+            Plan::Cross(..) => build_in(
+                manifests,
+                spec,
+                &host,
+                &t,
+                &source,
+                k,
+                local.as_ref(),
+                &plan,
+                dirs,
+                &opts,
+                exe,
+                reporter,
+            ),
+            Plan::Emulate => Err(None),
+        };
+        let r = match r {
+            Ok(b) => Ok(b),
+            Err(Some(e)) if spec.strategy == Strategy::Cross => Err(e),
+            Err(e) => {
+                if let Some(e) = e {
+                    // A module that cannot be cross-built still builds under emulation.
+                    reporter.note(&format!(
+                        "{}: the cross build failed; building under emulation instead. The failure:\n{e}",
+                        k.release
+                    ));
+                }
+                build_in(
+                    manifests,
+                    spec,
+                    &t.arch,
+                    &t,
+                    &source,
+                    k,
+                    local.as_ref(),
+                    &Plan::Emulate,
+                    dirs,
+                    &opts,
+                    exe,
+                    reporter,
+                )
+                .map_err(|e| e.expect("emulation reports its own errors"))
+            }
+        };
+        results.push(r);
+    }
+    Ok(results)
+}
+
+/// The kernel's `.config` from its headers package.
+fn read_config(headers_deb: &Path, release: &str) -> Result<String, BuildError> {
+    let inner = format!("usr/src/linux-headers-{release}/.config");
+    let bytes = crate::deb::read::read_data_file(headers_deb, &inner)?.ok_or_else(|| {
+        kernel::KernelDebError::Bad {
+            path: headers_deb.into(),
+            message: format!("no /{inner} in it: not the headers of kernel {release}"),
+        }
+    })?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The ELF machine of the build helpers a headers package carries itself
+/// (`make bindeb-pkg` puts them in; Debian's come from linux-kbuild).
+fn helpers_machine(headers_deb: &Path, release: &str) -> Result<Option<u16>, BuildError> {
+    let inner = format!("usr/src/linux-headers-{release}/scripts/basic/fixdep");
+    Ok(crate::deb::read::read_data_file(headers_deb, &inner)?
+        .as_deref()
+        .and_then(cross::elf_machine))
+}
+
+fn machine_name(manifests: &Manifests, m: u16) -> String {
+    manifests
+        .architectures()
+        .ok()
+        .and_then(|v| v.into_iter().find(|a| cross::arch_machine(a) == m))
+        .map(|a| a.name)
+        .unwrap_or_else(|| format!("ELF machine {m:#x}"))
+}
+
+/// Builds one kernel in the build root of architecture `root_arch`,
+/// creating it on first use and holding its lock. `Err(None)` never
+/// comes back for emulation.
+#[allow(clippy::too_many_arguments)]
+fn build_in(
+    manifests: &Manifests,
+    spec: &BuildSpec,
+    root_arch: &crate::manifest::Arch,
+    t: &Target,
+    source: &Source,
+    k: &TargetKernel,
+    local: Option<&kernel::LocalKernel>,
+    plan: &Plan,
+    dirs: &DataDirs,
+    opts: &FetchOptions,
+    exe: &Path,
+    reporter: &dyn Reporter,
+) -> Result<Built, Option<BuildError>> {
+    let tspec = root_spec(spec, &root_arch.name);
     let roots = Roots::new(dirs);
-    let root_name = build_root_name(&t.release.release, &t.arch.name);
+    let root_name = build_root_name(&t.release.release, &root_arch.name);
     if !roots.exists(&root_name) {
         reporter.note(&format!(
             "creating the build root {root_name} (buildd + dkms)"
@@ -296,45 +563,35 @@ pub fn build_checked(
             opts.clone(),
             exe,
             reporter,
-        )?;
+        )
+        .map_err(|e| Some(e.into()))?;
     }
-    let _lock = roots.lock_exclusive(&root_name, || {
-        reporter.note(&format!(
-            "waiting for another zchroot that is using {root_name}"
-        ))
-    })?;
+    let _lock = roots
+        .lock_exclusive(&root_name, || {
+            reporter.note(&format!(
+                "waiting for another zchroot that is using {root_name}"
+            ))
+        })
+        .map_err(|e| Some(e.into()))?;
     roots.touch(&root_name);
-    std::fs::create_dir_all(&spec.out).map_err(io(&spec.out))?;
-
-    let mut results = Vec::new();
-    for k in &kernels {
-        results.push(build_one(
-            manifests,
-            &t,
-            &roots,
-            &root_name,
-            &source,
-            k,
-            local.as_ref(),
-            spec,
-            dirs,
-            &opts,
-            exe,
-            reporter,
-        ));
-    }
-    Ok(results)
+    build_one(
+        manifests, root_arch, t, &roots, &root_name, source, k, local, plan, spec, dirs, opts, exe,
+        reporter,
+    )
+    .map_err(Some)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn build_one(
     manifests: &Manifests,
+    root_arch: &crate::manifest::Arch,
     t: &Target,
     roots: &Roots,
     root_name: &str,
     source: &Source,
     k: &TargetKernel,
     local: Option<&kernel::LocalKernel>,
+    plan: &Plan,
     spec: &BuildSpec,
     dirs: &DataDirs,
     opts: &FetchOptions,
@@ -362,29 +619,44 @@ fn build_one(
         .prefix(".build-kernel-")
         .tempdir_in(&dirs.state)
         .map_err(io(&dirs.state))?;
-    let headers = match local {
-        None => dkms::Headers::Package(k.headers_package.clone()),
-        Some(l) => {
-            // The user's .debs, seen in the root under fixed names.
-            let dir = kernel_dir.path().to_owned();
-            let mut in_root = Vec::new();
-            for (deb, name) in [(&l.image_deb, "image.deb"), (&l.headers_deb, "headers.deb")] {
-                std::fs::copy(deb, dir.join(name)).map_err(io(deb))?;
-                in_root.push(format!("{}/{name}", dkms::KERNEL_IN_ROOT));
-            }
-            binds.push(Bind {
-                host: dir,
-                guest: dkms::KERNEL_IN_ROOT.into(),
-                readonly: true,
-            });
-            dkms::Headers::Local(in_root)
+    // Files for the root, seen there under fixed names.
+    let mut give = |files: &[(&Path, &str)]| -> Result<Vec<String>, BuildError> {
+        let dir = kernel_dir.path().to_owned();
+        let mut in_root = Vec::new();
+        for (from, name) in files {
+            std::fs::copy(from, dir.join(name)).map_err(io(from))?;
+            in_root.push(format!("{}/{name}", dkms::KERNEL_IN_ROOT));
         }
+        binds.push(Bind {
+            host: dir,
+            guest: dkms::KERNEL_IN_ROOT.into(),
+            readonly: true,
+        });
+        Ok(in_root)
     };
-    let script = dkms::build_script(source, &k.release, &headers);
+    let headers = match (plan, local) {
+        (Plan::Cross(p, headers_deb), _) => dkms::Headers::Cross {
+            install: p.install.clone(),
+            unpack: give(&[(headers_deb, "headers.deb")])?,
+            triplet: p.triplet.clone(),
+            gcc_major: p.gcc_major.clone(),
+            kernel_arch: p.kernel_arch.clone(),
+        },
+        (Plan::Emulate, None) => dkms::Headers::Package(k.headers_package.clone()),
+        (Plan::Emulate, Some(l)) => dkms::Headers::Local(give(&[
+            (&l.image_deb, "image.deb"),
+            (&l.headers_deb, "headers.deb"),
+        ])?),
+    };
+    let strategy = match plan {
+        Plan::Cross(..) => "cross",
+        Plan::Emulate => "emulate",
+    };
+    let script = dkms::build_script(source, &k.release, &headers, &t.arch.uname);
     let _ = std::fs::remove_file(tree.join(dkms::LOG_IN_ROOT));
     let run = RunSpec {
         root: tree.clone(),
-        arch: Some(t.arch.name.clone()),
+        arch: Some(root_arch.name.clone()),
         release: t.release.release.clone(),
         mirror: spec.mirror.clone(),
         binds,
@@ -449,7 +721,7 @@ fn build_one(
     if files.is_empty() {
         return Err(bad("DKMS reported success but built no .ko file".into()));
     }
-    let machine = u16::from_le_bytes([t.arch.elf_magic[18], t.arch.elf_magic[19]]);
+    let machine = cross::arch_machine(&t.arch);
     let mut signed = true;
     for (name, bytes) in &files {
         let info = modpkg::ko_info(bytes)
@@ -471,6 +743,26 @@ fn build_one(
         }
         signed &= info.signed;
     }
+    // Which compiler built the kernel and which the module.
+    let compilers =
+        std::fs::read_to_string(out.path().join("zchroot-compiler")).unwrap_or_default();
+    let mut lines = compilers.lines().map(str::trim);
+    let kernel_compiler = lines.next().unwrap_or("").to_string();
+    let compiler = lines.next().unwrap_or("").to_string();
+    if compiler.is_empty() {
+        return Err(bad("the build left no record of its compiler".into()));
+    }
+    if cross::compilers_differ(&kernel_compiler, &compiler) {
+        reporter.note(&format!(
+            "warning: {} was built by '{kernel_compiler}' and the module by '{compiler}'{}",
+            k.release,
+            if strategy == "cross" {
+                "; --strategy emulate builds with the kernel's own compiler"
+            } else {
+                ""
+            }
+        ));
+    }
     let mtime = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -483,6 +775,11 @@ fn build_one(
         modules_dir: t.release.kernel.modules_dir.clone(),
         files: files.clone(),
         mtime,
+        fields: vec![
+            ("X-Zchroot-Strategy".into(), strategy.into()),
+            ("X-Zchroot-Compiler".into(), compiler.clone()),
+            ("X-Zchroot-Kernel-Compiler".into(), kernel_compiler.clone()),
+        ],
     };
     let bytes = deb.build()?;
     let path = spec.out.join(deb.file_name());
@@ -496,6 +793,9 @@ fn build_one(
         version,
         modules: files.into_iter().map(|(n, _)| n).collect(),
         signed,
+        strategy,
+        kernel_compiler,
+        compiler,
     })
 }
 
