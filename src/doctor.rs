@@ -139,7 +139,7 @@ pub fn checks(f: &Facts, foreign: &[Arch]) -> Vec<Check> {
         check(
             "binfmt_misc",
             Status::Warn,
-            "this kernel has one global binfmt_misc: foreign roots need a host registration with the F flag".into(),
+            "this kernel has one global binfmt_misc: foreign roots use a host registration with the F flag (as root, zchroot adds one for each run and removes it afterwards)".into(),
             Some("Linux 6.7 or newer avoids this".into()),
         )
     });
@@ -154,11 +154,17 @@ pub fn checks(f: &Facts, foreign: &[Arch]) -> Vec<Check> {
         out.push(match (serving.is_empty(), sandboxed) {
             (false, _) => check(name, Status::Ok, format!("{}: {} (F flag)", arch.name, serving.join(", ")), None),
             (true, true) => check(name, Status::Ok, format!("{}: none, none needed", arch.name), None),
+            (true, false) if f.is_root => check(
+                name,
+                Status::Ok,
+                format!("{}: none; zchroot registers qemu-{} for each run and removes it afterwards", arch.name, arch.qemu),
+                None,
+            ),
             (true, false) => check(
                 name,
                 Status::Fail,
                 format!("{}: none with the F flag", arch.name),
-                Some(format!("register qemu-{} with the F flag (Debian: sudo apt-get install qemu-user-binfmt)", arch.qemu)),
+                Some(format!("run zchroot as root, or register qemu-{} with the F flag (Debian: sudo apt-get install qemu-user-binfmt)", arch.qemu)),
             ),
         });
     }
@@ -256,5 +262,13 @@ mod tests {
             .unwrap();
         assert_eq!(r.status, Status::Fail);
         assert!(r.help.as_deref().unwrap().contains("qemu-aarch64"));
+        // As root, zchroot registers one for each run itself.
+        let f = Facts { is_root: true, ..f };
+        let c = checks(&f, &[Manifests::embedded().arch("arm64").unwrap()]);
+        let r = c
+            .iter()
+            .find(|x| x.name == "host qemu registration")
+            .unwrap();
+        assert_eq!(r.status, Status::Ok, "{r:?}");
     }
 }

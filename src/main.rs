@@ -545,6 +545,11 @@ fn main() -> ExitCode {
     {
         sandbox::spawn::helper_main();
     }
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(sandbox::host_binfmt::HELPER_ARG))
+    {
+        sandbox::host_binfmt::helper_main();
+    }
     let cli = Cli::parse();
     match run(&cli) {
         Ok(code) => ExitCode::from(code),

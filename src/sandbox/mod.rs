@@ -4,6 +4,7 @@
 //! zchroot itself and gone when the command ends.
 
 pub mod binfmt;
+pub mod host_binfmt;
 pub mod idmap;
 pub mod mounts;
 pub mod qemu;
@@ -33,7 +34,7 @@ pub enum SandboxError {
     IdMap(#[from] IdMapError),
     #[error(transparent)]
     Qemu(#[from] qemu::QemuError),
-    #[error("running {arch} programs needs qemu-user registered through binfmt_misc: this kernel ({kernel}) has no binfmt_misc per user namespace (Linux 6.7 or newer has), and the host has no {arch} entry with the F flag\nhelp: run zchroot on Linux 6.7 or newer, or register qemu-{qemu} on the host with the F flag (Debian: `sudo apt-get install qemu-user-binfmt`)")]
+    #[error("running {arch} programs needs qemu-user registered through binfmt_misc: this kernel ({kernel}) has no binfmt_misc per user namespace (Linux 6.7 or newer has), the host has no {arch} entry with the F flag, and only root may add one for the run\nhelp: run zchroot on Linux 6.7 or newer, or as root, or register qemu-{qemu} on the host with the F flag (Debian: `sudo apt-get install qemu-user-binfmt`)")]
     NoBinfmt {
         arch: String,
         qemu: String,
@@ -69,7 +70,14 @@ pub enum Emulation {
     Sandboxed { interpreter: PathBuf },
     /// An existing host entry (with F) serves it.
     Host { entry: String },
+    /// Kernels before 6.7, as root: qemu registered in the host's table
+    /// for the run and removed afterwards.
+    HostTemporary { interpreter: PathBuf },
 }
+
+/// Set to `host` (tests only), acts as on a kernel before 6.7, whose
+/// binfmt_misc is the host's alone.
+pub const FORCE_HOST_BINFMT_ENV: &str = "ZCHROOT_BINFMT";
 
 /// The command's environment inside the root.
 pub fn command_env(term: Option<String>) -> Vec<(String, String)> {
@@ -104,24 +112,34 @@ pub fn emulation(
         return Ok(Emulation::Native);
     }
     let (kernel, version) = host::kernel();
-    if host::sandboxed_binfmt(version) {
-        let interpreter = qemu::qemu_binary(
+    let forced_host = std::env::var(FORCE_HOST_BINFMT_ENV).as_deref() == Ok("host");
+    let qemu = || {
+        qemu::qemu_binary(
             manifests,
             &spec.release,
             root_arch,
             host_arch,
             dirs,
             spec.mirror.as_deref(),
-            opts,
+            opts.clone(),
             reporter,
-        )?;
-        return Ok(Emulation::Sandboxed { interpreter });
+        )
+    };
+    if host::sandboxed_binfmt(version) && !forced_host {
+        return Ok(Emulation::Sandboxed {
+            interpreter: qemu()?,
+        });
     }
     if let Some((name, _)) = host::binfmt_entries()
         .into_iter()
         .find(|(_, e)| binfmt::entry_serves(e, root_arch))
     {
         return Ok(Emulation::Host { entry: name });
+    }
+    if host::is_root() {
+        return Ok(Emulation::HostTemporary {
+            interpreter: qemu()?,
+        });
     }
     Err(SandboxError::NoBinfmt {
         arch: root_arch.name.clone(),
@@ -177,6 +195,16 @@ pub fn prepare(
         }
         _ => None,
     };
+    let host_binfmt = match &emulation {
+        Emulation::HostTemporary { interpreter } => {
+            let name = binfmt::temporary_name(&root_arch, std::process::id());
+            Some(spawn::HostBinfmt {
+                line: binfmt::register_line_named(&name, &root_arch, interpreter),
+                name,
+            })
+        }
+        _ => None,
+    };
     let layout = Layout {
         root: root.clone(),
         binds: spec.binds.clone(),
@@ -198,6 +226,7 @@ pub fn prepare(
         env: command_env(std::env::var("TERM").ok()),
         cwd: spec.cwd.clone(),
         job: spawn::Job::Command,
+        host_binfmt,
     };
     Ok((plan, maps, emulation))
 }

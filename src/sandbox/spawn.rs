@@ -49,6 +49,17 @@ pub struct Plan {
     pub cwd: PathBuf,
     /// What init does once the namespaces exist.
     pub job: Job,
+    /// An entry the parent registers in the host's binfmt_misc for the run
+    /// (kernels before 6.7, as root) and removes afterwards.
+    #[serde(default)]
+    pub host_binfmt: Option<HostBinfmt>,
+}
+
+/// A host binfmt_misc entry for one run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostBinfmt {
+    pub name: String,
+    pub line: String,
 }
 
 /// Work done as root of the user namespace, where every mapped id can own
@@ -80,6 +91,7 @@ impl Plan {
             env: vec![],
             cwd: PathBuf::from("/"),
             job,
+            host_binfmt: None,
         }
     }
 }
@@ -100,6 +112,8 @@ pub enum SpawnError {
     Setup(String),
     #[error("the sandbox helper stopped early: {0}")]
     Protocol(String),
+    #[error(transparent)]
+    HostBinfmt(#[from] super::host_binfmt::HostBinfmtError),
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
@@ -153,6 +167,12 @@ fn wait_forwarding(child: Pid, set: &SigSet, reap_all: bool) -> i32 {
 /// Runs the plan: starts the helper (`exe __sandbox-helper`), maps ids,
 /// forwards signals, and returns the command's exit status.
 pub fn run(exe: &Path, plan: &Plan, maps: &IdMaps) -> Result<i32, SpawnError> {
+    // Removed when this returns, whatever happens in between (signals are
+    // forwarded, not fatal, here).
+    let _registration = match &plan.host_binfmt {
+        Some(h) => Some(super::host_binfmt::register(exe, &h.name, &h.line)?),
+        None => None,
+    };
     let (from_parent_r, from_parent_w) = pipe()?;
     let (to_parent_r, to_parent_w) = pipe()?;
     let json = serde_json::to_string(plan).expect("plan serializes");

@@ -215,6 +215,85 @@ fn the_host_binfmt_table_and_mounts_are_untouched() {
     assert_eq!(mountinfo(), mounts_before);
 }
 
+/// The host's global binfmt_misc table, as root, through zchroot's own
+/// helper (binfmt_misc need not be mounted on the host).
+fn host_binfmt_entries() -> Vec<String> {
+    let o = zchroot_as_root(&["__host-binfmt", "list"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut v: Vec<String> = text(&o).lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn before_linux_6_7_root_registers_qemu_on_the_host_for_the_run_only() {
+    if !can_run() {
+        return;
+    }
+    let _ = run_root(&[BUSYBOX, "true"]); // fetch qemu first
+    let before = host_binfmt_entries();
+    if !require(
+        !before.iter().any(|n| n.contains("aarch64")),
+        "a host without an aarch64 binfmt_misc entry",
+        "remove the host's qemu-aarch64 registration (it would serve the run instead)",
+    ) {
+        return;
+    }
+    let mounts_before = mountinfo();
+    let root = busybox_root().to_str().unwrap().to_string();
+    let start = |cmd: &str| {
+        Command::new(env!("CARGO_BIN_EXE_zchroot"))
+            .args(["-q", "run", "--dir", &root, "--", BUSYBOX, "sh", "-c", cmd])
+            .env("ZCHROOT_HOME", root_home())
+            // As on a kernel before 6.7: one global binfmt_misc table.
+            .env("ZCHROOT_BINFMT", "host")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let wait_for = |name: &str, present: bool| {
+        let t = Instant::now();
+        while host_binfmt_entries().iter().any(|n| n == name) != present
+            && t.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        host_binfmt_entries().iter().any(|n| n == name) == present
+    };
+
+    // During the run: an entry of this run's own, serving aarch64.
+    let child = start("uname -m; /usr/bin/busybox sleep 2");
+    let name = format!("zchroot-aarch64-{}", child.id());
+    assert!(
+        wait_for(&name, true),
+        "no {name} during the run: {:?}",
+        host_binfmt_entries()
+    );
+    assert_eq!(mountinfo(), mounts_before, "the host's mounts changed");
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(text(&o), "aarch64");
+    // After it: the table as it was.
+    assert_eq!(host_binfmt_entries(), before);
+    assert_eq!(mountinfo(), mounts_before);
+
+    // A SIGKILLed zchroot leaves no entry either: its helper sees the pipe
+    // close and removes it.
+    let mut child = start("echo started; /usr/bin/busybox sleep 60");
+    let killed = format!("zchroot-aarch64-{}", child.id());
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 8];
+    use std::io::Read;
+    out.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"started\n");
+    assert!(host_binfmt_entries().contains(&killed));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(wait_for(&killed, false), "{killed} outlived its zchroot");
+    assert_eq!(host_binfmt_entries(), before);
+    assert_eq!(mountinfo(), mounts_before);
+}
+
 /// Processes whose command line contains `marker`.
 fn processes_with(marker: &str) -> Vec<i32> {
     std::fs::read_dir("/proc")
