@@ -126,6 +126,14 @@ pub struct BuildArgs {
     /// Where to write the .deb files.
     #[arg(short, long, default_value = ".")]
     pub output: PathBuf,
+    /// Sign the modules with this private key (PEM), e.g. your Secure Boot
+    /// MOK; needs --sign-cert. Default: unsigned (or DKMS's throwaway key
+    /// when the build root has openssl; zchroot says which).
+    #[arg(long, value_name = "FILE", requires = "sign_cert")]
+    pub sign_key: Option<PathBuf>,
+    /// The X.509 certificate (DER or PEM) of --sign-key.
+    #[arg(long, value_name = "FILE", requires = "sign_key")]
+    pub sign_cert: Option<PathBuf>,
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,
     #[arg(long, value_name = "FILE")]

@@ -310,6 +310,7 @@ fn build_spec(source: String, sha256: Option<String>, b: &BuildArgs) -> zchroot:
         package_version: None,
         kernel_debs: b.kernel_debs.clone(),
         strategy: b.strategy.parse().unwrap_or_default(),
+        sign: b.sign_key.clone().zip(b.sign_cert.clone()),
     }
 }
 
@@ -332,10 +333,10 @@ fn report_builds(
                     b.kernel.depends(),
                     b.modules.join(", "),
                     b.compiler,
-                    if b.signed {
-                        "signed with the build root's throwaway DKMS key (not trusted by Secure Boot)"
-                    } else {
-                        "unsigned"
+                    match (b.signed, b.signed_with_given_key) {
+                        (true, true) => "signed with your key",
+                        (true, false) => "signed with the build root's throwaway DKMS key (not trusted by Secure Boot)",
+                        (false, _) => "unsigned",
                     }
                 );
             }

@@ -91,6 +91,9 @@ pub const SRC_IN_ROOT: &str = "/zchroot-src";
 pub const OUT_IN_ROOT: &str = "/zchroot-out";
 pub const LOG_IN_ROOT: &str = "var/log/zchroot-build.log";
 pub const KERNEL_IN_ROOT: &str = "/zchroot-kernel";
+/// The user's signing key (`key.pem`) and certificate (`cert`).
+pub const SIGN_IN_ROOT: &str = "/zchroot-sign";
+const SIGN_CONF: &str = "/etc/dkms/framework.conf.d/zchroot-sign.conf";
 
 fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -100,7 +103,13 @@ fn quote(s: &str) -> String {
 /// are `headers`, for the machine `uname_arch` (`aarch64`), leaving the
 /// modules, `zchroot-module` (name, version lines) and `zchroot-compiler`
 /// (the kernel's compiler line, the module's) in the output directory.
-pub fn build_script(source: &Source, krel: &str, headers: &Headers, uname_arch: &str) -> String {
+pub fn build_script(
+    source: &Source,
+    krel: &str,
+    headers: &Headers,
+    uname_arch: &str,
+    sign: bool,
+) -> String {
     let mut s = String::from(
         "set -e\nexport DEBIAN_FRONTEND=noninteractive\n\
          # The headers pull in the kernel image: no initramfs is needed for a build.\n\
@@ -168,6 +177,17 @@ pub fn build_script(source: &Source, krel: &str, headers: &Headers, uname_arch: 
             ));
         }
     }
+    // DKMS signs with the key its framework configuration names: the
+    // user's, or (without one) a throwaway key it makes when it can.
+    s.push_str(&format!(
+        "mkdir -p {d} && rm -f {SIGN_CONF}\n",
+        d = Path::new(SIGN_CONF).parent().unwrap().display()
+    ));
+    if sign {
+        s.push_str(&format!(
+            "printf 'mok_signing_key=%s\\nmok_certificate=%s\\n' {SIGN_IN_ROOT}/key.pem {SIGN_IN_ROOT}/cert > {SIGN_CONF}\n"
+        ));
+    }
     s.push_str(&format!(
         "dkms status -m \"$NAME\" -v \"$VER\" | grep -q . || dkms add -m \"$NAME\" -v \"$VER\"\n\
          dkms build --force -m \"$NAME\" -v \"$VER\" -k {k} -a {a}\n\
@@ -228,6 +248,7 @@ mod tests {
             "6.12.117+deb13-arm64",
             &Headers::Package("linux-headers-6.12.117+deb13-arm64".into()),
             "aarch64",
+            false,
         );
         assert!(s.starts_with("set -e\n"));
         let off = s.find("touch /etc/dkms/no-autoinstall").unwrap();
@@ -245,6 +266,7 @@ mod tests {
             "k",
             &Headers::Package("h".into()),
             "aarch64",
+            false,
         );
         assert!(p.contains("apt-get install -y -q --no-install-recommends 'zfs-dkms'\n"));
         // zfs's dkms.conf is bash, as DKMS itself is: sh cannot source it.
@@ -257,10 +279,13 @@ mod tests {
                 "/zchroot-kernel/h.deb".into(),
             ]),
             "aarch64",
+            false,
         );
         assert!(p.contains("apt-get install -y -q --no-install-recommends '/zchroot-kernel/i.deb' '/zchroot-kernel/h.deb'\n"));
         assert!(p.contains("apt-get install -y -q --no-install-recommends 'zfs-dkms=2.3.2-2'\n"));
         assert!(!p.contains("CROSS_COMPILE"), "emulation builds natively");
+        assert!(p.contains("rm -f /etc/dkms/framework.conf.d/zchroot-sign.conf\n"));
+        assert!(!p.contains("mok_signing_key"), "no key: none named");
     }
 
     #[test]
@@ -279,6 +304,7 @@ mod tests {
                 kernel_arch: "arm64".into(),
             },
             "aarch64",
+            false,
         );
         let install = s
             .find("'linux-kbuild-6.12.118+deb13=6.12.118-1' 'gcc-14-aarch64-linux-gnu'")
@@ -300,6 +326,15 @@ mod tests {
         ));
         assert!(s.contains("xz --check=crc32 --lzma2=dict=1MiB -f"));
         assert!(s.contains("module_cc=aarch64-linux-gnu-gcc-14\n"));
+        let signed = build_script(
+            &Source::Package("zfs-dkms".into(), None),
+            "k",
+            &Headers::Package("h".into()),
+            "aarch64",
+            true,
+        );
+        let conf = signed.find("mok_signing_key=%s\\nmok_certificate=%s\\n' /zchroot-sign/key.pem /zchroot-sign/cert > /etc/dkms/framework.conf.d/zchroot-sign.conf").unwrap();
+        assert!(conf < signed.find("dkms build").unwrap());
     }
 
     #[test]

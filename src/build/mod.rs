@@ -74,6 +74,19 @@ pub enum BuildError {
     KernelDeb(#[from] kernel::KernelDebError),
     #[error("--kernel and --kernel-deb do not go together: the .debs name their kernel")]
     KernelAndDebs,
+    #[error("{}: not a signing {what}: {reason}\nhelp: --sign-key takes a PEM private key, --sign-cert its X.509 certificate (DER or PEM)", path.display())]
+    BadSigning {
+        path: PathBuf,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("{kernel}: --sign-key was given but {module} is not signed; the end of the log:\n{tail}\n(the whole log: {})", log.display())]
+    NotSigned {
+        kernel: String,
+        module: String,
+        tail: String,
+        log: PathBuf,
+    },
     #[error("--strategy cross cannot build for {kernel}: {reason}\nhelp: --strategy emulate builds it inside an emulated {arch} root")]
     NoCross {
         kernel: String,
@@ -122,6 +135,8 @@ pub struct BuildSpec {
     /// of the suites.
     pub kernel_debs: Vec<PathBuf>,
     pub strategy: Strategy,
+    /// The user's signing key (PEM) and certificate (DER or PEM).
+    pub sign: Option<(PathBuf, PathBuf)>,
 }
 
 /// How a module is compiled for a foreign kernel.
@@ -175,6 +190,8 @@ pub struct Built {
     pub version: String,
     pub modules: Vec<String>,
     pub signed: bool,
+    /// Signed with the key of [`BuildSpec::sign`].
+    pub signed_with_given_key: bool,
     /// `cross` or `emulate`.
     pub strategy: &'static str,
     /// The compiler that built the kernel, and the one that built the module.
@@ -299,6 +316,9 @@ pub fn build_checked(
         .tempdir()
         .map_err(io(Path::new("/tmp")))?;
     let source = source(spec, scratch.path())?;
+    if let Some((key, cert)) = &spec.sign {
+        check_signing(key, cert)?;
+    }
 
     // Everything about the target is checked before anything is built.
     let fetcher = t.fetcher(dirs, opts.clone(), reporter)?;
@@ -497,6 +517,30 @@ pub fn build_checked(
     Ok(results)
 }
 
+/// Checks the user's signing key and certificate before anything is built.
+fn check_signing(key: &Path, cert: &Path) -> Result<(), BuildError> {
+    let bad = |path: &Path, what, reason: String| BuildError::BadSigning {
+        path: path.into(),
+        what,
+        reason,
+    };
+    let k = std::fs::read(key).map_err(|e| bad(key, "key", e.to_string()))?;
+    if !String::from_utf8_lossy(&k).contains("PRIVATE KEY-----") {
+        return Err(bad(key, "key", "no PEM private key in it".into()));
+    }
+    let c = std::fs::read(cert).map_err(|e| bad(cert, "certificate", e.to_string()))?;
+    let pem = String::from_utf8_lossy(&c).contains("-----BEGIN CERTIFICATE-----");
+    let der = c.starts_with(&[0x30, 0x82]);
+    if !pem && !der {
+        return Err(bad(
+            cert,
+            "certificate",
+            "neither a PEM nor a DER X.509 certificate".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The kernel's `.config` from its headers package.
 fn read_config(headers_deb: &Path, release: &str) -> Result<String, BuildError> {
     let inner = format!("usr/src/linux-headers-{release}/.config");
@@ -652,7 +696,28 @@ fn build_one(
         Plan::Cross(..) => "cross",
         Plan::Emulate => "emulate",
     };
-    let script = dkms::build_script(source, &k.release, &headers, &t.arch.uname);
+    // The user's key, seen by DKMS in the root, gone with the build.
+    let sign_dir = tempfile::Builder::new()
+        .prefix(".build-sign-")
+        .tempdir_in(&dirs.state)
+        .map_err(io(&dirs.state))?;
+    let signing = match &spec.sign {
+        Some((key, cert)) => {
+            use std::os::unix::fs::PermissionsExt;
+            let k = sign_dir.path().join("key.pem");
+            std::fs::copy(key, &k).map_err(io(key))?;
+            std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).map_err(io(&k))?;
+            std::fs::copy(cert, sign_dir.path().join("cert")).map_err(io(cert))?;
+            binds.push(Bind {
+                host: sign_dir.path().to_owned(),
+                guest: dkms::SIGN_IN_ROOT.into(),
+                readonly: true,
+            });
+            true
+        }
+        None => false,
+    };
+    let script = dkms::build_script(source, &k.release, &headers, &t.arch.uname, signing);
     let _ = std::fs::remove_file(tree.join(dkms::LOG_IN_ROOT));
     let run = RunSpec {
         root: tree.clone(),
@@ -743,6 +808,15 @@ fn build_one(
         }
         signed &= info.signed;
     }
+    if spec.sign.is_some() && !signed {
+        let tail: Vec<&str> = log_text.lines().rev().take(30).collect();
+        return Err(BuildError::NotSigned {
+            kernel: k.release.clone(),
+            module: module.clone(),
+            tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            log,
+        });
+    }
     // Which compiler built the kernel and which the module.
     let compilers =
         std::fs::read_to_string(out.path().join("zchroot-compiler")).unwrap_or_default();
@@ -793,6 +867,7 @@ fn build_one(
         version,
         modules: files.into_iter().map(|(n, _)| n).collect(),
         signed,
+        signed_with_given_key: spec.sign.is_some(),
         strategy,
         kernel_compiler,
         compiler,

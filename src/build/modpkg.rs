@@ -177,18 +177,24 @@ pub fn elf_section<'a>(data: &'a [u8], name: &str) -> Option<&'a [u8]> {
     None
 }
 
-/// Reads a .ko (plain or .ko.xz).
-pub fn ko_info(bytes: &[u8]) -> Option<KoInfo> {
-    let data: std::borrow::Cow<[u8]> = if bytes.starts_with(b"\xfd7zXZ\x00") {
+/// A .ko's bytes, xz-decompressed if it is a .ko.xz (else as they are).
+pub fn decompressed(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if bytes.starts_with(b"\xfd7zXZ\x00") {
         let mut out = Vec::new();
         use std::io::Read;
-        liblzma::read::XzDecoder::new(bytes)
+        if liblzma::read::XzDecoder::new(bytes)
             .read_to_end(&mut out)
-            .ok()?;
-        out.into()
-    } else {
-        bytes.into()
-    };
+            .is_ok()
+        {
+            return out.into();
+        }
+    }
+    bytes.into()
+}
+
+/// Reads a .ko (plain or .ko.xz).
+pub fn ko_info(bytes: &[u8]) -> Option<KoInfo> {
+    let data = decompressed(bytes);
     if data.len() < 20 || !data.starts_with(b"\x7fELF") {
         return None;
     }
@@ -311,7 +317,7 @@ mod tests {
         let versions_off = e.len();
         e.extend_from_slice(versions);
         let shoff = e.len();
-        let mut sh = |name: u32, off: usize, size: usize| {
+        let sh = |name: u32, off: usize, size: usize| {
             let mut h = vec![0u8; 64];
             h[..4].copy_from_slice(&name.to_le_bytes());
             h[0x18..0x20].copy_from_slice(&(off as u64).to_le_bytes());

@@ -72,6 +72,8 @@ fn hello_module_for_the_trixie_arm64_kernel_installs_where_that_kernel_is() {
             "-q",
             "build-dkms",
             src.to_str().unwrap(),
+            "--strategy",
+            "emulate",
             "-o",
             out.path().to_str().unwrap(),
         ],
@@ -79,6 +81,7 @@ fn hello_module_for_the_trixie_arm64_kernel_installs_where_that_kernel_is() {
     assert!(o.status.success(), "{}", stderr(&o));
     let deb = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
     assert!(deb.starts_with(out.path()), "{deb:?}");
+    assert_eq!(field(&deb, "X-Zchroot-Strategy"), "emulate");
     let name = deb.file_name().unwrap().to_string_lossy().into_owned();
     // hello-modules-6.12.N+deb13-arm64_0.1_arm64.deb
     let krel = name
@@ -99,9 +102,57 @@ fn hello_module_for_the_trixie_arm64_kernel_installs_where_that_kernel_is() {
     let info = zchroot::build::modpkg::ko_info(&ko).unwrap();
     assert_eq!(info.machine, 0xb7, "EM_AARCH64");
     assert_eq!(
-        info.vermagic.unwrap().split_whitespace().next(),
+        info.vermagic.as_deref().unwrap().split_whitespace().next(),
         Some(krel.as_str())
     );
+    assert!(info.modversions.is_some(), "the kernel has modversions");
+
+    // The cross strategy makes the same module: same files, vermagic,
+    // source version and symbol CRCs, and the same package fields.
+    let cross_out = out.path().join("cross");
+    let o = zchroot(
+        &home,
+        &[
+            "-q",
+            "build-dkms",
+            src.to_str().unwrap(),
+            "--strategy",
+            "cross",
+            "-o",
+            cross_out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cross_deb = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    assert_eq!(cross_deb.file_name(), deb.file_name());
+    assert_eq!(field(&cross_deb, "X-Zchroot-Strategy"), "cross");
+    for f in [
+        "Package",
+        "Version",
+        "Architecture",
+        "Depends",
+        "Provides",
+        "X-Zchroot-Kernel-Compiler",
+    ] {
+        assert_eq!(field(&cross_deb, f), field(&deb, f), "{f}");
+    }
+    let compiler = field(&cross_deb, "X-Zchroot-Compiler");
+    assert!(compiler.starts_with("aarch64-linux-gnu-gcc-"), "{compiler}");
+    let modules = |d: &Path| {
+        zchroot::deb::read::data_paths(d)
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.contains("/updates/dkms/"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(modules(&cross_deb), modules(&deb));
+    let cross_info = zchroot::build::modpkg::ko_info(&read_ko(&cross_deb, &krel).unwrap()).unwrap();
+    assert_eq!(cross_info.machine, 0xb7, "EM_AARCH64");
+    assert_eq!(cross_info.vermagic, info.vermagic);
+    assert_eq!(cross_info.srcversion, info.srcversion);
+    // (hello has no MODULE_VERSION, so no srcversion: both None.)
+    assert_eq!(cross_info.modversions, info.modversions);
+    assert_eq!(cross_info.signed, info.signed);
 
     // It installs in the build root, which has that kernel image...
     let bind = format!("{}:/out:ro", out.path().display());
@@ -116,6 +167,29 @@ fn hello_module_for_the_trixie_arm64_kernel_installs_where_that_kernel_is() {
     );
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("hello.ko"), "{stdout}");
+    // The cross-built one too.
+    let bind = format!("{}:/cross:ro", cross_out.display());
+    let o = zchroot(
+        &home,
+        &[
+            "-q",
+            "run",
+            &root,
+            "--bind",
+            &bind,
+            "--",
+            "sh",
+            "-c",
+            &format!("dpkg -i /cross/{name} && modinfo -k {krel} hello | grep '^vermagic:'"),
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        stderr(&o),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&krel));
     let _ = zchroot(
         &home,
         &[
@@ -147,6 +221,7 @@ fn hello_module_for_the_trixie_arm64_kernel_installs_where_that_kernel_is() {
         modules_dir: "usr/lib/modules".into(),
         files: vec![("hello.ko.xz".into(), ko.clone())],
         mtime: 0,
+        fields: vec![],
     };
     std::fs::write(other.join("m.deb"), repacked.build().unwrap()).unwrap();
     let bind = format!("{}:/other:ro", other.display());
@@ -250,12 +325,108 @@ fn bad_build_input_fails_before_compiling() {
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("SHA256 mismatch"), "{}", stderr(&o));
+    // A signing key that is not one.
+    let not_a_key = t.path().join("key.pem");
+    std::fs::write(&not_a_key, "hello").unwrap();
+    let k = not_a_key.to_str().unwrap();
+    let o = zchroot(
+        home.path(),
+        &["build-dkms", s, "--sign-key", k, "--sign-cert", k],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("not a signing key: no PEM private key"),
+        "{}",
+        stderr(&o)
+    );
+    let o = zchroot(home.path(), &["build-dkms", s, "--sign-key", k]);
+    assert_eq!(o.status.code(), Some(2), "--sign-key needs --sign-cert");
     // Nothing was built: no build root was made.
-    assert!(!home
-        .path()
+    for arch in ["arm64", "amd64"] {
+        assert!(!home
+            .path()
+            .join("state/roots")
+            .join(zchroot::build::build_root_name("trixie", arch))
+            .exists());
+    }
+}
+
+#[test]
+fn modules_are_signed_with_the_users_key() {
+    if !can_run()
+        || !require(
+            crate::require::have_command("openssl"),
+            "openssl (to make a test signing key)",
+            "apt-get install openssl",
+        )
+    {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let key = t.path().join("mok.key");
+    let cert = t.path().join("mok.der");
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-x509",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=zchroot test MOK",
+            "-newkey",
+            "rsa:2048",
+            "-keyout",
+        ])
+        .arg(&key)
+        .args(["-outform", "DER", "-out"])
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = t.path().join("out");
+    let src = hello_source();
+    let o = zchroot(
+        &home(),
+        &[
+            "build-dkms",
+            src.to_str().unwrap(),
+            "--strategy",
+            "cross",
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--sign-cert",
+            cert.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("signed with your key"),
+        "{}",
+        stderr(&o)
+    );
+    let deb = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    let krel = field(&deb, "Package")
+        .trim_start_matches("hello-modules-")
+        .to_string();
+    let ko = read_ko(&deb, &krel).unwrap();
+    let info = zchroot::build::modpkg::ko_info(&ko).unwrap();
+    assert!(info.signed);
+    // The signature (PKCS#7, appended) names the signer's certificate.
+    let plain = zchroot::build::modpkg::decompressed(&ko);
+    assert!(
+        plain.windows(16).any(|w| w == b"zchroot test MOK"),
+        "the signature is not by the test key"
+    );
+    // The key does not stay in the build root.
+    let root = home()
         .join("state/roots")
-        .join(zchroot::build::build_root_name("trixie", "arm64"))
-        .exists());
+        .join(zchroot::build::build_root_name("trixie", "amd64"));
+    assert!(!root.join("root/zchroot-sign/key.pem").exists());
 }
 
 #[test]

@@ -19,7 +19,8 @@ fn usage() -> ! {
         "usage: cargo xtask ci              format check and the whole test suite\n       \
          cargo xtask bench index [ARCH]   parse a full Packages index, against grep-dctrl\n       \
          cargo xtask bench resolve [ARCH] resolve minbase, against mmdebstrap --simulate\n       \
-         cargo xtask e2e zfs [--strategy emulate]  the real ZFS module for trixie's arm64 kernel"
+         cargo xtask bench zfs [--with-emulate]  ZFS for arm64 (cross) against amd64 (native)\n       \
+         cargo xtask e2e zfs [--strategy cross|emulate]  the real ZFS module for trixie's arm64 kernel"
     );
     std::process::exit(2)
 }
@@ -31,7 +32,10 @@ fn main() -> Result<()> {
         ["ci"] => ci(),
         ["bench", "index", rest @ ..] => bench_index(rest.first().copied().unwrap_or("arm64")),
         ["bench", "resolve", rest @ ..] => bench_resolve(rest.first().copied().unwrap_or("arm64")),
-        ["e2e", "zfs"] | ["e2e", "zfs", "--strategy", "emulate"] => e2e_zfs(),
+        ["bench", "zfs"] => bench_zfs(false),
+        ["bench", "zfs", "--with-emulate"] => bench_zfs(true),
+        ["e2e", "zfs"] => e2e_zfs("cross"),
+        ["e2e", "zfs", "--strategy", s @ ("emulate" | "cross")] => e2e_zfs(s),
         _ => usage(),
     }
 }
@@ -224,45 +228,263 @@ fn bench_resolve(arch: &str) -> Result<()> {
     Ok(())
 }
 
-/// Builds the real ZFS module for trixie's current arm64 kernel with the
-/// emulate strategy, checks the package, and prints the wall time. Long
-/// (about 45 minutes on 2 cores): not part of `ci`. The log is kept in
-/// target/e2e/zfs.log.
-fn e2e_zfs() -> Result<()> {
-    run(Command::new("cargo").args(["build", "--release", "--bin", "zchroot"]))?;
+/// Runs `zchroot build-zfs` with `args`, output in `out`, home `home`;
+/// returns the .deb paths printed and the wall time. The output is logged.
+fn build_zfs(
+    home: &Path,
+    out: &Path,
+    args: &[&str],
+    log: &Path,
+) -> Result<(Vec<PathBuf>, Duration)> {
     let exe = workspace().join("target/release/zchroot");
-    let dir = workspace().join("target/e2e");
-    let out = dir.join("out");
-    std::fs::create_dir_all(&out)?;
+    std::fs::create_dir_all(out)?;
     let t = Instant::now();
     let o = Command::new(&exe)
-        .args(["-v", "build-zfs", "--strategy", "emulate", "-o"])
-        .arg(&out)
-        .env("ZCHROOT_HOME", dir.join("home"))
+        .args(["-v", "build-zfs"])
+        .args(args)
+        .arg("-o")
+        .arg(out)
+        .env("ZCHROOT_HOME", home)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
         .output()?;
     let elapsed = t.elapsed();
-    std::fs::write(dir.join("zfs.log"), [&o.stdout[..], &o.stderr[..]].concat())?;
+    std::fs::write(log, [&o.stdout[..], &o.stderr[..]].concat())?;
     if !o.status.success() {
         bail!(
-            "build-zfs failed after {elapsed:?}; see {}",
-            dir.join("zfs.log").display()
+            "build-zfs {args:?} failed after {elapsed:?}; see {}",
+            log.display()
         );
     }
-    let deb = String::from_utf8(o.stdout)?.trim().to_string();
-    let info = Command::new("dpkg-deb")
-        .args(["-f", &deb, "Package", "Version", "Depends"])
-        .output()?;
-    println!("{deb}\n{}", String::from_utf8_lossy(&info.stdout));
-    let contents = Command::new("dpkg-deb").args(["-c", &deb]).output()?;
-    let text = String::from_utf8_lossy(&contents.stdout);
-    for m in ["zfs.ko", "spl.ko"] {
-        if !text.contains(m) {
-            bail!("{deb} has no {m}");
+    let debs = String::from_utf8(o.stdout)?
+        .lines()
+        .map(PathBuf::from)
+        .collect();
+    Ok((debs, elapsed))
+}
+
+/// What a module package holds: (file name, vermagic, srcversion,
+/// modversions) of each module, and the ELF machine of them all.
+fn modules_of(
+    deb: &Path,
+) -> Result<Vec<(String, Option<String>, Option<String>, Option<Vec<u8>>, u16)>> {
+    let mut v = Vec::new();
+    for p in zchroot::deb::read::data_paths(deb)? {
+        if !p.contains("/updates/dkms/") || !p.contains(".ko") {
+            continue;
         }
+        let bytes = zchroot::deb::read::read_data_file(deb, &p)?
+            .with_context(|| format!("{p} in {}", deb.display()))?;
+        let i = zchroot::build::modpkg::ko_info(&bytes)
+            .with_context(|| format!("{p} in {} is not a kernel module", deb.display()))?;
+        let name = p.rsplit('/').next().unwrap_or(&p).to_string();
+        v.push((name, i.vermagic, i.srcversion, i.modversions, i.machine));
+    }
+    v.sort();
+    Ok(v)
+}
+
+fn minutes(d: Duration) -> String {
+    format!("{:.1} min", d.as_secs_f64() / 60.0)
+}
+
+/// The arm64 kernel releases of trixie's suites, newest first.
+fn arm64_kernels(home: &Path) -> Result<Vec<String>> {
+    let manifests = Manifests::embedded();
+    let t = zchroot::target::Target::new(
+        &manifests,
+        &zchroot::target::TargetSpec {
+            arch: "arm64".into(),
+            release: "trixie".into(),
+            variant: "minbase".into(),
+            include: vec![],
+            mirror: None,
+            keyring: None,
+        },
+    )?;
+    let dirs = zchroot::paths::DataDirs::resolve(&zchroot::paths::DirsEnv {
+        zchroot_home: Some(home.to_owned()),
+        ..zchroot::paths::DirsEnv::from_process()
+    })?;
+    let fetcher = t.fetcher(&dirs, FetchOptions::default(), &Silent)?;
+    let indexes = t.update(&fetcher, &Silent)?;
+    Ok(zchroot::build::kernel::known_releases(
+        &indexes.packages,
+        "arm64",
+    ))
+}
+
+/// `bench zfs`: the same ZFS built (a) for trixie's arm64 kernel with the
+/// cross strategy and (b) natively for trixie's amd64 kernel, in the same
+/// run and the same (reused) amd64 build root; then cross for another
+/// arm64 kernel of the series; with --with-emulate also (c) emulated.
+/// Each build runs twice: the first installs the kernel's headers and
+/// the toolchain into the root, the second is the build alone (what a
+/// user pays on each new kernel).
+fn bench_zfs(with_emulate: bool) -> Result<()> {
+    run(Command::new("cargo").args(["build", "--release", "--bin", "zchroot"]))?;
+    let dir = bench_home().join("zfs");
+    let home = dir.join("home");
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let timed = |name: &str, args: &[&str]| -> Result<(Duration, Duration)> {
+        let out = dir.join("out").join(name);
+        let (_, first) = build_zfs(&home, &out, args, &logs.join(format!("{name}-1.log")))?;
+        let (_, second) = build_zfs(&home, &out, args, &logs.join(format!("{name}-2.log")))?;
+        eprintln!(
+            "{name}: {} (first, with installs), {} (again)",
+            minutes(first),
+            minutes(second)
+        );
+        Ok((first, second))
+    };
+    let native = timed("native-amd64", &["--arch", "amd64"])?;
+    let cross = timed("cross-arm64", &["--arch", "arm64", "--strategy", "cross"])?;
+    // Another arm64 kernel of the same series, if the suites have one:
+    // the reused root and downloads are all it needs besides the compile.
+    let newest_two = arm64_kernels(&home)?;
+    let series = |k: &str| k.split('.').take(2).collect::<Vec<_>>().join(".");
+    let another = match newest_two.as_slice() {
+        [a, b, ..] if series(a) == series(b) => {
+            let out = dir.join("out").join("cross-arm64-another");
+            let (_, t) = build_zfs(
+                &home,
+                &out,
+                &["--arch", "arm64", "--strategy", "cross", "--kernel", b],
+                &logs.join("cross-arm64-another.log"),
+            )?;
+            Some((b.clone(), t))
+        }
+        _ => {
+            eprintln!(
+                "no second arm64 kernel of the series in trixie's suites: skipping that build"
+            );
+            None
+        }
+    };
+    let emulate = if with_emulate {
+        let out = dir.join("out").join("emulate-arm64");
+        let (_, t) = build_zfs(
+            &home,
+            &out,
+            &["--arch", "arm64", "--strategy", "emulate"],
+            &logs.join("emulate-arm64.log"),
+        )?;
+        Some(t)
+    } else {
+        None
+    };
+    println!(
+        "bench zfs: ZFS of trixie (zfs-dkms) on this machine, {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!(
+        "  native amd64 kernel          {:>9} first, {:>9} again",
+        minutes(native.0),
+        minutes(native.1)
+    );
+    println!(
+        "  arm64 kernel, cross          {:>9} first, {:>9} again",
+        minutes(cross.0),
+        minutes(cross.1)
+    );
+    if let Some(e) = emulate {
+        println!("  arm64 kernel, emulate        {:>9}", minutes(e));
+        println!(
+            "  ratio emulate/native         {:>9.2}",
+            e.as_secs_f64() / native.1.as_secs_f64()
+        );
+    }
+    if let Some((k, t)) = &another {
+        println!(
+            "  arm64 kernel {k}, cross (reused root)  {:>9}",
+            minutes(*t)
+        );
     }
     println!(
-        "e2e zfs (emulate): {:.1} min wall time",
-        elapsed.as_secs_f64() / 60.0
+        "  ratio cross/native (again)   {:>9.2}",
+        cross.1.as_secs_f64() / native.1.as_secs_f64()
     );
+    println!("  (logs: {})", logs.display());
+    Ok(())
+}
+
+/// Builds the real ZFS module for trixie's current arm64 kernel with a
+/// strategy, checks the package, and prints the wall time; when the other
+/// strategy's package is there too, checks that both hold the same
+/// modules (names, vermagic, srcversion, symbol CRCs, aarch64). Emulate is
+/// long (about 45 minutes on 2 cores): not part of `ci`. Logs are kept in
+/// target/e2e/.
+fn e2e_zfs(strategy: &str) -> Result<()> {
+    run(Command::new("cargo").args(["build", "--release", "--bin", "zchroot"]))?;
+    let dir = workspace().join("target/e2e");
+    let out = dir.join(format!("out-{strategy}"));
+    let log = dir.join(format!("zfs-{strategy}.log"));
+    let (debs, elapsed) = build_zfs(&dir.join("home"), &out, &["--strategy", strategy], &log)?;
+    let deb = debs.first().context("build-zfs printed no package")?;
+    let info = Command::new("dpkg-deb")
+        .args(["-f"])
+        .arg(deb)
+        .args([
+            "Package",
+            "Version",
+            "Depends",
+            "X-Zchroot-Strategy",
+            "X-Zchroot-Compiler",
+        ])
+        .output()?;
+    println!(
+        "{}\n{}",
+        deb.display(),
+        String::from_utf8_lossy(&info.stdout)
+    );
+    let modules = modules_of(deb)?;
+    for m in ["zfs.ko", "spl.ko"] {
+        if !modules.iter().any(|x| x.0.starts_with(m)) {
+            bail!("{} has no {m}", deb.display());
+        }
+    }
+    if let Some(bad) = modules.iter().find(|x| x.4 != 0xb7) {
+        bail!("{} is not an aarch64 module", bad.0);
+    }
+    println!("e2e zfs ({strategy}): {} wall time", minutes(elapsed));
+    let other = if strategy == "cross" {
+        "emulate"
+    } else {
+        "cross"
+    };
+    let other_deb = dir
+        .join(format!("out-{other}"))
+        .join(deb.file_name().unwrap());
+    if other_deb.exists() {
+        let theirs = modules_of(&other_deb)?;
+        if theirs != modules {
+            bail!(
+                "the {strategy} and {other} builds differ:\n  {strategy}: {:?}\n  {other}: {:?}",
+                modules
+                    .iter()
+                    .map(|m| (&m.0, &m.1, &m.2))
+                    .collect::<Vec<_>>(),
+                theirs
+                    .iter()
+                    .map(|m| (&m.0, &m.1, &m.2))
+                    .collect::<Vec<_>>()
+            );
+        }
+        println!(
+            "same modules as the {other} build: {} (vermagic, srcversion and symbol CRCs equal)",
+            modules
+                .iter()
+                .map(|m| m.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    } else {
+        println!(
+            "(no {other} build in {} to compare with: run cargo xtask e2e zfs --strategy {other})",
+            other_deb.display()
+        );
+    }
     Ok(())
 }
