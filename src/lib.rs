@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod host;
 pub mod manifest;
 pub mod paths;
+pub mod repo;
 pub mod report;
 pub mod rootfs;
 pub mod sandbox;
