@@ -16,4 +16,5 @@ pub mod rootfs;
 pub mod sandbox;
 pub mod sys;
 pub mod target;
+pub mod targets;
 pub mod teardown;

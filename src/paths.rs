@@ -22,6 +22,7 @@ pub struct DirsEnv {
     pub zchroot_home: Option<PathBuf>,
     pub xdg_data_home: Option<PathBuf>,
     pub xdg_cache_home: Option<PathBuf>,
+    pub xdg_config_home: Option<PathBuf>,
     pub home: Option<PathBuf>,
     pub is_root: bool,
 }
@@ -39,6 +40,7 @@ impl DirsEnv {
             zchroot_home: var("ZCHROOT_HOME"),
             xdg_data_home: var("XDG_DATA_HOME"),
             xdg_cache_home: var("XDG_CACHE_HOME"),
+            xdg_config_home: var("XDG_CONFIG_HOME"),
             home: var("HOME"),
             is_root: nix::unistd::geteuid().is_root(),
         }
@@ -77,6 +79,23 @@ impl DataDirs {
             state: data.join("zchroot"),
             cache: cache.join("zchroot"),
         })
+    }
+
+    /// Where the user's own settings (targets) live: `ZCHROOT_HOME/config`;
+    /// root → `/etc/zchroot`; a user → `$XDG_CONFIG_HOME/zchroot`
+    /// (default `~/.config/zchroot`).
+    pub fn config(env: &DirsEnv) -> Result<PathBuf, PathsError> {
+        if let Some(home) = &env.zchroot_home {
+            return Ok(home.join("config"));
+        }
+        if env.is_root {
+            return Ok("/etc/zchroot".into());
+        }
+        match (&env.xdg_config_home, &env.home) {
+            (Some(d), _) => Ok(d.join("zchroot")),
+            (None, Some(h)) => Ok(h.join(".config/zchroot")),
+            (None, None) => Err(PathsError::NoHome),
+        }
     }
 
     /// Content-addressed downloads: `cache/blobs/<sha256>`.
@@ -125,5 +144,17 @@ mod tests {
         assert_eq!(d.state, PathBuf::from("/home/a/.local/share/zchroot"));
         assert_eq!(d.cache, PathBuf::from("/c/zchroot"));
         assert!(DataDirs::resolve(&DirsEnv::default()).is_err());
+        assert_eq!(
+            DataDirs::config(&env).unwrap(),
+            PathBuf::from("/home/a/.config/zchroot")
+        );
+        let env = DirsEnv {
+            xdg_config_home: Some("/cfg".into()),
+            ..env
+        };
+        assert_eq!(
+            DataDirs::config(&env).unwrap(),
+            PathBuf::from("/cfg/zchroot")
+        );
     }
 }

@@ -1,0 +1,244 @@
+//! Targets: the boards zchroot keeps modules for, one TOML file each under
+//! the config directory (`targets/NAME.toml`), readable and editable by
+//! hand. Parsing and validation are pure; the few file operations are here
+//! too, named after what they do.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetsError {
+    #[error("'{0}' is not a target name: use letters, digits, '-', '_' and '.' (not first)")]
+    BadName(String),
+    #[error("no target '{name}' (looked for {})\nhelp: zchroot target add {name} --arch ARCH --suite SUITE", path.display())]
+    Unknown { name: String, path: PathBuf },
+    #[error("target '{name}' exists ({})\nhelp: pass --force to replace it, or edit the file", path.display())]
+    Exists { name: String, path: PathBuf },
+    #[error("{}: {message}\nhelp: fix the file by hand, or replace it with zchroot target add --force", path.display())]
+    Bad { path: PathBuf, message: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One target, as its file says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TargetFile {
+    /// The board's Debian architecture.
+    pub arch: String,
+    /// The board's Debian release (a file of rootfs-manifests/).
+    pub suite: String,
+    /// The kernel flavour (default: the architecture's plain one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flavour: Option<String>,
+    /// `zfs`, a `*-dkms` package, or a directory with a dkms.conf.
+    #[serde(default = "default_module")]
+    pub module: String,
+    /// Which of the release's suites to follow for kernels (default: all,
+    /// e.g. trixie, trixie-updates and trixie-security).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suites: Vec<String>,
+    /// The board's own kernels: image and headers .debs dropped here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_deb_dir: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyring: Option<PathBuf>,
+    /// Where the repository is published (default: the state directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<PathBuf>,
+    /// auto, cross or emulate.
+    #[serde(default = "default_strategy")]
+    pub strategy: String,
+}
+
+fn default_module() -> String {
+    "zfs".into()
+}
+
+fn default_strategy() -> String {
+    "auto".into()
+}
+
+/// Checks a target's name (it becomes a file name and a package suffix).
+pub fn check_name(name: &str) -> Result<(), TargetsError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    ok.then_some(())
+        .ok_or_else(|| TargetsError::BadName(name.into()))
+}
+
+/// Parses a target file's text.
+pub fn parse(text: &str, path: &Path) -> Result<TargetFile, TargetsError> {
+    let t: TargetFile = toml::from_str(text).map_err(|e| TargetsError::Bad {
+        path: path.into(),
+        message: e.message().to_string(),
+    })?;
+    if !["auto", "cross", "emulate"].contains(&t.strategy.as_str()) {
+        return Err(TargetsError::Bad {
+            path: path.into(),
+            message: format!("strategy '{}' is none of auto, cross, emulate", t.strategy),
+        });
+    }
+    Ok(t)
+}
+
+/// The targets of a config directory.
+pub struct Targets {
+    dir: PathBuf,
+}
+
+impl Targets {
+    pub fn new(config_dir: &Path) -> Self {
+        Targets {
+            dir: config_dir.join("targets"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.toml"))
+    }
+
+    pub fn load(&self, name: &str) -> Result<TargetFile, TargetsError> {
+        check_name(name)?;
+        let path = self.path(name);
+        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => TargetsError::Unknown {
+                name: name.into(),
+                path: path.clone(),
+            },
+            _ => TargetsError::Io {
+                path: path.clone(),
+                source: e,
+            },
+        })?;
+        parse(&text, &path)
+    }
+
+    pub fn save(&self, name: &str, t: &TargetFile, force: bool) -> Result<PathBuf, TargetsError> {
+        check_name(name)?;
+        let path = self.path(name);
+        if path.exists() && !force {
+            return Err(TargetsError::Exists {
+                name: name.into(),
+                path,
+            });
+        }
+        let io = |source| TargetsError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        let text = format!(
+            "# zchroot target '{name}': edit by hand or with zchroot target add --force\n{}",
+            toml::to_string(t).expect("a target serializes")
+        );
+        let partial = self.dir.join(format!(".{name}.toml.partial"));
+        std::fs::write(&partial, text).map_err(io)?;
+        std::fs::rename(&partial, &path).map_err(io)?;
+        Ok(path)
+    }
+
+    pub fn remove(&self, name: &str) -> Result<(), TargetsError> {
+        self.load(name)?;
+        let path = self.path(name);
+        std::fs::remove_file(&path).map_err(|source| TargetsError::Io { path, source })
+    }
+
+    /// Names of the targets, sorted.
+    pub fn names(&self) -> Result<Vec<String>, TargetsError> {
+        let mut v = Vec::new();
+        match std::fs::read_dir(&self.dir) {
+            Ok(rd) => {
+                for e in rd.flatten() {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    if let Some(name) = n.strip_suffix(".toml") {
+                        if check_name(name).is_ok() {
+                            v.push(name.to_string());
+                        }
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(TargetsError::Io {
+                    path: self.dir.clone(),
+                    source,
+                })
+            }
+        }
+        v.sort();
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_round_trip_and_defaults_apply() {
+        let d = tempfile::tempdir().unwrap();
+        let ts = Targets::new(d.path());
+        assert!(ts.names().unwrap().is_empty());
+        let t = parse("arch = \"arm64\"\nsuite = \"trixie\"\n", Path::new("x")).unwrap();
+        assert_eq!(t.module, "zfs");
+        assert_eq!(t.strategy, "auto");
+        assert!(t.suites.is_empty());
+        let t = TargetFile {
+            suites: vec!["trixie".into()],
+            ..t
+        };
+        let path = ts.save("board", &t, false).unwrap();
+        assert_eq!(path, d.path().join("targets/board.toml"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("suites = [\"trixie\"]"), "{text}");
+        assert_eq!(ts.load("board").unwrap(), t);
+        assert!(matches!(
+            ts.save("board", &t, false),
+            Err(TargetsError::Exists { .. })
+        ));
+        ts.save("board", &t, true).unwrap();
+        assert_eq!(ts.names().unwrap(), ["board"]);
+        ts.remove("board").unwrap();
+        assert!(matches!(
+            ts.load("board"),
+            Err(TargetsError::Unknown { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_names_and_files_are_refused_with_the_fix() {
+        assert!(check_name("rpi-4_b.1").is_ok());
+        for bad in ["", ".hidden", "a/b", "a b", "../x"] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        let e = parse("arch = \"arm64\"\n", Path::new("/c/t.toml")).unwrap_err();
+        assert!(e.to_string().contains("suite"), "{e}");
+        let e = parse(
+            "arch = \"arm64\"\nsuite = \"trixie\"\nmodules = \"zfs\"\n",
+            Path::new("t"),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("modules"),
+            "unknown keys are named: {e}"
+        );
+        let e = parse(
+            "arch = \"arm64\"\nsuite = \"trixie\"\nstrategy = \"fast\"\n",
+            Path::new("t"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("fast"), "{e}");
+    }
+}
