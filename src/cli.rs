@@ -48,6 +48,106 @@ pub enum Command {
     Shell(ShellArgs),
     /// What this host supports and what zchroot will use, with fixes.
     Doctor(DoctorArgs),
+    /// The boards zchroot keeps modules for (config: targets/NAME.toml).
+    #[command(subcommand)]
+    Target(TargetCommand),
+    /// For each target: build modules for the kernels its repository lacks,
+    /// and publish them.
+    Update(UpdateArgs),
+    /// A target's apt repository: its key and the lines for the board, or
+    /// serve it over HTTP.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TargetCommand {
+    /// Add a target (or replace one with --force).
+    Add(TargetAddArgs),
+    /// List the targets.
+    List,
+    /// Print a target's file.
+    Show { name: String },
+    /// Remove a target's file (its repository stays).
+    Remove { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct TargetAddArgs {
+    /// The target's name (a file name: letters, digits, -, _ and .).
+    pub name: String,
+    /// The board's Debian architecture.
+    #[arg(long, default_value = "arm64")]
+    pub arch: String,
+    /// The board's Debian release.
+    #[arg(long, default_value = "trixie")]
+    pub suite: String,
+    /// Kernel flavour (default: the architecture's plain one).
+    #[arg(long)]
+    pub flavour: Option<String>,
+    /// zfs, a *-dkms package, or a directory with a dkms.conf.
+    #[arg(long, default_value = "zfs")]
+    pub module: String,
+    /// Which of the release's suites to follow for kernels, comma-separated
+    /// (default: all of them, security updates included).
+    #[arg(long, value_delimiter = ',', value_name = "SUITE,...")]
+    pub suites: Vec<String>,
+    /// The board's own kernels: a directory of image + headers .debs.
+    #[arg(long, value_name = "DIR")]
+    pub kernel_deb_dir: Option<PathBuf>,
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+    #[arg(long, value_name = "FILE")]
+    pub keyring: Option<PathBuf>,
+    /// Publish the repository here (default: under the state directory).
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+    /// auto, cross or emulate.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "emulate", "cross"])]
+    pub strategy: String,
+    /// Replace an existing target of that name.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Targets to update (default: all).
+    pub names: Vec<String>,
+    /// Keep the module packages of the newest N kernels of each kernel
+    /// series (e.g. 6.12) and prune the rest; 0 keeps all.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep: usize,
+    /// Write a systemd user timer that runs `zchroot update` (or print the
+    /// crontab line where there is no systemd), instead of updating.
+    #[arg(long, conflicts_with = "remove_timer")]
+    pub install_timer: bool,
+    /// How often the timer runs (a systemd calendar: daily, weekly, hourly).
+    #[arg(long, default_value = "daily", requires = "install_timer")]
+    pub every: String,
+    /// Remove the timer that --install-timer wrote.
+    #[arg(long)]
+    pub remove_timer: bool,
+    /// Machine-readable summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// Print the repository's public key and the lines a board needs.
+    Key {
+        name: String,
+        /// The URL the board reaches the repository at.
+        #[arg(long, default_value = "http://LAPTOP:8080/")]
+        url: String,
+    },
+    /// Serve the repository read-only over HTTP.
+    Serve {
+        name: String,
+        #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR:PORT")]
+        listen: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -18,3 +18,4 @@ pub mod sys;
 pub mod target;
 pub mod targets;
 pub mod teardown;
+pub mod update;

@@ -397,6 +397,226 @@ fn build_zfs(
     Ok(code)
 }
 
+fn config_targets() -> anyhow::Result<zchroot::targets::Targets> {
+    Ok(zchroot::targets::Targets::new(&DataDirs::config(
+        &DirsEnv::from_process(),
+    )?))
+}
+
+fn target_cmd(c: &cli::TargetCommand) -> anyhow::Result<u8> {
+    let ts = config_targets()?;
+    match c {
+        cli::TargetCommand::Add(a) => {
+            let abs =
+                |p: &Option<std::path::PathBuf>| -> anyhow::Result<Option<std::path::PathBuf>> {
+                    p.as_ref()
+                        .map(|p| std::path::absolute(p).with_context(|| p.display().to_string()))
+                        .transpose()
+                };
+            // A module directory is kept as an absolute path.
+            let module = if std::path::Path::new(&a.module).is_dir() {
+                std::path::absolute(&a.module)?.display().to_string()
+            } else {
+                a.module.clone()
+            };
+            let t = zchroot::targets::TargetFile {
+                arch: a.arch.clone(),
+                suite: a.suite.clone(),
+                flavour: a.flavour.clone(),
+                module,
+                suites: a.suites.clone(),
+                kernel_deb_dir: abs(&a.kernel_deb_dir)?,
+                mirror: a.mirror.clone(),
+                keyring: abs(&a.keyring)?,
+                repo: abs(&a.repo)?,
+                strategy: a.strategy.clone(),
+            };
+            let path = ts.save(&a.name, &t, a.force)?;
+            println!("{}", path.display());
+        }
+        cli::TargetCommand::List => {
+            for n in ts.names()? {
+                let t = ts.load(&n)?;
+                println!("{n:<20} {:<8} {:<10} {}", t.arch, t.suite, t.module);
+            }
+        }
+        cli::TargetCommand::Show { name } => {
+            ts.load(name)?;
+            print!("{}", std::fs::read_to_string(ts.path(name))?);
+        }
+        cli::TargetCommand::Remove { name } => ts.remove(name)?,
+    }
+    Ok(0)
+}
+
+fn update(
+    manifests: &Manifests,
+    args: &cli::UpdateArgs,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<u8> {
+    let env = DirsEnv::from_process();
+    let exe = std::env::current_exe().context("finding zchroot's own executable")?;
+    if args.install_timer || args.remove_timer {
+        return timer(&exe, &env, args);
+    }
+    let dirs = DataDirs::resolve(&env)?;
+    let ts = config_targets()?;
+    let names = if args.names.is_empty() {
+        ts.names()?
+    } else {
+        args.names.clone()
+    };
+    if names.is_empty() {
+        anyhow::bail!("no targets\nhelp: zchroot target add NAME --arch arm64 --suite trixie");
+    }
+    let mut code = 0;
+    let mut summaries = Vec::new();
+    for name in &names {
+        let t = ts.load(name)?;
+        let r = zchroot::update::update_target(
+            manifests,
+            name,
+            &t,
+            args.keep,
+            &dirs,
+            FetchOptions::default(),
+            &exe,
+            reporter,
+        );
+        reporter.finish();
+        match r {
+            Ok(s) => {
+                if !s.failed.is_empty() {
+                    code = 1;
+                }
+                if !args.json {
+                    eprintln!(
+                        "{}: kernels seen {}, built {}, already there {}, failed {}{}; repository {}",
+                        s.target,
+                        s.seen,
+                        s.built.len(),
+                        s.present,
+                        s.failed.len(),
+                        if s.pruned.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", pruned {}", s.pruned.len())
+                        },
+                        s.repo.display()
+                    );
+                    for k in &s.built {
+                        eprintln!("  built for {k}");
+                    }
+                    for f in &s.failed {
+                        eprintln!("  failed: {f}");
+                    }
+                }
+                summaries.push(s);
+            }
+            Err(e) => {
+                code = 1;
+                eprintln!("error: {name}: {e}");
+            }
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summaries)?);
+    }
+    Ok(code)
+}
+
+fn timer(exe: &std::path::Path, env: &DirsEnv, args: &cli::UpdateArgs) -> anyhow::Result<u8> {
+    let home = env.zchroot_home.as_deref();
+    let systemd = std::path::Path::new("/run/systemd/system").is_dir();
+    let unit_dir = if env.is_root {
+        std::path::PathBuf::from("/etc/systemd/system")
+    } else {
+        match (&env.xdg_config_home, &env.home) {
+            (Some(c), _) => c.join("systemd/user"),
+            (None, Some(h)) => h.join(".config/systemd/user"),
+            (None, None) => {
+                anyhow::bail!("HOME is not set: cannot find the systemd user unit directory")
+            }
+        }
+    };
+    let service = unit_dir.join("zchroot-update.service");
+    let timer = unit_dir.join("zchroot-update.timer");
+    let systemctl = if env.is_root {
+        "systemctl"
+    } else {
+        "systemctl --user"
+    };
+    if args.remove_timer {
+        for p in [&timer, &service] {
+            match std::fs::remove_file(p) {
+                Ok(()) => eprintln!("removed {}", p.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| p.display().to_string()),
+            }
+        }
+        eprintln!("then: {systemctl} daemon-reload (and stop zchroot-update.timer if it runs)");
+        return Ok(0);
+    }
+    if !systemd {
+        println!("{}", zchroot::update::cron_line(exe, home));
+        eprintln!("no systemd here: add the line above to your crontab (crontab -e)");
+        return Ok(0);
+    }
+    let (s, t) = zchroot::update::timer_units(exe, &args.every, home);
+    std::fs::create_dir_all(&unit_dir).with_context(|| unit_dir.display().to_string())?;
+    std::fs::write(&service, s).with_context(|| service.display().to_string())?;
+    std::fs::write(&timer, t).with_context(|| timer.display().to_string())?;
+    println!("{}\n{}", service.display(), timer.display());
+    eprintln!("then: {systemctl} daemon-reload && {systemctl} enable --now zchroot-update.timer");
+    Ok(0)
+}
+
+fn repo_cmd(manifests: &Manifests, c: &cli::RepoCommand) -> anyhow::Result<u8> {
+    let dirs = DataDirs::resolve(&DirsEnv::from_process())?;
+    let ts = config_targets()?;
+    match c {
+        cli::RepoCommand::Key { name, url } => {
+            let t = ts.load(name)?;
+            let repo = zchroot::update::repo_of(name, &t, &dirs);
+            let key = zchroot::repo::key::RepoKey::load_or_generate(&repo.key_path, name)?;
+            let (keyfile, sources) = zchroot::repo::board_lines(&repo, url);
+            let flavour = match &t.flavour {
+                Some(f) => f.clone(),
+                None => manifests.arch(&t.arch)?.kernel_flavour,
+            };
+            print!("{}", String::from_utf8_lossy(&key.public_armored()?));
+            eprintln!(
+                "On the board, as root: save the key above as {keyfile}, and this as /etc/apt/sources.list.d/zchroot-{name}.sources:\n\n{sources}\nthen: apt-get update && apt-get install {}",
+                zchroot::update::meta_name(
+                    &zchroot::update::module_name(&t),
+                    &flavour
+                )
+            );
+        }
+        cli::RepoCommand::Serve { name, listen } => {
+            let t = ts.load(name)?;
+            let repo = zchroot::update::repo_of(name, &t, &dirs);
+            if !repo.dir.join("dists").exists() {
+                anyhow::bail!(
+                    "{}: nothing published yet\nhelp: zchroot update {name}",
+                    repo.dir.display()
+                );
+            }
+            let l = std::net::TcpListener::bind(listen)
+                .with_context(|| format!("listening on {listen}"))?;
+            println!(
+                "serving {} on http://{}/",
+                repo.dir.display(),
+                l.local_addr()?
+            );
+            use std::io::Write;
+            std::io::stdout().flush()?;
+            zchroot::repo::serve::serve(l, repo.dir.clone());
+        }
+    }
+    Ok(0)
+}
+
 fn list(args: &ListArgs) -> anyhow::Result<u8> {
     let dirs = DataDirs::resolve(&DirsEnv::from_process())?;
     let rows = Roots::new(&dirs).list()?;
@@ -528,6 +748,9 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             build_zfs(&manifests, args, reporter).context("build-zfs failed")
         }
         Command::Destroy(args) => destroy(args, reporter).context("destroy failed"),
+        Command::Target(c) => target_cmd(c),
+        Command::Update(args) => update(&manifests, args, reporter).context("update failed"),
+        Command::Repo(c) => repo_cmd(&manifests, c),
         Command::Shell(args) => {
             let argv = vec![
                 "/bin/sh".to_string(),

@@ -1,0 +1,726 @@
+//! `zchroot update`: for each target, list the kernels it should have
+//! modules for, build those its repository lacks, prune, write the
+//! metapackage that holds the board's kernel back until its module is
+//! there, and publish. The choices (which kernels, which files, what the
+//! metapackage says, what to prune) are pure functions of the indexes and
+//! the pool; [`update_target`] applies them.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::archive::fetch::FetchOptions;
+use crate::archive::index::Package;
+use crate::archive::relation;
+use crate::archive::version;
+use crate::build::{self, kernel, modpkg, BuildError, BuildSpec};
+use crate::deb::write::DebBuilder;
+use crate::manifest::Manifests;
+use crate::paths::DataDirs;
+use crate::repo::{self, Repo, RepoError};
+use crate::report::Reporter;
+use crate::target::{Target, TargetError, TargetSpec};
+use crate::targets::TargetFile;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    KernelDeb(#[from] kernel::KernelDebError),
+    #[error(transparent)]
+    Dkms(#[from] build::dkms::DkmsError),
+    #[error(
+        "suite '{suite}' is not one of {release}'s ({known})\nhelp: fix suites in the target file"
+    )]
+    UnknownSuite {
+        suite: String,
+        release: String,
+        known: String,
+    },
+    #[error("'{module}' is in none of the suites of {release} for {arch}")]
+    UnknownModule {
+        module: String,
+        release: String,
+        arch: String,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A kernel the target should have a module for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelEntry {
+    /// `uname -r`.
+    pub release: String,
+    /// The version the board's apt sees: the flavour metapackage's (or the
+    /// image's own, for the board's own kernels).
+    pub version: String,
+}
+
+/// Every version of `linux-image-FLAVOUR` in `suites` (all when empty) and
+/// the kernel each depends on, oldest first, one entry per kernel.
+pub fn kernels_of_suites(
+    packages: &[Package],
+    flavour: &str,
+    suites: &[String],
+) -> Vec<KernelEntry> {
+    let meta = format!("linux-image-{flavour}");
+    let mut v: Vec<KernelEntry> = packages
+        .iter()
+        .filter(|p| p.name == meta)
+        .filter(|p| suites.is_empty() || suites.iter().any(|s| s == &p.origin.suite))
+        .filter_map(|p| {
+            let deps = relation::parse_relations(&p.depends).ok()?;
+            let image = deps
+                .iter()
+                .flatten()
+                .find(|r| r.name.starts_with("linux-image-"))?;
+            Some(KernelEntry {
+                release: image.name.trim_start_matches("linux-image-").to_string(),
+                version: p.version.clone(),
+            })
+        })
+        .collect();
+    v.sort_by(|a, b| version::compare(&a.version, &b.version));
+    let mut out: Vec<KernelEntry> = Vec::new();
+    for e in v {
+        match out.iter_mut().find(|o| o.release == e.release) {
+            Some(o) => *o = e, // the newer metapackage version of that kernel
+            None => out.push(e),
+        }
+    }
+    out
+}
+
+/// The module name and version the build will package, known before
+/// building: from a dkms.conf, or from the `*-dkms` package's version
+/// (DKMS versions are the upstream part of it).
+pub fn expected_module(
+    source: &build::dkms::Source,
+    packages: &[Package],
+) -> Option<(String, String)> {
+    match source {
+        build::dkms::Source::Dir { name, version, .. } => Some((name.clone(), version.clone())),
+        build::dkms::Source::Package(p, _) => {
+            let newest = packages
+                .iter()
+                .filter(|x| &x.name == p)
+                .max_by(|a, b| version::compare(&a.version, &b.version))?;
+            Some((
+                p.trim_end_matches("-dkms").to_string(),
+                build::zfs::upstream(&newest.version).to_string(),
+            ))
+        }
+    }
+}
+
+/// The module package's file name for a kernel.
+pub fn module_file(module: &str, krel: &str, version: &str, arch: &str) -> String {
+    let v = version.split_once(':').map(|(_, r)| r).unwrap_or(version);
+    format!(
+        "{}-modules-{krel}_{v}_{arch}.deb",
+        modpkg::package_base(module)
+    )
+}
+
+/// Files of the pool to remove: per kernel series (`6.12`), the module
+/// packages of all but the newest `keep` kernels. `keep` 0 keeps all.
+pub fn prune(built: &[(KernelEntry, String)], keep: usize) -> Vec<String> {
+    if keep == 0 {
+        return vec![];
+    }
+    let series = |r: &str| r.split('.').take(2).collect::<Vec<_>>().join(".");
+    let mut by_series: Vec<(String, Vec<&(KernelEntry, String)>)> = Vec::new();
+    for b in built {
+        let s = series(&b.0.release);
+        match by_series.iter_mut().find(|(k, _)| *k == s) {
+            Some((_, v)) => v.push(b),
+            None => by_series.push((s, vec![b])),
+        }
+    }
+    let mut out = Vec::new();
+    for (_, mut v) in by_series {
+        v.sort_by(|a, b| version::compare(&b.0.version, &a.0.version));
+        out.extend(v.into_iter().skip(keep).map(|b| b.1.clone()));
+    }
+    out.sort();
+    out
+}
+
+/// The metapackage `MODULE-modules-FLAVOUR`: depends on the module package
+/// of the newest kernel built, and breaks newer versions of the kernel's
+/// package (`held`), so that the board's `apt upgrade` keeps a kernel back
+/// until its module is published.
+pub struct MetaPackage {
+    pub module: String,
+    pub flavour: String,
+    pub arch: String,
+    pub module_version: String,
+    pub newest: KernelEntry,
+    /// The package whose newer versions wait (`linux-image-arm64`).
+    pub held: String,
+}
+
+/// The metapackage's name for a module and flavour.
+pub fn meta_name(module: &str, flavour: &str) -> String {
+    format!("{}-modules-{flavour}", modpkg::package_base(module))
+}
+
+/// The module name of a target, as its packages will carry it.
+pub fn module_name(t: &TargetFile) -> String {
+    match build::dkms::dir_source(Path::new(&t.module)) {
+        Ok(build::dkms::Source::Dir { name, .. }) => name,
+        _ => t.module.trim_end_matches("-dkms").to_string(),
+    }
+}
+
+impl MetaPackage {
+    pub fn name(&self) -> String {
+        meta_name(&self.module, &self.flavour)
+    }
+
+    /// Rises with the kernel, then with the module.
+    pub fn version(&self) -> String {
+        let m: String = self
+            .module_version
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "+.~".contains(c) {
+                    c
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        let k = &self.newest.version;
+        if k.contains('-') {
+            format!("{k}+m{m}")
+        } else {
+            format!("{k}-0+m{m}")
+        }
+    }
+
+    pub fn file_name(&self) -> String {
+        let v = self.version();
+        let v = v.split_once(':').map(|(_, r)| r.to_string()).unwrap_or(v);
+        format!("{}_{v}_{}.deb", self.name(), self.arch)
+    }
+
+    pub fn control(&self) -> Vec<(String, String)> {
+        let base = modpkg::package_base(&self.module);
+        vec![
+            ("Package".into(), self.name()),
+            ("Version".into(), self.version()),
+            ("Architecture".into(), self.arch.clone()),
+            ("Maintainer".into(), "zchroot <zchroot@localhost>".into()),
+            (
+                "Depends".into(),
+                format!(
+                    "{base}-modules-{} (= {})",
+                    self.newest.release, self.module_version
+                ),
+            ),
+            (
+                "Breaks".into(),
+                format!("{} (>> {})", self.held, self.newest.version),
+            ),
+            ("Section".into(), "kernel".into()),
+            ("Priority".into(), "optional".into()),
+            (
+                "Description".into(),
+                format!(
+                    "{} modules for the newest {} kernel built by zchroot\n This package depends on the {} modules of kernel {} and holds\n newer versions of {} back until their modules are published.",
+                    self.module, self.flavour, self.module, self.newest.release, self.held
+                ),
+            ),
+        ]
+    }
+
+    pub fn build(&self, mtime: u64) -> Result<Vec<u8>, crate::deb::DebError> {
+        let mut b = DebBuilder::new(self.control()).mtime(mtime);
+        b.add_file(
+            &format!("usr/share/doc/{}/README.zchroot", self.name()),
+            0o644,
+            format!(
+                "Depends on the {} modules for {}; holds {} at {}.\n",
+                self.module, self.newest.release, self.held, self.newest.version
+            )
+            .into_bytes(),
+        );
+        let mut out = Vec::new();
+        b.write_to(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// What an update of one target did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub target: String,
+    pub seen: usize,
+    pub built: Vec<String>,
+    pub present: usize,
+    pub failed: Vec<String>,
+    pub pruned: Vec<String>,
+    pub published: bool,
+    pub repo: PathBuf,
+}
+
+/// The repository of a target.
+pub fn repo_of(name: &str, t: &TargetFile, dirs: &DataDirs) -> Repo {
+    let base = dirs.state.join("repos").join(name);
+    Repo {
+        name: name.to_string(),
+        dir: t.repo.clone().unwrap_or_else(|| base.join("public")),
+        suite: t.suite.clone(),
+        arch: t.arch.clone(),
+        key_path: base.join("secret.key"),
+    }
+}
+
+fn target_spec(t: &TargetFile) -> TargetSpec {
+    TargetSpec {
+        arch: t.arch.clone(),
+        release: t.suite.clone(),
+        variant: "minbase".into(),
+        include: vec![],
+        mirror: t.mirror.clone(),
+        keyring: t.keyring.clone(),
+    }
+}
+
+/// The board's own kernels: the .debs of `dir`, grouped by version into
+/// image + headers pairs.
+fn local_kernels(
+    dir: &Path,
+    arch: &str,
+) -> Result<Vec<(kernel::LocalKernel, Vec<PathBuf>)>, UpdateError> {
+    let io = |source| UpdateError::Io {
+        path: dir.into(),
+        source,
+    };
+    let mut groups: Vec<(String, Vec<PathBuf>)> = Vec::new();
+    let mut debs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .collect();
+    debs.sort();
+    for d in debs {
+        let control = crate::deb::read::read_control(&d).map_err(kernel::KernelDebError::from)?;
+        let version = control
+            .lines()
+            .find_map(|l| l.strip_prefix("Version: "))
+            .unwrap_or("")
+            .to_string();
+        match groups.iter_mut().find(|(v, _)| *v == version) {
+            Some((_, g)) => g.push(d),
+            None => groups.push((version, vec![d])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(_, g)| Ok((kernel::from_debs(&g, arch)?, g)))
+        .collect()
+}
+
+/// Updates one target; `Err` only for what stops it as a whole (its
+/// indexes, its repository), per-kernel failures are in the summary.
+#[allow(clippy::too_many_arguments)]
+pub fn update_target(
+    manifests: &Manifests,
+    name: &str,
+    t: &TargetFile,
+    keep: usize,
+    dirs: &DataDirs,
+    opts: FetchOptions,
+    exe: &Path,
+    reporter: &dyn Reporter,
+) -> Result<Summary, UpdateError> {
+    let repo = repo_of(name, t, dirs);
+    let target = Target::new(manifests, &target_spec(t))?;
+    let flavour = t
+        .flavour
+        .clone()
+        .unwrap_or_else(|| target.arch.kernel_flavour.clone());
+    for s in &t.suites {
+        if !target.sources.iter().any(|x| &x.suite == s) {
+            return Err(UpdateError::UnknownSuite {
+                suite: s.clone(),
+                release: t.suite.clone(),
+                known: target
+                    .sources
+                    .iter()
+                    .map(|x| x.suite.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
+    let fetcher = target.fetcher(dirs, opts.clone(), reporter)?;
+    let indexes = target.update(&fetcher, reporter)?;
+
+    // The source and what it will be called.
+    let is_zfs = t.module == "zfs";
+    let source_arg = if is_zfs {
+        "zfs-dkms".to_string()
+    } else {
+        t.module.clone()
+    };
+    let scratch = tempfile::tempdir().map_err(|source| UpdateError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let probe = BuildSpec {
+        source: source_arg.clone(),
+        sha256: None,
+        arch: t.arch.clone(),
+        release: t.suite.clone(),
+        mirror: t.mirror.clone(),
+        keyring: t.keyring.clone(),
+        kernels: vec![],
+        flavour: t.flavour.clone(),
+        out: repo.pool(),
+        package_version: None,
+        kernel_debs: vec![],
+        strategy: t.strategy.parse().unwrap_or_default(),
+        sign: None,
+    };
+    let source = build::source(&probe, scratch.path())?;
+    let (module, module_version) =
+        expected_module(&source, &indexes.packages).ok_or_else(|| UpdateError::UnknownModule {
+            module: t.module.clone(),
+            release: t.suite.clone(),
+            arch: t.arch.clone(),
+        })?;
+
+    // The kernels, and which are missing from the pool.
+    let (kernels, locals, held): (Vec<KernelEntry>, Vec<Vec<PathBuf>>, String) =
+        match &t.kernel_deb_dir {
+            Some(dir) => {
+                let l = local_kernels(dir, &t.arch)?;
+                let held = l
+                    .last()
+                    .map(|(k, _)| k.kernel.image_package.clone())
+                    .unwrap_or_default();
+                let (k, d) = l
+                    .into_iter()
+                    .map(|(k, d)| {
+                        (
+                            KernelEntry {
+                                release: k.kernel.release,
+                                version: k.kernel.image_version,
+                            },
+                            d,
+                        )
+                    })
+                    .unzip();
+                (k, d, held)
+            }
+            None => (
+                kernels_of_suites(&indexes.packages, &flavour, &t.suites),
+                vec![],
+                format!("linux-image-{flavour}"),
+            ),
+        };
+    drop(indexes);
+    drop(fetcher);
+    let file = |k: &KernelEntry| module_file(&module, &k.release, &module_version, &t.arch);
+    let mut summary = Summary {
+        target: name.to_string(),
+        seen: kernels.len(),
+        repo: repo.dir.clone(),
+        ..Default::default()
+    };
+    let missing: Vec<usize> = (0..kernels.len())
+        .filter(|&i| !repo.pool().join(file(&kernels[i])).exists())
+        .collect();
+    summary.present = kernels.len() - missing.len();
+    std::fs::create_dir_all(repo.pool()).map_err(|source| UpdateError::Io {
+        path: repo.pool(),
+        source,
+    })?;
+
+    // Build what is missing: one call for the archive's kernels, one per
+    // pair of the board's own .debs.
+    let mut calls: Vec<BuildSpec> = Vec::new();
+    if !missing.is_empty() {
+        let mut spec = probe.clone();
+        if locals.is_empty() {
+            spec.kernels = missing
+                .iter()
+                .map(|&i| kernels[i].release.clone())
+                .collect();
+            calls.push(spec);
+        } else {
+            for &i in &missing {
+                let mut s = spec.clone();
+                s.kernel_debs = locals[i].clone();
+                calls.push(s);
+            }
+        }
+    }
+    for spec in calls {
+        let results = if is_zfs {
+            build::build_zfs(
+                manifests,
+                &build::ZfsSpec {
+                    base: spec.clone(),
+                    zfs: None,
+                    zfs_source: None,
+                },
+                dirs,
+                opts.clone(),
+                exe,
+                reporter,
+            )
+            .map(|(r, _)| r)
+        } else {
+            build::build_dkms(manifests, &spec, dirs, opts.clone(), exe, reporter)
+        };
+        match results {
+            Ok(rs) => {
+                for r in rs {
+                    match r {
+                        Ok(b) => summary.built.push(b.kernel.release),
+                        Err(e) => {
+                            reporter.note(&format!("error: {e}"));
+                            summary.failed.push(e.to_string());
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                reporter.note(&format!("error: {e}"));
+                summary.failed.push(e.to_string());
+            }
+        }
+    }
+
+    // What the pool holds now, pruned.
+    let built: Vec<(KernelEntry, String)> = kernels
+        .iter()
+        .filter(|k| repo.pool().join(file(k)).exists())
+        .map(|k| (k.clone(), file(k)))
+        .collect();
+    for f in prune(&built, keep) {
+        let p = repo.pool().join(&f);
+        std::fs::remove_file(&p).map_err(|source| UpdateError::Io { path: p, source })?;
+        summary.pruned.push(f);
+    }
+    let built: Vec<&KernelEntry> = built
+        .iter()
+        .filter(|(_, f)| !summary.pruned.contains(f))
+        .map(|(k, _)| k)
+        .collect();
+
+    // The metapackage follows the newest kernel built.
+    let mut changed = !summary.built.is_empty() || !summary.pruned.is_empty();
+    if let Some(newest) = built
+        .iter()
+        .max_by(|a, b| version::compare(&a.version, &b.version))
+    {
+        let meta = MetaPackage {
+            module: module.clone(),
+            flavour: flavour.clone(),
+            arch: t.arch.clone(),
+            module_version: module_version.clone(),
+            newest: (*newest).clone(),
+            held: held.clone(),
+        };
+        let path = repo.pool().join(meta.file_name());
+        if !path.exists() {
+            let prefix = format!("{}_", meta.name());
+            for e in std::fs::read_dir(repo.pool())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+            let bytes = meta.build(0).map_err(BuildError::from)?;
+            std::fs::write(&path, bytes).map_err(|source| UpdateError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            changed = true;
+        }
+    }
+    let published = repo
+        .dir
+        .join("dists")
+        .join(&repo.suite)
+        .join("InRelease")
+        .exists();
+    if changed || !published {
+        repo::publish(&repo, SystemTime::now())?;
+        summary.published = true;
+    }
+    Ok(summary)
+}
+
+/// The systemd user units that run `zchroot update` every `every`
+/// (a systemd calendar, e.g. `daily`): (service, timer).
+pub fn timer_units(exe: &Path, every: &str, zchroot_home: Option<&Path>) -> (String, String) {
+    let env = zchroot_home
+        .map(|h| format!("Environment=ZCHROOT_HOME={}\n", h.display()))
+        .unwrap_or_default();
+    let service = format!(
+        "[Unit]\nDescription=zchroot: build kernel modules for new kernels and publish them\nWants=network-online.target\nAfter=network-online.target\n\n[Service]\nType=oneshot\n{env}ExecStart={} update\n",
+        exe.display()
+    );
+    let timer = format!(
+        "[Unit]\nDescription=Run zchroot update {every}\n\n[Timer]\nOnCalendar={every}\nPersistent=true\nRandomizedDelaySec=15min\n\n[Install]\nWantedBy=timers.target\n"
+    );
+    (service, timer)
+}
+
+/// The crontab line for hosts without systemd.
+pub fn cron_line(exe: &Path, zchroot_home: Option<&Path>) -> String {
+    let env = zchroot_home
+        .map(|h| format!("ZCHROOT_HOME={} ", h.display()))
+        .unwrap_or_default();
+    format!("17 3 * * * {env}{} -q update", exe.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::index::{MultiArch, Origin};
+    use std::sync::Arc;
+
+    fn meta(version: &str, suite: &str, image: &str) -> Package {
+        Package {
+            name: "linux-image-arm64".into(),
+            version: version.into(),
+            arch: "arm64".into(),
+            multi_arch: MultiArch::No,
+            essential: false,
+            priority: "optional".into(),
+            pre_depends: String::new(),
+            depends: format!("linux-image-{image} (= {version})"),
+            provides: String::new(),
+            conflicts: String::new(),
+            breaks: String::new(),
+            filename: "pool/x.deb".into(),
+            size: 1,
+            sha256: "00".into(),
+            origin: Arc::new(Origin {
+                mirror: "m".into(),
+                suite: suite.into(),
+                component: "main".into(),
+            }),
+        }
+    }
+
+    fn k(release: &str, version: &str) -> KernelEntry {
+        KernelEntry {
+            release: release.into(),
+            version: version.into(),
+        }
+    }
+
+    #[test]
+    fn kernels_come_from_every_metapackage_version_of_the_chosen_suites() {
+        let p = vec![
+            meta("6.12.118-1", "trixie-security", "6.12.118+deb13-arm64"),
+            meta("6.12.57-1", "trixie", "6.12.57+deb13-arm64"),
+        ];
+        assert_eq!(
+            kernels_of_suites(&p, "arm64", &[]),
+            [
+                k("6.12.57+deb13-arm64", "6.12.57-1"),
+                k("6.12.118+deb13-arm64", "6.12.118-1")
+            ]
+        );
+        assert_eq!(
+            kernels_of_suites(&p, "arm64", &["trixie".into()]),
+            [k("6.12.57+deb13-arm64", "6.12.57-1")]
+        );
+        assert!(kernels_of_suites(&p, "rpi", &[]).is_empty());
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_per_series() {
+        let built = vec![
+            (k("6.12.57+deb13-arm64", "6.12.57-1"), "a".to_string()),
+            (k("6.12.118+deb13-arm64", "6.12.118-1"), "b".to_string()),
+            (k("6.12.100+deb13-arm64", "6.12.100-1"), "c".to_string()),
+            (k("7.1.2+bpo-arm64", "7.1.2-1~bpo13+1"), "d".to_string()),
+        ];
+        assert_eq!(prune(&built, 1), ["a", "c"]);
+        assert_eq!(prune(&built, 2), ["a"]);
+        assert!(prune(&built, 0).is_empty(), "0 keeps all");
+    }
+
+    #[test]
+    fn the_metapackage_depends_on_the_newest_and_holds_newer_kernels() {
+        let m = MetaPackage {
+            module: "hello".into(),
+            flavour: "arm64".into(),
+            arch: "arm64".into(),
+            module_version: "0.1".into(),
+            newest: k("6.12.118+deb13-arm64", "6.12.118-1"),
+            held: "linux-image-arm64".into(),
+        };
+        assert_eq!(m.name(), "hello-modules-arm64");
+        assert_eq!(m.version(), "6.12.118-1+m0.1");
+        assert_eq!(
+            m.file_name(),
+            "hello-modules-arm64_6.12.118-1+m0.1_arm64.deb"
+        );
+        let c = m.control();
+        let get = |f: &str| c.iter().find(|(k, _)| k == f).unwrap().1.clone();
+        assert_eq!(get("Depends"), "hello-modules-6.12.118+deb13-arm64 (= 0.1)");
+        assert_eq!(get("Breaks"), "linux-image-arm64 (>> 6.12.118-1)");
+        // A newer kernel, or a newer module, gives a newer metapackage.
+        let newer = MetaPackage {
+            newest: k("6.12.119+deb13-arm64", "6.12.119-1"),
+            ..m
+        };
+        assert_eq!(
+            version::compare(&newer.version(), "6.12.118-1+m0.1"),
+            std::cmp::Ordering::Greater
+        );
+        let zfs = MetaPackage {
+            module_version: "2.3.9-1".into(),
+            ..newer
+        };
+        assert_eq!(zfs.version(), "6.12.119-1+m2.3.9.1");
+        assert_eq!(
+            version::compare(&zfs.version(), "6.12.119-1+m0.1"),
+            std::cmp::Ordering::Greater
+        );
+        assert_eq!(
+            module_file("zfs", "6.12.1", "1:2.3.9", "arm64"),
+            "zfs-modules-6.12.1_2.3.9_arm64.deb"
+        );
+    }
+
+    #[test]
+    fn timer_units_run_update_persistently() {
+        let (service, timer) = timer_units(
+            Path::new("/usr/bin/zchroot"),
+            "daily",
+            Some(Path::new("/z")),
+        );
+        assert!(service.contains("ExecStart=/usr/bin/zchroot update\n"));
+        assert!(service.contains("Environment=ZCHROOT_HOME=/z\n"));
+        assert!(timer.contains("OnCalendar=daily\nPersistent=true\n"));
+        assert!(timer.contains("WantedBy=timers.target"));
+        assert_eq!(
+            cron_line(Path::new("/b/zchroot"), None),
+            "17 3 * * * /b/zchroot -q update"
+        );
+    }
+}
