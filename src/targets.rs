@@ -149,9 +149,16 @@ impl Targets {
         Ok(path)
     }
 
+    /// Removes a target's file, even one that no longer parses.
     pub fn remove(&self, name: &str) -> Result<(), TargetsError> {
-        self.load(name)?;
+        check_name(name)?;
         let path = self.path(name);
+        if !path.exists() {
+            return Err(TargetsError::Unknown {
+                name: name.into(),
+                path,
+            });
+        }
         std::fs::remove_file(&path).map_err(|source| TargetsError::Io { path, source })
     }
 
