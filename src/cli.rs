@@ -48,6 +48,9 @@ pub enum Command {
     Shell(ShellArgs),
     /// What this host supports and what zchroot will use, with fixes.
     Doctor(DoctorArgs),
+    /// Write a root out as a tarball or an ext4 image, ownership as inside
+    /// the root (rootless too; no mounting, no loop devices).
+    Export(ExportArgs),
     /// The boards zchroot keeps modules for (config: targets/NAME.toml).
     #[command(subcommand)]
     Target(TargetCommand),
@@ -58,6 +61,22 @@ pub enum Command {
     /// serve it over HTTP.
     #[command(subcommand)]
     Repo(RepoCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A root made by `zchroot create`.
+    #[arg(required_unless_present = "dir", conflicts_with = "dir")]
+    pub name: Option<String>,
+    /// A directory holding a root instead of a NAME.
+    #[arg(long, value_name = "PATH")]
+    pub dir: Option<PathBuf>,
+    /// tar, or ext4 (needs e2fsprogs' mke2fs).
+    #[arg(long, default_value = "tar", value_parser = ["tar", "ext4"])]
+    pub format: String,
+    /// The file to write.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@ pub mod archive;
 pub mod build;
 pub mod deb;
 pub mod doctor;
+pub mod export;
 pub mod host;
 pub mod manifest;
 pub mod paths;

@@ -397,6 +397,59 @@ fn build_zfs(
     Ok(code)
 }
 
+fn export(args: &cli::ExportArgs, reporter: &dyn Reporter) -> anyhow::Result<u8> {
+    let dirs = DataDirs::resolve(&DirsEnv::from_process())?;
+    let roots = Roots::new(&dirs);
+    let format: zchroot::export::Format = args.format.parse().map_err(anyhow::Error::msg)?;
+    let (root, _lock) = match (&args.name, &args.dir) {
+        (Some(name), _) => {
+            Roots::check_name(name)?;
+            let lock = roots.lock_shared(name, || {
+                reporter.note(&format!("waiting: '{name}' is being created or changed"))
+            })?;
+            roots.meta(name)?;
+            (roots.tree(name), Some(lock))
+        }
+        (None, Some(dir)) => (dir.clone(), None),
+        (None, None) => unreachable!("clap requires NAME or --dir"),
+    };
+    let root = std::fs::canonicalize(&root)
+        .ok()
+        .filter(|p| p.is_dir() && p != std::path::Path::new("/"))
+        .with_context(|| format!("{}: not a directory holding a root", root.display()))?;
+    let out = std::path::absolute(&args.output)?;
+    let name = out
+        .file_name()
+        .with_context(|| format!("{}: not a file name", out.display()))?;
+    let partial = out.with_file_name(format!(".{}.partial", name.to_string_lossy()));
+    let maps = sandbox::id_maps()?;
+    let result = if maps.helpers {
+        // Rootless: inside the user namespace, where owners read as inside
+        // the root and every file can be read.
+        let exe = std::env::current_exe().context("finding zchroot's own executable")?;
+        let job = sandbox::spawn::Job::Export {
+            root: root.clone(),
+            format,
+            out: partial.clone(),
+        };
+        match sandbox::spawn::run(&exe, &sandbox::spawn::Plan::host_job(job), &maps) {
+            Ok(0) => Ok(()),
+            Ok(code) => Err(anyhow::anyhow!("the export job ended with status {code}")),
+            Err(e) => Err(e.into()),
+        }
+    } else {
+        zchroot::export::export(&root, format, &partial).map_err(anyhow::Error::from)
+    };
+    if let Err(e) = result
+        .and_then(|()| std::fs::rename(&partial, &out).with_context(|| out.display().to_string()))
+    {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    println!("{}", out.display());
+    Ok(0)
+}
+
 fn config_targets() -> anyhow::Result<zchroot::targets::Targets> {
     Ok(zchroot::targets::Targets::new(&DataDirs::config(
         &DirsEnv::from_process(),
@@ -748,6 +801,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             build_zfs(&manifests, args, reporter).context("build-zfs failed")
         }
         Command::Destroy(args) => destroy(args, reporter).context("destroy failed"),
+        Command::Export(args) => export(args, reporter).context("export failed"),
         Command::Target(c) => target_cmd(c),
         Command::Update(args) => update(&manifests, args, reporter).context("update failed"),
         Command::Repo(c) => repo_cmd(&manifests, c),

@@ -76,6 +76,12 @@ pub enum Job {
         path: PathBuf,
         aside: Option<PathBuf>,
     },
+    /// Write the tree at `root` out as a tarball or an image.
+    Export {
+        root: PathBuf,
+        format: crate::export::Format,
+        out: PathBuf,
+    },
 }
 
 impl Plan {
@@ -376,6 +382,10 @@ fn init_main(plan: &Plan, set: &SigSet) -> ! {
             Some(a) => crate::teardown::remove_tree_aside(path, a),
             None => crate::teardown::remove_tree(path),
         } {
+            Ok(()) => std::process::exit(0),
+            Err(e) => fail(SETUP_FAILED, &e.to_string()),
+        },
+        Job::Export { root, format, out } => match crate::export::export(root, *format, out) {
             Ok(()) => std::process::exit(0),
             Err(e) => fail(SETUP_FAILED, &e.to_string()),
         },

@@ -428,8 +428,9 @@ fn user_root(user: &str) -> PathBuf {
             .status()
             .unwrap()
             .success());
+        // Owner and group the user's, as a rootless create leaves them.
         assert!(Command::new("chown")
-            .args(["-R", user])
+            .args(["-R", &format!("{user}:")])
             .arg(&tmp)
             .status()
             .unwrap()
@@ -521,4 +522,111 @@ fn rootless_without_a_range_or_newuidmap_says_what_to_do() {
         err.contains("help: install it: `sudo apt-get install uidmap`"),
         "{err}"
     );
+}
+
+#[test]
+fn export_writes_owners_as_inside_the_root_rootless() {
+    if !can_run()
+        || !require(
+            crate::require::have_command("debugfs") && crate::require::have_command("mke2fs"),
+            "e2fsprogs (mke2fs, debugfs)",
+            "apt-get install e2fsprogs",
+        )
+    {
+        return;
+    }
+    let Some(u) = crate::require::require_test_user() else {
+        return;
+    };
+    let user = u.name;
+    let root = user_root(&user);
+    let r = root.to_str().unwrap();
+    // A file owned by uid/gid 1000 inside (a subuid outside), readable by
+    // its owner only: the export must still read it and say 1000.
+    let o = zchroot_as(&user, &[], &["-q", "run", "--dir", r, "--", BUSYBOX, "sh", "-c",
+        "/usr/bin/busybox echo secret > /exported; /usr/bin/busybox chown 1000:1000 /exported; /usr/bin/busybox chmod 0600 /exported"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = shared_dir().join(format!("export-{user}"));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let _ = Command::new("chown").arg(&user).arg(&out).status();
+    let tar = out.join("root.tar");
+    let o = zchroot_as(
+        &user,
+        &[],
+        &["-q", "export", "--dir", r, "-o", tar.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let list = Command::new("tar").arg("-tvf").arg(&tar).output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    let line = |path: &str| {
+        list.lines()
+            .find(|l| l.ends_with(&format!(" {path}")))
+            .unwrap_or_else(|| panic!("no {path} in {list}"))
+            .to_string()
+    };
+    assert!(
+        line("exported").starts_with("-rw------- 1000/1000 "),
+        "{list}"
+    );
+    assert!(line("usr/bin/busybox").contains(" 0/0 "), "{list}");
+    let content = Command::new("tar")
+        .arg("-xOf")
+        .arg(&tar)
+        .arg("exported")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&content.stdout), "secret\n");
+
+    let img = out.join("root.img");
+    let o = zchroot_as(
+        &user,
+        &[],
+        &[
+            "-q",
+            "export",
+            "--dir",
+            r,
+            "--format",
+            "ext4",
+            "-o",
+            img.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stat = Command::new("debugfs")
+        .arg("-R")
+        .arg("stat /exported")
+        .arg(&img)
+        .output()
+        .unwrap();
+    let stat = String::from_utf8_lossy(&stat.stdout).into_owned();
+    assert!(stat.contains("User:  1000   Group:  1000"), "{stat}");
+    let cat = Command::new("debugfs")
+        .arg("-R")
+        .arg("cat /exported")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&cat.stdout), "secret\n");
+    // Nothing half-made: a failed export leaves no file.
+    let bad = out.join("bad.tar");
+    let o = zchroot_as(
+        &user,
+        &[],
+        &[
+            "-q",
+            "export",
+            "--dir",
+            "/nonexistent",
+            "-o",
+            bad.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(std::fs::read_dir(&out).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains("bad")));
 }
