@@ -20,7 +20,8 @@ fn usage() -> ! {
          cargo xtask bench index [ARCH]   parse a full Packages index, against grep-dctrl\n       \
          cargo xtask bench resolve [ARCH] resolve minbase, against mmdebstrap --simulate\n       \
          cargo xtask bench zfs [--with-emulate]  ZFS for arm64 (cross) against amd64 (native)\n       \
-         cargo xtask e2e zfs [--strategy cross|emulate]  the real ZFS module for trixie's arm64 kernel"
+         cargo xtask e2e zfs [--strategy cross|emulate]  the real ZFS module for trixie's arm64 kernel\n       \
+         cargo xtask e2e boot [--strategy cross|emulate] boot that kernel under qemu-system-aarch64 and use a pool"
     );
     std::process::exit(2)
 }
@@ -35,6 +36,8 @@ fn main() -> Result<()> {
         ["bench", "zfs"] => bench_zfs(false),
         ["bench", "zfs", "--with-emulate"] => bench_zfs(true),
         ["e2e", "zfs"] => e2e_zfs("cross"),
+        ["e2e", "boot"] => e2e_boot("cross"),
+        ["e2e", "boot", "--strategy", s @ ("emulate" | "cross")] => e2e_boot(s),
         ["e2e", "zfs", "--strategy", s @ ("emulate" | "cross")] => e2e_zfs(s),
         _ => usage(),
     }
@@ -486,5 +489,247 @@ fn e2e_zfs(strategy: &str) -> Result<()> {
             other_deb.display()
         );
     }
+    Ok(())
+}
+
+/// The guest's init: every step prints a line the host looks for.
+const BOOT_INIT: &str = r#"#!/bin/sh
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev 2>/dev/null
+step() { echo "ZCHROOT-STEP $*"; }
+fail() { echo "ZCHROOT-FAIL $*"; echo o > /proc/sysrq-trigger; sleep 10; }
+step "kernel $(uname -r)"
+modprobe zfs || fail modprobe
+step "modprobe ok"
+zfs version
+u=$(zfs version | sed -n 's/^zfs-\([0-9][0-9.]*\).*/\1/p')
+k=$(zfs version | sed -n 's/^zfs-kmod-\([0-9][0-9.]*\).*/\1/p')
+[ -n "$u" ] && [ "$u" = "$k" ] || fail "versions userland=$u kernel=$k"
+step "versions match $u"
+zpool create -f -o cachefile=none tank /dev/vdb || fail "zpool create"
+step "zpool create ok"
+zfs create -o compression=lz4 tank/data || fail "zfs create"
+[ "$(zfs get -H -o value compression tank/data)" = lz4 ] || fail compression
+step "dataset ok"
+i=0; while [ $i -lt 256 ]; do echo "zchroot line $i of known content"; i=$((i+1)); done > /tank/data/file
+before=$(sha256sum /tank/data/file | cut -d' ' -f1)
+sync
+zpool export tank || fail "zpool export"
+step "export ok"
+zpool import -d /dev tank || fail "zpool import"
+step "import ok"
+after=$(sha256sum /tank/data/file | cut -d' ' -f1)
+[ "$before" = "$after" ] || fail "checksum $before $after"
+step "checksum ok $after"
+zpool scrub -w tank || fail scrub
+step "scrub ok"
+zpool status -x | grep -q "all pools are healthy" || { zpool status; fail status; }
+step "status ok"
+echo ZCHROOT-DONE
+echo o > /proc/sysrq-trigger
+sleep 10
+"#;
+
+/// The lines a passing boot prints, in order.
+const BOOT_STEPS: &[&str] = &[
+    "ZCHROOT-STEP kernel ",
+    "ZCHROOT-STEP modprobe ok",
+    "ZCHROOT-STEP versions match ",
+    "ZCHROOT-STEP zpool create ok",
+    "ZCHROOT-STEP dataset ok",
+    "ZCHROOT-STEP export ok",
+    "ZCHROOT-STEP import ok",
+    "ZCHROOT-STEP checksum ok ",
+    "ZCHROOT-STEP scrub ok",
+    "ZCHROOT-STEP status ok",
+    "ZCHROOT-DONE",
+];
+
+/// `e2e boot`: an arm64 guest with trixie's kernel, the matching
+/// zfsutils-linux and the module package built with `strategy`, exported
+/// as an ext4 image and booted with qemu-system-aarch64 (software
+/// emulation, a blank second disk, no network); its init uses a pool and
+/// the host checks each step on the console. The console log is kept.
+fn e2e_boot(strategy: &str) -> Result<()> {
+    let qemu = "qemu-system-aarch64";
+    if Command::new(qemu).arg("--version").output().is_err() {
+        bail!("{qemu} is not installed\nhelp: sudo apt-get install qemu-system-arm");
+    }
+    run(Command::new("cargo").args(["build", "--release", "--bin", "zchroot"]))?;
+    let exe = workspace().join("target/release/zchroot");
+    let dir = workspace().join("target/e2e");
+    let home = dir.join("home");
+    let out = dir.join(format!("out-{strategy}"));
+    let find_deb = || -> Option<PathBuf> {
+        std::fs::read_dir(&out)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("zfs-modules-"))
+            })
+    };
+    if find_deb().is_none() {
+        e2e_zfs(strategy)?;
+    }
+    let deb = find_deb().context("no zfs-modules package")?;
+    let name = deb.file_name().unwrap().to_string_lossy().into_owned();
+    // zfs-modules-KREL_VERSION_arm64.deb
+    let krel = name
+        .trim_start_matches("zfs-modules-")
+        .split('_')
+        .next()
+        .unwrap()
+        .to_string();
+    let z = |args: &[&str]| -> Result<std::process::Output> {
+        let o = Command::new(&exe)
+            .args(args)
+            .env("ZCHROOT_HOME", &home)
+            .output()?;
+        if !o.status.success() {
+            bail!(
+                "zchroot {args:?} failed:\n{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        Ok(o)
+    };
+    let t = Instant::now();
+    let guest = format!("e2e-boot-{strategy}");
+    let _ = z(&["-q", "destroy", &guest]);
+    z(&[
+        "-q",
+        "create",
+        "arm64",
+        "--name",
+        &guest,
+        "--include",
+        &format!("linux-image-{krel},zfsutils-linux,kmod"),
+    ])?;
+    let boot = dir.join(format!("boot-{strategy}"));
+    let _ = std::fs::remove_dir_all(&boot);
+    std::fs::create_dir_all(&boot)?;
+    std::fs::copy(&deb, boot.join(&name))?;
+    std::fs::write(boot.join("init"), BOOT_INIT)?;
+    let bind = format!("{}:/e2e:ro", boot.display());
+    z(&[
+        "-q",
+        "run",
+        &guest,
+        "--bind",
+        &bind,
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "set -e; dpkg -i /e2e/{name}; install -m 0755 /e2e/init /sbin/zchroot-boot-test; \
+             [ -e /boot/initrd.img-{krel} ] || update-initramfs -c -k {krel}"
+        ),
+    ])?;
+    let kernel = z(&[
+        "-q",
+        "run",
+        &guest,
+        "--",
+        "cat",
+        &format!("/boot/vmlinuz-{krel}"),
+    ])?;
+    std::fs::write(boot.join("vmlinuz"), kernel.stdout)?;
+    let initrd = z(&[
+        "-q",
+        "run",
+        &guest,
+        "--",
+        "cat",
+        &format!("/boot/initrd.img-{krel}"),
+    ])?;
+    std::fs::write(boot.join("initrd.img"), initrd.stdout)?;
+    let image = boot.join("guest.img");
+    z(&[
+        "-q",
+        "export",
+        &guest,
+        "--format",
+        "ext4",
+        "-o",
+        image.to_str().unwrap(),
+    ])?;
+    let blank = boot.join("blank.img");
+    std::fs::File::create(&blank)?.set_len(512 << 20)?;
+    let prepared = t.elapsed();
+
+    let t = Instant::now();
+    let mut child = Command::new(qemu)
+        .args(["-M", "virt", "-cpu", "cortex-a57", "-m", "2048", "-smp", "2", "-nographic", "-no-reboot"])
+        .args(["-net", "none", "-kernel"])
+        .arg(boot.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(boot.join("initrd.img"))
+        .args(["-append", "root=/dev/vda rw rootfstype=ext4 console=ttyAMA0 init=/sbin/zchroot-boot-test panic=-1"])
+        .arg("-drive")
+        .arg(format!("file={},if=virtio,format=raw", image.display()))
+        .arg("-drive")
+        .arg(format!("file={},if=virtio,format=raw", blank.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let limit = Duration::from_secs(30 * 60);
+    let mut console = String::new();
+    let mut next = 0;
+    while next < BOOT_STEPS.len() {
+        let left = limit.saturating_sub(t.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let line = line.trim_end_matches('\r').to_string();
+                if line.contains(BOOT_STEPS[next]) {
+                    eprintln!("  {line}");
+                    next += 1;
+                }
+                if line.contains("ZCHROOT-FAIL") || line.contains("Kernel panic") {
+                    console.push_str(&line);
+                    console.push('\n');
+                    break;
+                }
+                console.push_str(&line);
+                console.push('\n');
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = dir.join(format!("boot-{strategy}.log"));
+    std::fs::write(&log, &console)?;
+    if next < BOOT_STEPS.len() {
+        bail!(
+            "the guest did not print '{}' (after {:.0} s); the console is in {}",
+            BOOT_STEPS[next],
+            t.elapsed().as_secs_f64(),
+            log.display()
+        );
+    }
+    println!(
+        "e2e boot ({strategy}): kernel {krel}, module {name}: all {} steps passed; preparing the guest {}, booting and using the pool {}; console: {}",
+        BOOT_STEPS.len(),
+        minutes(prepared),
+        minutes(t.elapsed()),
+        log.display()
+    );
     Ok(())
 }
