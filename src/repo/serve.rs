@@ -6,10 +6,31 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Component, Path, PathBuf};
 
+/// `%XX` escapes decoded (apt writes `+` as `%2b`), or None for a bad
+/// escape or a decoded NUL.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    (!out.contains(&0)).then_some(())?;
+    String::from_utf8(out).ok()
+}
+
 /// The file a request path names under `dir`, or None when it would leave
 /// it (or is not a plain relative path).
 pub fn resolve(dir: &Path, url_path: &str) -> Option<PathBuf> {
     let path = url_path.split(['?', '#']).next().unwrap_or("");
+    let path = percent_decode(path)?;
     let path = path.strip_prefix('/')?;
     let mut out = dir.to_path_buf();
     for c in Path::new(path).components() {
@@ -89,6 +110,13 @@ mod tests {
         assert_eq!(resolve(d, "/../etc/passwd"), None);
         assert_eq!(resolve(d, "/dists/../../x"), None);
         assert_eq!(resolve(d, "relative"), None);
+        assert_eq!(
+            resolve(d, "/pool/main/m-6.12.1%2bdeb13_0.1_arm64.deb"),
+            Some(PathBuf::from("/srv/repo/pool/main/m-6.12.1+deb13_0.1_arm64.deb"))
+        );
+        assert_eq!(resolve(d, "/%2e%2e/etc/passwd"), None, "escaped dots too");
+        assert_eq!(resolve(d, "/a%00b"), None);
+        assert_eq!(resolve(d, "/a%zz"), None);
     }
 
     #[test]
