@@ -220,7 +220,7 @@ impl MetaPackage {
             ("Package".into(), self.name()),
             ("Version".into(), self.version()),
             ("Architecture".into(), self.arch.clone()),
-            ("Maintainer".into(), "zchroot <zchroot@localhost>".into()),
+            ("Maintainer".into(), modpkg::maintainer()),
             (
                 "Depends".into(),
                 format!(
@@ -246,14 +246,17 @@ impl MetaPackage {
 
     pub fn build(&self, mtime: u64) -> Result<Vec<u8>, crate::deb::DebError> {
         let mut b = DebBuilder::new(self.control()).mtime(mtime);
-        b.add_file(
-            &format!("usr/share/doc/{}/README.zchroot", self.name()),
-            0o644,
-            format!(
-                "Depends on the {} modules for {}; holds {} at {}.\n",
-                self.module, self.newest.release, self.held, self.newest.version
-            )
-            .into_bytes(),
+        let what = format!(
+            "Depends on the {} modules for {}; holds {} at {}.",
+            self.module, self.newest.release, self.held, self.newest.version
+        );
+        modpkg::add_doc_files(
+            &mut b,
+            &self.name(),
+            &self.version(),
+            &what,
+            "public-domain",
+            mtime,
         );
         let mut out = Vec::new();
         b.write_to(&mut out)?;
@@ -548,7 +551,9 @@ pub fn update_target(
                     let _ = std::fs::remove_file(e.path());
                 }
             }
-            let bytes = meta.build(0).map_err(BuildError::from)?;
+            let bytes = meta
+                .build(modpkg::source_date_epoch())
+                .map_err(BuildError::from)?;
             std::fs::write(&path, bytes).map_err(|source| UpdateError::Io {
                 path: path.clone(),
                 source,

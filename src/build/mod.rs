@@ -837,10 +837,7 @@ fn build_one(
             }
         ));
     }
-    let mtime = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let mtime = modpkg::source_date_epoch();
     let deb = modpkg::ModuleDeb {
         module: module.clone(),
         version: version.clone(),

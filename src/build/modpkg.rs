@@ -27,6 +27,73 @@ pub struct ModuleDeb {
     pub fields: Vec<(String, String)>,
 }
 
+/// The Maintainer of the packages zchroot writes: `DEBFULLNAME <DEBEMAIL>`
+/// when set (Debian's convention), else zchroot with a reserved address.
+pub fn maintainer() -> String {
+    let email = std::env::var("DEBEMAIL").ok().filter(|e| e.contains('@'));
+    let name = std::env::var("DEBFULLNAME").ok().filter(|n| !n.is_empty());
+    match (name, email) {
+        (Some(n), Some(e)) => format!("{n} <{e}>"),
+        (None, Some(e)) => format!("zchroot <{e}>"),
+        _ => "zchroot <zchroot@example.org>".into(),
+    }
+}
+
+/// The timestamp of every file when SOURCE_DATE_EPOCH is not set: fixed,
+/// so that packaging is reproducible, and not "ancient" to lintian.
+pub const DEFAULT_MTIME: u64 = 1_735_689_600; // 2025-01-01
+
+/// `SOURCE_DATE_EPOCH`, or [`DEFAULT_MTIME`].
+pub fn source_date_epoch() -> u64 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_MTIME)
+}
+
+/// Debian's documentation files every package carries: a gzipped
+/// changelog (reproducible: no name, no time in the gzip header) and a
+/// copyright file naming the modules' own license.
+pub fn add_doc_files(
+    b: &mut DebBuilder,
+    package: &str,
+    version: &str,
+    what: &str,
+    license: &str,
+    mtime: u64,
+) {
+    let date = crate::archive::release::format_date(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime),
+    )
+    .replace("UTC", "+0000");
+    let changelog = format!(
+        "{package} ({version}) unstable; urgency=medium\n\n  * {what}\n\n -- {}  {date}\n",
+        maintainer()
+    );
+    let mut gz = Vec::new();
+    {
+        use std::io::Write;
+        let mut e = flate2::GzBuilder::new()
+            .mtime(0)
+            .write(&mut gz, flate2::Compression::best());
+        e.write_all(changelog.as_bytes())
+            .expect("writing to memory");
+        e.finish().expect("writing to memory");
+    }
+    b.add_file(&format!("usr/share/doc/{package}/changelog.gz"), 0o644, gz);
+    let copyright = format!(
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\
+         Comment: {what} The files are the work of the module's authors,\n \
+         under the license the modules declare (MODULE_LICENSE).\n\n\
+         Files: *\nCopyright: the authors of the module\nLicense: {license}\n"
+    );
+    b.add_file(
+        &format!("usr/share/doc/{package}/copyright"),
+        0o644,
+        copyright.into_bytes(),
+    );
+}
+
 /// A Debian package name made from a DKMS module name.
 pub fn package_base(module: &str) -> String {
     module
@@ -83,7 +150,7 @@ impl ModuleDeb {
             ("Source".to_string(), format!("{}-dkms", package_base(&self.module))),
             ("Version".to_string(), self.version.clone()),
             ("Architecture".to_string(), self.arch.clone()),
-            ("Maintainer".to_string(), "zchroot <zchroot@localhost>".to_string()),
+            ("Maintainer".to_string(), maintainer()),
             ("Depends".to_string(), self.kernel.depends()),
             (
                 "Provides".to_string(),
@@ -118,14 +185,23 @@ impl ModuleDeb {
                 contents,
             );
         }
-        b.add_file(
-            &format!("usr/share/doc/{}/README.zchroot", self.package()),
-            0o644,
-            format!(
-                "Built by zchroot for {} ({} {}).\n",
-                self.kernel.release, self.kernel.image_package, self.kernel.image_version
-            )
-            .into_bytes(),
+        let what = format!(
+            "Built by zchroot for {} ({} {}).",
+            self.kernel.release, self.kernel.image_package, self.kernel.image_version
+        );
+        let license = self
+            .files
+            .iter()
+            .filter_map(|(_, bytes)| ko_info(bytes).and_then(|i| i.license))
+            .next()
+            .unwrap_or_else(|| "unknown (the modules declare none)".into());
+        add_doc_files(
+            &mut b,
+            &self.package(),
+            &self.version,
+            &what,
+            &license,
+            self.mtime,
         );
         let (postinst, postrm) = self.scripts();
         b.add_control_file("postinst", 0o755, postinst.into_bytes());
@@ -144,6 +220,8 @@ pub struct KoInfo {
     pub vermagic: Option<String>,
     /// `srcversion=` of .modinfo: a hash of the module's sources.
     pub srcversion: Option<String>,
+    /// `license=` of .modinfo (`GPL`, `CDDL`, …).
+    pub license: Option<String>,
     /// The `__versions` section: the CRC of each kernel symbol the module
     /// uses, as resolved against the kernel's Module.symvers.
     pub modversions: Option<Vec<u8>>,
@@ -211,6 +289,7 @@ pub fn ko_info(bytes: &[u8]) -> Option<KoInfo> {
         machine,
         vermagic: modinfo(b"vermagic="),
         srcversion: modinfo(b"srcversion="),
+        license: modinfo(b"\0license=").or_else(|| modinfo(b"license=")),
         modversions: elf_section(&data, "__versions").map(<[u8]>::to_vec),
         signed,
     })

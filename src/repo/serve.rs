@@ -112,7 +112,9 @@ mod tests {
         assert_eq!(resolve(d, "relative"), None);
         assert_eq!(
             resolve(d, "/pool/main/m-6.12.1%2bdeb13_0.1_arm64.deb"),
-            Some(PathBuf::from("/srv/repo/pool/main/m-6.12.1+deb13_0.1_arm64.deb"))
+            Some(PathBuf::from(
+                "/srv/repo/pool/main/m-6.12.1+deb13_0.1_arm64.deb"
+            ))
         );
         assert_eq!(resolve(d, "/%2e%2e/etc/passwd"), None, "escaped dots too");
         assert_eq!(resolve(d, "/a%00b"), None);

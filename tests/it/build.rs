@@ -82,6 +82,24 @@ fn hello_module_for_the_trixie_arm64_kernel_installs_where_that_kernel_is() {
     let deb = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
     assert!(deb.starts_with(out.path()), "{deb:?}");
     assert_eq!(field(&deb, "X-Zchroot-Strategy"), "emulate");
+    // lintian accepts it without errors.
+    if require(
+        crate::require::have_command("lintian"),
+        "lintian",
+        "apt-get install lintian",
+    ) {
+        let l = Command::new("lintian")
+            .args(["--fail-on", "error", "--allow-root"])
+            .arg(&deb)
+            .output()
+            .unwrap();
+        assert!(
+            l.status.success(),
+            "lintian: {}{}",
+            String::from_utf8_lossy(&l.stdout),
+            stderr(&l)
+        );
+    }
     let name = deb.file_name().unwrap().to_string_lossy().into_owned();
     // hello-modules-6.12.N+deb13-arm64_0.1_arm64.deb
     let krel = name
@@ -718,6 +736,8 @@ fn hello_module_builds_rootless() {
         .unwrap()
         .to_string();
     assert!(field(&deb, "Depends").starts_with(&format!("linux-image-{krel} (= ")));
+    // auto picks cross: the archive has the kernel's compiler and helpers.
+    assert_eq!(field(&deb, "X-Zchroot-Strategy"), "cross");
     let ko = read_ko(&deb, &krel).unwrap();
     assert_eq!(zchroot::build::modpkg::ko_info(&ko).unwrap().machine, 0xb7);
     use std::os::unix::fs::MetadataExt;
