@@ -136,23 +136,56 @@ pub fn sources_file(t: &Target, keyring_in_root: &str) -> String {
 
 /// Splits the non-Essential packages into `dpkg --install` batches so that
 /// every Pre-Depends is configured before its dependant is unpacked (dpkg
-/// does not reorder a batch for Pre-Depends). `rest` is (name, the names
-/// its Pre-Depends mention); names outside `rest` count as installed.
-pub fn batches(rest: &[(String, Vec<String>)]) -> Vec<Vec<String>> {
-    let mut left: Vec<&(String, Vec<String>)> = rest.iter().collect();
-    let mut out = Vec::new();
-    while !left.is_empty() {
-        let pending: Vec<&str> = left.iter().map(|(n, _)| n.as_str()).collect();
-        let (ready, wait): (Vec<&(String, Vec<String>)>, Vec<&(String, Vec<String>)>) = left
-            .iter()
-            .partition(|(n, pre)| pre.iter().all(|d| d == n || !pending.contains(&d.as_str())));
-        if ready.is_empty() {
-            // A Pre-Depends cycle: let dpkg sort it out in one batch.
-            out.push(wait.iter().map(|(n, _)| n.clone()).collect());
+/// does not reorder a batch for Pre-Depends) and every Depends is in the
+/// same batch or an earlier one (so each batch can be configured whole).
+/// `rest` is (name, names its Pre-Depends mention, names its Depends
+/// mention); names outside `rest` count as installed. A Pre-Depends cycle
+/// ends up in the last batch, for dpkg to sort out.
+pub fn batches(rest: &[(String, Vec<String>, Vec<String>)]) -> Vec<Vec<String>> {
+    let n = rest.len();
+    let index: std::collections::HashMap<&str, usize> = rest
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _, _))| (name.as_str(), i))
+        .collect();
+    let mut level = vec![0usize; n];
+    for _ in 0..=n {
+        let mut changed = false;
+        for (i, (_, pre, deps)) in rest.iter().enumerate() {
+            let mut l = level[i];
+            for (d, step) in pre
+                .iter()
+                .map(|d| (d, 1))
+                .chain(deps.iter().map(|d| (d, 0)))
+            {
+                if let Some(&j) = index.get(d.as_str()) {
+                    if j != i {
+                        l = l.max(level[j] + step);
+                    }
+                }
+            }
+            let l = l.min(n);
+            if l != level[i] {
+                level[i] = l;
+                changed = true;
+            }
+        }
+        if !changed {
             break;
         }
-        out.push(ready.iter().map(|(n, _)| n.clone()).collect());
-        left = wait;
+    }
+    let mut out: Vec<Vec<String>> = Vec::new();
+    let mut levels: Vec<usize> = level.clone();
+    levels.sort_unstable();
+    levels.dedup();
+    for l in levels {
+        out.push(
+            rest.iter()
+                .zip(&level)
+                .filter(|(_, &x)| x == l)
+                .map(|((name, _, _), _)| name.clone())
+                .collect(),
+        );
     }
     out
 }
@@ -338,14 +371,14 @@ pub fn create(
         .copied()
         .filter(|p| !essential.iter().any(|e| std::ptr::eq(*e, *p)))
         .collect();
-    let rest_pre: Vec<(String, Vec<String>)> = rest
+    let names = |field: &str| -> Vec<String> {
+        crate::archive::relation::parse_relations(field)
+            .map(|alts| alts.into_iter().flatten().map(|r| r.name).collect())
+            .unwrap_or_default()
+    };
+    let rest_pre: Vec<(String, Vec<String>, Vec<String>)> = rest
         .iter()
-        .map(|p| {
-            let pre = crate::archive::relation::parse_relations(&p.pre_depends)
-                .map(|alts| alts.into_iter().flatten().map(|r| r.name).collect())
-                .unwrap_or_default();
-            (p.name.clone(), pre)
-        })
+        .map(|p| (p.name.clone(), names(&p.pre_depends), names(&p.depends)))
         .collect();
     let rest_batches: Vec<Vec<String>> = batches(&rest_pre)
         .into_iter()
@@ -455,11 +488,12 @@ mod tests {
 
     #[test]
     fn batches_configure_pre_dependencies_first() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let rest = vec![
-            ("login".to_string(), vec!["login.defs".to_string()]),
-            ("login.defs".to_string(), vec![]),
-            ("apt".to_string(), vec!["libc6".to_string()]), // libc6: installed already
-            ("x".to_string(), vec!["login".to_string()]),
+            ("login".to_string(), s(&["login.defs"]), vec![]),
+            ("login.defs".to_string(), vec![], vec![]),
+            ("apt".to_string(), s(&["libc6"]), vec![]), // libc6: installed already
+            ("x".to_string(), s(&["login"]), vec![]),
         ];
         assert_eq!(
             batches(&rest),
@@ -470,12 +504,33 @@ mod tests {
             ]
         );
         let cycle = vec![
-            ("a".to_string(), vec!["b".to_string()]),
-            ("b".to_string(), vec!["a".to_string()]),
+            ("a".to_string(), s(&["b"]), vec![]),
+            ("b".to_string(), s(&["a"]), vec![]),
         ];
         assert_eq!(
             batches(&cycle),
             vec![vec!["a".to_string(), "b".to_string()]]
+        );
+        // udev depends on systemd, which pre-depends on libsystemd-shared:
+        // udev waits for systemd's batch, so each batch configures whole.
+        let rest = vec![
+            (
+                "udev".to_string(),
+                vec![],
+                s(&["systemd", "systemd-sysusers"]),
+            ),
+            ("systemd".to_string(), s(&["libsystemd-shared"]), vec![]),
+            ("libsystemd-shared".to_string(), vec![], vec![]),
+            ("initramfs-tools".to_string(), vec![], s(&["udev"])),
+            ("a".to_string(), vec![], s(&["b"])), // a Depends cycle stays together
+            ("b".to_string(), vec![], s(&["a"])),
+        ];
+        assert_eq!(
+            batches(&rest),
+            vec![
+                s(&["libsystemd-shared", "a", "b"]),
+                s(&["udev", "systemd", "initramfs-tools"])
+            ]
         );
     }
 

@@ -750,3 +750,79 @@ fn hello_module_builds_rootless() {
             .as_raw()
     );
 }
+
+#[test]
+fn several_kernels_in_one_call_give_one_package_each() {
+    if !can_run() {
+        return;
+    }
+    // Two arm64 kernels of trixie's suites (the point release's and the
+    // security update's), from the verified indexes.
+    let m = zchroot::manifest::Manifests::embedded();
+    let t = zchroot::target::Target::new(
+        &m,
+        &zchroot::target::TargetSpec {
+            arch: "arm64".into(),
+            release: "trixie".into(),
+            variant: "minbase".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let dirs = zchroot::paths::DataDirs {
+        state: home().join("state"),
+        cache: home().join("cache"),
+    };
+    let f = t
+        .fetcher(
+            &dirs,
+            zchroot::archive::fetch::FetchOptions::default(),
+            &zchroot::report::Silent,
+        )
+        .unwrap();
+    let idx = t.update(&f, &zchroot::report::Silent).unwrap();
+    let kernels: Vec<String> = zchroot::update::kernels_of_suites(&idx.packages, "arm64", &[])
+        .into_iter()
+        .map(|k| k.release)
+        .collect();
+    if !require(
+        kernels.len() >= 2,
+        "two arm64 kernels in trixie's suites",
+        "wait for a point release or a security update of the kernel",
+    ) {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let src = hello_source();
+    let mut args = vec![
+        "-q",
+        "build-dkms",
+        src.to_str().unwrap(),
+        "--strategy",
+        "cross",
+        "-o",
+        out.path().to_str().unwrap(),
+    ];
+    for k in &kernels[kernels.len() - 2..] {
+        args.extend(["--kernel", k.as_str()]);
+    }
+    let o = zchroot(&home(), &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let debs: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(debs.len(), 2, "{debs:?}");
+    for k in &kernels[kernels.len() - 2..] {
+        let deb = debs
+            .iter()
+            .find(|d| d.contains(&format!("hello-modules-{k}_0.1_arm64.deb")))
+            .unwrap_or_else(|| panic!("no package for {k} in {debs:?}"));
+        let ko = read_ko(Path::new(deb), k).unwrap();
+        let info = zchroot::build::modpkg::ko_info(&ko).unwrap();
+        assert_eq!(
+            info.vermagic.unwrap().split_whitespace().next(),
+            Some(k.as_str())
+        );
+    }
+}
