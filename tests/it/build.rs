@@ -826,3 +826,84 @@ fn several_kernels_in_one_call_give_one_package_each() {
         );
     }
 }
+
+/// A kernel image and headers pair as `make bindeb-pkg` on a PC makes
+/// them for arm64: the headers' build helpers are x86-64 programs.
+fn pc_built_kernel(dir: &Path, krel: &str) -> (PathBuf, PathBuf) {
+    use zchroot::deb::write::DebBuilder;
+    let control = |name: &str| {
+        vec![
+            ("Package".to_string(), name.to_string()),
+            ("Version".to_string(), "6.6.6-1".to_string()),
+            ("Architecture".to_string(), "arm64".to_string()),
+            ("Maintainer".to_string(), "me <me@example.org>".to_string()),
+            (
+                "Description".to_string(),
+                "a kernel built on a PC".to_string(),
+            ),
+        ]
+    };
+    let mut image = DebBuilder::new(control("linux-image-custom"));
+    image.add_file(
+        &format!("boot/vmlinuz-{krel}"),
+        0o644,
+        b"not really a kernel".to_vec(),
+    );
+    let mut headers = DebBuilder::new(control("linux-headers-custom"));
+    headers.add_file(
+        &format!("usr/src/linux-headers-{krel}/.config"),
+        0o644,
+        b"CONFIG_CC_VERSION_TEXT=\"aarch64-linux-gnu-gcc-14 (Debian 14.2.0-19) 14.2.0\"\n".to_vec(),
+    );
+    // This host's own program stands for the x86-64 fixdep.
+    headers.add_file(
+        &format!("usr/src/linux-headers-{krel}/scripts/basic/fixdep"),
+        0o755,
+        std::fs::read("/bin/true").unwrap(),
+    );
+    let (i, h) = (dir.join("image.deb"), dir.join("headers.deb"));
+    let mut b = Vec::new();
+    image.write_to(&mut b).unwrap();
+    std::fs::write(&i, &b).unwrap();
+    let mut b = Vec::new();
+    headers.write_to(&mut b).unwrap();
+    std::fs::write(&h, &b).unwrap();
+    (i, h)
+}
+
+#[test]
+fn headers_with_helpers_for_another_architecture_are_explained_before_building() {
+    if !can_run() || std::env::consts::ARCH != "x86_64" {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let (image, headers) = pc_built_kernel(t.path(), "6.6.6-custom");
+    let src = hello_source();
+    let o = zchroot(
+        home.path(),
+        &[
+            "build-dkms",
+            src.to_str().unwrap(),
+            "--strategy",
+            "emulate",
+            "--kernel-deb",
+            image.to_str().unwrap(),
+            "--kernel-deb",
+            headers.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("build helpers (scripts/basic/fixdep) are amd64 programs, not arm64 ones"),
+        "{e}"
+    );
+    assert!(e.contains("--strategy cross (or auto) uses them"), "{e}");
+    // Nothing was built: no build root was made.
+    assert!(!home
+        .path()
+        .join("state/roots")
+        .join(zchroot::build::build_root_name("trixie", "arm64"))
+        .exists());
+}
