@@ -116,7 +116,11 @@ pub fn build_script(
          export INITRD=No\n\
          # zchroot builds for the kernels it is asked for, not for whatever is installed.\n\
          mkdir -p /etc/dkms && touch /etc/dkms/no-autoinstall\n\
-         apt-get update -q\n",
+         apt-get update -q\n\
+         # Debian's headers compile through ccache when asked: a later build\n\
+         # (another kernel of the series, a new module version) reuses objects.\n\
+         apt-get install -y -q --no-install-recommends ccache\n\
+         export DEBIAN_KERNEL_USE_CCACHE=1 CCACHE_DIR=/var/cache/zchroot-ccache\n",
     );
     let list = |v: &[String]| v.iter().map(|p| quote(p)).collect::<Vec<_>>().join(" ");
     match headers {
@@ -261,6 +265,7 @@ mod tests {
             "dkms build --force -m \"$NAME\" -v \"$VER\" -k '6.12.117+deb13-arm64' -a 'aarch64'"
         ));
         assert!(!s.contains("uname -r"), "never the host's kernel");
+        assert!(s.find("export DEBIAN_KERNEL_USE_CCACHE=1").unwrap() < s.find("dkms build").unwrap());
         let p = build_script(
             &Source::Package("zfs-dkms".into(), None),
             "k",
