@@ -356,7 +356,7 @@ pub fn build_checked(
     check(&source, &kernels, &indexes, &fetcher)?;
 
     // How each kernel is built, decided before anything is built.
-    let host = crate::host::host_arch(manifests).map_err(|e| TargetError::Manifest(e))?;
+    let host = crate::host::host_arch(manifests).map_err(TargetError::Manifest)?;
     let mut plans = Vec::new();
     let mut host_indexes = None;
     for k in &kernels {
