@@ -265,7 +265,9 @@ mod tests {
             "dkms build --force -m \"$NAME\" -v \"$VER\" -k '6.12.117+deb13-arm64' -a 'aarch64'"
         ));
         assert!(!s.contains("uname -r"), "never the host's kernel");
-        assert!(s.find("export DEBIAN_KERNEL_USE_CCACHE=1").unwrap() < s.find("dkms build").unwrap());
+        assert!(
+            s.find("export DEBIAN_KERNEL_USE_CCACHE=1").unwrap() < s.find("dkms build").unwrap()
+        );
         let p = build_script(
             &Source::Package("zfs-dkms".into(), None),
             "k",
