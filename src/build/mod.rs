@@ -596,7 +596,7 @@ fn build_in(
         reporter.note(&format!(
             "creating the build root {root_name} (buildd + dkms)"
         ));
-        create::create(
+        match create::create(
             manifests,
             &CreateSpec {
                 target: tspec.clone(),
@@ -607,8 +607,11 @@ fn build_in(
             opts.clone(),
             exe,
             reporter,
-        )
-        .map_err(|e| Some(e.into()))?;
+        ) {
+            // Another zchroot made it while this one waited for the lock.
+            Ok(_) | Err(create::CreateError::Exists { .. }) => {}
+            Err(e) => return Err(Some(e.into())),
+        }
     }
     let _lock = roots
         .lock_exclusive(&root_name, || {
