@@ -508,6 +508,10 @@ u=$(zfs version | sed -n 's/^zfs-\([0-9][0-9.]*\).*/\1/p')
 k=$(zfs version | sed -n 's/^zfs-kmod-\([0-9][0-9.]*\).*/\1/p')
 [ -n "$u" ] && [ "$u" = "$k" ] || fail "versions userland=$u kernel=$k"
 step "versions match $u"
+# zpool partitions a whole disk and waits for udev to show the partitions.
+/usr/lib/systemd/systemd-udevd --daemon
+udevadm trigger --action=add
+udevadm settle
 zpool create -f -o cachefile=none tank /dev/vdb || fail "zpool create"
 step "zpool create ok"
 zfs create -o compression=lz4 tank/data || fail "zfs create"
@@ -600,16 +604,20 @@ fn e2e_boot(strategy: &str) -> Result<()> {
     };
     let t = Instant::now();
     let guest = format!("e2e-boot-{strategy}");
-    let _ = z(&["-q", "destroy", &guest]);
-    z(&[
-        "-q",
-        "create",
-        "arm64",
-        "--name",
-        &guest,
-        "--include",
-        &format!("linux-image-{krel},zfsutils-linux,kmod"),
-    ])?;
+    // Made once, then reused: the module package and the init are put in
+    // again each run.
+    let exists = home.join("state/roots").join(&guest).join("root").exists();
+    if !exists {
+        z(&[
+            "-q",
+            "create",
+            "arm64",
+            "--name",
+            &guest,
+            "--include",
+            &format!("linux-image-{krel},zfsutils-linux,kmod"),
+        ])?;
+    }
     let boot = dir.join(format!("boot-{strategy}"));
     let _ = std::fs::remove_dir_all(&boot);
     std::fs::create_dir_all(&boot)?;
