@@ -697,6 +697,8 @@ fn build_one(
     };
     let strategy = match plan {
         Plan::Cross(..) => "cross",
+        // The target's architecture is this host's: nothing is emulated.
+        Plan::Emulate if crate::host::machine() == t.arch.uname => "native",
         Plan::Emulate => "emulate",
     };
     // The user's key, seen by DKMS in the root, gone with the build.
