@@ -310,10 +310,13 @@ fn arm64_kernels(home: &Path) -> Result<Vec<String>> {
     })?;
     let fetcher = t.fetcher(&dirs, FetchOptions::default(), &Silent)?;
     let indexes = t.update(&fetcher, &Silent)?;
-    Ok(zchroot::build::kernel::known_releases(
-        &indexes.packages,
-        "arm64",
-    ))
+    // The kernels of the plain flavour's metapackage (not cloud-arm64 & co).
+    let mut v: Vec<String> = zchroot::update::kernels_of_suites(&indexes.packages, "arm64", &[])
+        .into_iter()
+        .map(|k| k.release)
+        .collect();
+    v.reverse(); // newest first
+    Ok(v)
 }
 
 /// `bench zfs`: the same ZFS built (a) for trixie's arm64 kernel with the
