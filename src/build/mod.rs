@@ -359,7 +359,13 @@ pub fn build_checked(
     let host = crate::host::host_arch(manifests).map_err(TargetError::Manifest)?;
     let mut plans = Vec::new();
     let mut host_indexes = None;
+    let cross_wanted = t.arch.name != host.name && spec.strategy != Strategy::Emulate;
     for k in &kernels {
+        if !cross_wanted && local.is_none() {
+            // Nothing to decide: the build root's apt fetches the headers.
+            plans.push(Plan::Emulate);
+            continue;
+        }
         let (headers_deb, config) = match &local {
             Some(l) => (
                 l.headers_deb.clone(),
@@ -384,7 +390,7 @@ pub fn build_checked(
                 (path, config)
             }
         };
-        let plan = if t.arch.name == host.name || spec.strategy == Strategy::Emulate {
+        let plan = if !cross_wanted {
             Err("emulation was asked for".to_string())
         } else {
             if host_indexes.is_none() {
