@@ -758,29 +758,7 @@ fn several_kernels_in_one_call_give_one_package_each() {
     }
     // Two arm64 kernels of trixie's suites (the point release's and the
     // security update's), from the verified indexes.
-    let m = zchroot::manifest::Manifests::embedded();
-    let t = zchroot::target::Target::new(
-        &m,
-        &zchroot::target::TargetSpec {
-            arch: "arm64".into(),
-            release: "trixie".into(),
-            variant: "minbase".into(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let dirs = zchroot::paths::DataDirs {
-        state: home().join("state"),
-        cache: home().join("cache"),
-    };
-    let f = t
-        .fetcher(
-            &dirs,
-            zchroot::archive::fetch::FetchOptions::default(),
-            &zchroot::report::Silent,
-        )
-        .unwrap();
-    let idx = t.update(&f, &zchroot::report::Silent).unwrap();
+    let idx = crate::update::trixie_arm64_indexes(&home());
     let kernels: Vec<String> = zchroot::update::kernels_of_suites(&idx.packages, "arm64", &[])
         .into_iter()
         .map(|k| k.release)

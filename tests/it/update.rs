@@ -80,6 +80,33 @@ fn on_board(keys: &Path, script: &str) -> Output {
     ])
 }
 
+/// trixie's arm64 indexes (all its suites), verified, through `home`'s cache.
+pub fn trixie_arm64_indexes(home: &Path) -> zchroot::archive::update::Indexes {
+    let m = zchroot::manifest::Manifests::embedded();
+    let t = zchroot::target::Target::new(
+        &m,
+        &zchroot::target::TargetSpec {
+            arch: "arm64".into(),
+            release: "trixie".into(),
+            variant: "minbase".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let dirs = zchroot::paths::DataDirs {
+        state: home.join("state"),
+        cache: home.join("cache"),
+    };
+    let f = t
+        .fetcher(
+            &dirs,
+            zchroot::archive::fetch::FetchOptions::default(),
+            &zchroot::report::Silent,
+        )
+        .unwrap();
+    t.update(&f, &zchroot::report::Silent).unwrap()
+}
+
 fn summary(out: &str) -> (usize, usize, usize) {
     // "board: kernels seen N, built N, already there N, failed N; ..."
     let line = out
@@ -121,29 +148,7 @@ fn update_builds_each_new_kernel_once_and_the_board_follows_the_repository() {
 
     // The archive must be as the test describes it: trixie-security
     // carries one arm64 kernel that trixie itself does not.
-    let m = zchroot::manifest::Manifests::embedded();
-    let t = zchroot::target::Target::new(
-        &m,
-        &zchroot::target::TargetSpec {
-            arch: "arm64".into(),
-            release: "trixie".into(),
-            variant: "minbase".into(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let dirs = zchroot::paths::DataDirs {
-        state: home().join("state"),
-        cache: home().join("cache"),
-    };
-    let f = t
-        .fetcher(
-            &dirs,
-            zchroot::archive::fetch::FetchOptions::default(),
-            &zchroot::report::Silent,
-        )
-        .unwrap();
-    let idx = t.update(&f, &zchroot::report::Silent).unwrap();
+    let idx = trixie_arm64_indexes(&home());
     let main = zchroot::update::kernels_of_suites(&idx.packages, "arm64", &["trixie".into()]);
     let both = zchroot::update::kernels_of_suites(
         &idx.packages,
