@@ -601,31 +601,10 @@ pub fn cron_line(exe: &Path, zchroot_home: Option<&Path>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::index::{MultiArch, Origin};
-    use std::sync::Arc;
 
     fn meta(version: &str, suite: &str, image: &str) -> Package {
-        Package {
-            name: "linux-image-arm64".into(),
-            version: version.into(),
-            arch: "arm64".into(),
-            multi_arch: MultiArch::No,
-            essential: false,
-            priority: "optional".into(),
-            pre_depends: String::new(),
-            depends: format!("linux-image-{image} (= {version})"),
-            provides: String::new(),
-            conflicts: String::new(),
-            breaks: String::new(),
-            filename: "pool/x.deb".into(),
-            size: 1,
-            sha256: "00".into(),
-            origin: Arc::new(Origin {
-                mirror: "m".into(),
-                suite: suite.into(),
-                component: "main".into(),
-            }),
-        }
+        let depends = format!("linux-image-{image} (= {version})");
+        Package::for_test("linux-image-arm64", version, "arm64", suite, &depends)
     }
 
     fn k(release: &str, version: &str) -> KernelEntry {

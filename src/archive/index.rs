@@ -70,6 +70,33 @@ pub struct Package {
 }
 
 impl Package {
+    /// A record for unit tests: `name` `version` for `arch` in `suite`,
+    /// with `depends`, everything else empty.
+    #[cfg(test)]
+    pub fn for_test(name: &str, version: &str, arch: &str, suite: &str, depends: &str) -> Package {
+        Package {
+            name: name.into(),
+            version: version.into(),
+            arch: arch.into(),
+            multi_arch: MultiArch::No,
+            essential: false,
+            priority: "optional".into(),
+            pre_depends: String::new(),
+            depends: depends.into(),
+            provides: String::new(),
+            conflicts: String::new(),
+            breaks: String::new(),
+            filename: "pool/x.deb".into(),
+            size: 1,
+            sha256: "00".into(),
+            origin: Arc::new(Origin {
+                mirror: "m".into(),
+                suite: suite.into(),
+                component: "main".into(),
+            }),
+        }
+    }
+
     /// The URL of the .deb.
     pub fn url(&self) -> String {
         format!("{}/{}", self.origin.mirror, self.filename)

@@ -214,28 +214,7 @@ mod tests {
     use super::*;
 
     fn pkg(name: &str, version: &str, arch: &str, depends: &str) -> Package {
-        use crate::archive::index::{MultiArch, Origin};
-        Package {
-            name: name.into(),
-            version: version.into(),
-            arch: arch.into(),
-            multi_arch: MultiArch::No,
-            essential: false,
-            priority: "optional".into(),
-            pre_depends: String::new(),
-            depends: depends.into(),
-            provides: String::new(),
-            conflicts: String::new(),
-            breaks: String::new(),
-            filename: "pool/x.deb".into(),
-            size: 1,
-            sha256: "00".into(),
-            origin: std::sync::Arc::new(Origin {
-                mirror: "m".into(),
-                suite: "trixie".into(),
-                component: "main".into(),
-            }),
-        }
+        Package::for_test(name, version, arch, "trixie", depends)
     }
 
     fn arm64() -> Arch {

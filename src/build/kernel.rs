@@ -166,31 +166,9 @@ pub fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::index::{MultiArch, Origin};
-    use std::sync::Arc;
 
     fn p(name: &str, version: &str, depends: &str) -> Package {
-        Package {
-            name: name.into(),
-            version: version.into(),
-            arch: "arm64".into(),
-            multi_arch: MultiArch::No,
-            essential: false,
-            priority: "optional".into(),
-            pre_depends: String::new(),
-            depends: depends.into(),
-            provides: String::new(),
-            conflicts: String::new(),
-            breaks: String::new(),
-            filename: "pool/x.deb".into(),
-            size: 1,
-            sha256: "00".into(),
-            origin: Arc::new(Origin {
-                mirror: "m".into(),
-                suite: "trixie".into(),
-                component: "main".into(),
-            }),
-        }
+        Package::for_test(name, version, "arm64", "trixie", depends)
     }
 
     fn index() -> Vec<Package> {
