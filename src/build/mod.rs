@@ -473,50 +473,35 @@ pub fn build_checked(
 
     let mut results = Vec::new();
     for (k, plan) in kernels.iter().zip(plans) {
-        let r = match &plan {
-            Plan::Cross(..) => build_in(
+        let build = |root_arch: &crate::manifest::Arch, plan: &Plan| {
+            build_in(
                 manifests,
                 spec,
-                &host,
+                root_arch,
                 &t,
                 &source,
                 k,
                 local.as_ref(),
-                &plan,
+                plan,
                 dirs,
                 &opts,
                 exe,
                 reporter,
-            ),
-            Plan::Emulate => Err(None),
+            )
         };
-        let r = match r {
-            Ok(b) => Ok(b),
-            Err(Some(e)) if spec.strategy == Strategy::Cross => Err(e),
-            Err(e) => {
-                if let Some(e) = e {
+        let r = match &plan {
+            Plan::Emulate => build(&t.arch, &plan),
+            Plan::Cross(..) => match build(&host, &plan) {
+                Err(e) if spec.strategy == Strategy::Auto => {
                     // A module that cannot be cross-built still builds under emulation.
                     reporter.note(&format!(
                         "{}: the cross build failed; building under emulation instead. The failure:\n{e}",
                         k.release
                     ));
+                    build(&t.arch, &Plan::Emulate)
                 }
-                build_in(
-                    manifests,
-                    spec,
-                    &t.arch,
-                    &t,
-                    &source,
-                    k,
-                    local.as_ref(),
-                    &Plan::Emulate,
-                    dirs,
-                    &opts,
-                    exe,
-                    reporter,
-                )
-                .map_err(|e| e.expect("emulation reports its own errors"))
-            }
+                r => r,
+            },
         };
         results.push(r);
     }
@@ -578,8 +563,7 @@ fn machine_name(manifests: &Manifests, m: u16) -> String {
 }
 
 /// Builds one kernel in the build root of architecture `root_arch`,
-/// creating it on first use and holding its lock. `Err(None)` never
-/// comes back for emulation.
+/// creating it on first use and holding its lock.
 #[allow(clippy::too_many_arguments)]
 fn build_in(
     manifests: &Manifests,
@@ -594,7 +578,7 @@ fn build_in(
     opts: &FetchOptions,
     exe: &Path,
     reporter: &dyn Reporter,
-) -> Result<Built, Option<BuildError>> {
+) -> Result<Built, BuildError> {
     let tspec = root_spec(spec, &root_arch.name);
     let roots = Roots::new(dirs);
     let root_name = build_root_name(&t.release.release, &root_arch.name);
@@ -616,22 +600,19 @@ fn build_in(
         ) {
             // Another zchroot made it while this one waited for the lock.
             Ok(_) | Err(create::CreateError::Exists { .. }) => {}
-            Err(e) => return Err(Some(e.into())),
+            Err(e) => return Err(e.into()),
         }
     }
-    let _lock = roots
-        .lock_exclusive(&root_name, || {
-            reporter.note(&format!(
-                "waiting for another zchroot that is using {root_name}"
-            ))
-        })
-        .map_err(|e| Some(e.into()))?;
+    let _lock = roots.lock_exclusive(&root_name, || {
+        reporter.note(&format!(
+            "waiting for another zchroot that is using {root_name}"
+        ))
+    })?;
     roots.touch(&root_name);
     build_one(
         manifests, root_arch, t, &roots, &root_name, source, k, local, plan, spec, dirs, opts, exe,
         reporter,
     )
-    .map_err(Some)
 }
 
 #[allow(clippy::too_many_arguments)]
