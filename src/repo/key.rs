@@ -78,16 +78,19 @@ impl RepoKey {
         }
         use std::os::unix::fs::OpenOptionsExt;
         let partial = path.with_extension("partial");
-        let mut f = std::fs::OpenOptions::new()
+        let written = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
             .open(&partial)
-            .map_err(io)?;
-        f.write_all(&armored).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&partial, path).map_err(io)?;
+            .and_then(|mut f| f.write_all(&armored).and_then(|()| f.sync_all()))
+            .and_then(|()| std::fs::rename(&partial, path));
+        if let Err(e) = written {
+            // Never leave a copy of the secret behind.
+            let _ = std::fs::remove_file(&partial);
+            return Err(io(e));
+        }
         Ok(key)
     }
 

@@ -136,10 +136,14 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RepoError> {
         std::fs::create_dir_all(d).map_err(io(d))?;
     }
     let partial = path.with_extension("partial");
-    let mut f = std::fs::File::create(&partial).map_err(io(&partial))?;
-    f.write_all(bytes).map_err(io(&partial))?;
-    f.sync_all().map_err(io(&partial))?;
-    std::fs::rename(&partial, path).map_err(io(path))
+    let written = std::fs::File::create(&partial)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&partial, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&partial);
+        return Err(io(path)(e));
+    }
+    Ok(())
 }
 
 /// Writes the indexes of what is in the pool, signed. Returns the number
