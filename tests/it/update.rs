@@ -163,21 +163,26 @@ fn update_builds_each_new_kernel_once_and_the_board_follows_the_repository() {
         return;
     }
 
+    // The test target, following these of trixie's suites.
+    let follow = |suites: &str| {
+        ok(zchroot(&[
+            "target",
+            "add",
+            "update-test",
+            "--arch",
+            "arm64",
+            "--suite",
+            "trixie",
+            "--module",
+            module,
+            "--suites",
+            suites,
+            "--force",
+        ]))
+    };
+
     // Only trixie itself: its kernel.
-    ok(zchroot(&[
-        "target",
-        "add",
-        "update-test",
-        "--arch",
-        "arm64",
-        "--suite",
-        "trixie",
-        "--module",
-        module,
-        "--suites",
-        "trixie",
-        "--force",
-    ]));
+    follow("trixie");
     let out = ok(zchroot(&["-q", "update", "update-test"]));
     let (seen, built, present) = summary(&out);
     assert_eq!((seen, built, present), (1, 1, 0), "{out}");
@@ -256,20 +261,7 @@ fn update_builds_each_new_kernel_once_and_the_board_follows_the_repository() {
     );
 
     // Following trixie-security too: exactly one more build...
-    ok(zchroot(&[
-        "target",
-        "add",
-        "update-test",
-        "--arch",
-        "arm64",
-        "--suite",
-        "trixie",
-        "--module",
-        module,
-        "--suites",
-        "trixie,trixie-security",
-        "--force",
-    ]));
+    follow("trixie,trixie-security");
     let out = ok(zchroot(&["-q", "update", "update-test"]));
     assert_eq!(summary(&out), (2, 1, 1), "{out}");
     // ...and a third run builds nothing, quickly.
