@@ -26,6 +26,18 @@ pub struct Pkg {
     pub version: String,
     pub arch: String,
     pub fields: Vec<(String, String)>,
+    /// Entries of data.tar besides the README (hostile ones included).
+    pub entries: Vec<Entry>,
+    /// Written in the index instead of the real SHA256 (a hostile index).
+    pub index_sha256: Option<String>,
+}
+
+/// A data.tar entry of a test package.
+#[derive(Clone, Debug)]
+pub enum Entry {
+    File(String, u32, Vec<u8>),
+    Symlink(String, String),
+    Dir(String, u32),
 }
 
 pub fn pkg(name: &str, version: &str) -> Pkg {
@@ -34,6 +46,8 @@ pub fn pkg(name: &str, version: &str) -> Pkg {
         version: version.into(),
         arch: ARCH.into(),
         fields: vec![],
+        entries: vec![],
+        index_sha256: None,
     }
 }
 
@@ -50,6 +64,27 @@ impl Pkg {
     }
     pub fn essential(self) -> Self {
         self.field("Essential", "yes")
+    }
+    /// A regular file in the package's data.
+    pub fn file(mut self, path: &str, mode: u32, contents: &[u8]) -> Self {
+        self.entries
+            .push(Entry::File(path.into(), mode, contents.to_vec()));
+        self
+    }
+    /// A symlink in the package's data (`path -> target`).
+    pub fn symlink(mut self, path: &str, target: &str) -> Self {
+        self.entries.push(Entry::Symlink(path.into(), target.into()));
+        self
+    }
+    /// A directory in the package's data.
+    pub fn dir(mut self, path: &str, mode: u32) -> Self {
+        self.entries.push(Entry::Dir(path.into(), mode));
+        self
+    }
+    /// The index names this (any text) as the package's SHA256.
+    pub fn index_sha256(mut self, v: &str) -> Self {
+        self.index_sha256 = Some(v.into());
+        self
     }
     pub fn arch(mut self, a: &str) -> Self {
         self.arch = a.into();
@@ -192,6 +227,13 @@ impl Archive {
             0o644,
             format!("{} {}\n", p.name, p.version).into_bytes(),
         );
+        for e in &p.entries {
+            match e {
+                Entry::File(path, mode, data) => b.add_file(path, *mode, data.clone()),
+                Entry::Symlink(path, target) => b.add_symlink(path, target),
+                Entry::Dir(path, mode) => b.add_dir(path, *mode),
+            }
+        }
         let mut out = Vec::new();
         b.write_to(&mut out).unwrap();
         out
@@ -224,7 +266,7 @@ impl Archive {
                 "Description: test package {}\nFilename: {rel}\nSize: {}\nSHA256: {}\n\n",
                 p.name,
                 deb.len(),
-                sha256_hex(&deb)
+                p.index_sha256.clone().unwrap_or_else(|| sha256_hex(&deb))
             ));
         }
         let dists = root.join("dists").join(&s.suite);
