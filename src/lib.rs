@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod paths;
 pub mod repo;
 pub mod report;
+pub mod rootdir;
 pub mod rootfs;
 pub mod sandbox;
 pub mod sys;

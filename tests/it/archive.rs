@@ -73,7 +73,8 @@ impl Pkg {
     }
     /// A symlink in the package's data (`path -> target`).
     pub fn symlink(mut self, path: &str, target: &str) -> Self {
-        self.entries.push(Entry::Symlink(path.into(), target.into()));
+        self.entries
+            .push(Entry::Symlink(path.into(), target.into()));
         self
     }
     /// A directory in the package's data.
