@@ -68,22 +68,13 @@ pub fn root_arch(archs: &[Arch], root: &Path) -> Option<Arch> {
         "usr/bin/busybox",
         "bin/busybox",
     ] {
-        let mut p = root.join(rel);
-        // Follow symlinks inside the root (sh -> dash), at most a few.
-        for _ in 0..8 {
-            match std::fs::read_link(&p) {
-                Ok(t) if t.is_absolute() => p = root.join(t.strip_prefix("/").unwrap()),
-                Ok(t) => p = p.parent().unwrap().join(t),
-                Err(_) => break,
-            }
-        }
-        if let Ok(mut f) = std::fs::File::open(&p) {
-            let mut header = [0u8; 64];
-            use std::io::Read;
-            if let Ok(n) = f.read(&mut header) {
-                if let Some(a) = arch_of_elf(archs, &header[..n]) {
-                    return Some(a.clone());
-                }
+        // Symlinks (sh -> dash) resolve inside the root; regular files only.
+        let Ok(dir) = crate::rootdir::RootDir::open(root) else {
+            return None;
+        };
+        if let Some(header) = dir.read_head(Path::new(rel), 64) {
+            if let Some(a) = arch_of_elf(archs, &header) {
+                return Some(a.clone());
             }
         }
     }

@@ -289,6 +289,44 @@ impl RootDir {
         Ok(out)
     }
 
+    /// Up to `n` first bytes of the regular file `rel` (an ELF header);
+    /// `None` when it is missing or not a regular file.
+    pub fn read_head(&self, rel: &Path, n: usize) -> Option<Vec<u8>> {
+        let fd = self
+            .resolve(
+                rel,
+                OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
+                Mode::empty(),
+            )
+            .ok()?;
+        let st = stat::fstat(fd.as_fd()).ok()?;
+        if kind_of(st.st_mode) != Kind::File {
+            return None;
+        }
+        let mut out = Vec::new();
+        std::fs::File::from(fd)
+            .take(n as u64)
+            .read_to_end(&mut out)
+            .ok()?;
+        Some(out)
+    }
+
+    /// Writes `contents` into the existing file `rel` as it is (a control
+    /// file of a filesystem mounted inside the root, such as binfmt_misc's
+    /// `register`); a final symlink is refused.
+    pub fn write_existing(&self, rel: &Path, contents: &[u8]) -> Result<(), RootDirError> {
+        let fd = self
+            .resolve(
+                rel,
+                OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY,
+                Mode::empty(),
+            )
+            .map_err(self.err("opening", rel))?;
+        std::fs::File::from(fd)
+            .write_all(contents)
+            .map_err(|e| self.err("writing", rel)(errno_of(&e)))
+    }
+
     /// The last `max` bytes of the regular file `rel` (a log), as text;
     /// empty when it is missing or not a regular file.
     pub fn read_tail(&self, rel: &Path, max: u64) -> String {

@@ -12,10 +12,16 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+/// How much of a build's log is read back from its root.
+const LOG_MAX: u64 = 16 << 20;
+/// The largest kernel module file taken from a build's output.
+const MODULE_MAX: u64 = 512 << 20;
+
 use crate::archive::fetch::FetchOptions;
 use crate::manifest::Manifests;
 use crate::paths::DataDirs;
 use crate::report::{Phase, Reporter};
+use crate::rootdir::RootDir;
 use crate::rootfs::create::{self, CreateSpec};
 use crate::rootfs::Roots;
 use crate::sandbox::mounts::Bind;
@@ -36,6 +42,8 @@ pub enum BuildError {
     Create(#[from] create::CreateError),
     #[error(transparent)]
     Roots(#[from] crate::rootfs::RootsError),
+    #[error(transparent)]
+    Root(#[from] crate::rootdir::RootDirError),
     #[error(transparent)]
     Sandbox(#[from] sandbox::SandboxError),
     #[error("{} is a tarball from elsewhere: give its SHA256 with --sha256 HEX", .0.display())]
@@ -710,7 +718,8 @@ fn build_one(
         None => false,
     };
     let script = dkms::build_script(source, &k.release, &headers, &t.arch.uname, signing);
-    let _ = std::fs::remove_file(tree.join(dkms::LOG_IN_ROOT));
+    let root_dir = RootDir::open(&tree)?;
+    root_dir.remove(Path::new(dkms::LOG_IN_ROOT))?;
     let run = RunSpec {
         root: tree.clone(),
         arch: Some(root_arch.name.clone()),
@@ -737,7 +746,9 @@ fn build_one(
         Source::Package(p, _) => p.trim_end_matches("-dkms").to_string(),
         Source::Dir { name, .. } => name.clone(),
     };
-    let log_text = std::fs::read_to_string(tree.join(dkms::LOG_IN_ROOT)).unwrap_or_default();
+    // The log and the outputs are the sandbox's files: read confined,
+    // regular files only, with caps.
+    let log_text = root_dir.read_tail(Path::new(dkms::LOG_IN_ROOT), LOG_MAX);
     let log = dirs
         .state
         .join("logs")
@@ -760,19 +771,24 @@ fn build_one(
         log: log.clone(),
     };
     // Never trust an exit status alone: what the build should make must be there.
-    let ident = std::fs::read_to_string(out.path().join("zchroot-module"))
-        .map_err(|_| bad("the build left no module name and version".into()))?;
+    let out_dir = RootDir::open(out.path())?;
+    let ident = out_dir
+        .read(Path::new("zchroot-module"), 4096)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .map_err(|e| bad(format!("the build left no module name and version: {e}")))?;
     let mut lines = ident.lines();
     let (module, version) = match (lines.next(), lines.next()) {
         (Some(m), Some(v)) if !m.is_empty() && !v.is_empty() => (m.to_string(), v.to_string()),
         _ => return Err(bad(format!("bad module name and version {ident:?}"))),
     };
     let mut files = Vec::new();
-    for e in std::fs::read_dir(out.path()).map_err(io(out.path()))? {
-        let e = e.map_err(io(out.path()))?;
-        let name = e.file_name().to_string_lossy().into_owned();
+    for (name, kind) in out_dir.list(Path::new(""))? {
+        let name = name.to_string_lossy().into_owned();
         if name.contains(".ko") {
-            files.push((name, std::fs::read(e.path()).map_err(io(&e.path()))?));
+            if kind != crate::rootdir::Kind::File {
+                return Err(bad(format!("{name} is not a regular file")));
+            }
+            files.push((name.clone(), out_dir.read(Path::new(&name), MODULE_MAX)?));
         }
     }
     if files.is_empty() {
@@ -810,8 +826,10 @@ fn build_one(
         });
     }
     // Which compiler built the kernel and which the module.
-    let compilers =
-        std::fs::read_to_string(out.path().join("zchroot-compiler")).unwrap_or_default();
+    let compilers = out_dir
+        .read(Path::new("zchroot-compiler"), 4096)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let mut lines = compilers.lines().map(str::trim);
     let kernel_compiler = lines.next().unwrap_or("").to_string();
     let compiler = lines.next().unwrap_or("").to_string();

@@ -14,6 +14,7 @@ use crate::host;
 use crate::manifest::Manifests;
 use crate::paths::DataDirs;
 use crate::report::{Phase, Reporter};
+use crate::rootdir::RootDir;
 use crate::sandbox::idmap::IdMaps;
 use crate::sandbox::mounts::Bind;
 use crate::sandbox::spawn::{self, Job, Plan};
@@ -36,6 +37,8 @@ pub enum CreateError {
     Unpack(String),
     #[error("installing the packages inside the root failed (exit status {code}); the end of its log:\n{log}")]
     Configure { code: i32, log: String },
+    #[error(transparent)]
+    Root(#[from] crate::rootdir::RootDirError),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -217,6 +220,8 @@ pub fn install_script(essential: &[String], rest: &[Vec<String>], apt_update: bo
 /// Where the .debs are bound inside the root while it is being made.
 const DEBS_IN_ROOT: &str = "/zchroot-debs";
 const LOG_IN_ROOT: &str = "var/log/zchroot-create.log";
+/// How much of a failed run's log is read back from the root.
+pub const LOG_TAIL_MAX: u64 = 1 << 20;
 
 /// Builds a root. `exe` is zchroot's own executable (the sandbox helper).
 pub fn create(
@@ -235,7 +240,7 @@ pub fn create(
     Roots::check_name(&name)?;
     let maps = sandbox::id_maps().map_err(SandboxError::from)?;
     let roots = Roots::new(dirs);
-    std::fs::create_dir_all(&roots.dir).map_err(io(&roots.dir))?;
+    roots.make_private()?;
     for old in roots.leftovers() {
         reporter.note(&format!(
             "removing the leftovers of an interrupted run: {}",
@@ -291,15 +296,18 @@ pub fn create(
         armed: true,
     };
     let tree = staging_dir.join("root");
-    std::fs::create_dir_all(&tree).map_err(io(&tree))?;
+    // Made new (never an existing directory), private to the roots folder.
+    std::fs::create_dir(&staging_dir).map_err(io(&staging_dir))?;
+    std::fs::create_dir(&tree).map_err(io(&tree))?;
+    let root_dir = RootDir::open(&tree)?;
     // Merged /usr from the start, as the packages of current releases expect.
-    for (link, to) in [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib")] {
-        std::fs::create_dir_all(tree.join(to)).map_err(io(&tree))?;
-        std::os::unix::fs::symlink(to, tree.join(link)).map_err(io(&tree))?;
-    }
+    let mut links = vec![("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib")];
     if t.arch.name == "amd64" {
-        std::fs::create_dir_all(tree.join("usr/lib64")).map_err(io(&tree))?;
-        std::os::unix::fs::symlink("usr/lib64", tree.join("lib64")).map_err(io(&tree))?;
+        links.push(("lib64", "usr/lib64"));
+    }
+    for (link, to) in links {
+        root_dir.create_dir_all(Path::new(to), 0o755)?;
+        root_dir.symlink(to.as_ref(), Path::new(link))?;
     }
 
     // Unpack the Essential set natively: base-files first (it holds the
@@ -323,15 +331,11 @@ pub fn create(
     }
     reporter.finish();
 
-    // dpkg's database, apt's sources and keyring, no services started.
+    // dpkg's database, apt's sources and keyring, no services started:
+    // written through the confined handle, since the packages just
+    // unpacked may have put symlinks anywhere.
     let write = |rel: &str, contents: &[u8], mode: u32| -> Result<(), CreateError> {
-        let p = tree.join(rel);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
-        }
-        std::fs::write(&p, contents).map_err(io(&p))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).map_err(io(&p))
+        Ok(root_dir.write(Path::new(rel), contents, mode)?)
     };
     for d in [
         "var/lib/dpkg/info",
@@ -340,7 +344,7 @@ pub fn create(
         "var/lib/dpkg/alternatives",
         "var/log",
     ] {
-        std::fs::create_dir_all(tree.join(d)).map_err(io(&tree))?;
+        root_dir.create_dir_all(Path::new(d), 0o755)?;
     }
     write("var/lib/dpkg/status", b"", 0o644)?;
     write("var/lib/dpkg/available", b"", 0o644)?;
@@ -412,7 +416,9 @@ pub fn create(
     let code = spawn::run(exe, &plan, &maps2).map_err(SandboxError::from)?;
     reporter.finish();
     if code != 0 {
-        let log = std::fs::read_to_string(tree.join(LOG_IN_ROOT)).unwrap_or_default();
+        // The log is the sandbox's file: read confined, regular files only,
+        // its end only.
+        let log = root_dir.read_tail(Path::new(LOG_IN_ROOT), LOG_TAIL_MAX);
         // The staging directory goes; its log is kept beside the roots.
         let kept = dirs.state.join("logs").join(format!("create-{name}.log"));
         let _ = std::fs::create_dir_all(kept.parent().unwrap());
@@ -428,8 +434,8 @@ pub fn create(
         });
     }
     // Tidy: the bind point and the no-services policy go.
-    let _ = std::fs::remove_dir(tree.join(DEBS_IN_ROOT.trim_start_matches('/')));
-    let _ = std::fs::remove_file(tree.join("usr/sbin/policy-rc.d"));
+    let _ = root_dir.remove(Path::new(DEBS_IN_ROOT));
+    root_dir.remove(Path::new("usr/sbin/policy-rc.d"))?;
 
     let meta = RootMeta {
         name: name.clone(),

@@ -93,6 +93,38 @@ impl Roots {
         }
     }
 
+    /// Makes the folder that holds the roots (and the state directory, when
+    /// it is new) private to this user, mode 0700, as podman keeps its
+    /// storage: nobody else may reach anything inside a root (rootless,
+    /// the packages' setuid programs are setuid to this user on the host).
+    pub fn make_private(&self) -> Result<(), RootsError> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if let Some(state) = self.dir.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(state)
+                .map_err(io(state))?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&self.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(&self.dir)(e)),
+        }
+        let meta = std::fs::symlink_metadata(&self.dir).map_err(io(&self.dir))?;
+        if !meta.is_dir() {
+            return Err(RootsError::Io {
+                path: self.dir.clone(),
+                source: std::io::Error::other("not a directory"),
+            });
+        }
+        if meta.permissions().mode() & 0o7777 != 0o700 {
+            std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io(&self.dir))?;
+        }
+        Ok(())
+    }
+
     pub fn check_name(name: &str) -> Result<(), RootsError> {
         if valid_name(name) {
             Ok(())

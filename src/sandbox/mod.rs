@@ -209,8 +209,10 @@ pub fn prepare(
         root: root.clone(),
         binds: spec.binds.clone(),
         // A root whose resolv.conf is a symlink (resolvconf, systemd) keeps it.
-        resolv_conf: match std::fs::symlink_metadata(root.join("etc/resolv.conf")) {
-            Ok(m) if m.file_type().is_symlink() => None,
+        resolv_conf: match crate::rootdir::RootDir::open(&root)
+            .and_then(|r| r.kind(Path::new("etc/resolv.conf")))
+        {
+            Ok(Some(crate::rootdir::Kind::Symlink)) => None,
             _ if spec.share_network => host::resolv_conf(),
             _ => None,
         },

@@ -2,11 +2,14 @@
 //! the thin layer that applies them inside the new mount namespace. All
 //! mounts are private to the namespace and die with it.
 
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
 
+use crate::rootdir::{RootDir, RootDirError};
 use crate::sys::{self, SysError};
 
 /// A `--bind HOST[:GUEST][:ro]` request.
@@ -218,50 +221,25 @@ pub fn plan(l: &Layout) -> Vec<Step> {
 pub enum MountError {
     #[error(transparent)]
     Sys(#[from] SysError),
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Root(#[from] RootDirError),
     #[error("{} leads out of the root through a symlink; refusing to mount there", path.display())]
     Escape { path: PathBuf },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MountError + '_ {
-    move |source| MountError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-/// Makes sure `target` exists as `kind` without following a symlink out of
-/// the root (a root's own symlink at a mount point is refused).
-fn prepare(root: &Path, target: &Path, kind: Kind) -> Result<(), MountError> {
-    if let Ok(meta) = std::fs::symlink_metadata(target) {
-        if meta.file_type().is_symlink() {
-            return Err(MountError::Escape {
-                path: target.to_owned(),
-            });
-        }
-        return Ok(());
-    }
-    let parent = target.parent().unwrap_or(root);
-    // Each existing ancestor under the root must be a real directory.
-    let mut p = parent;
-    while p.starts_with(root) && p != root {
-        if let Ok(m) = std::fs::symlink_metadata(p) {
-            if m.file_type().is_symlink() {
-                return Err(MountError::Escape { path: p.to_owned() });
-            }
-        }
-        p = p.parent().unwrap_or(root);
-    }
-    std::fs::create_dir_all(parent).map_err(io(parent))?;
-    match kind {
-        Kind::Dir => std::fs::create_dir(target).map_err(io(target)),
-        Kind::File => std::fs::File::create(target).map(drop).map_err(io(target)),
-    }
+/// Makes sure `target` (a path under `root`) exists as `kind`, resolving
+/// it inside the root with the confined handle, and returns a path that
+/// names exactly that inode (`/proc/self/fd/N`) for mount(2), so that no
+/// symlink the root holds can lead a mount, or the making of its mount
+/// point, out of the root. The descriptor must live until the mount is done.
+fn mount_point(root: &Path, target: &Path, kind: Kind) -> Result<(OwnedFd, PathBuf), MountError> {
+    let rel = target.strip_prefix(root).map_err(|_| MountError::Escape {
+        path: target.to_owned(),
+    })?;
+    let dir = RootDir::open(root)?;
+    let fd = dir.mount_point(rel, kind == Kind::Dir)?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    Ok((fd, path))
 }
 
 /// Applies one step. Runs as root of the new user namespace, inside the new
@@ -283,10 +261,10 @@ pub fn apply(step: &Step, root: &Path) -> Result<(), MountError> {
             None,
         )?,
         Step::Proc { target } => {
-            prepare(root, target, Kind::Dir)?;
+            let (_fd, at) = mount_point(root, target, Kind::Dir)?;
             sys::mount(
                 Some(Path::new("proc")),
-                target,
+                &at,
                 Some("proc"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
                 None,
@@ -298,19 +276,22 @@ pub fn apply(step: &Step, root: &Path) -> Result<(), MountError> {
             kind,
             readonly,
         } => {
-            prepare(root, target, *kind)?;
+            let (fd, at) = mount_point(root, target, *kind)?;
             sys::mount(
                 Some(source),
-                target,
+                &at,
                 None,
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None,
             )?;
+            drop(fd);
             if *readonly {
-                let keep = sys::locked_mount_flags(target)?;
+                // The new mount's own root, looked up again.
+                let (_fd, at) = mount_point(root, target, *kind)?;
+                let keep = sys::locked_mount_flags(&at)?;
                 sys::mount(
                     None,
-                    target,
+                    &at,
                     None,
                     MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | keep,
                     None,
@@ -318,42 +299,50 @@ pub fn apply(step: &Step, root: &Path) -> Result<(), MountError> {
             }
         }
         Step::Tmpfs { target, options } => {
-            prepare(root, target, Kind::Dir)?;
+            let (_fd, at) = mount_point(root, target, Kind::Dir)?;
             sys::mount(
                 Some(Path::new("tmpfs")),
-                target,
+                &at,
                 Some("tmpfs"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
                 Some(options),
             )?
         }
         Step::Devpts { target, options } => {
-            prepare(root, target, Kind::Dir)?;
+            let (_fd, at) = mount_point(root, target, Kind::Dir)?;
             sys::mount(
                 Some(Path::new("devpts")),
-                target,
+                &at,
                 Some("devpts"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
                 Some(options),
             )?
         }
         Step::Symlink { path, to } => {
-            let _ = std::fs::remove_file(path);
-            std::os::unix::fs::symlink(to, path).map_err(io(path))?
+            let rel = path.strip_prefix(root).map_err(|_| MountError::Escape {
+                path: path.to_owned(),
+            })?;
+            RootDir::open(root)?.symlink(OsStr::new(to), rel)?
         }
         Step::Binfmt {
             mountpoint,
             register,
         } => {
+            let (fd, at) = mount_point(root, mountpoint, Kind::Dir)?;
             sys::mount(
                 Some(Path::new("binfmt_misc")),
-                mountpoint,
+                &at,
                 Some("binfmt_misc"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
                 None,
             )?;
-            let reg = mountpoint.join("register");
-            std::fs::write(&reg, register).map_err(io(&reg))?
+            drop(fd);
+            let rel = mountpoint
+                .strip_prefix(root)
+                .map_err(|_| MountError::Escape {
+                    path: mountpoint.to_owned(),
+                })?;
+            RootDir::open(root)?.write_existing(&rel.join("register"), register.as_bytes())?
         }
         Step::Pivot { root } => {
             sys::chdir(root)?;

@@ -4,6 +4,7 @@
 
 mod archive;
 mod build;
+mod confined;
 mod debian;
 mod require;
 mod rootfs;
