@@ -143,9 +143,7 @@ impl Targets {
             "# zchroot target '{name}': edit by hand or with zchroot target add --force\n{}",
             toml::to_string(t).expect("a target serializes")
         );
-        let partial = self.dir.join(format!(".{name}.toml.partial"));
-        std::fs::write(&partial, text).map_err(io)?;
-        std::fs::rename(&partial, &path).map_err(io)?;
+        crate::atomic::write_atomic(&path, text.as_bytes(), 0o644).map_err(io)?;
         Ok(path)
     }
 

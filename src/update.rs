@@ -554,9 +554,11 @@ pub fn update_target(
             let bytes = meta
                 .build(modpkg::source_date_epoch())
                 .map_err(BuildError::from)?;
-            std::fs::write(&path, bytes).map_err(|source| UpdateError::Io {
-                path: path.clone(),
-                source,
+            crate::atomic::write_atomic(&path, &bytes, 0o644).map_err(|source| {
+                UpdateError::Io {
+                    path: path.clone(),
+                    source,
+                }
             })?;
             changed = true;
         }
