@@ -475,6 +475,9 @@ fn target_cmd(c: &cli::TargetCommand) -> anyhow::Result<u8> {
                 repo: abs(&a.repo)?,
                 strategy: a.strategy.clone(),
             };
+            let config = DataDirs::config(&DirsEnv::from_process())?;
+            let dirs = DataDirs::resolve(&DirsEnv::from_process())?;
+            zchroot::update::check_repo(&a.name, &t, &dirs, Some(&config))?;
             let path = ts.save(&a.name, &t, a.force)?;
             println!("{}", path.display());
         }
@@ -639,6 +642,7 @@ fn repo_cmd(manifests: &Manifests, c: &cli::RepoCommand) -> anyhow::Result<u8> {
         }
         cli::RepoCommand::Serve { name, listen } => {
             let t = ts.load(name)?;
+            zchroot::update::check_repo(name, &t, &dirs, None)?;
             let repo = zchroot::update::repo_of(name, &t, &dirs);
             if !repo.dir.join("dists").exists() {
                 anyhow::bail!(
@@ -655,7 +659,9 @@ fn repo_cmd(manifests: &Manifests, c: &cli::RepoCommand) -> anyhow::Result<u8> {
             );
             use std::io::Write;
             std::io::stdout().flush()?;
-            zchroot::repo::serve::serve(l, repo.dir.clone());
+            let opts = zchroot::repo::serve::ServeOptions::default();
+            match zchroot::repo::serve::serve(l, &repo.dir, opts)
+                .with_context(|| format!("serving {}", repo.dir.display()))? {}
         }
     }
     Ok(0)
