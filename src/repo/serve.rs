@@ -9,8 +9,9 @@
 //!   is served;
 //! - the request line and headers are capped ([`ServeOptions::max_head`],
 //!   8 KiB): more is answered 431 and the connection closed;
-//! - the whole head must arrive within [`ServeOptions::read_timeout`], and
-//!   each write must progress within [`ServeOptions::write_timeout`];
+//! - the whole head must arrive within [`ServeOptions::read_timeout`] of
+//!   the connection's accept (time waiting in the queue counts), and each
+//!   write must progress within [`ServeOptions::write_timeout`];
 //! - a fixed pool of worker threads serves connections; a bounded queue
 //!   holds the ones waiting, and a connection that finds the queue full is
 //!   answered 503 and closed;
@@ -139,9 +140,8 @@ enum Head {
 }
 
 /// Reads the request line and headers, at most `max` bytes, all of it
-/// within `timeout`.
-fn read_head(s: &mut TcpStream, max: usize, timeout: Duration) -> Head {
-    let deadline = Instant::now() + timeout;
+/// before `deadline`.
+fn read_head(s: &mut TcpStream, max: usize, deadline: Instant) -> Head {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -175,9 +175,16 @@ fn status(s: &mut TcpStream, line: &str) -> std::io::Result<()> {
     )
 }
 
-fn respond(mut s: TcpStream, dir: &OwnedFd, opts: &ServeOptions) -> std::io::Result<()> {
+/// Answers one request on `s`, accepted at `accepted`.
+fn respond(
+    mut s: TcpStream,
+    accepted: Instant,
+    dir: &OwnedFd,
+    opts: &ServeOptions,
+) -> std::io::Result<()> {
     s.set_write_timeout(Some(opts.write_timeout))?;
-    let line = match read_head(&mut s, opts.max_head, opts.read_timeout) {
+    let deadline = accepted + opts.read_timeout;
+    let line = match read_head(&mut s, opts.max_head, deadline) {
         Head::Request(l) => l,
         Head::TooLarge => return status(&mut s, "431 Request Header Fields Too Large"),
         Head::Gone => return Ok(()),
@@ -202,14 +209,16 @@ fn respond(mut s: TcpStream, dir: &OwnedFd, opts: &ServeOptions) -> std::io::Res
     s.flush()
 }
 
-fn worker(rx: Arc<Mutex<Receiver<TcpStream>>>, dir: Arc<OwnedFd>, opts: ServeOptions) {
+type Queue = Arc<Mutex<Receiver<(TcpStream, Instant)>>>;
+
+fn worker(rx: Queue, dir: Arc<OwnedFd>, opts: ServeOptions) {
     loop {
         let conn = match rx.lock() {
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
-        let Ok(conn) = conn else { return };
-        let _ = respond(conn, &dir, &opts);
+        let Ok((conn, accepted)) = conn else { return };
+        let _ = respond(conn, accepted, &dir, &opts);
     }
 }
 
@@ -226,7 +235,10 @@ pub fn serve(
         .open(dir)?
         .into();
     let dir = Arc::new(dir);
-    let (tx, rx) = sync_channel::<TcpStream>(opts.queue);
+    // The read deadline runs from the accept, so connections that wait in
+    // the queue without sending anything expire together, not one worker
+    // round after another.
+    let (tx, rx) = sync_channel::<(TcpStream, Instant)>(opts.queue);
     let rx = Arc::new(Mutex::new(rx));
     for i in 0..opts.workers.max(1) {
         let (rx, dir, opts) = (rx.clone(), dir.clone(), opts.clone());
@@ -240,9 +252,9 @@ pub fn serve(
             std::thread::sleep(Duration::from_millis(50));
             continue;
         };
-        match tx.try_send(conn) {
+        match tx.try_send((conn, Instant::now())) {
             Ok(()) => {}
-            Err(TrySendError::Full(mut conn)) => {
+            Err(TrySendError::Full((mut conn, _))) => {
                 // Busy: say so without waiting for the client.
                 let _ = conn.set_nonblocking(true);
                 let _ = status(&mut conn, "503 Service Unavailable");
@@ -288,21 +300,21 @@ mod tests {
         let (mut s, _) = l.accept().unwrap();
         c.write_all(b"GET /x HTTP/1.1\r\nHost: y\r\n\r\n").unwrap();
         assert_eq!(
-            read_head(&mut s, 8192, Duration::from_secs(5)),
+            read_head(&mut s, 8192, Instant::now() + Duration::from_secs(5)),
             Head::Request("GET /x HTTP/1.1".into())
         );
         let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (mut s, _) = l.accept().unwrap();
         c.write_all(&[b'a'; 10000]).unwrap();
         assert_eq!(
-            read_head(&mut s, 8192, Duration::from_secs(5)),
+            read_head(&mut s, 8192, Instant::now() + Duration::from_secs(5)),
             Head::TooLarge
         );
         let _c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (mut s, _) = l.accept().unwrap();
         let t = Instant::now();
         assert_eq!(
-            read_head(&mut s, 8192, Duration::from_millis(200)),
+            read_head(&mut s, 8192, Instant::now() + Duration::from_millis(200)),
             Head::Gone
         );
         assert!(t.elapsed() < Duration::from_secs(2));
