@@ -5,6 +5,7 @@
 mod archive;
 mod build;
 mod debian;
+mod repo_hardening;
 mod require;
 mod rootfs;
 mod sandbox;
