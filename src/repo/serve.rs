@@ -126,7 +126,7 @@ fn open_beneath(dir: &OwnedFd, rel: &Path) -> Option<(File, u64)> {
     .ok()?;
     let f = File::from(fd);
     let m = f.metadata().ok()?;
-    m.is_file().then(|| (f, m.len()))
+    m.is_file().then_some((f, m.len()))
 }
 
 /// What came of reading a request's head.
