@@ -7,10 +7,13 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::atomic::AtomicFile;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Format {
@@ -184,13 +187,23 @@ pub fn mke2fs_argv(root: &Path, image: &Path, size_kib: u64) -> Vec<String> {
     ]
 }
 
+/// The path mke2fs is given for the image: the exclusively created
+/// temporary file, inherited as this descriptor (never a name in the
+/// output's directory that someone else could swap).
+const IMAGE_FD: i32 = 3;
+
 /// Writes `root` to `out` in `format`. Runs where the owners read as they
-/// should be written (inside the user namespace when rootless).
+/// should be written (inside the user namespace when rootless). The output
+/// is written to a file created exclusively under a random name next to
+/// `out` and renamed over `out` when complete, so nothing planted in a
+/// shared directory is followed or overwritten.
 pub fn export(root: &Path, format: Format, out: &Path) -> Result<(), ExportError> {
+    let mut tmp = AtomicFile::new(out, 0o644).map_err(io(out))?;
     match format {
         Format::Tar => {
-            let f = std::fs::File::create(out).map_err(io(out))?;
-            write_tar(root, std::io::BufWriter::new(f))
+            let mut w = std::io::BufWriter::new(&mut tmp);
+            write_tar(root, &mut w)?;
+            w.flush().map_err(io(out))?;
         }
         Format::Ext4 => {
             let paths = walk(root)?;
@@ -200,26 +213,27 @@ pub fn export(root: &Path, format: Format, out: &Path) -> Result<(), ExportError
                     bytes += m.len();
                 }
             }
-            let argv = mke2fs_argv(root, out, ext4_size_kib(bytes, paths.len() as u64));
-            let o = std::process::Command::new(&argv[0])
-                .args(&argv[1..])
-                .output()
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => ExportError::NoMke2fs,
-                    _ => ExportError::Io {
-                        path: PathBuf::from("mke2fs"),
-                        source: e,
-                    },
-                })?;
+            let image = PathBuf::from(format!("/dev/fd/{IMAGE_FD}"));
+            let argv = mke2fs_argv(root, &image, ext4_size_kib(bytes, paths.len() as u64));
+            let mut cmd = std::process::Command::new(&argv[0]);
+            cmd.args(&argv[1..]);
+            crate::sys::dup2_in_child(&mut cmd, tmp.file().as_raw_fd(), IMAGE_FD);
+            let o = cmd.output().map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => ExportError::NoMke2fs,
+                _ => ExportError::Io {
+                    path: PathBuf::from("mke2fs"),
+                    source: e,
+                },
+            })?;
             if !o.status.success() {
                 return Err(ExportError::Mke2fs {
                     status: o.status.to_string(),
                     stderr: String::from_utf8_lossy(&o.stderr).trim().to_string(),
                 });
             }
-            Ok(())
         }
     }
+    tmp.commit().map_err(io(out))
 }
 
 #[cfg(test)]

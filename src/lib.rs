@@ -4,6 +4,7 @@
 //! The library never prints: progress goes through [`report::Reporter`].
 
 pub mod archive;
+pub mod atomic;
 pub mod build;
 pub mod deb;
 pub mod doctor;

@@ -418,33 +418,24 @@ fn export(args: &cli::ExportArgs, reporter: &dyn Reporter) -> anyhow::Result<u8>
         .filter(|p| p.is_dir() && p != std::path::Path::new("/"))
         .with_context(|| format!("{}: not a directory holding a root", root.display()))?;
     let out = std::path::absolute(&args.output)?;
-    let name = out
-        .file_name()
-        .with_context(|| format!("{}: not a file name", out.display()))?;
-    let partial = out.with_file_name(format!(".{}.partial", name.to_string_lossy()));
+    // The export writes a temporary file it creates exclusively next to
+    // `out` and renames it over `out` (zchroot::atomic).
     let maps = sandbox::id_maps()?;
-    let result = if maps.helpers {
+    if maps.helpers {
         // Rootless: inside the user namespace, where owners read as inside
         // the root and every file can be read.
         let exe = std::env::current_exe().context("finding zchroot's own executable")?;
         let job = sandbox::spawn::Job::Export {
             root: root.clone(),
             format,
-            out: partial.clone(),
+            out: out.clone(),
         };
-        match sandbox::spawn::run(&exe, &sandbox::spawn::Plan::host_job(job), &maps) {
-            Ok(0) => Ok(()),
-            Ok(code) => Err(anyhow::anyhow!("the export job ended with status {code}")),
-            Err(e) => Err(e.into()),
+        match sandbox::spawn::run(&exe, &sandbox::spawn::Plan::host_job(job), &maps)? {
+            0 => {}
+            code => anyhow::bail!("the export job ended with status {code}"),
         }
     } else {
-        zchroot::export::export(&root, format, &partial).map_err(anyhow::Error::from)
-    };
-    if let Err(e) = result
-        .and_then(|()| std::fs::rename(&partial, &out).with_context(|| out.display().to_string()))
-    {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e);
+        zchroot::export::export(&root, format, &out)?;
     }
     println!("{}", out.display());
     Ok(0)
@@ -484,6 +475,9 @@ fn target_cmd(c: &cli::TargetCommand) -> anyhow::Result<u8> {
                 repo: abs(&a.repo)?,
                 strategy: a.strategy.clone(),
             };
+            let config = DataDirs::config(&DirsEnv::from_process())?;
+            let dirs = DataDirs::resolve(&DirsEnv::from_process())?;
+            zchroot::update::check_repo(&a.name, &t, &dirs, Some(&config))?;
             let path = ts.save(&a.name, &t, a.force)?;
             println!("{}", path.display());
         }
@@ -648,6 +642,7 @@ fn repo_cmd(manifests: &Manifests, c: &cli::RepoCommand) -> anyhow::Result<u8> {
         }
         cli::RepoCommand::Serve { name, listen } => {
             let t = ts.load(name)?;
+            zchroot::update::check_repo(name, &t, &dirs, None)?;
             let repo = zchroot::update::repo_of(name, &t, &dirs);
             if !repo.dir.join("dists").exists() {
                 anyhow::bail!(
@@ -664,7 +659,9 @@ fn repo_cmd(manifests: &Manifests, c: &cli::RepoCommand) -> anyhow::Result<u8> {
             );
             use std::io::Write;
             std::io::stdout().flush()?;
-            zchroot::repo::serve::serve(l, repo.dir.clone());
+            let opts = zchroot::repo::serve::ServeOptions::default();
+            match zchroot::repo::serve::serve(l, &repo.dir, opts)
+                .with_context(|| format!("serving {}", repo.dir.display()))? {}
         }
     }
     Ok(0)

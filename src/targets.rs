@@ -17,6 +17,8 @@ pub enum TargetsError {
     Exists { name: String, path: PathBuf },
     #[error("{}: {message}\nhelp: fix the file by hand, or replace it with zchroot target add --force", path.display())]
     Bad { path: PathBuf, message: String },
+    #[error("{}: not a place to publish a repository: {reason}\nhelp: give --repo an empty directory of its own (or leave it out: the default is under the state directory)", dir.display())]
+    UnsafeRepo { dir: PathBuf, reason: String },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -93,6 +95,83 @@ pub fn parse(text: &str, path: &Path) -> Result<TargetFile, TargetsError> {
     Ok(t)
 }
 
+/// `p` absolute and with symlinks resolved as far as it exists (the rest
+/// appended as it is), so that two spellings of one place compare equal.
+fn resolved(p: &Path) -> PathBuf {
+    let p = std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    let mut rest = Vec::new();
+    let mut cur = p.as_path();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(cur) {
+            let mut out = c;
+            for r in rest.iter().rev() {
+                out.push(r);
+            }
+            return out;
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                cur = parent;
+            }
+            _ => return p,
+        }
+    }
+}
+
+/// Whether a top-level entry of a published tree is one zchroot writes.
+fn is_repository_entry(name: &str) -> bool {
+    matches!(name, "dists" | "pool")
+        || (name.starts_with("zchroot-") && (name.ends_with(".asc") || name.ends_with(".partial")))
+        || (name.starts_with('.') && name.ends_with(".tmp"))
+}
+
+/// Refuses a directory to publish a repository in when serving it could
+/// hand out zchroot's own files: when it is or holds one of `private` (the
+/// state, cache and config directories, the repository's secret key), lies
+/// inside one of them (other than `default`, the repository's own place in
+/// the state directory), or already holds files that are not part of a
+/// published repository.
+pub fn check_repo_dir(dir: &Path, default: &Path, private: &[&Path]) -> Result<(), TargetsError> {
+    let d = resolved(dir);
+    let refuse = |reason: String| {
+        Err(TargetsError::UnsafeRepo {
+            dir: dir.to_owned(),
+            reason,
+        })
+    };
+    if d != resolved(default) {
+        for p in private {
+            let p = resolved(p);
+            if p.starts_with(&d) {
+                return refuse(format!("it holds zchroot's {}", p.display()));
+            }
+            if d.starts_with(&p) {
+                return refuse(format!("it is inside zchroot's {}", p.display()));
+            }
+        }
+    }
+    match std::fs::read_dir(&d) {
+        Ok(rd) => {
+            for e in rd {
+                let e = e.map_err(|source| TargetsError::Io {
+                    path: d.clone(),
+                    source,
+                })?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !is_repository_entry(&name) {
+                    return refuse(format!(
+                        "it holds '{name}', which is not part of a repository"
+                    ));
+                }
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(TargetsError::Io { path: d, source }),
+    }
+}
+
 /// The targets of a config directory.
 pub struct Targets {
     dir: PathBuf,
@@ -143,9 +222,7 @@ impl Targets {
             "# zchroot target '{name}': edit by hand or with zchroot target add --force\n{}",
             toml::to_string(t).expect("a target serializes")
         );
-        let partial = self.dir.join(format!(".{name}.toml.partial"));
-        std::fs::write(&partial, text).map_err(io)?;
-        std::fs::rename(&partial, &path).map_err(io)?;
+        crate::atomic::write_atomic(&path, text.as_bytes(), 0o644).map_err(io)?;
         Ok(path)
     }
 
@@ -247,5 +324,42 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("fast"), "{e}");
+    }
+
+    #[test]
+    fn a_repository_never_holds_or_sits_in_zchroot_s_own_files() {
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path().join("state");
+        let key = state.join("repos/board/secret.key");
+        let default = state.join("repos/board/public");
+        std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+        std::fs::write(&key, "secret").unwrap();
+        let private = [state.as_path(), key.as_path()];
+        let check = |dir: &Path| check_repo_dir(dir, &default, &private);
+        check(&default).unwrap();
+        check(&d.path().join("elsewhere/repo")).unwrap();
+        for bad in [
+            state.join("repos/board"),
+            state.clone(),
+            d.path().to_owned(),
+            state.join("roots/x"),
+            state.join("repos/board/./../board"),
+        ] {
+            let e = check(&bad).unwrap_err();
+            assert!(matches!(e, TargetsError::UnsafeRepo { .. }), "{bad:?}: {e}");
+            assert!(e.to_string().contains("help: "), "{e}");
+        }
+        // Through a symlink too.
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(state.join("repos"), &link).unwrap();
+        assert!(check(&link.join("board")).is_err());
+        // A directory with other files in it is not a repository's.
+        let www = d.path().join("www");
+        std::fs::create_dir_all(www.join("dists")).unwrap();
+        std::fs::write(www.join("zchroot-board.asc"), "k").unwrap();
+        check(&www).unwrap();
+        std::fs::write(www.join("index.html"), "x").unwrap();
+        let e = check(&www).unwrap_err().to_string();
+        assert!(e.contains("'index.html'"), "{e}");
     }
 }

@@ -33,6 +33,8 @@ pub enum UpdateError {
     KernelDeb(#[from] kernel::KernelDebError),
     #[error(transparent)]
     Dkms(#[from] build::dkms::DkmsError),
+    #[error(transparent)]
+    Targets(#[from] crate::targets::TargetsError),
     #[error(
         "suite '{suite}' is not one of {release}'s ({known})\nhelp: fix suites in the target file"
     )]
@@ -289,6 +291,26 @@ pub fn repo_of(name: &str, t: &TargetFile, dirs: &DataDirs) -> Repo {
     }
 }
 
+/// Refuses to publish target `name`'s repository where serving it could
+/// hand out zchroot's own files (the secret key, roots, the cache, the
+/// targets in `config` when known): see [`crate::targets::check_repo_dir`].
+pub fn check_repo(
+    name: &str,
+    t: &TargetFile,
+    dirs: &DataDirs,
+    config: Option<&Path>,
+) -> Result<(), crate::targets::TargetsError> {
+    let repo = repo_of(name, t, dirs);
+    let default = dirs.state.join("repos").join(name).join("public");
+    let mut private = vec![
+        dirs.state.as_path(),
+        dirs.cache.as_path(),
+        repo.key_path.as_path(),
+    ];
+    private.extend(config);
+    crate::targets::check_repo_dir(&repo.dir, &default, &private)
+}
+
 fn target_spec(t: &TargetFile) -> TargetSpec {
     TargetSpec {
         arch: t.arch.clone(),
@@ -348,6 +370,7 @@ pub fn update_target(
     exe: &Path,
     reporter: &dyn Reporter,
 ) -> Result<Summary, UpdateError> {
+    check_repo(name, t, dirs, None)?;
     let repo = repo_of(name, t, dirs);
     let target = Target::new(manifests, &target_spec(t))?;
     let flavour = t
@@ -554,9 +577,11 @@ pub fn update_target(
             let bytes = meta
                 .build(modpkg::source_date_epoch())
                 .map_err(BuildError::from)?;
-            std::fs::write(&path, bytes).map_err(|source| UpdateError::Io {
-                path: path.clone(),
-                source,
+            crate::atomic::write_atomic(&path, &bytes, 0o644).map_err(|source| {
+                UpdateError::Io {
+                    path: path.clone(),
+                    source,
+                }
             })?;
             changed = true;
         }

@@ -864,9 +864,7 @@ fn build_one(
     };
     let bytes = deb.build()?;
     let path = spec.out.join(deb.file_name());
-    let partial = spec.out.join(format!(".{}.partial", deb.file_name()));
-    std::fs::write(&partial, bytes).map_err(io(&partial))?;
-    std::fs::rename(&partial, &path).map_err(io(&path))?;
+    crate::atomic::write_atomic(&path, &bytes, 0o644).map_err(io(&path))?;
     Ok(Built {
         kernel: k.clone(),
         deb: path,

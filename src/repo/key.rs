@@ -76,21 +76,9 @@ impl RepoKey {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        use std::os::unix::fs::OpenOptionsExt;
-        let partial = path.with_extension("partial");
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&partial)
-            .and_then(|mut f| f.write_all(&armored).and_then(|()| f.sync_all()))
-            .and_then(|()| std::fs::rename(&partial, path));
-        if let Err(e) = written {
-            // Never leave a copy of the secret behind.
-            let _ = std::fs::remove_file(&partial);
-            return Err(io(e));
-        }
+        // Mode 0600 from the first byte, under a fresh random name: a
+        // leftover or planted file is never reused.
+        crate::atomic::write_atomic(path, &armored, 0o600).map_err(io)?;
         Ok(key)
     }
 

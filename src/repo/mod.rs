@@ -135,15 +135,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RepoError> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).map_err(io(d))?;
     }
-    let partial = path.with_extension("partial");
-    let written = std::fs::File::create(&partial)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-        .and_then(|()| std::fs::rename(&partial, path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&partial);
-        return Err(io(path)(e));
-    }
-    Ok(())
+    crate::atomic::write_atomic(path, bytes, 0o644).map_err(io(path))
 }
 
 /// Writes the indexes of what is in the pool, signed. Returns the number

@@ -1,10 +1,61 @@
 //! A read-only static HTTP server for a published repository, enough for
-//! apt on a board of the local network: GET and HEAD of files under one
-//! directory, nothing outside it, one thread per connection.
+//! apt on a board of the local network: GET and HEAD of regular files under
+//! one directory. What it guarantees against a hostile client or a planted
+//! link:
+//!
+//! - a file is found by walking the request's path from a descriptor of the
+//!   published directory, one component at a time, never following a
+//!   symlink (zchroot publishes none) and never `..`; only a regular file
+//!   is served;
+//! - the request line and headers are capped ([`ServeOptions::max_head`],
+//!   8 KiB): more is answered 431 and the connection closed;
+//! - the whole head must arrive within [`ServeOptions::read_timeout`] of
+//!   the connection's accept (time waiting in the queue counts), and each
+//!   write must progress within [`ServeOptions::write_timeout`];
+//! - a fixed pool of worker threads serves connections; a bounded queue
+//!   holds the ones waiting, and a connection that finds the queue full is
+//!   answered 503 and closed;
+//! - files are streamed, never read whole.
 
-use std::io::{BufRead, BufReader, Write};
+use std::fs::File;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
+/// Limits of the server.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Threads serving connections.
+    pub workers: usize,
+    /// Accepted connections waiting for a worker.
+    pub queue: usize,
+    /// Request line and headers together, in bytes.
+    pub max_head: usize,
+    /// Time for the whole request head to arrive.
+    pub read_timeout: Duration,
+    /// Time each write of the response may block.
+    pub write_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            workers: 16,
+            queue: 64,
+            max_head: 8 * 1024,
+            read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+        }
+    }
+}
 
 /// `%XX` escapes decoded (apt writes `+` as `%2b`), or None for a bad
 /// escape or a decoded NUL.
@@ -26,70 +77,193 @@ pub fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The file a request path names under `dir`, or None when it would leave
-/// it (or is not a plain relative path).
-pub fn resolve(dir: &Path, url_path: &str) -> Option<PathBuf> {
+/// The path a request names, relative to the published directory, as plain
+/// components; None when it would leave the directory, is not absolute or
+/// names the directory itself.
+pub fn request_path(url_path: &str) -> Option<PathBuf> {
     let path = url_path.split(['?', '#']).next().unwrap_or("");
     let path = percent_decode(path)?;
     let path = path.strip_prefix('/')?;
-    let mut out = dir.to_path_buf();
+    let mut out = PathBuf::new();
     for c in Path::new(path).components() {
         match c {
             Component::Normal(n) => out.push(n),
             _ => return None,
         }
     }
-    Some(out)
+    (!out.as_os_str().is_empty()).then_some(out)
 }
 
-fn respond(mut s: TcpStream, dir: &Path) -> std::io::Result<()> {
-    let mut reader = BufReader::new(s.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    // Headers are read and ignored.
+/// Opens `rel` under `dir` without following any symlink; the file if it is
+/// a regular file, with its size.
+fn open_beneath(dir: &OwnedFd, rel: &Path) -> Option<(File, u64)> {
+    let comps: Vec<_> = rel.components().collect();
+    let (last, parents) = comps.split_last()?;
+    let mut cur: Option<OwnedFd> = None;
+    for c in parents {
+        let Component::Normal(n) = c else { return None };
+        let at = cur.as_ref().unwrap_or(dir);
+        let next = nix::fcntl::openat(
+            at.as_fd(),
+            *n,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        cur = Some(next);
+    }
+    let Component::Normal(n) = last else {
+        return None;
+    };
+    let at = cur.as_ref().unwrap_or(dir);
+    // O_NONBLOCK: opening a FIFO must not wait for a writer.
+    let fd = nix::fcntl::openat(
+        at.as_fd(),
+        *n,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let f = File::from(fd);
+    let m = f.metadata().ok()?;
+    m.is_file().then_some((f, m.len()))
+}
+
+/// What came of reading a request's head.
+#[derive(Debug, PartialEq, Eq)]
+enum Head {
+    /// The request line.
+    Request(String),
+    TooLarge,
+    /// Timed out, closed or unreadable: nothing to answer.
+    Gone,
+}
+
+/// Reads the request line and headers, at most `max` bytes, all of it
+/// before `deadline`.
+fn read_head(s: &mut TcpStream, max: usize, deadline: Instant) -> Head {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
     loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
-            break;
+        let end = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .or_else(|| buf.windows(2).position(|w| w == b"\n\n"));
+        if let Some(end) = end {
+            let head = String::from_utf8_lossy(&buf[..end]);
+            return Head::Request(head.lines().next().unwrap_or("").to_string());
+        }
+        if buf.len() >= max {
+            return Head::TooLarge;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+            return Head::Gone;
+        }
+        let want = chunk.len().min(max - buf.len());
+        match s.read(&mut chunk[..want]) {
+            Ok(0) | Err(_) => return Head::Gone,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
+}
+
+fn status(s: &mut TcpStream, line: &str) -> std::io::Result<()> {
+    write!(
+        s,
+        "HTTP/1.1 {line}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+}
+
+/// Answers one request on `s`, accepted at `accepted`.
+fn respond(
+    mut s: TcpStream,
+    accepted: Instant,
+    dir: &OwnedFd,
+    opts: &ServeOptions,
+) -> std::io::Result<()> {
+    s.set_write_timeout(Some(opts.write_timeout))?;
+    let deadline = accepted + opts.read_timeout;
+    let line = match read_head(&mut s, opts.max_head, deadline) {
+        Head::Request(l) => l,
+        Head::TooLarge => return status(&mut s, "431 Request Header Fields Too Large"),
+        Head::Gone => return Ok(()),
+    };
     let mut parts = line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let head = method == "HEAD";
     if method != "GET" && !head {
-        return s.write_all(
-            b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        );
+        return status(&mut s, "405 Method Not Allowed");
     }
-    let file = resolve(dir, target).filter(|p| p.is_file());
-    match file.and_then(|p| std::fs::read(p).ok()) {
-        Some(body) => {
-            write!(
-                s,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
-                body.len()
-            )?;
-            if !head {
-                s.write_all(&body)?;
-            }
-            Ok(())
-        }
-        None => {
-            s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        }
+    let Some((file, len)) = request_path(target).and_then(|p| open_beneath(dir, &p)) else {
+        return status(&mut s, "404 Not Found");
+    };
+    write!(
+        s,
+        "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
+    )?;
+    if !head {
+        // Exactly the announced length, even if the file grows meanwhile.
+        std::io::copy(&mut file.take(len), &mut s)?;
+    }
+    s.flush()
+}
+
+type Queue = Arc<Mutex<Receiver<(TcpStream, Instant)>>>;
+
+fn worker(rx: Queue, dir: Arc<OwnedFd>, opts: ServeOptions) {
+    loop {
+        let conn = match rx.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok((conn, accepted)) = conn else { return };
+        let _ = respond(conn, accepted, &dir, &opts);
     }
 }
 
-/// Serves `dir` on `listener` until the process ends.
-pub fn serve(listener: TcpListener, dir: PathBuf) -> ! {
-    for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
-        let dir = dir.clone();
-        std::thread::spawn(move || {
-            let _ = respond(conn, &dir);
-        });
+/// Serves `dir` on `listener` until the process ends; returns only when
+/// `dir` cannot be opened or a worker cannot be started.
+pub fn serve(
+    listener: TcpListener,
+    dir: &Path,
+    opts: ServeOptions,
+) -> std::io::Result<std::convert::Infallible> {
+    let dir: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)?
+        .into();
+    let dir = Arc::new(dir);
+    // The read deadline runs from the accept, so connections that wait in
+    // the queue without sending anything expire together, not one worker
+    // round after another.
+    let (tx, rx) = sync_channel::<(TcpStream, Instant)>(opts.queue);
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..opts.workers.max(1) {
+        let (rx, dir, opts) = (rx.clone(), dir.clone(), opts.clone());
+        std::thread::Builder::new()
+            .name(format!("serve-{i}"))
+            .spawn(move || worker(rx, dir, opts))?;
     }
-    unreachable!("TcpListener::incoming never ends")
+    loop {
+        let Ok((conn, _)) = listener.accept() else {
+            // E.g. EMFILE: wait a little instead of spinning.
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        match tx.try_send((conn, Instant::now())) {
+            Ok(()) => {}
+            Err(TrySendError::Full((mut conn, _))) => {
+                // Busy: say so without waiting for the client.
+                let _ = conn.set_nonblocking(true);
+                let _ = status(&mut conn, "503 Service Unavailable");
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(std::io::Error::other("the server's workers ended"))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -98,37 +272,65 @@ mod tests {
 
     #[test]
     fn requests_stay_inside_the_directory() {
-        let d = Path::new("/srv/repo");
         assert_eq!(
-            resolve(d, "/dists/trixie/InRelease"),
-            Some(PathBuf::from("/srv/repo/dists/trixie/InRelease"))
+            request_path("/dists/trixie/InRelease"),
+            Some(PathBuf::from("dists/trixie/InRelease"))
         );
         assert_eq!(
-            resolve(d, "/pool/a.deb?x=1"),
-            Some(PathBuf::from("/srv/repo/pool/a.deb"))
+            request_path("/pool/a.deb?x=1"),
+            Some(PathBuf::from("pool/a.deb"))
         );
-        assert_eq!(resolve(d, "/../etc/passwd"), None);
-        assert_eq!(resolve(d, "/dists/../../x"), None);
-        assert_eq!(resolve(d, "relative"), None);
+        assert_eq!(request_path("/../etc/passwd"), None);
+        assert_eq!(request_path("/dists/../../x"), None);
+        assert_eq!(request_path("relative"), None);
+        assert_eq!(request_path("/"), None);
         assert_eq!(
-            resolve(d, "/pool/main/m-6.12.1%2bdeb13_0.1_arm64.deb"),
-            Some(PathBuf::from(
-                "/srv/repo/pool/main/m-6.12.1+deb13_0.1_arm64.deb"
-            ))
+            request_path("/pool/main/m-6.12.1%2bdeb13_0.1_arm64.deb"),
+            Some(PathBuf::from("pool/main/m-6.12.1+deb13_0.1_arm64.deb"))
         );
-        assert_eq!(resolve(d, "/%2e%2e/etc/passwd"), None, "escaped dots too");
-        assert_eq!(resolve(d, "/a%00b"), None);
-        assert_eq!(resolve(d, "/a%zz"), None);
+        assert_eq!(request_path("/%2e%2e/etc/passwd"), None, "escaped dots too");
+        assert_eq!(request_path("/a%00b"), None);
+        assert_eq!(request_path("/a%zz"), None);
+    }
+
+    #[test]
+    fn a_head_is_capped() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        c.write_all(b"GET /x HTTP/1.1\r\nHost: y\r\n\r\n").unwrap();
+        assert_eq!(
+            read_head(&mut s, 8192, Instant::now() + Duration::from_secs(5)),
+            Head::Request("GET /x HTTP/1.1".into())
+        );
+        let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        c.write_all(&[b'a'; 10000]).unwrap();
+        assert_eq!(
+            read_head(&mut s, 8192, Instant::now() + Duration::from_secs(5)),
+            Head::TooLarge
+        );
+        let _c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        let t = Instant::now();
+        assert_eq!(
+            read_head(&mut s, 8192, Instant::now() + Duration::from_millis(200)),
+            Head::Gone
+        );
+        assert!(t.elapsed() < Duration::from_secs(2));
     }
 
     #[test]
     fn files_are_served_and_others_are_not_found() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("Release"), "Suite: trixie\n").unwrap();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        std::os::unix::fs::symlink("../Release", d.path().join("sub/link")).unwrap();
+        std::os::unix::fs::symlink(".", d.path().join("here")).unwrap();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let dir = d.path().to_owned();
-        std::thread::spawn(move || serve(l, dir));
+        std::thread::spawn(move || serve(l, &dir, ServeOptions::default()));
         let get = |path: &str| {
             let mut s = TcpStream::connect(addr).unwrap();
             write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -139,7 +341,15 @@ mod tests {
         let ok = get("/Release");
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(ok.ends_with("\r\n\r\nSuite: trixie\n"), "{ok}");
-        assert!(get("/nope").starts_with("HTTP/1.1 404"));
-        assert!(get("/../Release").starts_with("HTTP/1.1 404"));
+        for p in [
+            "/nope",
+            "/../Release",
+            "/sub",
+            "/sub/link",
+            "/here/Release",
+            "/",
+        ] {
+            assert!(get(p).starts_with("HTTP/1.1 404"), "{p}");
+        }
     }
 }

@@ -129,20 +129,14 @@ pub fn qemu_binary(
     let final_dir = dir.join(&binary_sha256);
     std::fs::create_dir_all(&final_dir).map_err(io(&final_dir))?;
     let bin = final_dir.join(&name);
-    let partial = final_dir.join(format!("{name}.partial"));
-    std::fs::write(&partial, &bytes).map_err(io(&partial))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))
-        .map_err(io(&partial))?;
-    std::fs::rename(&partial, &bin).map_err(io(&bin))?;
+    crate::atomic::write_atomic(&bin, &bytes, 0o755).map_err(io(&bin))?;
     let record = Record {
         package: source.package,
         version: pkg_version,
         deb_sha256: deb_sha,
         binary_sha256,
     };
-    let tmp = record_path.with_extension("json.partial");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&record).unwrap()).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &record_path).map_err(io(&record_path))?;
+    let json = serde_json::to_vec_pretty(&record).unwrap();
+    crate::atomic::write_atomic(&record_path, &json, 0o644).map_err(io(&record_path))?;
     Ok(bin)
 }
