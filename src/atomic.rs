@@ -40,7 +40,7 @@ pub struct AtomicFile {
 
 /// A name no one can guess: 64 bits from the standard library's per-process
 /// random hash keys (seeded by the OS), mixed with the time and a counter.
-fn random_suffix() -> String {
+pub fn random_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = RandomState::new().build_hasher();

@@ -234,7 +234,7 @@ impl RootDir {
         let (tmp, file) = loop {
             let mut tmp = OsString::from(".");
             tmp.push(&name);
-            tmp.push(format!(".zchroot-{:016x}", random_u64()));
+            tmp.push(format!(".zchroot-{}", crate::atomic::random_suffix()));
             match fcntl::openat(
                 dir.as_fd(),
                 tmp.as_os_str(),
@@ -388,7 +388,7 @@ impl RootDir {
             Err(Errno::EEXIST) => {
                 let mut tmp = OsString::from(".");
                 tmp.push(&name);
-                tmp.push(format!(".zchroot-{:016x}", random_u64()));
+                tmp.push(format!(".zchroot-{}", crate::atomic::random_suffix()));
                 unistd::symlinkat(target, dir.as_fd(), tmp.as_os_str())
                     .map_err(self.err("making a symlink beside", rel))?;
                 fcntl::renameat(dir.as_fd(), tmp.as_os_str(), dir.as_fd(), name.as_os_str())
@@ -487,22 +487,6 @@ fn kind_of(mode: libc::mode_t) -> Kind {
 
 fn errno_of(e: &std::io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
-}
-
-/// 64 random bits for temporary names (not secret; unique enough with
-/// O_EXCL retrying on a clash).
-pub fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_err()
-    {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        return t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32);
-    }
-    u64::from_ne_bytes(b)
 }
 
 #[cfg(test)]
