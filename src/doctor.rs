@@ -263,11 +263,18 @@ fn private_dir(d: &DirFacts, uid: u32) -> Check {
             format!("{p}: not there yet (zchroot makes it 0700)"),
             None,
         ),
-        Some((mode, _)) if mode & 0o170000 != 0 && mode & 0o170000 != 0o040000 => check(
+        Some((mode, _)) if mode & 0o170000 != 0o040000 => check(
             name,
             Status::Fail,
-            format!("{p}: not a directory"),
-            Some(format!("move {p} away")),
+            format!(
+                "{p}: {}not a directory",
+                if mode & 0o170000 == 0o120000 {
+                    "a symlink, "
+                } else {
+                    ""
+                }
+            ),
+            Some(format!("move {p} away; zchroot makes it anew")),
         ),
         Some((_, owner)) if owner != uid => check(
             name,

@@ -5,6 +5,7 @@
 mod archive;
 mod build;
 mod debian;
+mod host_binfmt;
 mod require;
 mod rootfs;
 mod sandbox;
