@@ -142,13 +142,19 @@ pub fn uses_host_table() -> bool {
 #[derive(Debug)]
 pub struct Registration {
     holder: std::process::Child,
+    exe: std::path::PathBuf,
+    name: String,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         // Closing its input tells the helper to remove the entry.
         drop(self.holder.stdin.take());
-        let _ = self.holder.wait();
+        let removed = self.holder.wait().is_ok_and(|s| s.success());
+        if !removed {
+            // The helper was killed, or failed: remove it from here.
+            let _ = call(&self.exe, "removing", &self.name, &["remove", &self.name]);
+        }
     }
 }
 
@@ -206,7 +212,11 @@ pub fn register(exe: &Path, name: &str, line: &str) -> Result<Registration, Host
         let _ = holder.wait();
         return Err(err(message.trim().to_string()));
     }
-    Ok(Registration { holder })
+    Ok(Registration {
+        holder,
+        exe: exe.to_path_buf(),
+        name: name.to_string(),
+    })
 }
 
 /// The names in the host's table (root only).
