@@ -766,7 +766,7 @@ fn doctor(manifests: &Manifests, args: &cli::DoctorArgs) -> anyhow::Result<u8> {
         }
     }
     let mut facts = zchroot::host::facts(&dirs.state, &private);
-    if facts.is_root {
+    if sandbox::host_binfmt::uses_host_table() {
         facts.stale_binfmt =
             Some(sandbox::host_binfmt::stale_entries(&exe).map_err(|e| e.to_string()));
     }
@@ -819,7 +819,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     ) {
         // What a killed run left in the host's binfmt_misc (kernels before 6.7).
         let exe = std::env::current_exe().context("finding zchroot's own executable")?;
-        if let Err(e) = sandbox::host_binfmt::clean_at_startup(&exe) {
+        if let Err(e) = sandbox::host_binfmt::remove_stale(&exe) {
             eprintln!("warning: {e}");
         }
     }

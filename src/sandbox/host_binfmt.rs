@@ -18,7 +18,7 @@
 //! An entry outlives its table's last mount where the kernel pins it
 //! (before 6.7, always), so a run whose zchroot and helper were both killed
 //! leaves its entry behind. Its name says whose it was: the next zchroot
-//! command that may use the host's table ([`clean_at_startup`]), `doctor
+//! command that may use the host's table ([`remove_stale`]), `doctor
 //! --fix` and `destroy --all` remove every `zchroot-` entry whose process
 //! (PID and start time, in this PID namespace) is gone.
 
@@ -238,26 +238,19 @@ pub fn stale_entries(exe: &Path) -> Result<Vec<String>, HostBinfmtError> {
 }
 
 /// Removes the entries a killed zchroot left in the host's table; the names
-/// removed. Nothing to do (and nothing done) when not root: only root
-/// registers there.
+/// removed. Called when a command that may use the sandbox starts, by
+/// `doctor --fix` and by `destroy --all`. Nothing to do (and nothing done,
+/// at no cost) where zchroot never registers there (see
+/// [`uses_host_table`]): not root, or a kernel with a binfmt_misc per user
+/// namespace.
 pub fn remove_stale(exe: &Path) -> Result<Vec<String>, HostBinfmtError> {
-    if !host::is_root() {
+    if !uses_host_table() {
         return Ok(vec![]);
     }
     Ok(call(exe, "removing stale entries of", PREFIX, &["clean"])?
         .lines()
         .map(str::to_string)
         .collect())
-}
-
-/// [`remove_stale`] for a command that may use the host's table (see
-/// [`uses_host_table`]); nothing otherwise, so it costs nothing on a kernel
-/// with a binfmt_misc per user namespace.
-pub fn clean_at_startup(exe: &Path) -> Result<Vec<String>, HostBinfmtError> {
-    if !uses_host_table() {
-        return Ok(vec![]);
-    }
-    remove_stale(exe)
 }
 
 /// The host's binfmt_misc table, reached through a directory descriptor.
@@ -433,6 +426,14 @@ mod tests {
         let name = entry_name("aarch64", &o);
         assert_eq!(name, "zchroot-aarch64-4026531836-4242-987654");
         assert_eq!(parse_entry_name(&name), Some(("aarch64", o)));
+        let arm64 = crate::manifest::Manifests::embedded()
+            .arch("arm64")
+            .unwrap();
+        let line = super::super::binfmt::register_line_named(&name, &arm64, Path::new("/q"));
+        assert!(
+            line.starts_with(":zchroot-aarch64-4026531836-4242-987654:M::\\x7f"),
+            "{line}"
+        );
         assert_eq!(
             parse_entry_name(&entry_name("x86_64", &o)).map(|(q, _)| q),
             Some("x86_64")
