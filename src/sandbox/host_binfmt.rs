@@ -284,20 +284,19 @@ impl Table {
             None,
         )
         .map_err(|e| e.to_string())?;
-        let open = || {
-            nix::fcntl::open(
-                TABLE,
-                OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| format!("open({TABLE:?}) => {e}"))
+        let open = |flags: OFlag| {
+            nix::fcntl::open(TABLE, flags | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| format!("open({TABLE:?}, {flags:?}) => {e}"))
         };
-        // Already there (mounting it again on the same place is EBUSY).
-        let fd = open()?;
-        if sys::fsmount::fs_type(&fd).ok() == Some(BINFMTFS_MAGIC) {
-            return Ok(fd);
+        // Already there (mounting it again on the same place is EBUSY)? An
+        // O_PATH look, which does not trigger an automount (systemd's
+        // proc-sys-fs-binfmt_misc.automount would mount in the host's
+        // namespace, not in this one).
+        let here = open(OFlag::O_PATH)?;
+        if sys::fsmount::fs_type(&here).ok() == Some(BINFMTFS_MAGIC) {
+            return open(OFlag::O_DIRECTORY | OFlag::O_RDONLY);
         }
-        drop(fd);
+        drop(here);
         sys::mount(
             Some(Path::new("binfmt_misc")),
             Path::new(TABLE),
@@ -306,7 +305,7 @@ impl Table {
             None,
         )
         .map_err(|e| e.to_string())?;
-        open()
+        open(OFlag::O_DIRECTORY | OFlag::O_RDONLY)
     }
 
     fn names(&self) -> Result<Vec<String>, String> {

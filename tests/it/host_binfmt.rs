@@ -439,3 +439,58 @@ fn doctor_reports_state_dirs_others_can_read_and_fix_makes_them_0700() {
         format!("{}: a symlink, not a directory", dirs[2].display())
     );
 }
+
+#[test]
+fn an_entry_whose_helper_was_killed_is_removed_when_the_run_ends() {
+    if !can_run()
+        || !require(
+            have_command("unshare"),
+            "unshare (util-linux)",
+            "apt-get install util-linux",
+        )
+    {
+        return;
+    }
+    let _table = host_binfmt_lock();
+    let root = busybox_root().to_str().unwrap().to_string();
+    let o = zchroot(
+        &root_home(),
+        &["-q", "run", "--dir", &root, "--", BUSYBOX, "true"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o)); // fetches qemu first
+    let mut holder = TableHolder::start();
+    let mut child = Command::new(ZCHROOT)
+        .args(["-q", "run", "--dir", &root, "--", BUSYBOX, "sh", "-c"])
+        .arg("echo started; read line; echo done")
+        .env("ZCHROOT_HOME", root_home())
+        .env("ZCHROOT_BINFMT", "host")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 8];
+    out.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"started\n");
+    let name = entry_of(child.id(), "aarch64");
+    holder.made.push(name.clone());
+    let mut needle = b"__host-binfmt\0register\0".to_vec();
+    needle.extend_from_slice(name.as_bytes());
+    let helpers = processes_with(&needle);
+    assert_eq!(helpers.len(), 1, "the helper holding {name}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helpers[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_gone(helpers[0]);
+    assert!(table().contains(&name), "the entry outlives its helper");
+    // The run goes on, and removes the entry itself when it ends.
+    drop(child.stdin.take());
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(status.success());
+    assert_eq!(rest, "done\n");
+    assert!(!table().contains(&name), "{name} outlived its run");
+}
