@@ -174,6 +174,11 @@ pub struct DoctorArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// Fix what zchroot can itself: make the state directories private
+    /// (chmod 0700) and remove qemu entries a killed zchroot left in the
+    /// host's binfmt_misc; then check.
+    #[arg(long)]
+    pub fix: bool,
 }
 
 #[derive(Debug, Args)]

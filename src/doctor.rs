@@ -1,10 +1,14 @@
 //! `zchroot doctor`: what this host supports and what zchroot will use,
-//! each check with the fix when something is missing. Pure: it judges
-//! [`host::Facts`] that the caller read.
+//! each check with the fix when something is missing. [`checks`] is pure:
+//! it judges [`host::Facts`] that the caller read; [`fix`] (`doctor --fix`)
+//! repairs what zchroot can repair itself.
 
-use crate::host::{self, Facts};
+use std::path::{Path, PathBuf};
+
+use crate::host::{self, DirFacts, Facts};
 use crate::manifest::Arch;
 use crate::sandbox::binfmt;
+use crate::sandbox::host_binfmt as binfmt_stale;
 use crate::sandbox::idmap::find_range;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -169,6 +173,56 @@ pub fn checks(f: &Facts, foreign: &[Arch]) -> Vec<Check> {
         });
     }
 
+    match &f.stale_binfmt {
+        None => {}
+        Some(Ok(v)) if v.is_empty() => out.push(check(
+            "stale binfmt entries",
+            Status::Ok,
+            "none left in the host's binfmt_misc by a killed zchroot".into(),
+            None,
+        )),
+        Some(Ok(v)) => out.push(check(
+            "stale binfmt entries",
+            Status::Warn,
+            format!(
+                "left in the host's binfmt_misc by a killed zchroot: {}",
+                v.join(", ")
+            ),
+            Some("zchroot doctor --fix (or any zchroot run) removes them".into()),
+        )),
+        Some(Err(e)) => out.push(check(
+            "stale binfmt entries",
+            Status::Warn,
+            format!("cannot read the host's binfmt_misc: {e}"),
+            None,
+        )),
+    }
+
+    out.push(match sysctl("dev.tty.legacy_tiocsti").as_deref() {
+        Some("0") => check(
+            "terminal injection",
+            Status::Ok,
+            "dev.tty.legacy_tiocsti = 0: no program can push input into a terminal (TIOCSTI)".into(),
+            None,
+        ),
+        Some(v) => check(
+            "terminal injection",
+            Status::Warn,
+            format!("dev.tty.legacy_tiocsti = {v}: a sandboxed program could inject input into a terminal it holds (TIOCSTI); zchroot blocks that itself with its own pty and a seccomp filter, but the host should forbid it"),
+            Some("sudo sysctl -w dev.tty.legacy_tiocsti=0 (and dev.tty.legacy_tiocsti = 0 in /etc/sysctl.d/ to keep it)".into()),
+        ),
+        None => check(
+            "terminal injection",
+            Status::Warn,
+            "this kernel has no dev.tty.legacy_tiocsti (before 6.2): any program can inject input into a terminal it holds (TIOCSTI); zchroot blocks that itself with its own pty and a seccomp filter".into(),
+            Some("Linux 6.2 or newer with dev.tty.legacy_tiocsti = 0".into()),
+        ),
+    });
+
+    for d in &f.private_dirs {
+        out.push(private_dir(d, f.uid));
+    }
+
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     out.push(match f.free_bytes {
         Some(b) if b >= 4 << 30 => check(
@@ -194,6 +248,106 @@ pub fn checks(f: &Facts, foreign: &[Arch]) -> Vec<Check> {
             None,
         ),
     });
+    out
+}
+
+/// Whether a state directory is private: a directory of the user's, mode
+/// 0700 (no access for group or others).
+fn private_dir(d: &DirFacts, uid: u32) -> Check {
+    let name = "private state";
+    let p = d.path.display();
+    match d.mode_owner {
+        None => check(
+            name,
+            Status::Ok,
+            format!("{p}: not there yet (zchroot makes it 0700)"),
+            None,
+        ),
+        Some((mode, _)) if mode & 0o170000 != 0o040000 => check(
+            name,
+            Status::Fail,
+            format!(
+                "{p}: {}not a directory",
+                if mode & 0o170000 == 0o120000 {
+                    "a symlink, "
+                } else {
+                    ""
+                }
+            ),
+            Some(format!("move {p} away; zchroot makes it anew")),
+        ),
+        Some((_, owner)) if owner != uid => check(
+            name,
+            Status::Fail,
+            format!("{p}: owned by uid {owner}, not by you (uid {uid})"),
+            Some(format!("sudo chown {uid} {p}, or use another ZCHROOT_HOME")),
+        ),
+        Some((mode, _)) if mode & 0o077 != 0 => check(
+            name,
+            Status::Warn,
+            format!(
+                "{p}: mode {:04o}: other users can {} what is in it",
+                mode & 0o7777,
+                if mode & 0o022 != 0 { "change" } else { "read" }
+            ),
+            Some(format!("zchroot doctor --fix (chmod 0700 {p})")),
+        ),
+        Some((mode, _)) => check(
+            name,
+            Status::Ok,
+            format!("{p}: mode {:04o}, yours", mode & 0o7777),
+            None,
+        ),
+    }
+}
+
+/// What `doctor --fix` did, one line each.
+#[derive(Debug, Default)]
+pub struct Fixed {
+    pub done: Vec<String>,
+    pub failed: Vec<String>,
+}
+
+/// Fixes what zchroot can fix itself: state directories of the user's that
+/// others can reach become 0700 (never following a symlink), and qemu
+/// entries a killed zchroot left in the host's binfmt_misc are removed.
+pub fn fix(private: &[PathBuf], exe: &Path) -> Fixed {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let mut out = Fixed::default();
+    let uid = nix::unistd::geteuid().as_raw();
+    for p in private {
+        let f = match std::fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(p)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                out.failed.push(format!("{}: {e}", p.display()));
+                continue;
+            }
+        };
+        let Ok(m) = f.metadata() else { continue };
+        if m.uid() != uid || m.mode() & 0o077 == 0 {
+            continue;
+        }
+        match f.set_permissions(std::fs::Permissions::from_mode(0o700)) {
+            Ok(()) => out.done.push(format!(
+                "chmod 0700 {} (was {:04o})",
+                p.display(),
+                m.mode() & 0o7777
+            )),
+            Err(e) => out.failed.push(format!("chmod 0700 {}: {e}", p.display())),
+        }
+    }
+    match binfmt_stale::remove_stale(exe) {
+        Ok(v) => out.done.extend(
+            v.into_iter()
+                .map(|n| format!("removed the stale binfmt_misc entry {n}")),
+        ),
+        Err(e) => out.failed.push(e.to_string()),
+    }
     out
 }
 
@@ -246,6 +400,86 @@ mod tests {
         assert_eq!(get("user namespaces").status, Status::Fail);
         assert_eq!(get("binfmt_misc").status, Status::Ok);
         assert_eq!(get("host qemu registration").status, Status::Ok);
+    }
+
+    #[test]
+    fn terminal_injection_is_judged_by_legacy_tiocsti() {
+        let get = |v: Option<&str>| {
+            let mut f = facts();
+            f.sysctls
+                .push(("dev.tty.legacy_tiocsti".into(), v.map(String::from)));
+            checks(&f, &[])
+                .into_iter()
+                .find(|c| c.name == "terminal injection")
+                .unwrap()
+        };
+        let c = get(Some("1"));
+        assert_eq!(c.status, Status::Warn);
+        assert!(
+            c.detail.starts_with("dev.tty.legacy_tiocsti = 1: "),
+            "{c:?}"
+        );
+        assert!(c
+            .help
+            .unwrap()
+            .starts_with("sudo sysctl -w dev.tty.legacy_tiocsti=0"));
+        assert_eq!(get(Some("0")).status, Status::Ok);
+        assert_eq!(get(None).status, Status::Warn);
+    }
+
+    #[test]
+    fn state_directories_must_be_private_and_the_users() {
+        let judge = |mode_owner: Option<(u32, u32)>| {
+            let f = Facts {
+                private_dirs: vec![DirFacts {
+                    path: "/home/alice/.local/share/zchroot".into(),
+                    mode_owner,
+                }],
+                ..facts()
+            };
+            checks(&f, &[])
+                .into_iter()
+                .find(|c| c.name == "private state")
+                .unwrap()
+        };
+        assert_eq!(judge(Some((0o040700, 1000))).status, Status::Ok);
+        assert_eq!(judge(None).status, Status::Ok, "made 0700 when needed");
+        let c = judge(Some((0o040755, 1000)));
+        assert_eq!(c.status, Status::Warn);
+        assert_eq!(
+            c.detail,
+            "/home/alice/.local/share/zchroot: mode 0755: other users can read what is in it"
+        );
+        assert_eq!(
+            c.help.as_deref(),
+            Some("zchroot doctor --fix (chmod 0700 /home/alice/.local/share/zchroot)")
+        );
+        assert!(judge(Some((0o040777, 1000))).detail.contains("can change"));
+        assert_eq!(judge(Some((0o040700, 0))).status, Status::Fail);
+        assert_eq!(
+            judge(Some((0o120777, 1000))).status,
+            Status::Fail,
+            "a symlink"
+        );
+    }
+
+    #[test]
+    fn stale_binfmt_entries_are_listed_with_the_fix() {
+        let get = |v: Option<Result<Vec<String>, String>>| {
+            let f = Facts {
+                stale_binfmt: v,
+                ..facts()
+            };
+            checks(&f, &[])
+                .into_iter()
+                .find(|c| c.name == "stale binfmt entries")
+        };
+        assert!(get(None).is_none(), "not looked for");
+        assert_eq!(get(Some(Ok(vec![]))).unwrap().status, Status::Ok);
+        let c = get(Some(Ok(vec!["zchroot-aarch64-1-2-3".into()]))).unwrap();
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.detail.ends_with("zchroot-aarch64-1-2-3"), "{c:?}");
+        assert!(c.help.unwrap().starts_with("zchroot doctor --fix"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Probes of what the host offers, for the sandbox and for `doctor`: the
 //! machine's architecture, kernel version, user, subordinate id ranges,
-//! newuidmap, and the host's binfmt_misc table. The only module (with sys)
+//! newuidmap, the host's binfmt_misc table, sysctls, processes' start times
+//! and the state directories' modes. The only module (with sys)
 //! that reads /proc, /etc and the environment for these.
 
 use std::os::unix::fs::PermissionsExt;
@@ -141,6 +142,58 @@ pub fn binfmt_entries() -> Vec<(String, binfmt::Entry)> {
     out
 }
 
+/// The start time of process `pid` (clock ticks after boot, field 22 of
+/// `/proc/PID/stat`), or None when there is no such process. With the PID it
+/// names one process for the whole boot, even after the PID is reused.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_time(&stat)
+}
+
+/// Field 22 of a `/proc/PID/stat` line. The command name (field 2) may hold
+/// spaces and parentheses, so fields are counted after its last `)`.
+fn parse_start_time(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    // rest starts at field 3 (state): field 22 is the 20th after it.
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+}
+
+/// The inode of this process's PID namespace: PIDs compare only within one.
+pub fn pid_namespace() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+}
+
+/// Reads a sysctl (`dev.tty.legacy_tiocsti` → `/proc/sys/dev/tty/legacy_tiocsti`),
+/// trimmed; None when this kernel has no such sysctl.
+pub fn sysctl(name: &str) -> Option<String> {
+    let path = Path::new("/proc/sys").join(name.replace('.', "/"));
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|v| v.trim().to_string())
+}
+
+/// Mode and owner of a state directory, as `doctor` judges its privacy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirFacts {
+    pub path: PathBuf,
+    /// (`st_mode`: file type and permission bits, owner uid), or None when
+    /// it does not exist yet. A symlink is described as itself, never
+    /// followed.
+    pub mode_owner: Option<(u32, u32)>,
+}
+
+/// [`DirFacts`] of `path`.
+pub fn dir_facts(path: &Path) -> DirFacts {
+    use std::os::unix::fs::MetadataExt;
+    DirFacts {
+        path: path.to_path_buf(),
+        mode_owner: std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| (m.mode(), m.uid())),
+    }
+}
+
 /// The host's resolv.conf, resolved through symlinks (systemd-resolved).
 pub fn resolv_conf() -> Option<PathBuf> {
     std::fs::canonicalize("/etc/resolv.conf")
@@ -164,6 +217,19 @@ mod tests {
         h[18] = 0x3e;
         assert_eq!(arch_of_elf(&archs, &h).unwrap().name, "amd64");
         assert!(arch_of_elf(&archs, b"#!/bin/sh\n").is_none());
+    }
+
+    #[test]
+    fn start_times_are_read_after_the_command_name() {
+        // A command name with spaces and a parenthesis must not shift fields.
+        let stat =
+            "4242 (a) b (c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 50";
+        assert_eq!(parse_start_time(stat), Some(987654));
+        assert_eq!(parse_start_time("4242 (x) S 1"), None);
+        let me = std::process::id();
+        let t = process_start_time(me).expect("our own start time");
+        assert_eq!(process_start_time(me), Some(t), "stable");
+        assert!(pid_namespace().is_some());
     }
 
     #[test]
@@ -193,14 +259,22 @@ pub struct Facts {
     pub sysctls: Vec<(String, Option<String>)>,
     pub binfmt: Vec<(String, binfmt::Entry)>,
     pub binfmt_mounted: bool,
+    /// Temporary entries (`zchroot-…`) in the host's binfmt_misc whose
+    /// zchroot is gone; None when they were not looked for (not root, or the
+    /// table could not be read: the string says why).
+    pub stale_binfmt: Option<Result<Vec<String>, String>>,
+    /// The directories that must stay private to the user: the state
+    /// directory, the roots under it, and the cache.
+    pub private_dirs: Vec<DirFacts>,
     pub data_dir: PathBuf,
     /// Free bytes on the filesystem of the data directory (or its nearest
     /// existing parent).
     pub free_bytes: Option<u64>,
 }
 
-/// Reads the facts. `data_dir` is the state directory.
-pub fn facts(data_dir: &Path) -> Facts {
+/// Reads the facts. `data_dir` is the state directory; `private` the
+/// directories that must be private to the user.
+pub fn facts(data_dir: &Path, private: &[PathBuf]) -> Facts {
     let (kernel, kernel_version) = kernel();
     let (user, uid, _) = user();
     let (subuid, subgid) = subid_files();
@@ -208,17 +282,10 @@ pub fn facts(data_dir: &Path) -> Facts {
         "kernel.unprivileged_userns_clone",
         "kernel.apparmor_restrict_unprivileged_userns",
         "user.max_user_namespaces",
+        "dev.tty.legacy_tiocsti",
     ]
     .iter()
-    .map(|name| {
-        let path = Path::new("/proc/sys").join(name.replace('.', "/"));
-        (
-            name.to_string(),
-            std::fs::read_to_string(path)
-                .ok()
-                .map(|v| v.trim().to_string()),
-        )
-    })
+    .map(|name| (name.to_string(), sysctl(name)))
     .collect();
     let mut probe = data_dir.to_path_buf();
     while !probe.exists() {
@@ -244,6 +311,8 @@ pub fn facts(data_dir: &Path) -> Facts {
         sysctls,
         binfmt: binfmt_entries(),
         binfmt_mounted: Path::new("/proc/sys/fs/binfmt_misc/status").exists(),
+        stale_binfmt: None,
+        private_dirs: private.iter().map(|p| dir_facts(p)).collect(),
         data_dir: data_dir.to_path_buf(),
         free_bytes,
     }

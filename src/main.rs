@@ -724,6 +724,10 @@ fn destroy(args: &DestroyArgs, reporter: &dyn Reporter) -> anyhow::Result<u8> {
         println!("destroyed {name}");
     }
     if args.all {
+        // Qemu entries a killed run left in the host's binfmt_misc.
+        if let Err(e) = sandbox::host_binfmt::remove_stale(&exe) {
+            eprintln!("warning: {e}");
+        }
         for old in roots.leftovers() {
             zchroot::rootfs::create::remove_as_owner(&exe, &maps, &old, None)
                 .map_err(|e| anyhow::anyhow!("removing {}: {e}", old.display()))?;
@@ -739,10 +743,30 @@ fn destroy(args: &DestroyArgs, reporter: &dyn Reporter) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn doctor(manifests: &Manifests, json: bool) -> anyhow::Result<u8> {
+fn doctor(manifests: &Manifests, args: &cli::DoctorArgs) -> anyhow::Result<u8> {
     use zchroot::doctor::{checks, Status};
+    let json = args.json;
     let dirs = DataDirs::resolve(&DirsEnv::from_process())?;
-    let facts = zchroot::host::facts(&dirs.state);
+    let exe = std::env::current_exe().context("finding zchroot's own executable")?;
+    let private = [
+        dirs.state.clone(),
+        Roots::new(&dirs).dir,
+        dirs.cache.clone(),
+    ];
+    if args.fix {
+        let fixed = zchroot::doctor::fix(&private, &exe);
+        for l in &fixed.done {
+            eprintln!("fixed: {l}");
+        }
+        for l in &fixed.failed {
+            eprintln!("could not fix: {l}");
+        }
+    }
+    let mut facts = zchroot::host::facts(&dirs.state, &private);
+    if sandbox::host_binfmt::uses_host_table() {
+        facts.stale_binfmt =
+            Some(sandbox::host_binfmt::stale_entries(&exe).map_err(|e| e.to_string()));
+    }
     let host = zchroot::host::host_arch(manifests).ok();
     let foreign: Vec<_> = manifests
         .architectures()?
@@ -781,6 +805,21 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         bars = Bars::new(cli.verbose);
         &bars
     };
+    if matches!(
+        cli.command,
+        Command::Run(_)
+            | Command::Shell(_)
+            | Command::Create(_)
+            | Command::BuildDkms(_)
+            | Command::BuildZfs(_)
+            | Command::Update(_)
+    ) {
+        // What a killed run left in the host's binfmt_misc (kernels before 6.7).
+        let exe = std::env::current_exe().context("finding zchroot's own executable")?;
+        if let Err(e) = sandbox::host_binfmt::remove_stale(&exe) {
+            eprintln!("warning: {e}");
+        }
+    }
     match &cli.command {
         Command::Resolve(args) => resolve(cli, &manifests, args, reporter)
             .context("resolve failed")
@@ -788,7 +827,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Run(args) => {
             run_in_sandbox(&manifests, &args.sandbox, args.command.clone(), reporter)
         }
-        Command::Doctor(args) => doctor(&manifests, args.json),
+        Command::Doctor(args) => doctor(&manifests, args),
         Command::Create(args) => create(&manifests, args, reporter).context("create failed"),
         Command::List(args) => list(args),
         Command::BuildDkms(args) => {

@@ -26,30 +26,6 @@ pub fn register_line_named(name: &str, arch: &Arch, interpreter: &Path) -> Strin
     )
 }
 
-/// The name of an entry zchroot registers in the host's table for one run
-/// (kernels before 6.7, as root): it carries the registering process's
-/// PID, so a later run can remove what a killed one left.
-pub fn temporary_name(arch: &Arch, pid: u32) -> String {
-    format!("zchroot-{}-{pid}", arch.qemu)
-}
-
-/// The PID in a [`temporary_name`], or None for any other entry.
-pub fn temporary_pid(name: &str) -> Option<u32> {
-    let rest = name.strip_prefix("zchroot-")?;
-    let (_, pid) = rest.rsplit_once('-')?;
-    pid.parse().ok()
-}
-
-/// Temporary entries whose process is gone: left by a zchroot that was
-/// killed before it could remove them.
-pub fn stale<'a>(names: &'a [String], alive: &dyn Fn(u32) -> bool) -> Vec<&'a str> {
-    names
-        .iter()
-        .filter(|n| temporary_pid(n).is_some_and(|p| !alive(p)))
-        .map(String::as_str)
-        .collect()
-}
-
 /// An entry of a binfmt_misc table (`/proc/sys/fs/binfmt_misc/NAME`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -113,30 +89,6 @@ mod tests {
         assert_eq!(
             l,
             ":qemu-aarch64:M::\\x7f\\x45\\x4c\\x46\\x02\\x01\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x02\\x00\\xb7\\x00:\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\x00\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xfe\\xff\\xff\\xff:/c/qemu-aarch64:F"
-        );
-    }
-
-    #[test]
-    fn temporary_entries_carry_their_pid_and_stale_ones_are_found() {
-        let a = Manifests::embedded().arch("arm64").unwrap();
-        let name = temporary_name(&a, 4242);
-        assert_eq!(name, "zchroot-aarch64-4242");
-        assert_eq!(temporary_pid(&name), Some(4242));
-        assert_eq!(temporary_pid("qemu-aarch64"), None, "never another's entry");
-        assert_eq!(temporary_pid("zchroot-aarch64-x"), None);
-        let l = register_line_named(&name, &a, Path::new("/q"));
-        assert!(l.starts_with(":zchroot-aarch64-4242:M::\\x7f"), "{l}");
-        let names: Vec<String> = [
-            "zchroot-aarch64-1",
-            "zchroot-arm-2",
-            "qemu-aarch64",
-            "zchroot-aarch64-3",
-        ]
-        .map(String::from)
-        .to_vec();
-        assert_eq!(
-            stale(&names, &|p| p == 2),
-            ["zchroot-aarch64-1", "zchroot-aarch64-3"]
         );
     }
 

@@ -197,7 +197,7 @@ pub fn prepare(
     };
     let host_binfmt = match &emulation {
         Emulation::HostTemporary { interpreter } => {
-            let name = binfmt::temporary_name(&root_arch, std::process::id());
+            let name = host_binfmt::entry_name(&root_arch.qemu, &host_binfmt::Owner::current());
             Some(spawn::HostBinfmt {
                 line: binfmt::register_line_named(&name, &root_arch, interpreter),
                 name,

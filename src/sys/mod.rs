@@ -12,6 +12,8 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
 
+pub mod fsmount;
+
 /// A failed system call, described.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 #[error("{call} => {errno}")]

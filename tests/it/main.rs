@@ -6,6 +6,7 @@ mod archive;
 mod build;
 mod confined;
 mod debian;
+mod host_binfmt;
 mod repo_hardening;
 mod require;
 mod rootfs;

@@ -84,3 +84,11 @@ pub fn let_others_reach(path: &std::path::Path) {
         p = d.parent();
     }
 }
+
+/// Serialises the tests that register entries in the host's binfmt_misc
+/// table or compare it before and after (one global table before Linux 6.7,
+/// and for root in the initial user namespace).
+pub fn host_binfmt_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

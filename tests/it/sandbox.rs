@@ -22,13 +22,13 @@ fn shared_dir() -> PathBuf {
 }
 
 /// The zchroot home that root's runs share (the qemu binary is fetched once).
-fn root_home() -> PathBuf {
+pub(crate) fn root_home() -> PathBuf {
     shared_dir().join("home-root")
 }
 
 /// An arm64 root with busybox-static, extracted through zchroot's own
 /// archive client and .deb extractor. Made once per test run.
-fn busybox_root() -> &'static Path {
+pub(crate) fn busybox_root() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
         let dir = shared_dir().join("busybox-arm64");
@@ -73,7 +73,7 @@ fn is_root() -> bool {
 }
 
 /// Whether the sandbox tests can run here; loud skip otherwise.
-fn can_run() -> bool {
+pub(crate) fn can_run() -> bool {
     require(
         is_root(),
         "root (to run as root and to become the test user)",
@@ -189,6 +189,7 @@ fn the_host_binfmt_table_and_mounts_are_untouched() {
     if !can_run() {
         return;
     }
+    let _table = crate::require::host_binfmt_lock();
     busybox_root();
     let _ = run_root(&[BUSYBOX, "true"]); // fetch qemu first
     let mounts_before = mountinfo();
@@ -230,6 +231,7 @@ fn before_linux_6_7_root_registers_qemu_on_the_host_for_the_run_only() {
     if !can_run() {
         return;
     }
+    let _table = crate::require::host_binfmt_lock();
     let _ = run_root(&[BUSYBOX, "true"]); // fetch qemu first
     let before = host_binfmt_entries();
     if !require(
@@ -263,7 +265,7 @@ fn before_linux_6_7_root_registers_qemu_on_the_host_for_the_run_only() {
 
     // During the run: an entry of this run's own, serving aarch64.
     let child = start("uname -m; /usr/bin/busybox sleep 2");
-    let name = format!("zchroot-aarch64-{}", child.id());
+    let name = crate::host_binfmt::entry_of(child.id(), "aarch64");
     assert!(
         wait_for(&name, true),
         "no {name} during the run: {:?}",
@@ -280,7 +282,7 @@ fn before_linux_6_7_root_registers_qemu_on_the_host_for_the_run_only() {
     // A SIGKILLed zchroot leaves no entry either: its helper sees the pipe
     // close and removes it.
     let mut child = start("echo started; /usr/bin/busybox sleep 60");
-    let killed = format!("zchroot-aarch64-{}", child.id());
+    let killed = crate::host_binfmt::entry_of(child.id(), "aarch64");
     let mut out = child.stdout.take().unwrap();
     let mut buf = [0u8; 8];
     use std::io::Read;
