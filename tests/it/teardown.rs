@@ -289,53 +289,83 @@ fn destroy_rootless_refuses_a_root_with_a_bind_mount_and_removes_it_once_unmount
 const ATTACK_DIR: &str = "ZCHROOT_TEST_ATTACK_DIR";
 const ATTACK_VICTIM: &str = "ZCHROOT_TEST_ATTACK_VICTIM";
 const ATTACK_STOP: &str = "ZCHROOT_TEST_ATTACK_STOP";
+const ATTACK_MODE: &str = "ZCHROOT_TEST_ATTACK_MODE";
 
-/// The second user: in the world-writable directory `$ZCHROOT_TEST_ATTACK_DIR`
-/// (held open, so locking the tree's top does not stop it), keeps
-/// exchanging its directory `a` with a symlink `l` to the victim until the
-/// stop file appears or 10 s pass; prints `swaps N`. Does nothing unless
-/// started by [`a_second_user_renaming_inside_cannot_lead_the_removal_outside`].
+/// The second user, in the world-writable directory `$ZCHROOT_TEST_ATTACK_DIR`
+/// (held open, so locking the tree's top does not stop it), owning a
+/// directory `a` there. `blind`: keeps exchanging `a` with a symlink `l` to
+/// the victim. `targeted`: waits until the removal starts (the directory's
+/// mtime changes), then exchanges `a` with a fresh symlink to the victim
+/// once and holds. Stops when the stop file appears or after 10 s and
+/// prints `swaps N triggered T`. Does nothing unless started by
+/// [`a_second_user_renaming_inside_cannot_lead_the_removal_outside`].
 #[test]
 #[ignore]
 fn attacker() {
-    use nix::fcntl::{renameat2, OFlag, RenameFlags};
-    use nix::sys::stat::Mode;
+    use nix::fcntl::{renameat2, AtFlags, OFlag, RenameFlags};
+    use nix::sys::stat::{fstat, fstatat, mkdirat, Mode, SFlag};
+    use nix::unistd::symlinkat;
     let Ok(dir) = std::env::var(ATTACK_DIR) else {
         return;
     };
     let victim = std::env::var(ATTACK_VICTIM).unwrap();
     let stop = PathBuf::from(std::env::var(ATTACK_STOP).unwrap());
+    let targeted = std::env::var(ATTACK_MODE).unwrap() == "targeted";
     let d = nix::fcntl::open(
         Path::new(&dir),
         OFlag::O_RDONLY | OFlag::O_DIRECTORY,
         Mode::empty(),
     )
     .unwrap();
-    let mkdir = || nix::sys::stat::mkdirat(&d, "a", Mode::from_bits_truncate(0o755));
-    let link = || nix::unistd::symlinkat(victim.as_str(), &d, "l");
-    mkdir().unwrap();
+    mkdirat(&d, "a", Mode::from_bits_truncate(0o755)).unwrap();
     for i in 0..20 {
         std::fs::write(Path::new(&dir).join(format!("a/mine{i}")), "x").unwrap();
     }
-    link().unwrap();
+    if !targeted {
+        symlinkat(victim.as_str(), &d, "l").unwrap();
+    }
     std::fs::write(Path::new(&dir).join("ready"), "").unwrap();
+    let mtime = |s: nix::sys::stat::FileStat| (s.st_mtime, s.st_mtime_nsec);
+    let before = mtime(fstat(&d).unwrap());
+    let kind = |n: &str| {
+        fstatat(&d, n, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .ok()
+            .map(|s| SFlag::from_bits_truncate(s.st_mode) & SFlag::S_IFMT)
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut swaps = 0u64;
+    let (mut swaps, mut triggered) = (0u64, 0u64);
     for i in 0u64.. {
         if i % 1024 == 0 && (stop.exists() || Instant::now() > deadline) {
             break;
         }
+        if targeted {
+            if triggered == 0 && mtime(fstat(&d).unwrap()) != before {
+                triggered = 1;
+                let _ = symlinkat(victim.as_str(), &d, "s");
+                if renameat2(&d, "a", &d, "s", RenameFlags::RENAME_EXCHANGE).is_ok() {
+                    swaps += 1;
+                }
+            }
+            continue;
+        }
         match renameat2(&d, "a", &d, "l", RenameFlags::RENAME_EXCHANGE) {
             Ok(()) => swaps += 1,
             Err(_) => {
-                // One of them was removed: put it back while we may.
-                let _ = mkdir();
-                let _ = link();
-                let _ = nix::unistd::symlinkat(victim.as_str(), &d, "a");
+                // The removal took one of them: put back what is missing
+                // (the other name holds a directory or a symlink).
+                for (name, other) in [("a", "l"), ("l", "a")] {
+                    if kind(name).is_none() {
+                        let _ = if kind(other) == Some(SFlag::S_IFLNK) {
+                            mkdirat(&d, name, Mode::from_bits_truncate(0o755))
+                        } else {
+                            symlinkat(victim.as_str(), &d, name)
+                        };
+                    }
+                }
             }
         }
     }
-    println!("swaps {swaps}");
+    println!("swaps {swaps} triggered {triggered}");
 }
 
 #[test]
@@ -346,6 +376,11 @@ fn a_second_user_renaming_inside_cannot_lead_the_removal_outside() {
     let Some(user) = require_test_user() else {
         return;
     };
+    let gid = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(user.uid))
+        .unwrap()
+        .unwrap()
+        .gid
+        .as_raw();
     let exe = std::env::current_exe().unwrap();
     let_others_reach(&exe);
     let base = scratch();
@@ -355,13 +390,15 @@ fn a_second_user_renaming_inside_cannot_lead_the_removal_outside() {
     for i in 0..50 {
         std::fs::write(victim.join(format!("v{i}")), "x").unwrap();
     }
-    let mut total_swaps = 0;
-    for round in 0..5 {
+    let (mut blind_swaps, mut triggered) = (0, 0);
+    let mut failed: Vec<String> = vec![];
+    for round in 0..10 {
+        let mode = if round % 2 == 0 { "targeted" } else { "blind" };
         let top = base.path().join(format!("root{round}"));
         make_tree(&top);
         let tmp = top.join("var/tmp");
         std::fs::create_dir_all(&tmp).unwrap();
-        for i in 0..200 {
+        for i in 0..1000 {
             std::fs::write(tmp.join(format!("t{i}")), "x").unwrap();
         }
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
@@ -371,14 +408,9 @@ fn a_second_user_renaming_inside_cannot_lead_the_removal_outside() {
             .env(ATTACK_DIR, &tmp)
             .env(ATTACK_VICTIM, &victim)
             .env(ATTACK_STOP, &stop)
+            .env(ATTACK_MODE, mode)
             .uid(user.uid)
-            .gid(
-                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(user.uid))
-                    .unwrap()
-                    .unwrap()
-                    .gid
-                    .as_raw(),
-            )
+            .gid(gid)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -396,7 +428,7 @@ fn a_second_user_renaming_inside_cannot_lead_the_removal_outside() {
         std::fs::write(&stop, "").unwrap();
         let out = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let swaps: u64 = stdout
+        let said: Vec<u64> = stdout
             .lines()
             .find_map(|l| l.strip_prefix("swaps "))
             .unwrap_or_else(|| {
@@ -405,27 +437,33 @@ fn a_second_user_renaming_inside_cannot_lead_the_removal_outside() {
                     String::from_utf8_lossy(&out.stderr)
                 )
             })
-            .trim()
-            .parse()
-            .unwrap();
-        total_swaps += swaps;
+            .split(" triggered ")
+            .map(|n| n.trim().parse().unwrap())
+            .collect();
+        if mode == "blind" {
+            blind_swaps += said[0];
+        }
+        triggered += said[1];
         let left = (0..50)
             .filter(|i| victim.join(format!("v{i}")).exists())
             .count();
         assert_eq!(
             left, 50,
-            "round {round}: the removal deleted files outside the tree ({swaps} swaps; removal: {r:?})"
+            "round {round} ({mode}): the removal deleted files outside the tree (attacker: {said:?}; removal: {r:?})"
         );
         assert_eq!(
             std::fs::metadata(&victim).unwrap().mode() & 0o7777,
             0o755,
             "round {round}: the victim's mode changed"
         );
-        r.unwrap_or_else(|e| panic!("round {round}: {e}"));
-        assert!(!top.exists());
+        match r {
+            Ok(()) => assert!(!top.exists()),
+            Err(e) => failed.push(format!("round {round} ({mode}): {e}")),
+        }
     }
     assert!(
-        total_swaps > 0,
-        "the attacker never swapped: the test tested nothing"
+        blind_swaps > 0 && triggered > 0,
+        "the attacker never acted ({blind_swaps} blind swaps, {triggered} times triggered): the test tested nothing"
     );
+    assert!(failed.is_empty(), "the removal failed: {failed:#?}");
 }
