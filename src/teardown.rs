@@ -33,6 +33,14 @@ pub enum TeardownError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{} became a mount point inside {} while it was being removed: stopped\nhelp: unmount it (`umount {}`) and remove it again", path.display(), top.display(), path.display())]
+    MountAppeared { path: PathBuf, top: PathBuf },
+    #[error("removing {}: {source}\nhelp: removing a tree safely needs Linux 5.8 or later (statx with STATX_MNT_ID)", path.display())]
+    KernelTooOld {
+        path: PathBuf,
+        #[source]
+        source: SysError,
+    },
     #[error("removing {}: {source}", path.display())]
     Sys {
         path: PathBuf,
@@ -46,9 +54,13 @@ pub enum TeardownError {
 }
 
 fn sys(path: &Path) -> impl FnOnce(SysError) -> TeardownError + '_ {
-    move |source| TeardownError::Sys {
-        path: path.to_owned(),
-        source,
+    move |source| {
+        let path = path.to_owned();
+        if source.errno == Errno::ENOSYS {
+            TeardownError::KernelTooOld { path, source }
+        } else {
+            TeardownError::Sys { path, source }
+        }
     }
 }
 
@@ -250,7 +262,7 @@ fn check_no_mounts(top: &Path, path: &Path, dir: &Dir, mnt_id: u64) -> Result<()
 /// after it is opened from its locked parent.
 /// `top` is the tree's name as the caller gave it (for messages).
 fn remove_contents(top: &Path, path: &Path, dir: &Dir) -> Result<(), TeardownError> {
-    t::take_dir(dir.as_fd()).map_err(sys(path))?;
+    t::take_dir(dir.as_fd(), dir.stat.uid).map_err(sys(path))?;
     remove_locked(top, path, dir, dir.stat.mnt_id)
 }
 
@@ -283,7 +295,7 @@ fn remove_entry(
     mnt_id: u64,
 ) -> Result<(), TeardownError> {
     let p = path.join(name);
-    let mount_inside = || TeardownError::MountInside {
+    let mount_inside = || TeardownError::MountAppeared {
         path: p.clone(),
         top: top.to_owned(),
     };
@@ -323,7 +335,7 @@ fn remove_entry(
         return Err(TeardownError::Moved { path: p });
     }
     let child = Dir { fd, stat };
-    t::take_dir(child.as_fd()).map_err(sys(&p))?;
+    t::take_dir(child.as_fd(), child.stat.uid).map_err(sys(&p))?;
     // The child hangs below the directory we came from (it cannot move
     // away any more: both are locked).
     let up = t::open_parent(child.as_fd()).map_err(sys(&p))?;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, AT_FDCWD};
 use nix::sys::stat::Mode;
-use nix::unistd::{Gid, Uid, UnlinkatFlags};
+use nix::unistd::{Uid, UnlinkatFlags};
 
 use super::{err, SysError, SysResult};
 
@@ -229,13 +229,16 @@ pub fn rename_at(
         .map_err(err(|| format!("renameat({from:?}, {to:?})")))
 }
 
-/// Makes the open directory `fd` belong to this process's effective user
-/// and group, mode 0700: from then on no other user can add, rename or
-/// remove anything in it.
-pub fn take_dir(fd: BorrowedFd) -> SysResult<()> {
-    let (uid, gid) = (Uid::effective(), Gid::effective());
-    nix::unistd::fchown(fd.as_fd(), Some(uid), Some(gid))
-        .map_err(err(|| format!("fchown(fd, {uid}, {gid})")))?;
+/// Makes the open directory `fd` (owned by `owner`) this process's, mode
+/// 0700: from then on no other user can add, rename or remove anything in
+/// it. Only the owner is changed (and only if it is someone else): with
+/// mode 0700 the group has no access anyway.
+pub fn take_dir(fd: BorrowedFd, owner: u32) -> SysResult<()> {
+    let uid = Uid::effective();
+    if owner != uid.as_raw() {
+        nix::unistd::fchown(fd.as_fd(), Some(uid), None)
+            .map_err(err(|| format!("fchown(fd, {uid}, -1)")))?;
+    }
     nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(0o700))
         .map_err(err(|| "fchmod(fd, 0700)".to_string()))
 }
