@@ -67,7 +67,17 @@ fn sys(path: &Path) -> impl FnOnce(SysError) -> TeardownError + '_ {
 /// Removes `top` and everything below it. A missing `top` is not an error;
 /// a mount at or below it stops the removal before anything is removed.
 pub fn remove_tree(top: &Path) -> Result<(), TeardownError> {
-    let (parent, name) = open_parent(top)?;
+    let (parent, name) = match open_parent(top) {
+        Err(TeardownError::Sys {
+            source:
+                SysError {
+                    errno: Errno::ENOENT,
+                    ..
+                },
+            ..
+        }) => return Ok(()),
+        r => r?,
+    };
     let Some(dir) = open_checked(top, parent.as_fd(), &name)? else {
         return Ok(());
     };
@@ -413,6 +423,7 @@ mod tests {
             "the symlink's target stays"
         );
         remove_tree(&top).unwrap(); // missing is fine
+        remove_tree(&top.join("below/missing")).unwrap(); // and its parent too
     }
 
     #[test]
