@@ -58,10 +58,12 @@ fn statx_raw(
         | libc::STATX_INO
         | libc::STATX_UID
         | libc::STATX_MNT_ID;
-    // SAFETY: `buf` is a plain C struct that the kernel fills in; `name` is a
-    // NUL-terminated string and `fd` an open descriptor, both valid for the
-    // duration of the call.
+    // SAFETY: `statx` is a plain C struct of integers, for which all zeroes
+    // is a valid value.
     let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `buf` is a valid, writable statx struct that the kernel fills
+    // in; `name` is a NUL-terminated string and `fd` an open descriptor, both
+    // valid for the duration of the call.
     let r = unsafe {
         libc::statx(
             fd.as_raw_fd(),
