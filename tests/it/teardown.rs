@@ -35,8 +35,11 @@ fn scratch() -> tempfile::TempDir {
     d
 }
 
-/// A bind mount that is undone (lazily) when dropped, even on a failed assert.
-struct BindMount(PathBuf);
+/// A bind mount that is undone (lazily) when dropped, even on a failed
+/// assert, and even if the code under test moved it (the old `destroy`
+/// renamed the root with the mount in it): it is unmounted through an
+/// `O_PATH` fd of its root, not by its first path.
+struct BindMount(std::os::fd::OwnedFd);
 
 impl BindMount {
     fn new(source: &Path, target: &Path) -> BindMount {
@@ -48,13 +51,23 @@ impl BindMount {
             None::<&str>,
         )
         .unwrap_or_else(|e| panic!("mount --bind {source:?} {target:?}: {e}"));
-        BindMount(target.to_owned())
+        let fd = nix::fcntl::open(
+            target,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap();
+        BindMount(fd)
     }
 }
 
 impl Drop for BindMount {
     fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        use std::os::fd::AsRawFd;
+        let at = format!("/proc/self/fd/{}", self.0.as_raw_fd());
+        if let Err(e) = nix::mount::umount2(Path::new(&at), nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("could not unmount the test's bind mount ({at}): {e}");
+        }
     }
 }
 
