@@ -2,6 +2,8 @@
 //! names the call, its arguments and the errno:
 //! `mount("proc", "/r/proc", "proc", ..) => EPERM`.
 
+pub mod tree;
+
 use std::ffi::CString;
 use std::os::fd::RawFd;
 use std::path::Path;

@@ -12,6 +12,7 @@ mod require;
 mod rootfs;
 mod sandbox;
 mod server;
+mod teardown;
 mod update;
 
 use std::path::{Path, PathBuf};
