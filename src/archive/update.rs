@@ -21,6 +21,8 @@ pub enum UpdateError {
     Release(#[from] ReleaseError),
     #[error(transparent)]
     Index(#[from] IndexError),
+    #[error(transparent)]
+    Dates(#[from] super::dates::DatesError),
     #[error("{}: {source}", path.display())]
     Io {
         path: std::path::PathBuf,
@@ -64,6 +66,10 @@ pub fn update(
         let url = format!("{base}/InRelease");
         let data = fetcher.get(&url, INRELEASE_LIMIT)?;
         let verified = release::verify_inrelease(&data, keyring, &source.suite, &url, now)?;
+        // Not older than the last one accepted: no replay of an old file.
+        if let Some(dates) = fetcher.release_dates() {
+            dates.check_and_record(&source.mirror, &source.suite, &url, verified.date)?;
+        }
         let mut archs = vec![arch.to_string()];
         // As apt: a separate `all` index only when the Release lists `all`.
         if !verified.no_arch_all_index() && verified.architectures.iter().any(|a| a == "all") {
