@@ -106,6 +106,14 @@ impl Package {
     pub fn url(&self) -> String {
         format!("{}/{}", self.origin.mirror, self.filename)
     }
+
+    /// What unpacking the package may write, as its index declares.
+    pub fn extract_limit(&self) -> crate::deb::ExtractLimit {
+        crate::deb::ExtractLimit {
+            package: self.name.clone(),
+            installed_size_kib: self.installed_size,
+        }
+    }
 }
 
 /// The index file chosen from a Release file, and where to get it.

@@ -73,7 +73,8 @@ impl Pkg {
     }
     /// A symlink in the package's data (`path -> target`).
     pub fn symlink(mut self, path: &str, target: &str) -> Self {
-        self.entries.push(Entry::Symlink(path.into(), target.into()));
+        self.entries
+            .push(Entry::Symlink(path.into(), target.into()));
         self
     }
     /// A directory in the package's data.
@@ -349,5 +350,45 @@ impl Archive {
         );
         std::fs::write(dir.join("test.toml"), toml).unwrap();
         dir
+    }
+}
+
+impl Key {
+    /// A key made at `created` that expires `validity` later (its signing
+    /// subkey with it): e.g. valid an hour ago, expired now.
+    pub fn generate_expiring(name: &str, created: SystemTime, validity: Duration) -> Key {
+        let (cert, _) = CertBuilder::new()
+            .set_creation_time(created)
+            .set_validity_period(validity)
+            .add_userid(format!("{name} <archive@example.invalid>"))
+            .add_signing_subkey()
+            .generate()
+            .expect("generate key");
+        Key { cert }
+    }
+
+    /// This key's certificate, revoked now as superseded (a soft
+    /// revocation: signatures made before it stay valid at their time).
+    pub fn revoked_now(&self) -> Key {
+        use openpgp::types::ReasonForRevocation;
+        let mut keypair = self
+            .cert
+            .primary_key()
+            .key()
+            .clone()
+            .parts_into_secret()
+            .unwrap()
+            .into_keypair()
+            .unwrap();
+        let rev = self
+            .cert
+            .revoke(
+                &mut keypair,
+                ReasonForRevocation::KeySuperseded,
+                b"superseded",
+            )
+            .unwrap();
+        let (cert, _) = self.cert.clone().insert_packets(rev).unwrap();
+        Key { cert }
     }
 }

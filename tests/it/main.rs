@@ -5,6 +5,7 @@
 mod archive;
 mod build;
 mod debian;
+mod hostile_archive;
 mod require;
 mod rootfs;
 mod sandbox;
