@@ -33,6 +33,12 @@ fn an_index_naming_a_path_as_a_hash_is_refused_and_deletes_nothing() {
     std::fs::create_dir_all(victim.parent().unwrap()).unwrap();
     std::fs::write(&victim, b"precious").unwrap();
     let e = env.download(&["evil"]).unwrap_err();
+    // Old code removed it as a damaged cache entry.
+    assert_eq!(
+        std::fs::read(&victim).ok().as_deref(),
+        Some(&b"precious"[..]),
+        "the victim was touched: {e}"
+    );
     assert!(
         e.contains("/dists/stable/main/binary-arm64/by-hash/SHA256/"),
         "the error names the index: {e}"
@@ -41,7 +47,6 @@ fn an_index_naming_a_path_as_a_hash_is_refused_and_deletes_nothing() {
         e.contains("package evil: bad SHA256 \"../../victim/x\": expected 64 hex digits"),
         "{e}"
     );
-    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     assert!(!env.home.path().join("victim/x.partial").exists());
     assert!(
         env.final_blobs().iter().all(|n| n.len() == 64),
