@@ -99,7 +99,7 @@ pub fn update(
                         alt_url: (file.fetch_path != file.path)
                             .then(|| format!("{base}/{}", file.path)),
                         size: file.entry.size,
-                        sha256: file.entry.sha256.clone(),
+                        sha256: file.entry.sha256,
                         name: format!("{}/{}", source.suite, file.path),
                     },
                     file,
@@ -151,7 +151,7 @@ pub fn package_downloads<'a>(
                 url: p.url(),
                 alt_url: None,
                 size: p.size,
-                sha256: p.sha256.clone(),
+                sha256: p.sha256,
                 name: p
                     .filename
                     .rsplit('/')

@@ -353,7 +353,7 @@ pub fn extract_data_with(
         source: e.into(),
     })?;
     let free = nix::sys::statvfs::fstatvfs(&root_fd)
-        .map(|st| (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
+        .map(|st| st.blocks_available().saturating_mul(st.fragment_size()))
         .map_err(|e| DebError::OpenRoot {
             root: root.to_path_buf(),
             source: e.into(),
