@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::ToSocketAddrs;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -348,13 +349,19 @@ impl<'r> Fetcher<'r> {
         };
         let mut hasher = sha2::Sha256::new();
         let mut have = 0u64;
-        if let Ok(mut f) = File::open(partial) {
-            have = hash_into(&mut f, &mut hasher).map_err(io)?;
-            if have > d.size {
-                drop(f);
-                fs::remove_file(partial).map_err(io)?;
-                hasher = sha2::Sha256::new();
-                have = 0;
+        // Only a regular file is resumed, never through a symlink; anything
+        // else under that name is dropped and the file made anew (O_EXCL).
+        let old = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(partial);
+        if let Ok(mut f) = old {
+            if f.metadata().map(|m| m.is_file()).unwrap_or(false) {
+                have = hash_into(&mut f, &mut hasher).map_err(io)?;
+                if have > d.size {
+                    hasher = sha2::Sha256::new();
+                    have = 0;
+                }
             }
         }
         let resp = if have > 0 && have < d.size {
@@ -371,13 +378,23 @@ impl<'r> Fetcher<'r> {
             None // complete already; check below
         };
         if let Some(mut resp) = resp {
-            let mut out = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .append(have > 0)
-                .truncate(have == 0)
-                .open(partial)
-                .map_err(io)?;
+            let mut out = if have > 0 {
+                OpenOptions::new()
+                    .append(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(partial)
+                    .map_err(io)?
+            } else {
+                match fs::remove_file(partial) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+                    _ => {}
+                }
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(partial)
+                    .map_err(io)?
+            };
             self.reporter.bytes(have);
             let mut buf = vec![0u8; 256 * 1024];
             loop {

@@ -56,6 +56,30 @@ fn an_index_naming_a_path_as_a_hash_is_refused_and_deletes_nothing() {
 }
 
 #[test]
+fn a_symlink_in_place_of_a_partial_download_is_not_followed() {
+    let env = Env::new(&one_suite());
+    let hello = one_suite()[0]
+        .packages
+        .iter()
+        .find(|p| p.name == "hello")
+        .unwrap()
+        .clone();
+    let hash = crate::archive::sha256_hex(&Archive::build_deb(&hello));
+    let victim = env.home.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::fs::create_dir_all(env.blobs()).unwrap();
+    std::os::unix::fs::symlink(&victim, env.blobs().join(format!("{hash}.partial"))).unwrap();
+    let paths = env.download(&["hello"]).unwrap();
+    // Old code resumed "the partial" by appending to the victim.
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    let got = paths.iter().find(|p| p.ends_with(&hash)).unwrap();
+    assert_eq!(
+        crate::archive::sha256_hex(&std::fs::read(got).unwrap()),
+        hash
+    );
+}
+
+#[test]
 fn a_signature_by_a_key_expired_since_it_signed_fails() {
     let now = SystemTime::now();
     // Made 30 days ago, expired an hour ago; the suite signed two hours ago.
