@@ -272,6 +272,62 @@ fn create_refuses_a_package_that_unpacks_past_its_installed_size() {
     );
 }
 
+#[test]
+fn a_rootless_create_refuses_a_package_that_unpacks_past_its_installed_size() {
+    // The limit must reach the extraction run in the user namespace.
+    let Some(u) = crate::require::require_test_user() else {
+        return;
+    };
+    let key = Key::generate("zchroot bomb archive");
+    let archive = Archive::new();
+    let s = suite(
+        "test",
+        vec![
+            pkg("base-files", "13").essential().arch("amd64"),
+            bomb("amd64"),
+        ],
+    );
+    archive.add_suite_for(&key, &s, "amd64");
+    let server = Server::start(archive.dir.path().to_owned());
+    let manifests = archive.manifests(&server.base, &["test"], &key);
+    let home = tempfile::tempdir().unwrap();
+    for d in [archive.dir.path(), home.path()] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    assert!(Command::new("chown")
+        .arg(&u.name)
+        .arg(home.path())
+        .status()
+        .unwrap()
+        .success());
+    crate::require::let_others_reach(home.path());
+    crate::require::let_others_reach(&manifests.join("test.toml"));
+    crate::require::let_others_reach(Path::new(env!("CARGO_BIN_EXE_zchroot")));
+    let o = Command::new("runuser")
+        .args(["-u", &u.name, "--", "env"])
+        .arg(format!("ZCHROOT_HOME={}", home.path().display()))
+        .arg(env!("CARGO_BIN_EXE_zchroot"))
+        .args(["-q", "--manifests"])
+        .arg(&manifests)
+        .args(["create", "amd64", "--suite", "test", "--name", "bombed"])
+        .current_dir("/")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bomb: unpacks to more than 16787456 bytes (Installed-Size says 10 KiB)"),
+        "{err}"
+    );
+    let roots = home.path().join("state/roots");
+    assert!(
+        walk(&roots).is_empty(),
+        "staging left behind: {:?}",
+        walk(&roots)
+    );
+}
+
 /// Every path under `dir`, relative.
 fn walk(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
