@@ -30,6 +30,12 @@ pub enum ReleaseError {
         keyring: String,
         message: String,
     },
+    #[error("{url}: signature check failed: {message}\nhelp: the archive was signed by a key in {keyring} that is not valid (now or at the file's Date); if the archive has a new key, pass it with --keyring FILE, or check the system clock")]
+    KeyNotValid {
+        url: String,
+        keyring: String,
+        message: String,
+    },
     #[error("{url}: {message}")]
     Invalid { url: String, message: String },
     #[error("{url}: the Release file expired at {valid_until} (Valid-Until); the mirror is stale or the clock is wrong\nhelp: use an up-to-date --mirror, or check the system clock")]
@@ -329,7 +335,7 @@ pub fn verify_inrelease(
                 since.join("; ")
             )
         };
-        return Err(ReleaseError::Signature {
+        return Err(ReleaseError::KeyNotValid {
             url: url.into(),
             keyring: keyring.origin.clone(),
             message,
