@@ -1,7 +1,9 @@
-//! Downloads into a content-addressed cache: `blobs/<sha256>`. A file is
-//! streamed into `<sha256>.partial` while it is hashed, resumed with a Range
-//! request after a dropped connection, and renamed to its final name only
-//! when its size and hash match. A cached file is trusted only by its hash.
+//! Downloads into a content-addressed cache: `blobs/<sha256>`, named only
+//! from a parsed [`Sha256`]. A file is streamed into `<sha256>.partial`
+//! (made with O_EXCL; resumed only when it is a regular file, never through
+//! a symlink) while it is hashed, resumed with a Range request after a
+//! dropped connection, and renamed to its final name only when its size and
+//! hash match. A cached file is trusted only by its hash.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
