@@ -110,7 +110,9 @@ impl Target {
         reporter: &'r dyn Reporter,
     ) -> Result<Fetcher<'r>, TargetError> {
         let mirrors: Vec<String> = self.sources.iter().map(|s| s.mirror.clone()).collect();
-        Ok(Fetcher::new(&dirs.blobs(), &mirrors, opts, reporter).map_err(UpdateError::from)?)
+        Ok(Fetcher::new(&dirs.blobs(), &mirrors, opts, reporter)
+            .map_err(UpdateError::from)?
+            .remember_release_dates(&dirs.state.join("archive-dates")))
     }
 
     /// Fetches and verifies the indexes of every suite.

@@ -1,18 +1,23 @@
-//! Downloads into a content-addressed cache: `blobs/<sha256>`. A file is
-//! streamed into `<sha256>.partial` while it is hashed, resumed with a Range
-//! request after a dropped connection, and renamed to its final name only
-//! when its size and hash match. A cached file is trusted only by its hash.
+//! Downloads into a content-addressed cache: `blobs/<sha256>`, named only
+//! from a parsed [`Sha256`]. A file is streamed into `<sha256>.partial`
+//! (made with O_EXCL; resumed only when it is a regular file, never through
+//! a symlink) while it is hashed, resumed with a Range request after a
+//! dropped connection, and renamed to its final name only when its size and
+//! hash match. A cached file is trusted only by its hash.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::ToSocketAddrs;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
+use sha2::Digest;
+
+use super::hash::Sha256;
 
 use crate::report::Reporter;
 
@@ -29,8 +34,8 @@ pub enum FetchError {
     #[error("{url}: SHA256 mismatch: expected {expected}, got {calculated}")]
     ChecksumFailed {
         url: String,
-        expected: String,
-        calculated: String,
+        expected: Sha256,
+        calculated: Sha256,
     },
     #[error("{url}: larger than the {limit} bytes allowed for it")]
     TooLarge { url: String, limit: u64 },
@@ -63,7 +68,7 @@ pub struct Download {
     /// same way).
     pub alt_url: Option<String>,
     pub size: u64,
-    pub sha256: String,
+    pub sha256: Sha256,
     /// A short name for progress and errors (`libc6_2.41-12_arm64.deb`).
     pub name: String,
 }
@@ -95,6 +100,8 @@ impl Default for FetchOptions {
 pub struct Fetcher<'r> {
     client: reqwest::blocking::Client,
     blobs: PathBuf,
+    /// Where the last accepted InRelease dates are kept, if anywhere.
+    release_dates: Option<super::dates::ReleaseDates>,
     opts: FetchOptions,
     reporter: &'r dyn Reporter,
 }
@@ -180,13 +187,27 @@ impl<'r> Fetcher<'r> {
         Ok(Fetcher {
             client,
             blobs: blobs.to_owned(),
+            release_dates: None,
             opts,
             reporter,
         })
     }
 
-    pub fn blob_path(&self, sha256: &str) -> PathBuf {
-        self.blobs.join(sha256)
+    /// Keeps the last accepted `Date` of each suite in `dir` between runs,
+    /// and refuses an older InRelease (see [`super::dates`]).
+    pub fn remember_release_dates(mut self, dir: &Path) -> Self {
+        self.release_dates = Some(super::dates::ReleaseDates::new(dir));
+        self
+    }
+
+    /// Where the last accepted dates are kept, when they are.
+    pub fn release_dates(&self) -> Option<&super::dates::ReleaseDates> {
+        self.release_dates.as_ref()
+    }
+
+    /// `blobs/<64 hex digits>`: a cache file is only ever named by a parsed hash.
+    pub fn blob_path(&self, sha256: &Sha256) -> PathBuf {
+        self.blobs.join(sha256.to_hex())
     }
 
     /// Fetches a small file whose hash is not known in advance (InRelease),
@@ -279,7 +300,7 @@ impl<'r> Fetcher<'r> {
                 }
             }
         }
-        let partial = self.blobs.join(format!("{}.partial", d.sha256));
+        let partial = self.blobs.join(format!("{}.partial", d.sha256.to_hex()));
         let mut result = self.with_tries(&d.url, || self.fetch_once(&d.url, d, &partial));
         if let (Err(FetchError::BadUrl { .. }), Some(alt)) = (&result, &d.alt_url) {
             self.reporter
@@ -304,9 +325,9 @@ impl<'r> Fetcher<'r> {
         }
     }
 
-    fn lock(&self, sha256: &str) -> Result<nix::fcntl::Flock<File>, FetchError> {
+    fn lock(&self, sha256: &Sha256) -> Result<nix::fcntl::Flock<File>, FetchError> {
         let dir = self.blobs.join("locks");
-        let path = dir.join(format!("{}.lock", sha256.get(..2).unwrap_or("00")));
+        let path = dir.join(format!("{:02x}.lock", sha256.as_bytes()[0]));
         let io = |source| FetchError::Io {
             path: path.clone(),
             source,
@@ -328,22 +349,28 @@ impl<'r> Fetcher<'r> {
             path: partial.into(),
             source,
         };
-        let mut hasher = Sha256::new();
+        let mut hasher = sha2::Sha256::new();
         let mut have = 0u64;
-        if let Ok(mut f) = File::open(partial) {
-            have = hash_into(&mut f, &mut hasher).map_err(io)?;
-            if have > d.size {
-                drop(f);
-                fs::remove_file(partial).map_err(io)?;
-                hasher = Sha256::new();
-                have = 0;
+        // Only a regular file is resumed, never through a symlink; anything
+        // else under that name is dropped and the file made anew (O_EXCL).
+        let old = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(partial);
+        if let Ok(mut f) = old {
+            if f.metadata().map(|m| m.is_file()).unwrap_or(false) {
+                have = hash_into(&mut f, &mut hasher).map_err(io)?;
+                if have > d.size {
+                    hasher = sha2::Sha256::new();
+                    have = 0;
+                }
             }
         }
         let resp = if have > 0 && have < d.size {
             let resp = self.send(url, Some(have))?;
             if resp.status().as_u16() != 206 {
                 // The server ignored the range: start over.
-                hasher = Sha256::new();
+                hasher = sha2::Sha256::new();
                 have = 0;
             }
             Some(resp)
@@ -353,13 +380,23 @@ impl<'r> Fetcher<'r> {
             None // complete already; check below
         };
         if let Some(mut resp) = resp {
-            let mut out = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .append(have > 0)
-                .truncate(have == 0)
-                .open(partial)
-                .map_err(io)?;
+            let mut out = if have > 0 {
+                OpenOptions::new()
+                    .append(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(partial)
+                    .map_err(io)?
+            } else {
+                match fs::remove_file(partial) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+                    _ => {}
+                }
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(partial)
+                    .map_err(io)?
+            };
             self.reporter.bytes(have);
             let mut buf = vec![0u8; 256 * 1024];
             loop {
@@ -392,11 +429,11 @@ impl<'r> Fetcher<'r> {
                 message: format!("connection closed after {have} of {} bytes", d.size),
             });
         }
-        let calculated = hex::encode(hasher.finalize());
+        let calculated = Sha256::from_hasher(hasher);
         if calculated != d.sha256 {
             return Err(FetchError::ChecksumFailed {
                 url: url.to_string(),
-                expected: d.sha256.clone(),
+                expected: d.sha256,
                 calculated,
             });
         }
@@ -465,7 +502,7 @@ fn http_err(url: &str, e: impl std::fmt::Display + std::any::Any) -> FetchError 
     }
 }
 
-fn hash_into(f: &mut File, hasher: &mut Sha256) -> std::io::Result<u64> {
+fn hash_into(f: &mut File, hasher: &mut sha2::Sha256) -> std::io::Result<u64> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0;
     loop {
@@ -485,7 +522,7 @@ pub fn check_file(path: &Path, d: &Download) -> Result<(), FetchError> {
         source,
     };
     let mut f = File::open(path).map_err(io)?;
-    let mut hasher = Sha256::new();
+    let mut hasher = sha2::Sha256::new();
     let got = hash_into(&mut f, &mut hasher).map_err(io)?;
     if got != d.size {
         return Err(FetchError::SizeMismatch {
@@ -494,11 +531,11 @@ pub fn check_file(path: &Path, d: &Download) -> Result<(), FetchError> {
             got,
         });
     }
-    let calculated = hex::encode(hasher.finalize());
+    let calculated = Sha256::from_hasher(hasher);
     if calculated != d.sha256 {
         return Err(FetchError::ChecksumFailed {
             url: path.display().to_string(),
-            expected: d.sha256.clone(),
+            expected: d.sha256,
             calculated,
         });
     }

@@ -6,6 +6,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use super::deb822;
+use super::hash::Sha256;
 use super::release::{FileEntry, Release};
 
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +66,10 @@ pub struct Package {
     pub breaks: String,
     pub filename: String,
     pub size: u64,
-    pub sha256: String,
+    pub sha256: Sha256,
+    /// `Installed-Size` in KiB, when the index gives it: what unpacking the
+    /// package may write is bounded by it.
+    pub installed_size: Option<u64>,
     pub origin: Arc<Origin>,
 }
 
@@ -88,7 +92,8 @@ impl Package {
             breaks: String::new(),
             filename: "pool/x.deb".into(),
             size: 1,
-            sha256: "00".into(),
+            sha256: Sha256::from([0; 32]),
+            installed_size: None,
             origin: Arc::new(Origin {
                 mirror: "m".into(),
                 suite: suite.into(),
@@ -100,6 +105,14 @@ impl Package {
     /// The URL of the .deb.
     pub fn url(&self) -> String {
         format!("{}/{}", self.origin.mirror, self.filename)
+    }
+
+    /// What unpacking the package may write, as its index declares.
+    pub fn extract_limit(&self) -> crate::deb::ExtractLimit {
+        crate::deb::ExtractLimit {
+            package: self.name.clone(),
+            installed_size_kib: self.installed_size,
+        }
     }
 }
 
@@ -219,6 +232,23 @@ pub fn parse_packages(
             origin: name.into(),
             message: format!("line {}: bad Size {size:?}", stanza.line),
         })?;
+        let package = need("Package")?;
+        // As apt: a malformed hash is an error for the package; here for the
+        // whole (signed, so broken or hostile) index, naming the package.
+        let sha256 = Sha256::parse(need("SHA256")?).map_err(|e| IndexError::Parse {
+            origin: name.into(),
+            message: format!("line {}: package {package}: {e}", stanza.line),
+        })?;
+        let installed_size = match stanza.get("Installed-Size") {
+            None => None,
+            Some(v) => Some(v.parse::<u64>().map_err(|_| IndexError::Parse {
+                origin: name.into(),
+                message: format!(
+                    "line {}: package {package}: bad Installed-Size {v:?}",
+                    stanza.line
+                ),
+            })?),
+        };
         let multi_arch = match stanza.get("Multi-Arch") {
             None | Some("no") => MultiArch::No,
             Some("same") => MultiArch::Same,
@@ -232,7 +262,7 @@ pub fn parse_packages(
             }
         };
         out.push(Package {
-            name: need("Package")?.to_string(),
+            name: package.to_string(),
             version: need("Version")?.to_string(),
             arch: need("Architecture")?.to_string(),
             multi_arch,
@@ -245,7 +275,8 @@ pub fn parse_packages(
             breaks: get("Breaks"),
             filename: need("Filename")?.to_string(),
             size,
-            sha256: need("SHA256")?.to_ascii_lowercase(),
+            sha256,
+            installed_size,
             origin: origin.clone(),
         });
     }
@@ -274,7 +305,7 @@ mod tests {
                         f.to_string(),
                         FileEntry {
                             size: 1,
-                            sha256: "ab".repeat(32),
+                            sha256: Sha256::parse(&"ab".repeat(32)).unwrap(),
                         },
                     )
                 })
@@ -315,14 +346,48 @@ mod tests {
             component: "main".into(),
         });
         let text = "Package: a\nVersion: 1\nArchitecture: arm64\nMulti-Arch: same\nEssential: yes\n\
-                    Depends: b (>= 2),\n c\nFilename: pool/main/a/a_1_arm64.deb\nSize: 10\nSHA256: AB\n";
-        let p = parse_packages(text, origin.clone(), "P").unwrap();
+                    Depends: b (>= 2),\n c\nFilename: pool/main/a/a_1_arm64.deb\nSize: 10\nInstalled-Size: 7\nSHA256: {}\n";
+        let text = text.replace("{}", &"AB".repeat(32));
+        let p = parse_packages(&text, origin.clone(), "P").unwrap();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].multi_arch, MultiArch::Same);
         assert!(p[0].essential);
-        assert_eq!(p[0].sha256, "ab");
+        assert_eq!(p[0].sha256.to_string(), "ab".repeat(32));
+        assert_eq!(p[0].installed_size, Some(7));
         assert_eq!(p[0].url(), "http://m/debian/pool/main/a/a_1_arm64.deb");
-        let e = parse_packages("Package: a\nVersion: 1\n", origin, "P").unwrap_err();
+        let e = parse_packages("Package: a\nVersion: 1\n", origin.clone(), "P").unwrap_err();
         assert!(e.to_string().contains("package stanza without"), "{e}");
+    }
+
+    #[test]
+    fn a_hash_that_is_not_64_hex_digits_rejects_the_index() {
+        let origin = Arc::new(Origin {
+            mirror: "http://m/debian".into(),
+            suite: "trixie".into(),
+            component: "main".into(),
+        });
+        for bad in ["../../../victim/x", "ab", &"a".repeat(65)] {
+            let text = format!(
+                "Package: ok\nVersion: 1\nArchitecture: arm64\nFilename: pool/o.deb\nSize: 1\nSHA256: {}\n\n\
+                 Package: evil\nVersion: 1\nArchitecture: arm64\nFilename: pool/e.deb\nSize: 1\nSHA256: {bad}\n",
+                "0".repeat(64)
+            );
+            let e = parse_packages(&text, origin.clone(), "http://m/P.xz")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("http://m/P.xz: line 8: package evil: bad SHA256"),
+                "{e}"
+            );
+        }
+        let text = format!(
+            "Package: big\nVersion: 1\nArchitecture: arm64\nFilename: pool/b.deb\nSize: 1\nInstalled-Size: lots\nSHA256: {}\n",
+            "0".repeat(64)
+        );
+        let e = parse_packages(&text, origin, "P").unwrap_err().to_string();
+        assert!(
+            e.contains("package big: bad Installed-Size \"lots\""),
+            "{e}"
+        );
     }
 }

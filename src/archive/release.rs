@@ -18,6 +18,7 @@ use openpgp::{Cert, Fingerprint, KeyHandle};
 use sequoia_openpgp as openpgp;
 
 use super::deb822;
+use super::hash::Sha256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
@@ -29,10 +30,22 @@ pub enum ReleaseError {
         keyring: String,
         message: String,
     },
+    #[error("{url}: signature check failed: {message}\nhelp: the archive was signed by a key in {keyring} that is not valid (now or at the file's Date); if the archive has a new key, pass it with --keyring FILE, or check the system clock")]
+    KeyNotValid {
+        url: String,
+        keyring: String,
+        message: String,
+    },
     #[error("{url}: {message}")]
     Invalid { url: String, message: String },
     #[error("{url}: the Release file expired at {valid_until} (Valid-Until); the mirror is stale or the clock is wrong\nhelp: use an up-to-date --mirror, or check the system clock")]
     Expired { url: String, valid_until: String },
+    #[error("{url}: the Release file is dated {date}, in the future (now is {now}): the clock or the mirror is wrong\nhelp: check the system clock, or use another --mirror")]
+    FutureDate {
+        url: String,
+        date: String,
+        now: String,
+    },
     #[error("{url}: asked for suite '{asked}' but the Release file is for Suite '{suite}', Codename '{codename}'")]
     WrongSuite {
         url: String,
@@ -86,7 +99,7 @@ impl Keyring {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
     pub size: u64,
-    pub sha256: String,
+    pub sha256: Sha256,
 }
 
 /// A parsed Release file.
@@ -258,7 +271,10 @@ fn error_chain(e: &openpgp::anyhow::Error) -> String {
 ///
 /// `suite` is the suite asked for: it must equal the file's `Suite` or
 /// `Codename`. `now` is the time against which `Valid-Until` is checked; the
-/// signing keys must also be valid (alive, not revoked) at the file's `Date`.
+/// file's `Date` may not be more than [`MAX_FUTURE`] after it. A signing key
+/// must be valid (alive, not revoked) both at the file's `Date` and at `now`.
+/// That the file is not older than one seen before is checked by the caller
+/// ([`super::dates`]).
 pub fn verify_inrelease(
     inrelease: &[u8],
     keyring: &Keyring,
@@ -275,47 +291,54 @@ pub fn verify_inrelease(
         std::str::from_utf8(&body).map_err(|_| invalid("signed body is not UTF-8".into()))?;
     let mut release = parse_release(text, url)?;
 
-    // The keys must have been valid when the archive says it made the file.
+    // Dated in the future: the clock or the mirror is wrong (apt's
+    // Acquire::Max-FutureTime, 10 s by default).
+    if release.date > now + MAX_FUTURE {
+        return Err(ReleaseError::FutureDate {
+            url: url.into(),
+            date: format_date(release.date),
+            now: format_date(now),
+        });
+    }
+
+    // A signing key (and its certificate) must have been valid when the
+    // archive says it made the file, and must still be valid now: as gpgv,
+    // which apt runs, a key that has since expired or been revoked fails
+    // (EXPKEYSIG, REVKEYSIG).
     let policy = StandardPolicy::new();
     let mut signers = Vec::new();
+    let mut at_date = Vec::new();
+    let mut since = Vec::new();
     for (cert_fpr, key_fpr) in &good {
         let Some(cert) = keyring.certs.iter().find(|c| &c.fingerprint() == cert_fpr) else {
             continue;
         };
-        let Ok(vc) = cert.with_policy(&policy, release.date) else {
-            continue;
-        };
-        if !matches!(
-            vc.revocation_status(),
-            openpgp::types::RevocationStatus::NotAsFarAsWeKnow
-        ) || vc.alive().is_err()
-        {
-            continue;
-        }
-        let key_ok = vc
-            .keys()
-            .key_handle(key_fpr.clone())
-            .next()
-            .map(|ka| {
-                ka.alive().is_ok()
-                    && matches!(
-                        ka.revocation_status(),
-                        openpgp::types::RevocationStatus::NotAsFarAsWeKnow
-                    )
-            })
-            .unwrap_or(false);
-        if key_ok {
+        if let Err(why) = key_valid_at(cert, key_fpr, &policy, release.date) {
+            at_date.push(format!("key {key_fpr}: {why}"));
+        } else if let Err(why) = key_valid_at(cert, key_fpr, &policy, now) {
+            since.push(format!("key {key_fpr}: {why}"));
+        } else {
             signers.push(key_fpr.to_hex());
         }
     }
     if signers.is_empty() {
-        return Err(ReleaseError::Signature {
+        let message = if since.is_empty() {
+            format!(
+                "no signing key was valid at the file's Date ({}): expired or revoked ({})",
+                format_date(release.date),
+                at_date.join("; ")
+            )
+        } else {
+            format!(
+                "the signing key has expired or been revoked since it signed the file (checked at {}): {}",
+                format_date(now),
+                since.join("; ")
+            )
+        };
+        return Err(ReleaseError::KeyNotValid {
             url: url.into(),
             keyring: keyring.origin.clone(),
-            message: format!(
-                "no signing key was valid at the file's Date ({}): expired or revoked",
-                format_date(release.date)
-            ),
+            message,
         });
     }
     release.signers = signers;
@@ -337,6 +360,53 @@ pub fn verify_inrelease(
         }
     }
     Ok(Verified(release))
+}
+
+/// How far in the future a Release file's `Date` may be (apt's
+/// `Acquire::Max-FutureTime` default).
+pub const MAX_FUTURE: Duration = Duration::from_secs(10);
+
+/// Whether the certificate and its key `key_fpr` are valid at `t`: the
+/// certificate and the key alive and not revoked under `policy`.
+fn key_valid_at(
+    cert: &Cert,
+    key_fpr: &Fingerprint,
+    policy: &StandardPolicy,
+    t: SystemTime,
+) -> Result<(), String> {
+    use openpgp::types::RevocationStatus;
+    let vc = cert.with_policy(policy, t).map_err(|e| {
+        format!(
+            "the certificate is not valid at {}: {}",
+            format_date(t),
+            error_chain(&e)
+        )
+    })?;
+    if !matches!(vc.revocation_status(), RevocationStatus::NotAsFarAsWeKnow) {
+        return Err(format!("the certificate is revoked at {}", format_date(t)));
+    }
+    vc.alive().map_err(|e| {
+        format!(
+            "the certificate is not alive at {}: {}",
+            format_date(t),
+            error_chain(&e)
+        )
+    })?;
+    let ka = vc
+        .keys()
+        .key_handle(key_fpr.clone())
+        .next()
+        .ok_or_else(|| format!("the key is not valid at {}", format_date(t)))?;
+    if !matches!(ka.revocation_status(), RevocationStatus::NotAsFarAsWeKnow) {
+        return Err(format!("the key is revoked at {}", format_date(t)));
+    }
+    ka.alive().map_err(|e| {
+        format!(
+            "the key is not alive at {}: {}",
+            format_date(t),
+            error_chain(&e)
+        )
+    })
 }
 
 /// Parses a Release file body (already verified).
@@ -372,16 +442,9 @@ fn parse_release(text: &str, url: &str) -> Result<Release, ReleaseError> {
         let size: u64 = size
             .parse()
             .map_err(|_| invalid(format!("bad size in SHA256 line {line:?}")))?;
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(invalid(format!("bad hash in SHA256 line {line:?}")));
-        }
-        files.insert(
-            path.to_string(),
-            FileEntry {
-                size,
-                sha256: hash.to_ascii_lowercase(),
-            },
-        );
+        let sha256 = Sha256::parse(hash)
+            .map_err(|_| invalid(format!("bad hash in SHA256 line {line:?}")))?;
+        files.insert(path.to_string(), FileEntry { size, sha256 });
     }
     if files.is_empty() {
         return Err(invalid(

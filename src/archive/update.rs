@@ -21,6 +21,8 @@ pub enum UpdateError {
     Release(#[from] ReleaseError),
     #[error(transparent)]
     Index(#[from] IndexError),
+    #[error(transparent)]
+    Dates(#[from] super::dates::DatesError),
     #[error("{}: {source}", path.display())]
     Io {
         path: std::path::PathBuf,
@@ -64,6 +66,10 @@ pub fn update(
         let url = format!("{base}/InRelease");
         let data = fetcher.get(&url, INRELEASE_LIMIT)?;
         let verified = release::verify_inrelease(&data, keyring, &source.suite, &url, now)?;
+        // Not older than the last one accepted: no replay of an old file.
+        if let Some(dates) = fetcher.release_dates() {
+            dates.check_and_record(&source.mirror, &source.suite, &url, verified.date)?;
+        }
         let mut archs = vec![arch.to_string()];
         // As apt: a separate `all` index only when the Release lists `all`.
         if !verified.no_arch_all_index() && verified.architectures.iter().any(|a| a == "all") {
@@ -93,7 +99,7 @@ pub fn update(
                         alt_url: (file.fetch_path != file.path)
                             .then(|| format!("{base}/{}", file.path)),
                         size: file.entry.size,
-                        sha256: file.entry.sha256.clone(),
+                        sha256: file.entry.sha256,
                         name: format!("{}/{}", source.suite, file.path),
                     },
                     file,
@@ -145,7 +151,7 @@ pub fn package_downloads<'a>(
                 url: p.url(),
                 alt_url: None,
                 size: p.size,
-                sha256: p.sha256.clone(),
+                sha256: p.sha256,
                 name: p
                     .filename
                     .rsplit('/')

@@ -12,8 +12,8 @@ use std::io;
 use std::path::PathBuf;
 
 pub use read::{
-    control_files, extract_data, extract_data_full, read_control, Conffile, ControlFile,
-    ControlFiles, Extraction, SkippedKind, SkippedNode,
+    control_files, extract_data, extract_data_full, extract_data_with, read_control, Conffile,
+    ControlFile, ControlFiles, ExtractLimit, Extraction, SkippedKind, SkippedNode,
 };
 pub use write::{Compression, DebBuilder};
 
@@ -103,6 +103,28 @@ pub enum DebError {
         op: &'static str,
         #[source]
         source: io::Error,
+    },
+    #[error(
+        "{package}: unpacks to more than {limit} bytes (Installed-Size says {declared_kib} KiB)"
+    )]
+    TooLarge {
+        package: String,
+        deb: PathBuf,
+        limit: u64,
+        declared_kib: u64,
+    },
+    #[error("{package}: unpacking it needs more than the {free} bytes free on the filesystem of {root} (less {reserve} bytes kept free)\nhelp: free some space there")]
+    NoSpace {
+        package: String,
+        root: PathBuf,
+        free: u64,
+        reserve: u64,
+    },
+    #[error("{path}: data file {entry:?} is larger than the {limit} bytes read into memory")]
+    DataFileTooLarge {
+        path: PathBuf,
+        entry: String,
+        limit: u64,
     },
     #[error("invalid control field {field:?}: {reason}")]
     InvalidField { field: String, reason: &'static str },

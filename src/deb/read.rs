@@ -59,6 +59,12 @@ pub const MAX_SYMLINKS: u32 = 40;
 /// Largest control member accepted, to bound memory use on hostile packages.
 const MAX_CONTROL_MEMBER: u64 = 64 << 20;
 
+/// Largest single data file [`read_data_file`] returns, to bound memory use.
+const MAX_DATA_FILE: u64 = 256 << 20;
+
+/// Bytes of free space extraction always leaves on the root's filesystem.
+pub const FREE_RESERVE: u64 = 32 << 20;
+
 /// Suffix of the temporary name entries are written under.
 const TMP_SUFFIX: &[u8] = b".dpkg-new";
 
@@ -221,6 +227,62 @@ pub fn control_files(deb: &Path) -> Result<ControlFiles, DebError> {
     })
 }
 
+/// How much unpacking one .deb may write: what its `Installed-Size` allows
+/// (see [`ExtractLimit::max_bytes`]), and never more than the free space of
+/// the root's filesystem less [`FREE_RESERVE`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExtractLimit {
+    /// The package's name, for errors.
+    pub package: String,
+    /// `Installed-Size` in KiB, as the (verified) index declares it; `None`
+    /// bounds the package by free space only.
+    pub installed_size_kib: Option<u64>,
+}
+
+impl ExtractLimit {
+    /// The bytes the package may write: twice its `Installed-Size`, and at
+    /// least `Installed-Size` + 16 MiB. Unpacking is counted as
+    /// dpkg-gencontrol computes `Installed-Size` (content bytes of files,
+    /// target length of symlinks, 1 KiB for any other entry), so an honest
+    /// package stays under `Installed-Size` itself; the margin is for sizes
+    /// computed otherwise (`du -k` by older tools, hand-written fields).
+    pub fn max_bytes(&self) -> u64 {
+        match self.installed_size_kib {
+            Some(kib) => {
+                let declared = kib.saturating_mul(1024);
+                declared
+                    .saturating_mul(2)
+                    .max(declared.saturating_add(16 << 20))
+            }
+            None => u64::MAX,
+        }
+    }
+
+    /// The limit the package's own control file sets (`Package`,
+    /// `Installed-Size`), for a .deb that comes with no index.
+    pub fn from_control(deb: &Path) -> Result<ExtractLimit, DebError> {
+        let control = read_control(deb)?;
+        let field = |name: &str| {
+            control.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+        };
+        let package = field("Package").unwrap_or_else(|| deb.display().to_string());
+        let installed_size_kib = match field("Installed-Size") {
+            None => None,
+            Some(v) => Some(v.parse().map_err(|_| DebError::InvalidField {
+                field: "Installed-Size".into(),
+                reason: "not a number of KiB",
+            })?),
+        };
+        Ok(ExtractLimit {
+            package,
+            installed_size_kib,
+        })
+    }
+}
+
 /// What [`extract_data_full`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Extraction {
@@ -255,7 +317,9 @@ pub enum SkippedKind {
 /// Extracts the data of `deb` under `root` (see the module documentation for
 /// how this is confined) and returns the paths as dpkg lists them in
 /// `PKG.list`. Device nodes and FIFOs are skipped; use [`extract_data_full`]
-/// to learn which.
+/// to learn which. Bounded by the package's own `Installed-Size`
+/// ([`ExtractLimit::from_control`]) and free space; a package from an
+/// index is extracted with [`extract_data_with`] and the index's limit.
 pub fn extract_data(deb: &Path, root: &Path) -> Result<Vec<String>, DebError> {
     extract_data_full(deb, root).map(|e| e.paths)
 }
@@ -266,6 +330,19 @@ pub fn extract_data(deb: &Path, root: &Path) -> Result<Vec<String>, DebError> {
 /// header. Ownership is set from the header's numeric uid/gid; when not running
 /// as root, failures to do so are ignored.
 pub fn extract_data_full(deb: &Path, root: &Path) -> Result<Extraction, DebError> {
+    let limit = ExtractLimit::from_control(deb)?;
+    extract_data_with(deb, root, &limit)
+}
+
+/// [`extract_data_full`] bounded by `limit`: once more bytes than it allows
+/// are written (counted as they are written, whatever the tar headers claim),
+/// extraction stops with [`DebError::TooLarge`] or [`DebError::NoSpace`]
+/// and the file being written is removed.
+pub fn extract_data_with(
+    deb: &Path,
+    root: &Path,
+    limit: &ExtractLimit,
+) -> Result<Extraction, DebError> {
     let root_fd = fcntl::open(
         root,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -275,9 +352,29 @@ pub fn extract_data_full(deb: &Path, root: &Path) -> Result<Extraction, DebError
         root: root.to_path_buf(),
         source: e.into(),
     })?;
+    let free = nix::sys::statvfs::fstatvfs(&root_fd)
+        .map(|st| st.blocks_available().saturating_mul(st.fragment_size()))
+        .map_err(|e| DebError::OpenRoot {
+            root: root.to_path_buf(),
+            source: e.into(),
+        })?;
+    let budget = Budget {
+        package: limit.package.clone(),
+        declared_kib: limit.installed_size_kib,
+        max: limit.max_bytes(),
+        free: free.saturating_sub(FREE_RESERVE),
+        used: std::cell::Cell::new(0),
+    };
+    // A package that says it needs more than there is fails before writing.
+    if let Some(kib) = limit.installed_size_kib {
+        if kib.saturating_mul(1024) > budget.free {
+            return Err(budget.no_space(root));
+        }
+    }
     let mut ex = Extractor {
         deb: deb.to_path_buf(),
         root: root.to_path_buf(),
+        budget,
         root_fd,
         is_root: unistd::geteuid().is_root(),
         shipped_symlinks: HashSet::new(),
@@ -345,8 +442,20 @@ pub fn read_data_file(deb: &Path, path: &str) -> Result<Option<Vec<u8>>, DebErro
             if name.trim_start_matches("./") == want
                 && entry.header().entry_type() == tar::EntryType::Regular
             {
-                let mut out = Vec::with_capacity(entry.size() as usize);
-                entry.read_to_end(&mut out).map_err(read_err)?;
+                // The header's size is a claim: read at most the cap, and
+                // grow the buffer as data really comes.
+                let mut out = Vec::with_capacity(entry.size().min(1 << 20) as usize);
+                (&mut entry)
+                    .take(MAX_DATA_FILE + 1)
+                    .read_to_end(&mut out)
+                    .map_err(read_err)?;
+                if out.len() as u64 > MAX_DATA_FILE {
+                    return Err(DebError::DataFileTooLarge {
+                        path: deb.to_path_buf(),
+                        entry: want.to_string(),
+                        limit: MAX_DATA_FILE,
+                    });
+                }
                 return Ok(Some(out));
             }
         }
@@ -499,9 +608,32 @@ enum Step {
     Missing,
 }
 
+/// What one package may still write, and what it wrote.
+struct Budget {
+    package: String,
+    declared_kib: Option<u64>,
+    /// From `Installed-Size`.
+    max: u64,
+    /// Free space at the start, less the reserve.
+    free: u64,
+    used: std::cell::Cell<u64>,
+}
+
+impl Budget {
+    fn no_space(&self, root: &Path) -> DebError {
+        DebError::NoSpace {
+            package: self.package.clone(),
+            root: root.to_path_buf(),
+            free: self.free,
+            reserve: FREE_RESERVE,
+        }
+    }
+}
+
 struct Extractor {
     deb: PathBuf,
     root: PathBuf,
+    budget: Budget,
     root_fd: OwnedFd,
     is_root: bool,
     /// (st_dev, st_ino) of symlinks created from this package.
@@ -515,6 +647,25 @@ struct Extractor {
 }
 
 impl Extractor {
+    /// Counts `bytes` more as written; an error once over the limit.
+    fn charge(&self, bytes: u64) -> Result<(), DebError> {
+        let b = &self.budget;
+        let used = b.used.get().saturating_add(bytes);
+        b.used.set(used);
+        if used > b.max {
+            return Err(DebError::TooLarge {
+                package: b.package.clone(),
+                deb: self.deb.clone(),
+                limit: b.max,
+                declared_kib: b.declared_kib.unwrap_or(0),
+            });
+        }
+        if used > b.free {
+            return Err(b.no_space(&self.root));
+        }
+        Ok(())
+    }
+
     fn unsafe_entry(&self, entry: &str, reason: &'static str) -> DebError {
         DebError::UnsafeEntry {
             deb: self.deb.clone(),
@@ -559,6 +710,15 @@ impl Extractor {
             return Err(self.unsafe_entry(&name, "names the root directory"));
         }
         let meta = self.meta(&mut entry, member)?;
+        // As dpkg-gencontrol counts: a regular file by the bytes written
+        // (below), a symlink by its target, anything else 1 KiB.
+        match kind {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {}
+            tar::EntryType::Symlink => {
+                self.charge(entry.link_name_bytes().map_or(0, |t| t.len() as u64).max(1))?
+            }
+            _ => self.charge(1024)?,
+        }
         match kind {
             tar::EntryType::Directory => self.directory(&name, &comps, &meta)?,
             tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -877,6 +1037,8 @@ impl Extractor {
                         })
                     }
                 };
+                // Counted before it is written: never more than the limit on disk.
+                self.charge(n as u64)?;
                 file.write_all(&buf[..n])
                     .map_err(|source| DebError::Extract {
                         deb: self.deb.clone(),
@@ -1036,6 +1198,19 @@ mod tests {
         assert!(entry_components(b"").is_err());
         assert_eq!(list_path(&[]), "/.");
         assert_eq!(list_path(&[b"usr".to_vec(), b"bin".to_vec()]), "/usr/bin");
+    }
+
+    #[test]
+    fn the_limit_is_twice_installed_size_and_at_least_16_mib_more() {
+        let l = |kib| ExtractLimit {
+            package: "p".into(),
+            installed_size_kib: kib,
+        };
+        assert_eq!(l(Some(10)).max_bytes(), 10 * 1024 + (16 << 20));
+        assert_eq!(l(Some(0)).max_bytes(), 16 << 20);
+        assert_eq!(l(Some(1 << 20)).max_bytes(), 2 << 30);
+        assert_eq!(l(Some(u64::MAX)).max_bytes(), u64::MAX);
+        assert_eq!(l(None).max_bytes(), u64::MAX);
     }
 
     #[test]

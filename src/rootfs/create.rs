@@ -316,7 +316,10 @@ pub fn create(
     reporter.phase(Phase::Unpack, essential.len() as u64, 0);
     let mut order: Vec<&Package> = essential.clone();
     order.sort_by_key(|p| p.name != "base-files");
-    let debs: Vec<PathBuf> = order.iter().map(|p| path_of(p)).collect();
+    let debs: Vec<(PathBuf, crate::deb::ExtractLimit)> = order
+        .iter()
+        .map(|p| (path_of(p), p.extract_limit()))
+        .collect();
     let unpack = Job::Extract {
         debs,
         root: tree.clone(),
@@ -324,8 +327,8 @@ pub fn create(
     if maps.helpers {
         host_job(exe, &maps, unpack).map_err(CreateError::Unpack)?;
     } else if let Job::Extract { debs, root } = &unpack {
-        for deb in debs {
-            crate::deb::read::extract_data(deb, root)
+        for (deb, limit) in debs {
+            crate::deb::read::extract_data_with(deb, root, limit)
                 .map_err(|e| CreateError::Unpack(e.to_string()))?;
         }
     }

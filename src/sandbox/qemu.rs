@@ -115,7 +115,11 @@ pub fn qemu_binary(
                 arch: host.name.clone(),
             })?;
         let paths = t.download(&fetcher, &[best], reporter)?;
-        (paths[0].clone(), best.version.clone(), best.sha256.clone())
+        (
+            paths[0].clone(),
+            best.version.clone(),
+            best.sha256.to_string(),
+        )
     };
     let inner = source.path_for(target);
     let bytes = crate::deb::read::read_data_file(&deb_path, &inner)?.ok_or_else(|| {

@@ -68,8 +68,12 @@ pub struct HostBinfmt {
 pub enum Job {
     /// Mount `steps`, pivot, run `argv`.
     Command,
-    /// Extract these .debs into `root` (confined; ownership from the packages).
-    Extract { debs: Vec<PathBuf>, root: PathBuf },
+    /// Extract these .debs into `root` (confined; ownership from the
+    /// packages), each bounded by its limit (from the index).
+    Extract {
+        debs: Vec<(PathBuf, crate::deb::ExtractLimit)>,
+        root: PathBuf,
+    },
     /// Remove a tree without crossing mount points, first moving it to
     /// `aside` when given.
     Remove {
@@ -371,8 +375,8 @@ fn init_main(plan: &Plan, set: &SigSet) -> ! {
     match &plan.job {
         Job::Command => {}
         Job::Extract { debs, root } => {
-            for deb in debs {
-                if let Err(e) = crate::deb::read::extract_data(deb, root) {
+            for (deb, limit) in debs {
+                if let Err(e) = crate::deb::read::extract_data_with(deb, root, limit) {
                     fail(SETUP_FAILED, &e.to_string());
                 }
             }

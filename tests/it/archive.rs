@@ -352,3 +352,43 @@ impl Archive {
         dir
     }
 }
+
+impl Key {
+    /// A key made at `created` that expires `validity` later (its signing
+    /// subkey with it): e.g. valid an hour ago, expired now.
+    pub fn generate_expiring(name: &str, created: SystemTime, validity: Duration) -> Key {
+        let (cert, _) = CertBuilder::new()
+            .set_creation_time(created)
+            .set_validity_period(validity)
+            .add_userid(format!("{name} <archive@example.invalid>"))
+            .add_signing_subkey()
+            .generate()
+            .expect("generate key");
+        Key { cert }
+    }
+
+    /// This key's certificate, revoked now as superseded (a soft
+    /// revocation: signatures made before it stay valid at their time).
+    pub fn revoked_now(&self) -> Key {
+        use openpgp::types::ReasonForRevocation;
+        let mut keypair = self
+            .cert
+            .primary_key()
+            .key()
+            .clone()
+            .parts_into_secret()
+            .unwrap()
+            .into_keypair()
+            .unwrap();
+        let rev = self
+            .cert
+            .revoke(
+                &mut keypair,
+                ReasonForRevocation::KeySuperseded,
+                b"superseded",
+            )
+            .unwrap();
+        let (cert, _) = self.cert.clone().insert_packets(rev).unwrap();
+        Key { cert }
+    }
+}

@@ -7,6 +7,7 @@ mod build;
 mod confined;
 mod debian;
 mod host_binfmt;
+mod hostile_archive;
 mod repo_hardening;
 mod require;
 mod rootfs;
