@@ -104,6 +104,17 @@ impl DataDirs {
     }
 }
 
+/// Creates `dir` and its missing parents with mode 0700 (existing ones
+/// are left as they are): zchroot's state and cache are private to their
+/// user, as `doctor` checks.
+pub fn create_private_dir_all(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

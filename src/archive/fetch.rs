@@ -180,7 +180,7 @@ impl<'r> Fetcher<'r> {
             url: mirrors.join(", "),
             message: format!("building the HTTP client: {e}"),
         })?;
-        fs::create_dir_all(blobs).map_err(|source| FetchError::Io {
+        crate::paths::create_private_dir_all(blobs).map_err(|source| FetchError::Io {
             path: blobs.into(),
             source,
         })?;

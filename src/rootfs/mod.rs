@@ -100,11 +100,7 @@ impl Roots {
     pub fn make_private(&self) -> Result<(), RootsError> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         if let Some(state) = self.dir.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(state)
-                .map_err(io(state))?;
+            crate::paths::create_private_dir_all(state).map_err(io(state))?;
         }
         match std::fs::DirBuilder::new().mode(0o700).create(&self.dir) {
             Ok(()) => {}
