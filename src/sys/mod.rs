@@ -2,6 +2,9 @@
 //! names the call, its arguments and the errno:
 //! `mount("proc", "/r/proc", "proc", ..) => EPERM`.
 
+pub mod pty;
+pub mod seccomp;
+
 use std::ffi::CString;
 use std::os::fd::RawFd;
 use std::path::Path;
