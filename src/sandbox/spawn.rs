@@ -507,6 +507,11 @@ pub fn helper_main() -> ! {
         .filter(|fd| (0..3).contains(fd))
         .collect();
     std::env::remove_var(PTY_ENV);
+    // Only fds 0-2, 3, 4 (and 5 for the pty) are ours to pass on: anything
+    // else the caller left open (a terminal, say) is closed.
+    if let Err(e) = sys::pty::close_from(if ttys.is_empty() { FD_PTY } else { FD_PTY + 1 }) {
+        fail(SETUP_FAILED, &e.to_string());
+    }
     // Leave the caller's session first: from here on, nothing of the
     // sandbox has the caller's terminal as its controlling terminal.
     if let Err(e) = sys::pty::setsid() {

@@ -2,7 +2,7 @@
 //! sandbox's own devpts and handed to zchroot over a socket, the caller's
 //! terminal in raw mode, window sizes, and the poll loop's primitives.
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -322,9 +322,21 @@ pub fn write_all(fd: RawFd, mut buf: &[u8]) -> Result<(), Errno> {
     Ok(())
 }
 
-/// A borrowed view of an inherited descriptor number.
-pub fn borrow(fd: RawFd) -> BorrowedFd<'static> {
-    // SAFETY: used only for std descriptors 0-2 and inherited sandbox fds,
-    // which stay open for the life of the process.
-    unsafe { BorrowedFd::borrow_raw(fd) }
+/// Closes every descriptor from `first` up: what the caller left open
+/// without close-on-exec (a terminal, say) must not reach the sandbox.
+pub fn close_from(first: RawFd) -> SysResult<()> {
+    // SAFETY: close_range only closes descriptors; the caller owns all of
+    // them from `first` up (the sandbox helper, before it uses any).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        )
+    };
+    if r != 0 {
+        return Err(last(format!("close_range({first}, ~0U, 0)")));
+    }
+    Ok(())
 }

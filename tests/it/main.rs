@@ -9,6 +9,7 @@ mod require;
 mod rootfs;
 mod sandbox;
 mod server;
+mod terminal;
 mod update;
 
 use std::path::{Path, PathBuf};
