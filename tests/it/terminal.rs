@@ -61,23 +61,27 @@ fn host_arch() -> String {
 /// host at run time. Owned by `owner` when given (as a rootless create
 /// leaves a root).
 fn native_root(owner: Option<&str>) -> PathBuf {
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = MAKING.lock().unwrap_or_else(|e| e.into_inner());
     let dir = test_dir().join(format!("root-{}", owner.unwrap_or("root")));
-    if !dir.join("bin").exists() {
-        let _ = std::fs::remove_dir_all(&dir);
+    if !dir.exists() {
+        let tmp = dir.with_extension("tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
         for d in ["usr", "etc", "tmp", "proc", "sys", "dev", "root"] {
-            std::fs::create_dir_all(dir.join(d)).unwrap();
+            std::fs::create_dir_all(tmp.join(d)).unwrap();
         }
         for l in ["bin", "sbin", "lib", "lib64"] {
-            std::os::unix::fs::symlink(format!("usr/{l}"), dir.join(l)).unwrap();
+            std::os::unix::fs::symlink(format!("usr/{l}"), tmp.join(l)).unwrap();
         }
         if let Some(user) = owner {
             assert!(Command::new("chown")
                 .args(["-R", &format!("{user}:")])
-                .arg(&dir)
+                .arg(&tmp)
                 .status()
                 .unwrap()
                 .success());
         }
+        std::fs::rename(&tmp, &dir).unwrap();
     }
     crate::require::let_others_reach(&dir);
     dir
