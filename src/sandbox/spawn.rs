@@ -78,8 +78,10 @@ pub struct Plan {
 /// controlling terminal.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Stdio {
-    /// stdin from /dev/null, stdout and stderr as they are: `create`,
-    /// builds and jobs, where nothing may read the caller's keyboard.
+    /// stdin from /dev/null, stdout and stderr as they are, except that
+    /// each of them that is a terminal becomes a pty of the sandbox's own,
+    /// relayed one way to the caller's: `create`, builds and jobs, where
+    /// nothing may read the caller's keyboard or hold their terminal.
     #[default]
     Batch,
     /// The caller's stdin, stdout and stderr, except that each of them that
@@ -212,12 +214,18 @@ fn reap(child: Pid, reap_all: bool) -> Option<i32> {
     }
 }
 
-/// The caller's std descriptors that get the sandbox's pty.
-fn terminal_fds(stdio: Stdio) -> Vec<RawFd> {
-    match stdio {
-        Stdio::Batch => vec![],
-        Stdio::Interactive => (0..3).filter(|fd| sys::pty::is_terminal(*fd)).collect(),
+/// The caller's std descriptors that are terminals and so get the
+/// sandbox's pty instead (stdin only when interactive: a batch run's is
+/// /dev/null). Jobs run no command and get none.
+fn terminal_fds(plan: &Plan) -> Vec<RawFd> {
+    if !matches!(plan.job, Job::Command) {
+        return vec![];
     }
+    let first = match plan.stdio {
+        Stdio::Batch => 1,
+        Stdio::Interactive => 0,
+    };
+    (first..3).filter(|fd| sys::pty::is_terminal(*fd)).collect()
 }
 
 /// The parent's side of a pty run: waits for `child` like
@@ -349,7 +357,7 @@ pub fn run(exe: &Path, plan: &Plan, maps: &IdMaps) -> Result<i32, SpawnError> {
     cmd.arg(HELPER_ARG).env(PLAN_ENV, json).env_remove(PTY_ENV);
     sys::dup2_in_child(&mut cmd, from_parent_r.as_raw_fd(), FD_FROM_PARENT);
     sys::dup2_in_child(&mut cmd, to_parent_w.as_raw_fd(), FD_TO_PARENT);
-    let ttys = terminal_fds(plan.stdio);
+    let ttys = terminal_fds(plan);
     let mut pty_socket = None;
     if plan.stdio == Stdio::Batch {
         cmd.stdin(std::process::Stdio::null());

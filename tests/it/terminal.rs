@@ -402,3 +402,97 @@ fn without_a_terminal_on_stdio_the_sandbox_has_no_controlling_terminal() {
     assert!(shown.contains("fd 7: closed"), "{shown}");
     assert!(!term.queued_input().contains(MARKER));
 }
+
+/// Set (to the root) for the child side of the batch test.
+const BATCH_CHILD_ENV: &str = "ZCHROOT_TEST_BATCH_ROOT";
+
+/// The child side of [`a_batch_run_reads_no_keyboard_and_holds_no_terminal`]:
+/// this test binary again, started on the test's pty, runs a plan the way
+/// `create` and builds do (the library's default, `Stdio::Batch`). Without
+/// the variable (a normal test run) it has nothing to do.
+#[test]
+fn batch_child() {
+    let Some(root) = std::env::var_os(BATCH_CHILD_ENV) else {
+        return;
+    };
+    let home = test_dir().join("home-batch");
+    let spec = zchroot::sandbox::RunSpec {
+        root: root.into(),
+        arch: Some(host_arch()),
+        release: "trixie".into(),
+        mirror: None,
+        binds: vec![zchroot::sandbox::mounts::Bind::parse("/usr:/usr:ro").unwrap()],
+        share_network: false,
+        hostname: "zchroot".into(),
+        argv: vec![
+            "perl".into(),
+            "-e".into(),
+            format!(
+                "my $l = <STDIN>; print defined $l ? \"stdin: read $l\" : \"stdin: eof\\n\"; {INJECT}"
+            ),
+        ],
+        cwd: "/".into(),
+    };
+    let dirs = zchroot::paths::DataDirs {
+        state: home.join("state"),
+        cache: home.join("cache"),
+    };
+    let (plan, maps, _) = zchroot::sandbox::prepare(
+        &zchroot::manifest::Manifests::embedded(),
+        &spec,
+        &dirs,
+        zchroot::archive::fetch::FetchOptions::default(),
+        &zchroot::report::Silent,
+    )
+    .unwrap();
+    assert_eq!(plan.stdio, zchroot::sandbox::spawn::Stdio::Batch);
+    let code = zchroot::sandbox::spawn::run(Path::new(env!("CARGO_BIN_EXE_zchroot")), &plan, &maps)
+        .unwrap();
+    println!("batch exit {code}");
+}
+
+#[test]
+fn a_batch_run_reads_no_keyboard_and_holds_no_terminal() {
+    if !can_run() {
+        return;
+    }
+    let root = native_root(None);
+    let term = Term::new(24, 80);
+    // Typed ahead: a batch run must not read it (it stays the shell's).
+    pty::write_all(term.master.as_raw_fd(), b"typed ahead\n").unwrap();
+    let mut cmd = Command::new("setsid");
+    cmd.arg("-c")
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "terminal::batch_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(BATCH_CHILD_ENV, &root)
+        .stdin(Stdio::from(term.slave.try_clone().unwrap()))
+        .stdout(Stdio::from(term.slave.try_clone().unwrap()))
+        .stderr(Stdio::from(term.slave.try_clone().unwrap()));
+    let mut child = cmd.spawn().unwrap();
+    let mut out = Vec::new();
+    let start = Instant::now();
+    let status = loop {
+        term.read_output(&mut out);
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "no end");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    term.read_output(&mut out);
+    let shown = String::from_utf8_lossy(&out).replace('\r', "");
+    assert!(status.success(), "{shown}");
+    assert!(shown.contains("batch exit 0"), "{shown}");
+    assert!(shown.contains("stdin: eof"), "{shown}");
+    // Its output still shows on the terminal, through a pty of its own:
+    // /dev/tty there is not the caller's.
+    assert!(shown.contains("stdin: Operation not permitted"), "{shown}");
+    assert!(shown.contains("tty: Operation not permitted"), "{shown}");
+    assert!(!shown.contains(MARKER), "{shown}");
+    assert!(term.queued_input().contains("typed ahead"));
+}
