@@ -692,3 +692,22 @@ fn take_pty(ttys: &[RawFd]) -> Result<(), sys::SysError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_is_batch_unless_made_interactive() {
+        assert_eq!(
+            Plan::host_job(Job::Command).stdio,
+            Stdio::Batch,
+            "jobs never read the keyboard"
+        );
+        // A plan written without the field (an older zchroot) reads as batch.
+        let mut v = serde_json::to_value(Plan::host_job(Job::Command)).unwrap();
+        v.as_object_mut().unwrap().remove("stdio");
+        let p: Plan = serde_json::from_value(v).unwrap();
+        assert_eq!(p.stdio, Stdio::Batch);
+    }
+}
