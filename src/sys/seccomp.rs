@@ -105,9 +105,9 @@ fn jeq(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     }
 }
 
-const LD_ABS: u32 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u32;
-const AND_K: u32 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u32;
-const RET_K: u32 = (libc::BPF_RET | libc::BPF_K) as u32;
+const LD_ABS: u32 = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+const AND_K: u32 = libc::BPF_ALU | libc::BPF_AND | libc::BPF_K;
+const RET_K: u32 = libc::BPF_RET | libc::BPF_K;
 pub const RET_ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
 pub const RET_EPERM: u32 = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
 pub const RET_KILL: u32 = libc::SECCOMP_RET_KILL_PROCESS;
@@ -211,7 +211,7 @@ mod tests {
             } else if code == AND_K {
                 acc &= i.k;
                 pc += 1;
-            } else if code == (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u32 {
+            } else if code == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K {
                 pc += 1 + if acc == i.k { i.jt } else { i.jf } as usize;
             } else if code == RET_K {
                 return i.k;
