@@ -268,8 +268,10 @@ fn run_in_sandbox(
         argv,
         cwd: args.cwd.clone(),
     };
-    let (plan, maps, _) =
+    let (mut plan, maps, _) =
         sandbox::prepare(manifests, &spec, &dirs, FetchOptions::default(), reporter)?;
+    // `run` and `shell` talk to the caller (through a pty of their own).
+    plan.stdio = sandbox::spawn::Stdio::Interactive;
     reporter.finish();
     let exe = std::env::current_exe().context("finding zchroot's own executable")?;
     let code = sandbox::spawn::run(&exe, &plan, &maps)?;

@@ -228,6 +228,7 @@ pub fn prepare(
         env: command_env(std::env::var("TERM").ok()),
         cwd: spec.cwd.clone(),
         job: spawn::Job::Command,
+        stdio: spawn::Stdio::Batch,
         host_binfmt,
     };
     Ok((plan, maps, emulation))

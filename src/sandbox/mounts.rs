@@ -126,7 +126,10 @@ pub struct Layout {
     pub tty_gid: bool,
 }
 
-/// Host device nodes bound into the sandbox's /dev.
+/// Host device nodes bound into the sandbox's /dev. `tty` is the generic
+/// "my controlling terminal" node, not the caller's terminal: everything in
+/// the sandbox runs in sessions of its own (see `spawn`), so there it opens
+/// the sandbox's own pty or fails with ENXIO.
 pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// The steps, in order.

@@ -1,18 +1,26 @@
 //! The processes of a sandbox run:
 //!
 //! ```text
-//! zchroot (parent)            writes the id maps, forwards signals, waits
-//! └─ zchroot helper           fresh exec, single-threaded: unshare(USER|NS|PID|UTS|IPC[|NET])
+//! zchroot (parent)            writes the id maps, forwards signals, relays the terminal, waits
+//! └─ zchroot helper           fresh exec, single-threaded: setsid, unshare(USER|NS|PID|UTS|IPC[|NET])
 //!    └─ init (PID 1 inside)   mounts, pivot_root, reaps, forwards signals
-//!       └─ the command
+//!       └─ the command        setsid [, its own pty as controlling terminal], seccomp, exec
 //! ```
 //!
 //! The helper and init die with their parent (PR_SET_PDEATHSIG), the PID
 //! namespace dies with init, and the mount namespace with its last process:
 //! a SIGKILL of zchroot at any moment leaves no process and no mount behind.
+//!
+//! Nothing in the sandbox keeps the caller's terminal: the helper starts a
+//! new session (no controlling terminal), and so does the command. For
+//! [`Stdio::Interactive`] each of the caller's std descriptors that is a
+//! terminal is replaced, in the sandbox, by a pseudo-terminal made from the
+//! sandbox's own devpts; the command sends its master to zchroot, which
+//! relays it to the caller's terminal (in raw mode; window size copied, also
+//! on SIGWINCH). A seccomp filter refuses TIOCSTI and TIOCLINUX anyway.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -35,6 +43,13 @@ const SETUP_FAILED: i32 = 125;
 /// File descriptors of the helper: 3 reads from the parent, 4 writes to it.
 const FD_FROM_PARENT: i32 = 3;
 const FD_TO_PARENT: i32 = 4;
+/// The helper's end of the socket that carries the pty master to the parent.
+const FD_PTY: i32 = 5;
+/// The environment variable that names the std descriptors (e.g. `0,1,2`)
+/// the command gets the sandbox's pty on; set by [`run`], not by callers.
+const PTY_ENV: &str = "ZCHROOT_SANDBOX_PTY";
+/// Where, inside the sandbox, the pty is made (its own devpts).
+const PTMX: &str = "/dev/pts/ptmx";
 
 /// Everything the helper needs, passed as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,6 +68,28 @@ pub struct Plan {
     /// (kernels before 6.7, as root) and removes afterwards.
     #[serde(default)]
     pub host_binfmt: Option<HostBinfmt>,
+    /// Where the command's standard descriptors lead.
+    #[serde(default)]
+    pub stdio: Stdio,
+}
+
+/// The command's standard descriptors. In both cases the sandbox runs in
+/// sessions of its own: nothing in it has the caller's terminal as its
+/// controlling terminal.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Stdio {
+    /// stdin from /dev/null, stdout and stderr as they are, except that
+    /// each of them that is a terminal becomes a pty of the sandbox's own,
+    /// relayed one way to the caller's: `create`, builds and jobs, where
+    /// nothing may read the caller's keyboard or hold their terminal.
+    #[default]
+    Batch,
+    /// The caller's stdin, stdout and stderr, except that each of them that
+    /// is a terminal becomes a pty of the sandbox's own, relayed to the
+    /// caller's terminal (`run`, `shell`): job control, window size and
+    /// Ctrl-C work inside, and no descriptor of the caller's terminal enters
+    /// the sandbox.
+    Interactive,
 }
 
 /// A host binfmt_misc entry for one run.
@@ -102,6 +139,7 @@ impl Plan {
             cwd: PathBuf::from("/"),
             job,
             host_binfmt: None,
+            stdio: Stdio::Batch,
         }
     }
 }
@@ -149,27 +187,160 @@ fn forwarded() -> SigSet {
     s
 }
 
-/// Waits for `child`, forwarding signals that a process sent to us (the
-/// terminal's own Ctrl-C reaches the command directly). `reap_all` makes
-/// this an init that also reaps orphans. Returns the exit code, 128+N for
-/// a signal.
+/// Waits for `child`, forwarding the signals in `set`, whoever sent them:
+/// the sandbox is in sessions of its own, so the caller's terminal's Ctrl-C
+/// reaches zchroot only, and is passed on once. `reap_all` makes this an
+/// init that also reaps orphans. Returns the exit code, 128+N for a signal.
 fn wait_forwarding(child: Pid, set: &SigSet, reap_all: bool) -> i32 {
     loop {
         if let Some(p) = sys::wait_signal(set, 50) {
-            if p.from_process {
+            let _ = sys::kill(child, p.signal);
+        }
+        if let Some(code) = reap(child, reap_all) {
+            return code;
+        }
+    }
+}
+
+/// Reaps what has exited; `Some(code)` once `child` has (128+N for a
+/// signal).
+fn reap(child: Pid, reap_all: bool) -> Option<i32> {
+    loop {
+        let target = if reap_all { Pid::from_raw(-1) } else { child };
+        match waitpid(target, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == child => return Some(code),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => return Some(128 + sig as i32),
+            Ok(WaitStatus::StillAlive) => return None,
+            Ok(_) => continue, // an orphan reaped, or a stop
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return Some(127),
+        }
+    }
+}
+
+/// The caller's std descriptors that are terminals and so get the
+/// sandbox's pty instead (stdin only when interactive: a batch run's is
+/// /dev/null). Jobs run no command and get none.
+fn terminal_fds(plan: &Plan) -> Vec<RawFd> {
+    if !matches!(plan.job, Job::Command) {
+        return vec![];
+    }
+    let first = match plan.stdio {
+        Stdio::Batch => 1,
+        Stdio::Interactive => 0,
+    };
+    (first..3).filter(|fd| sys::pty::is_terminal(*fd)).collect()
+}
+
+/// The parent's side of a pty run: waits for `child` like
+/// [`wait_forwarding`], and meanwhile takes the pty master from the socket,
+/// puts the caller's terminal in raw mode (restored when this returns),
+/// keeps the window size in step, and copies bytes both ways.
+fn relay_and_wait(child: Pid, set: &SigSet, sock: OwnedFd, ttys: &[RawFd]) -> i32 {
+    use sys::pty;
+    let stdin_is_tty = ttys.contains(&0);
+    // Where the pty's output goes: the caller's terminal, by the first std
+    // descriptor that is one (stdout unless it is redirected).
+    let out = [1, 2, 0]
+        .into_iter()
+        .find(|fd| ttys.contains(fd))
+        .unwrap_or(1);
+    let size_from = ttys.first().copied().unwrap_or(0);
+    let mut sock = Some(sock);
+    let mut master: Option<OwnedFd> = None;
+    let mut _raw: Option<pty::RawMode> = None;
+    let mut reading_stdin = stdin_is_tty;
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let mut fds = Vec::new();
+        let sock_slot = sock.as_ref().map(|s| {
+            fds.push((s.as_raw_fd(), true, false));
+            fds.len() - 1
+        });
+        let master_slot = master.as_ref().map(|m| {
+            fds.push((m.as_raw_fd(), true, !pending.is_empty()));
+            fds.len() - 1
+        });
+        let stdin_slot = (master.is_some() && reading_stdin && pending.is_empty()).then(|| {
+            fds.push((0, true, false));
+            fds.len() - 1
+        });
+        let ready = match pty::poll(&fds, 50) {
+            Ok(r) => r,
+            Err(_) => vec![pty::Ready::default(); fds.len()],
+        };
+        if let Some(i) = sock_slot {
+            if ready[i].read || ready[i].hup {
+                let s = sock.take().expect("socket present");
+                if let Ok(Some(m)) = pty::recv_fd(s.as_raw_fd()) {
+                    let _ = pty::set_nonblocking(&m, true);
+                    if let Some(ws) = pty::window_size(size_from) {
+                        let _ = pty::set_window_size(m.as_raw_fd(), &ws);
+                    }
+                    if stdin_is_tty {
+                        _raw = pty::RawMode::enable(0).ok();
+                    }
+                    // The command waits for this before it goes on.
+                    let _ = pty::write_all(s.as_raw_fd(), b"g");
+                    master = Some(m);
+                }
+            }
+        }
+        if let Some(i) = master_slot {
+            let m = master.as_ref().expect("master present").as_raw_fd();
+            if ready[i].write && !pending.is_empty() {
+                match pty::write(m, &pending) {
+                    Ok(n) => {
+                        pending.drain(..n);
+                    }
+                    Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+                    Err(_) => pending.clear(),
+                }
+            }
+            if ready[i].read || ready[i].hup {
+                match pty::read(m, &mut buf) {
+                    Ok(n) if n > 0 => {
+                        let _ = pty::write_all(out, &buf[..n]);
+                    }
+                    Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+                    // No slave open any more (EIO): nothing left to relay.
+                    _ => master = None,
+                }
+            }
+        }
+        if let Some(i) = stdin_slot {
+            if ready[i].read || ready[i].hup {
+                match pty::read(0, &mut buf) {
+                    Ok(n) if n > 0 => pending.extend_from_slice(&buf[..n]),
+                    Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+                    // The caller's terminal hung up: hang the sandbox's up
+                    // too (its session gets SIGHUP).
+                    _ => {
+                        reading_stdin = false;
+                        master = None;
+                    }
+                }
+            }
+        }
+        while let Some(p) = sys::wait_signal(set, 0) {
+            if p.signal == Signal::SIGWINCH {
+                if let (Some(m), Some(ws)) = (&master, pty::window_size(size_from)) {
+                    let _ = pty::set_window_size(m.as_raw_fd(), &ws);
+                }
+            } else {
                 let _ = sys::kill(child, p.signal);
             }
         }
-        loop {
-            let target = if reap_all { Pid::from_raw(-1) } else { child };
-            match waitpid(target, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == child => return code,
-                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => return 128 + sig as i32,
-                Ok(WaitStatus::StillAlive) => break,
-                Ok(_) => continue, // an orphan reaped, or a stop
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return 127,
+        if let Some(code) = reap(child, false) {
+            // The whole sandbox is gone: what is left in the pty is the
+            // last output.
+            if let Some(m) = &master {
+                while let Ok(n @ 1..) = pty::read(m.as_raw_fd(), &mut buf) {
+                    let _ = pty::write_all(out, &buf[..n]);
+                }
             }
+            return code;
         }
     }
 }
@@ -187,12 +358,38 @@ pub fn run(exe: &Path, plan: &Plan, maps: &IdMaps) -> Result<i32, SpawnError> {
     let (to_parent_r, to_parent_w) = pipe()?;
     let json = serde_json::to_string(plan).expect("plan serializes");
     let mut cmd = Command::new(exe);
-    cmd.arg(HELPER_ARG).env(PLAN_ENV, json);
+    cmd.arg(HELPER_ARG).env(PLAN_ENV, json).env_remove(PTY_ENV);
     sys::dup2_in_child(&mut cmd, from_parent_r.as_raw_fd(), FD_FROM_PARENT);
     sys::dup2_in_child(&mut cmd, to_parent_w.as_raw_fd(), FD_TO_PARENT);
+    let ttys = terminal_fds(plan);
+    let mut pty_socket = None;
+    if plan.stdio == Stdio::Batch {
+        cmd.stdin(std::process::Stdio::null());
+    }
+    if !ttys.is_empty() {
+        // No descriptor of the caller's terminal goes into the sandbox.
+        for fd in &ttys {
+            match fd {
+                0 => cmd.stdin(std::process::Stdio::null()),
+                1 => cmd.stdout(std::process::Stdio::null()),
+                _ => cmd.stderr(std::process::Stdio::null()),
+            };
+        }
+        let (ours, theirs) = sys::pty::socketpair()?;
+        let (ours, theirs) = (sys::move_fd_high(ours)?, sys::move_fd_high(theirs)?);
+        sys::dup2_in_child(&mut cmd, theirs.as_raw_fd(), FD_PTY);
+        let list: Vec<String> = ttys.iter().map(|fd| fd.to_string()).collect();
+        cmd.env(PTY_ENV, list.join(","));
+        pty_socket = Some((ours, theirs));
+    }
     // Block the forwarded signals before the child exists, so none is lost;
     // the helper starts with them blocked too and handles them itself.
     let set = forwarded();
+    let mut parent_set = set;
+    if pty_socket.is_some() {
+        parent_set.add(Signal::SIGWINCH);
+    }
+    let set = parent_set;
     let old = sys::block_signals(&set)?;
     let child = match cmd.spawn() {
         Ok(c) => c,
@@ -206,6 +403,7 @@ pub fn run(exe: &Path, plan: &Plan, maps: &IdMaps) -> Result<i32, SpawnError> {
     };
     drop(from_parent_r);
     drop(to_parent_w);
+    let pty_socket = pty_socket.map(|(ours, _theirs)| ours);
     let pid = Pid::from_raw(child.id() as i32);
     let mut to_child = std::fs::File::from(from_parent_w);
     let mut from_child = std::fs::File::from(to_parent_r);
@@ -221,9 +419,10 @@ pub fn run(exe: &Path, plan: &Plan, maps: &IdMaps) -> Result<i32, SpawnError> {
         to_child.write_all(b"g").map_err(|_| None)?;
         Ok(())
     })();
-    let code = match &result {
-        Ok(()) => wait_forwarding(pid, &set, false),
-        Err(_) => {
+    let code = match (&result, pty_socket) {
+        (Ok(()), Some(sock)) => relay_and_wait(pid, &set, sock, &ttys),
+        (Ok(()), None) => wait_forwarding(pid, &set, false),
+        (Err(_), _) => {
             let _ = sys::kill(pid, Signal::SIGKILL);
             wait_forwarding(pid, &set, false)
         }
@@ -313,6 +512,23 @@ pub fn helper_main() -> ! {
     };
     // This process is single-threaded: changing the environment cannot race.
     std::env::remove_var(PLAN_ENV);
+    let ttys: Vec<RawFd> = std::env::var(PTY_ENV)
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|fd| fd.parse().ok())
+        .filter(|fd| (0..3).contains(fd))
+        .collect();
+    std::env::remove_var(PTY_ENV);
+    // Only fds 0-2, 3, 4 (and 5 for the pty) are ours to pass on: anything
+    // else the caller left open (a terminal, say) is closed.
+    if let Err(e) = sys::pty::close_from(if ttys.is_empty() { FD_PTY } else { FD_PTY + 1 }) {
+        fail(SETUP_FAILED, &e.to_string());
+    }
+    // Leave the caller's session first: from here on, nothing of the
+    // sandbox has the caller's terminal as its controlling terminal.
+    if let Err(e) = sys::pty::setsid() {
+        fail(SETUP_FAILED, &e.to_string());
+    }
     let plan: Plan = match serde_json::from_str(&json.to_string_lossy()) {
         Ok(p) => p,
         Err(e) => fail(SETUP_FAILED, &format!("bad sandbox plan: {e}")),
@@ -355,17 +571,21 @@ pub fn helper_main() -> ! {
     }
     match sys::fork() {
         Err(e) => fail(SETUP_FAILED, &e.to_string()),
-        Ok(sys::Forked::Child) => init_main(&plan, &set),
+        Ok(sys::Forked::Child) => init_main(&plan, &set, &ttys),
         Ok(sys::Forked::Parent(init)) => {
             sys::close_fd(FD_TO_PARENT);
+            if !ttys.is_empty() {
+                sys::close_fd(FD_PTY);
+            }
             let code = wait_forwarding(init, &set, false);
             std::process::exit(code)
         }
     }
 }
 
-/// PID 1 of the sandbox.
-fn init_main(plan: &Plan, set: &SigSet) -> ! {
+/// PID 1 of the sandbox. `ttys`: the std descriptors the command gets the
+/// sandbox's pty on (none: no pty).
+fn init_main(plan: &Plan, set: &SigSet, ttys: &[RawFd]) -> ! {
     if let Err(e) = sys::set_parent_death_signal(Signal::SIGKILL) {
         fail(SETUP_FAILED, &e.to_string());
     }
@@ -405,6 +625,15 @@ fn init_main(plan: &Plan, set: &SigSet) -> ! {
         Ok(sys::Forked::Child) => {
             // The command starts with no signal blocked.
             let _ = sys::set_signal_mask(&SigSet::empty());
+            // A session of its own, away from init's.
+            if let Err(e) = sys::pty::setsid() {
+                fail(SETUP_FAILED, &e.to_string());
+            }
+            if !ttys.is_empty() {
+                if let Err(e) = take_pty(ttys) {
+                    fail(SETUP_FAILED, &format!("giving the command a terminal: {e}"));
+                }
+            }
             if let Err(e) = sys::chdir(&plan.cwd) {
                 fail(127, &e.to_string());
             }
@@ -413,6 +642,9 @@ fn init_main(plan: &Plan, set: &SigSet) -> ! {
             }
             for (k, v) in &plan.env {
                 std::env::set_var(k, v);
+            }
+            if let Err(e) = sys::seccomp::deny_terminal_injection() {
+                fail(SETUP_FAILED, &e.to_string());
             }
             let e = sys::execvp(&plan.argv);
             let code = if e.errno == nix::errno::Errno::ENOENT {
@@ -427,8 +659,59 @@ fn init_main(plan: &Plan, set: &SigSet) -> ! {
         }
         Ok(sys::Forked::Parent(cmd)) => {
             sys::close_fd(FD_TO_PARENT);
+            if !ttys.is_empty() {
+                sys::close_fd(FD_PTY);
+            }
             let code = wait_forwarding(cmd, set, true);
             std::process::exit(code)
         }
+    }
+}
+
+/// In the command's process (a session leader without a terminal, after
+/// pivot_root): makes a pty in the sandbox's devpts, takes it as the
+/// controlling terminal on `ttys`, sends the master to zchroot and waits
+/// until zchroot has set the window size and the caller's terminal up.
+fn take_pty(ttys: &[RawFd]) -> Result<(), sys::SysError> {
+    use sys::pty;
+    let (master, slave) = pty::open_pty(Path::new(PTMX))?;
+    pty::set_controlling_terminal(slave.as_raw_fd())?;
+    for fd in ttys {
+        pty::dup2(slave.as_raw_fd(), *fd)?;
+    }
+    drop(slave);
+    pty::send_fd(FD_PTY, master.as_raw_fd())?;
+    drop(master);
+    let mut go = [0u8; 1];
+    let n = pty::read(FD_PTY, &mut go).map_err(|errno| sys::SysError {
+        call: format!("read({FD_PTY}) (zchroot's go)"),
+        errno,
+    })?;
+    sys::close_fd(FD_PTY);
+    if n != 1 {
+        return Err(sys::SysError {
+            call: format!("read({FD_PTY}) (zchroot's go)"),
+            errno: nix::errno::Errno::EPIPE,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_is_batch_unless_made_interactive() {
+        assert_eq!(
+            Plan::host_job(Job::Command).stdio,
+            Stdio::Batch,
+            "jobs never read the keyboard"
+        );
+        // A plan written without the field (an older zchroot) reads as batch.
+        let mut v = serde_json::to_value(Plan::host_job(Job::Command)).unwrap();
+        v.as_object_mut().unwrap().remove("stdio");
+        let p: Plan = serde_json::from_value(v).unwrap();
+        assert_eq!(p.stdio, Stdio::Batch);
     }
 }

@@ -2,6 +2,9 @@
 //! names the call, its arguments and the errno:
 //! `mount("proc", "/r/proc", "proc", ..) => EPERM`.
 
+pub mod fsmount;
+pub mod pty;
+pub mod seccomp;
 pub mod tree;
 
 use std::ffi::CString;
@@ -13,8 +16,6 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
-
-pub mod fsmount;
 
 /// A failed system call, described.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

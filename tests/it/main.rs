@@ -14,6 +14,7 @@ mod rootfs;
 mod sandbox;
 mod server;
 mod teardown;
+mod terminal;
 mod update;
 
 use std::path::{Path, PathBuf};
