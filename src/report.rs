@@ -9,6 +9,8 @@ pub enum Phase {
     Download,
     Unpack,
     Configure,
+    /// Compiling a kernel module.
+    Build,
 }
 
 impl Phase {
@@ -19,6 +21,7 @@ impl Phase {
             Phase::Download => "download",
             Phase::Unpack => "unpack",
             Phase::Configure => "configure",
+            Phase::Build => "build",
         }
     }
 }
@@ -34,6 +37,12 @@ pub trait Reporter: Send + Sync {
     fn item_done(&self, _name: &str) {}
     /// A notable event worth a line in verbose output (a retry, a cache hit).
     fn note(&self, _message: &str) {}
+    /// Something the user should see even without `-v`: a fall-back, a
+    /// mismatch, a wait that would otherwise look like a hang. Shown on a
+    /// terminal and in a log alike.
+    fn warn(&self, message: &str) {
+        self.note(message)
+    }
     /// The current phase is over.
     fn finish(&self) {}
 }

@@ -249,7 +249,7 @@ pub fn create(
         let _ = remove_as_owner(exe, &maps, &old, None);
     }
     let _lock = roots.lock_exclusive(&name, || {
-        reporter.note(&format!(
+        reporter.warn(&format!(
             "waiting for another zchroot that is using '{name}'"
         ))
     })?;
