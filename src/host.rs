@@ -242,6 +242,49 @@ mod tests {
     }
 }
 
+/// Set to `host` (tests only), zchroot acts as on a kernel before 6.7,
+/// whose binfmt_misc is the host's alone.
+pub const FORCE_HOST_BINFMT_ENV: &str = "ZCHROOT_BINFMT";
+
+/// What deciding how to run a root's programs needs from the host, read
+/// once (so that `doctor` and `run` cannot disagree).
+#[derive(Debug, Clone, Default)]
+pub struct SandboxFacts {
+    pub kernel: String,
+    pub kernel_version: (u32, u32),
+    pub is_root: bool,
+    /// Tests force the path of kernels before 6.7 (`ZCHROOT_BINFMT=host`).
+    pub force_host_binfmt: bool,
+    /// The host's binfmt_misc entries.
+    pub binfmt: Vec<(String, binfmt::Entry)>,
+    /// `TERM`, passed on to the command.
+    pub term: Option<String>,
+}
+
+impl SandboxFacts {
+    pub fn probe() -> SandboxFacts {
+        let (kernel, kernel_version) = kernel();
+        SandboxFacts {
+            kernel,
+            kernel_version,
+            is_root: is_root(),
+            force_host_binfmt: force_host_binfmt(),
+            binfmt: binfmt_entries(),
+            term: std::env::var("TERM").ok(),
+        }
+    }
+
+    /// Whether qemu is registered in the sandbox's own binfmt_misc.
+    pub fn sandboxed_binfmt(&self) -> bool {
+        sandboxed_binfmt(self.kernel_version) && !self.force_host_binfmt
+    }
+}
+
+/// Whether tests force the host-table path (`ZCHROOT_BINFMT=host`).
+pub fn force_host_binfmt() -> bool {
+    std::env::var(FORCE_HOST_BINFMT_ENV).as_deref() == Ok("host")
+}
+
 /// Everything `doctor` looks at, read from the host.
 #[derive(Debug, Clone, Default)]
 pub struct Facts {

@@ -415,7 +415,7 @@ pub fn create(
         ],
         cwd: "/".into(),
     };
-    let (plan, maps2, _) = sandbox::prepare(manifests, &run, dirs, opts, reporter)?;
+    let (plan, maps2, _) = crate::enter::prepare(manifests, &run, dirs, opts, reporter)?;
     let code = spawn::run(exe, &plan, &maps2).map_err(SandboxError::from)?;
     reporter.finish();
     if code != 0 {

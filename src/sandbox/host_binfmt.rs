@@ -134,8 +134,7 @@ pub fn stale<'a>(
 /// Whether this zchroot may register in the host's table: as root, on a
 /// kernel before 6.7 (or when tests force it with `ZCHROOT_BINFMT=host`).
 pub fn uses_host_table() -> bool {
-    let forced = std::env::var(super::FORCE_HOST_BINFMT_ENV).as_deref() == Ok("host");
-    host::is_root() && (forced || !host::sandboxed_binfmt(host::kernel().1))
+    host::is_root() && (host::force_host_binfmt() || !host::sandboxed_binfmt(host::kernel().1))
 }
 
 /// An entry registered for the life of this value.

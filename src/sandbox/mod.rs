@@ -1,22 +1,19 @@
 //! The sandbox: user, mount, PID, UTS and IPC namespaces (and optionally
 //! network), id maps, a private filesystem view of a root, and qemu-user
 //! registered through binfmt_misc for foreign architectures, all set up by
-//! zchroot itself and gone when the command ends.
+//! zchroot itself and gone when the command ends. This layer is given the
+//! host's facts and the qemu binary; it fetches nothing (see `enter`).
 
 pub mod binfmt;
 pub mod host_binfmt;
 pub mod idmap;
 pub mod mounts;
-pub mod qemu;
 pub mod spawn;
 
 use std::path::{Path, PathBuf};
 
-use crate::archive::fetch::FetchOptions;
-use crate::host;
-use crate::manifest::{Arch, ManifestError, Manifests};
-use crate::paths::DataDirs;
-use crate::report::Reporter;
+use crate::host::{self, SandboxFacts};
+use crate::manifest::{Arch, ManifestError};
 use idmap::{IdMapError, IdMaps};
 use mounts::{Bind, Layout};
 
@@ -33,7 +30,7 @@ pub enum SandboxError {
     #[error(transparent)]
     IdMap(#[from] IdMapError),
     #[error(transparent)]
-    Qemu(#[from] qemu::QemuError),
+    Qemu(#[from] crate::qemu::QemuError),
     #[error("running {arch} programs needs qemu-user registered through binfmt_misc: this kernel ({kernel}) has no binfmt_misc per user namespace (Linux 6.7 or newer has), the host has no {arch} entry with the F flag, and only root may add one for the run\nhelp: run zchroot on Linux 6.7 or newer, or as root, or register qemu-{qemu} on the host with the F flag (Debian: `sudo apt-get install qemu-user-binfmt`)")]
     NoBinfmt {
         arch: String,
@@ -75,9 +72,7 @@ pub enum Emulation {
     HostTemporary { interpreter: PathBuf },
 }
 
-/// Set to `host` (tests only), acts as on a kernel before 6.7, whose
-/// binfmt_misc is the host's alone.
-pub const FORCE_HOST_BINFMT_ENV: &str = "ZCHROOT_BINFMT";
+pub use crate::host::FORCE_HOST_BINFMT_ENV;
 
 /// The command's environment inside the root.
 pub fn command_env(term: Option<String>) -> Vec<(String, String)> {
@@ -97,54 +92,71 @@ pub fn command_env(term: Option<String>) -> Vec<(String, String)> {
     env
 }
 
-/// Decides how to run the root's binaries.
-#[allow(clippy::too_many_arguments)]
-pub fn emulation(
-    manifests: &Manifests,
-    spec: &RunSpec,
+/// How the root's binaries can run, before qemu is fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmulationNeed {
+    Native,
+    /// qemu, registered in the sandbox's own binfmt_misc.
+    Sandboxed,
+    /// An existing host entry (with F) serves it.
+    Host {
+        entry: String,
+    },
+    /// qemu, registered in the host's table for the run (root, before 6.7).
+    HostTemporary,
+}
+
+impl EmulationNeed {
+    /// Whether qemu-user must be provided.
+    pub fn needs_qemu(&self) -> bool {
+        matches!(
+            self,
+            EmulationNeed::Sandboxed | EmulationNeed::HostTemporary
+        )
+    }
+
+    /// The emulation, given qemu's binary when [`Self::needs_qemu`].
+    pub fn with_interpreter(self, interpreter: Option<PathBuf>) -> Emulation {
+        match (self, interpreter) {
+            (EmulationNeed::Native, _) => Emulation::Native,
+            (EmulationNeed::Host { entry }, _) => Emulation::Host { entry },
+            (EmulationNeed::Sandboxed, Some(interpreter)) => Emulation::Sandboxed { interpreter },
+            (EmulationNeed::HostTemporary, Some(interpreter)) => {
+                Emulation::HostTemporary { interpreter }
+            }
+            (need, None) => panic!("{need:?} needs qemu's binary"),
+        }
+    }
+}
+
+/// Decides how to run the root's binaries (pure: from the host's facts).
+pub fn choose_emulation(
     root_arch: &Arch,
     host_arch: &Arch,
-    dirs: &DataDirs,
-    opts: FetchOptions,
-    reporter: &dyn Reporter,
-) -> Result<Emulation, SandboxError> {
+    facts: &SandboxFacts,
+) -> Result<EmulationNeed, SandboxError> {
     if root_arch.name == host_arch.name {
-        return Ok(Emulation::Native);
+        return Ok(EmulationNeed::Native);
     }
-    let (kernel, version) = host::kernel();
-    let forced_host = std::env::var(FORCE_HOST_BINFMT_ENV).as_deref() == Ok("host");
-    let qemu = || {
-        qemu::qemu_binary(
-            manifests,
-            &spec.release,
-            root_arch,
-            host_arch,
-            dirs,
-            spec.mirror.as_deref(),
-            opts.clone(),
-            reporter,
-        )
-    };
-    if host::sandboxed_binfmt(version) && !forced_host {
-        return Ok(Emulation::Sandboxed {
-            interpreter: qemu()?,
-        });
+    if facts.sandboxed_binfmt() {
+        return Ok(EmulationNeed::Sandboxed);
     }
-    if let Some((name, _)) = host::binfmt_entries()
-        .into_iter()
+    if let Some((name, _)) = facts
+        .binfmt
+        .iter()
         .find(|(_, e)| binfmt::entry_serves(e, root_arch))
     {
-        return Ok(Emulation::Host { entry: name });
-    }
-    if host::is_root() {
-        return Ok(Emulation::HostTemporary {
-            interpreter: qemu()?,
+        return Ok(EmulationNeed::Host {
+            entry: name.clone(),
         });
+    }
+    if facts.is_root {
+        return Ok(EmulationNeed::HostTemporary);
     }
     Err(SandboxError::NoBinfmt {
         arch: root_arch.name.clone(),
         qemu: root_arch.qemu.clone(),
-        kernel,
+        kernel: facts.kernel.clone(),
     })
 }
 
@@ -163,14 +175,8 @@ pub fn id_maps() -> Result<IdMaps, IdMapError> {
     IdMaps::rootless(&user, uid, gid, &subuid, &subgid)
 }
 
-/// Checks the spec and builds the plan the helper carries out.
-pub fn prepare(
-    manifests: &Manifests,
-    spec: &RunSpec,
-    dirs: &DataDirs,
-    opts: FetchOptions,
-    reporter: &dyn Reporter,
-) -> Result<(spawn::Plan, IdMaps, Emulation), SandboxError> {
+/// The root directory a spec names, checked.
+pub fn check_root(spec: &RunSpec) -> Result<PathBuf, SandboxError> {
     let root = std::fs::canonicalize(&spec.root)
         .ok()
         .filter(|p| p.is_dir())
@@ -178,17 +184,19 @@ pub fn prepare(
     if root == Path::new("/") {
         return Err(SandboxError::HostRoot);
     }
-    let archs = manifests.architectures()?;
-    let root_arch = match &spec.arch {
-        Some(a) => manifests.arch(a)?,
-        None => host::root_arch(&archs, &root)
-            .ok_or_else(|| SandboxError::UnknownRootArch(root.clone()))?,
-    };
-    let host_arch = host::host_arch(manifests)?;
-    let maps = id_maps()?;
-    let emulation = emulation(
-        manifests, spec, &root_arch, &host_arch, dirs, opts, reporter,
-    )?;
+    Ok(root)
+}
+
+/// The plan the helper carries out, for a checked `root` whose programs
+/// run as `emulation` says.
+pub fn plan(
+    spec: &RunSpec,
+    root: PathBuf,
+    root_arch: &Arch,
+    emulation: &Emulation,
+    maps: &IdMaps,
+    facts: &SandboxFacts,
+) -> spawn::Plan {
     let binfmt_register = match &emulation {
         Emulation::Sandboxed { interpreter } => {
             Some(binfmt::register_line(&root_arch, interpreter))
@@ -219,17 +227,82 @@ pub fn prepare(
         binfmt_register,
         tty_gid: IdMaps::outside(&maps.gid, 5).is_some(),
     };
-    let plan = spawn::Plan {
+    spawn::Plan {
         root,
         steps: mounts::plan(&layout),
         hostname: spec.hostname.clone(),
         share_network: spec.share_network,
         argv: spec.argv.clone(),
-        env: command_env(std::env::var("TERM").ok()),
+        env: command_env(facts.term.clone()),
         cwd: spec.cwd.clone(),
         job: spawn::Job::Command,
         stdio: spawn::Stdio::Batch,
         host_binfmt,
-    };
-    Ok((plan, maps, emulation))
+    }
+}
+
+pub use crate::enter::prepare;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Manifests;
+
+    fn facts(version: (u32, u32), is_root: bool) -> SandboxFacts {
+        SandboxFacts {
+            kernel: format!("{}.{}.0", version.0, version.1),
+            kernel_version: version,
+            is_root,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn emulation_is_chosen_from_the_hosts_facts() {
+        let m = Manifests::embedded();
+        let (arm64, amd64) = (m.arch("arm64").unwrap(), m.arch("amd64").unwrap());
+        let choose = |f: &SandboxFacts| choose_emulation(&arm64, &amd64, f);
+        assert_eq!(
+            choose_emulation(&amd64, &amd64, &facts((5, 10), false)).unwrap(),
+            EmulationNeed::Native
+        );
+        assert_eq!(
+            choose(&facts((6, 7), false)).unwrap(),
+            EmulationNeed::Sandboxed
+        );
+        assert_eq!(
+            choose(&facts((6, 6), true)).unwrap(),
+            EmulationNeed::HostTemporary
+        );
+        let mut forced = facts((6, 18), true);
+        forced.force_host_binfmt = true;
+        assert_eq!(choose(&forced).unwrap(), EmulationNeed::HostTemporary);
+        // Before 6.7, a host entry with F serves, for root and users alike.
+        let mut with_entry = facts((6, 1), false);
+        with_entry.binfmt = vec![(
+            "qemu-aarch64".into(),
+            binfmt::Entry {
+                enabled: true,
+                interpreter: "/usr/libexec/qemu-binfmt/aarch64-binfmt-P".into(),
+                flags: "POCF".into(),
+                magic: arm64.elf_magic.clone(),
+                mask: arm64.elf_mask.clone(),
+            },
+        )];
+        assert_eq!(
+            choose(&with_entry).unwrap(),
+            EmulationNeed::Host {
+                entry: "qemu-aarch64".into()
+            }
+        );
+        // Without the F flag it cannot serve a sandbox.
+        with_entry.binfmt[0].1.flags = "POC".into();
+        let e = choose(&with_entry).unwrap_err().to_string();
+        assert!(
+            e.contains("Linux 6.7 or newer") && e.contains("6.1.0"),
+            "{e}"
+        );
+        assert!(!EmulationNeed::Native.needs_qemu());
+        assert!(EmulationNeed::Sandboxed.needs_qemu());
+    }
 }
