@@ -8,9 +8,9 @@ use std::time::SystemTime;
 
 use crate::archive::fetch::{FetchOptions, Fetcher};
 use crate::archive::index::Package;
+use crate::archive::refresh::{self, Indexes, RefreshError};
 use crate::archive::release::Keyring;
 use crate::archive::resolve::{self, Plan, Request};
-use crate::archive::update::{self, Indexes, UpdateError};
 use crate::manifest::{Arch, ManifestError, Manifests, Release, Source};
 use crate::paths::DataDirs;
 use crate::report::{Phase, Reporter};
@@ -20,7 +20,7 @@ pub enum TargetError {
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error(transparent)]
-    Update(#[from] UpdateError),
+    Update(#[from] RefreshError),
     #[error(transparent)]
     Resolve(#[from] resolve::ResolveError),
     #[error("bad package name '{0}' in --include: names are lowercase letters, digits and + - .")]
@@ -75,7 +75,7 @@ impl Target {
             }
         }
         let keyring = match &spec.keyring {
-            Some(path) => update::keyring_from_file(path)?,
+            Some(path) => refresh::keyring_from_file(path)?,
             None => Keyring::from_bytes(
                 &manifests.keyring(&release)?,
                 &format!("the {} keyring of zchroot", release.release),
@@ -111,7 +111,7 @@ impl Target {
     ) -> Result<Fetcher<'r>, TargetError> {
         let mirrors: Vec<String> = self.sources.iter().map(|s| s.mirror.clone()).collect();
         Ok(Fetcher::new(&dirs.blobs(), &mirrors, opts, reporter)
-            .map_err(UpdateError::from)?
+            .map_err(RefreshError::from)?
             .remember_release_dates(&dirs.state.join("archive-dates")))
     }
 
@@ -121,7 +121,7 @@ impl Target {
         fetcher: &Fetcher,
         reporter: &dyn Reporter,
     ) -> Result<Indexes, TargetError> {
-        Ok(update::update(
+        Ok(refresh::refresh(
             fetcher,
             &self.sources,
             &self.keyring,
@@ -151,10 +151,10 @@ impl Target {
         reporter: &dyn Reporter,
     ) -> Result<Vec<PathBuf>, TargetError> {
         let downloads =
-            update::package_downloads(packages.iter().copied()).map_err(UpdateError::from)?;
+            refresh::package_downloads(packages.iter().copied()).map_err(RefreshError::from)?;
         let bytes = downloads.iter().map(|d| d.size).sum();
         reporter.phase(Phase::Download, downloads.len() as u64, bytes);
-        let paths = fetcher.fetch_all(&downloads).map_err(UpdateError::from)?;
+        let paths = fetcher.fetch_all(&downloads).map_err(RefreshError::from)?;
         reporter.finish();
         Ok(paths)
     }

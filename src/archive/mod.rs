@@ -6,8 +6,12 @@ pub mod deb822;
 pub mod fetch;
 pub mod hash;
 pub mod index;
+pub mod refresh;
 pub mod relation;
 pub mod release;
 pub mod resolve;
-pub mod update;
+/// The old name of [`refresh`], for callers not yet moved.
+pub mod update {
+    pub use super::refresh::*;
+}
 pub mod version;

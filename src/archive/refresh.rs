@@ -1,4 +1,4 @@
-//! `update`: for each source of a release, fetch and verify its InRelease,
+//! Refreshing a release's indexes: for each source of a release, fetch and verify its InRelease,
 //! fetch the Packages indexes it lists (checked against it), and parse them
 //! into package records. The records of all suites together are what the
 //! resolver works on.
@@ -14,7 +14,7 @@ use crate::manifest::Source;
 use crate::report::{Phase, Reporter};
 
 #[derive(Debug, thiserror::Error)]
-pub enum UpdateError {
+pub enum RefreshError {
     #[error(transparent)]
     Fetch(#[from] FetchError),
     #[error(transparent)]
@@ -50,14 +50,14 @@ const INRELEASE_LIMIT: u64 = 64 << 20;
 
 /// Fetches and verifies every source's InRelease and Packages indexes for
 /// `arch` (and `all` where the archive keeps it apart).
-pub fn update(
+pub fn refresh(
     fetcher: &Fetcher,
     sources: &[Source],
     keyring: &Keyring,
     arch: &str,
     now: SystemTime,
     reporter: &dyn Reporter,
-) -> Result<Indexes, UpdateError> {
+) -> Result<Indexes, RefreshError> {
     reporter.phase(Phase::Update, sources.len() as u64, 0);
     let mut suites = Vec::new();
     let mut downloads = Vec::new();
@@ -119,7 +119,7 @@ pub fn update(
 
     let mut packages = Vec::new();
     for ((d, file, origin), path) in downloads.into_iter().zip(paths) {
-        let data = std::fs::read(&path).map_err(|source| UpdateError::Io {
+        let data = std::fs::read(&path).map_err(|source| RefreshError::Io {
             path: path.clone(),
             source,
         })?;
@@ -164,8 +164,8 @@ pub fn package_downloads<'a>(
 }
 
 /// Reads a keyring file given with `--keyring`.
-pub fn keyring_from_file(path: &Path) -> Result<Keyring, UpdateError> {
-    let bytes = std::fs::read(path).map_err(|source| UpdateError::Io {
+pub fn keyring_from_file(path: &Path) -> Result<Keyring, RefreshError> {
+    let bytes = std::fs::read(path).map_err(|source| RefreshError::Io {
         path: path.into(),
         source,
     })?;
