@@ -65,6 +65,33 @@ fn temp_name(final_name: &OsStr) -> OsString {
     OsString::from_vec(v)
 }
 
+/// Creates a new file beside `final_name` in the directory `dir`, under a
+/// random name (`.NAME.RANDOM.tmp`), exclusively (`O_CREAT|O_EXCL|
+/// O_NOFOLLOW`) and with `mode` from its first byte (less the umask).
+pub fn create_temp_in(
+    dir: std::os::fd::BorrowedFd<'_>,
+    final_name: &OsStr,
+    mode: Mode,
+) -> std::io::Result<(OsString, File)> {
+    for _ in 0..TRIES {
+        let tmp_name = temp_name(final_name);
+        match nix::fcntl::openat(
+            dir,
+            tmp_name.as_os_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            mode,
+        ) {
+            Ok(fd) => return Ok((tmp_name, File::from(fd))),
+            Err(Errno::EEXIST) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!("{TRIES} random temporary names were all taken"),
+    ))
+}
+
 impl AtomicFile {
     /// Creates the temporary file for `final_path` with `mode` (less what
     /// the umask takes away; never more).
@@ -88,36 +115,15 @@ impl AtomicFile {
             .open(&dir_path)?
             .into();
         let mode = Mode::from_bits_truncate(mode & 0o7777);
-        for _ in 0..TRIES {
-            let tmp_name = temp_name(&final_name);
-            match nix::fcntl::openat(
-                dir.as_fd(),
-                tmp_name.as_os_str(),
-                OFlag::O_WRONLY
-                    | OFlag::O_CREAT
-                    | OFlag::O_EXCL
-                    | OFlag::O_NOFOLLOW
-                    | OFlag::O_CLOEXEC,
-                mode,
-            ) {
-                Ok(fd) => {
-                    return Ok(AtomicFile {
-                        dir,
-                        dir_path,
-                        tmp_name,
-                        final_name,
-                        file: File::from(fd),
-                        committed: false,
-                    })
-                }
-                Err(Errno::EEXIST) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            format!("{TRIES} random temporary names were all taken"),
-        ))
+        let (tmp_name, file) = create_temp_in(dir.as_fd(), &final_name, mode)?;
+        Ok(AtomicFile {
+            dir,
+            dir_path,
+            tmp_name,
+            final_name,
+            file,
+            committed: false,
+        })
     }
 
     /// The open temporary file.

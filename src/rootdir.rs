@@ -231,25 +231,8 @@ impl RootDir {
         }
         let (dir, name) = self.parent(rel)?;
         let mode = Mode::from_bits_truncate(mode);
-        let (tmp, file) = loop {
-            let mut tmp = OsString::from(".");
-            tmp.push(&name);
-            tmp.push(format!(".zchroot-{}", crate::atomic::random_suffix()));
-            match fcntl::openat(
-                dir.as_fd(),
-                tmp.as_os_str(),
-                OFlag::O_WRONLY
-                    | OFlag::O_CREAT
-                    | OFlag::O_EXCL
-                    | OFlag::O_NOFOLLOW
-                    | OFlag::O_CLOEXEC,
-                mode,
-            ) {
-                Ok(fd) => break (tmp, std::fs::File::from(fd)),
-                Err(Errno::EEXIST) => continue,
-                Err(e) => return Err(self.err("creating a file beside", rel)(e)),
-            }
-        };
+        let (tmp, file) = crate::atomic::create_temp_in(dir.as_fd(), &name, mode)
+            .map_err(|e| self.err("creating a file beside", rel)(errno_of(&e)))?;
         let done = (|| {
             let mut file = file;
             file.write_all(contents).map_err(|e| errno_of(&e))?;
