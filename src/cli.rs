@@ -80,7 +80,7 @@ pub struct ExportArgs {
     /// A directory holding a root instead of a NAME.
     #[arg(long, value_name = "PATH")]
     pub dir: Option<PathBuf>,
-    /// tar, or ext4 (needs e2fsprogs' mke2fs).
+    /// What to write.
     #[arg(long, value_enum, default_value_t = ExportFormat::Tar)]
     pub format: ExportFormat,
     /// The file to write.
@@ -315,7 +315,7 @@ pub struct SandboxArgs {
     /// Bind a host path into the root: HOST[:GUEST][:ro]. Repeatable.
     #[arg(long, value_name = "HOST[:GUEST][:ro]")]
     pub bind: Vec<String>,
-    /// `host` shares the host's network (default); `none` gives an empty one.
+    /// The sandbox's network.
     #[arg(long, value_enum, default_value_t = Network::Host)]
     pub network: Network,
     /// Working directory inside the root.
