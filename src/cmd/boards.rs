@@ -269,4 +269,25 @@ mod tests {
             "pi: kernels seen 3, built 1, already there 1, failed 1, pruned 1; repository /r\n  built for 6.12.1\n  failed: 6.12.2: no headers\n"
         );
     }
+
+    #[test]
+    fn a_target_is_added_listed_shown_and_removed_without_the_binary() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ctx = crate::cmd::test_ctx(tmp.path());
+        let path = target_add(&ctx, "pi", &target(), false).unwrap();
+        assert!(path.starts_with(tmp.path().join("config")));
+        assert!(target_add(&ctx, "pi", &target(), false).is_err());
+        let list = target_list(&ctx).unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].0, "pi");
+        assert!(target_show(&ctx, "pi")
+            .unwrap()
+            .contains("arch = \"arm64\""));
+        target_remove(&ctx, "pi").unwrap();
+        assert!(target_list(&ctx).unwrap().is_empty());
+        assert!(matches!(
+            update(&ctx, &[], 0, &mut |_, _| panic!("no targets")),
+            Err(CmdError::NoTargets)
+        ));
+    }
 }

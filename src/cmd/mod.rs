@@ -207,6 +207,26 @@ pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CmdError + '_ {
     }
 }
 
+/// A context under `dir` (state, cache and config), for tests.
+#[cfg(test)]
+pub(crate) fn test_ctx(dir: &Path) -> Ctx<'static> {
+    Ctx {
+        manifests: Manifests::embedded(),
+        env: DirsEnv {
+            zchroot_home: Some(dir.to_path_buf()),
+            xdg_config_home: Some(dir.join("xdg")),
+            ..Default::default()
+        },
+        dirs: DataDirs {
+            state: dir.join("state"),
+            cache: dir.join("cache"),
+        },
+        options: FetchOptions::default(),
+        exe: "/usr/bin/zchroot".into(),
+        reporter: &crate::report::Silent,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,17 +251,7 @@ mod tests {
     #[test]
     fn a_named_root_that_does_not_exist_is_refused_and_a_dir_is_taken_as_is() {
         let tmp = tempfile::tempdir().unwrap();
-        let ctx = Ctx {
-            manifests: Manifests::embedded(),
-            env: DirsEnv::default(),
-            dirs: DataDirs {
-                state: tmp.path().join("state"),
-                cache: tmp.path().join("cache"),
-            },
-            options: FetchOptions::default(),
-            exe: "/nonexistent".into(),
-            reporter: &crate::report::Silent,
-        };
+        let ctx = test_ctx(tmp.path());
         assert!(find_root(&ctx, &RootRef::Name("../x".into())).is_err());
         assert!(find_root(&ctx, &RootRef::Name("nope".into())).is_err());
         let found = find_root(&ctx, &RootRef::Dir(tmp.path().into())).unwrap();

@@ -128,20 +128,14 @@ mod tests {
     #[test]
     fn install_writes_both_units_or_gives_a_cron_line_and_remove_takes_them_away() {
         let tmp = tempfile::tempdir().unwrap();
+        let ctx = crate::cmd::test_ctx(Path::new("/z"));
         let ctx = crate::cmd::Ctx {
-            manifests: crate::manifest::Manifests::embedded(),
             env: DirsEnv {
                 xdg_config_home: Some(tmp.path().into()),
                 zchroot_home: Some("/z".into()),
                 ..Default::default()
             },
-            dirs: crate::paths::DataDirs {
-                state: tmp.path().join("state"),
-                cache: tmp.path().join("cache"),
-            },
-            options: crate::archive::fetch::FetchOptions::default(),
-            exe: "/usr/bin/zchroot".into(),
-            reporter: &crate::report::Silent,
+            ..ctx
         };
         match install_with(&ctx, "weekly", false).unwrap() {
             Installed::Cron(line) => {
