@@ -1,8 +1,17 @@
-//! Command-line definitions (clap), nothing else.
+//! Command-line definitions (clap), and the requests of `zchroot::cmd`
+//! they turn into.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+use zchroot::cmd::roots::DestroyRequest;
+use zchroot::cmd::run::{Network, RunRequest};
+use zchroot::cmd::RootRef;
+use zchroot::export::ExportFormat;
+use zchroot::rootfs::create::CreateSpec;
+use zchroot::target::TargetSpec;
+use zchroot::targets::TargetFile;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,9 +80,9 @@ pub struct ExportArgs {
     /// A directory holding a root instead of a NAME.
     #[arg(long, value_name = "PATH")]
     pub dir: Option<PathBuf>,
-    /// tar, or ext4 (needs e2fsprogs' mke2fs).
-    #[arg(long, default_value = "tar", value_parser = ["tar", "ext4"])]
-    pub format: String,
+    /// What to write.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Tar)]
+    pub format: ExportFormat,
     /// The file to write.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
@@ -82,7 +91,7 @@ pub struct ExportArgs {
 #[derive(Debug, Subcommand)]
 pub enum TargetCommand {
     /// Add a target (or replace one with --force).
-    Add(TargetAddArgs),
+    Add(Box<TargetAddArgs>),
     /// List the targets.
     List,
     /// Print a target's file.
@@ -306,9 +315,9 @@ pub struct SandboxArgs {
     /// Bind a host path into the root: HOST[:GUEST][:ro]. Repeatable.
     #[arg(long, value_name = "HOST[:GUEST][:ro]")]
     pub bind: Vec<String>,
-    /// `host` shares the host's network (default); `none` gives an empty one.
-    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
-    pub network: String,
+    /// The sandbox's network.
+    #[arg(long, value_enum, default_value_t = Network::Host)]
+    pub network: Network,
     /// Working directory inside the root.
     #[arg(long, default_value = "/")]
     pub cwd: PathBuf,
@@ -364,4 +373,116 @@ pub struct ResolveArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+}
+
+// What the arguments ask the commands for.
+
+impl TargetArgs {
+    pub fn spec(&self) -> TargetSpec {
+        TargetSpec {
+            arch: self.arch.clone(),
+            release: self.suite.clone(),
+            variant: self.variant.clone(),
+            include: self
+                .include
+                .iter()
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .collect(),
+            mirror: self.mirror.clone(),
+            keyring: self.keyring.clone(),
+        }
+    }
+}
+
+impl CreateArgs {
+    pub fn spec(&self) -> CreateSpec {
+        CreateSpec {
+            target: self.target.spec(),
+            name: self.name.clone(),
+            force: self.force,
+        }
+    }
+}
+
+impl SandboxArgs {
+    pub fn request(&self, argv: Vec<String>) -> RunRequest {
+        RunRequest {
+            root: RootRef::from_args(self.name.as_deref(), self.dir.as_deref())
+                .expect("clap requires NAME or --dir"),
+            arch: self.arch.clone(),
+            suite: self.suite.clone(),
+            mirror: self.mirror.clone(),
+            binds: self.bind.clone(),
+            network: self.network,
+            cwd: self.cwd.clone(),
+            argv,
+        }
+    }
+}
+
+impl ExportArgs {
+    pub fn root(&self) -> RootRef {
+        RootRef::from_args(self.name.as_deref(), self.dir.as_deref())
+            .expect("clap requires NAME or --dir")
+    }
+}
+
+impl DestroyArgs {
+    pub fn request(&self) -> DestroyRequest {
+        DestroyRequest {
+            names: self.names.clone(),
+            all: self.all,
+            purge_cache: self.purge_cache,
+        }
+    }
+}
+
+impl TargetAddArgs {
+    /// The target as given (`cmd::boards::target_add` makes paths absolute).
+    pub fn target(&self) -> TargetFile {
+        TargetFile {
+            arch: self.arch.clone(),
+            suite: self.suite.clone(),
+            flavour: self.flavour.clone(),
+            module: self.module.clone(),
+            suites: self.suites.clone(),
+            kernel_deb_dir: self.kernel_deb_dir.clone(),
+            mirror: self.mirror.clone(),
+            keyring: self.keyring.clone(),
+            repo: self.repo.clone(),
+            strategy: self.strategy.clone(),
+        }
+    }
+}
+
+impl BuildArgs {
+    /// The build of `source` (checked against `sha256` when a tarball).
+    pub fn spec(&self, source: String, sha256: Option<String>) -> zchroot::build::BuildSpec {
+        zchroot::build::BuildSpec {
+            source,
+            sha256,
+            arch: self.arch.clone(),
+            release: self.suite.clone(),
+            mirror: self.mirror.clone(),
+            keyring: self.keyring.clone(),
+            kernels: self.kernels.clone(),
+            flavour: self.flavour.clone(),
+            out: self.output.clone(),
+            package_version: None,
+            kernel_debs: self.kernel_debs.clone(),
+            strategy: self.strategy.parse().unwrap_or_default(),
+            sign: self.sign_key.clone().zip(self.sign_cert.clone()),
+        }
+    }
+}
+
+impl BuildZfsArgs {
+    pub fn spec(&self) -> zchroot::build::ZfsSpec {
+        zchroot::build::ZfsSpec {
+            base: self.build.spec(String::new(), self.sha256.clone()),
+            zfs: self.zfs.clone(),
+            zfs_source: self.zfs_source.clone(),
+        }
+    }
 }

@@ -15,21 +15,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::AtomicFile;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Format {
+/// What `zchroot export` writes: one type for the command line (clap
+/// refuses other values and lists these) and for the sandbox job (serde).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExportFormat {
+    /// A tarball.
     Tar,
+    /// An ext4 image (needs e2fsprogs' mke2fs).
     Ext4,
-}
-
-impl std::str::FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "tar" => Ok(Format::Tar),
-            "ext4" => Ok(Format::Ext4),
-            _ => Err(format!("unknown format '{s}' (tar, ext4)")),
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -197,15 +191,15 @@ const IMAGE_FD: i32 = 3;
 /// is written to a file created exclusively under a random name next to
 /// `out` and renamed over `out` when complete, so nothing planted in a
 /// shared directory is followed or overwritten.
-pub fn export(root: &Path, format: Format, out: &Path) -> Result<(), ExportError> {
+pub fn export(root: &Path, format: ExportFormat, out: &Path) -> Result<(), ExportError> {
     let mut tmp = AtomicFile::new(out, 0o644).map_err(io(out))?;
     match format {
-        Format::Tar => {
+        ExportFormat::Tar => {
             let mut w = std::io::BufWriter::new(&mut tmp);
             write_tar(root, &mut w)?;
             w.flush().map_err(io(out))?;
         }
-        Format::Ext4 => {
+        ExportFormat::Ext4 => {
             let paths = walk(root)?;
             let mut bytes = 0;
             for p in &paths {

@@ -120,7 +120,7 @@ pub enum Job {
     /// Write the tree at `root` out as a tarball or an image.
     Export {
         root: PathBuf,
-        format: crate::export::Format,
+        format: crate::export::ExportFormat,
         out: PathBuf,
     },
 }

@@ -1,0 +1,261 @@
+//! The commands as a layer of the library: each takes a [`Ctx`] built once
+//! by the binary, calls the layers below and returns data the binary
+//! renders, so tests can call a command without spawning zchroot.
+
+pub mod boards;
+pub mod build;
+pub mod doctor;
+pub mod resolve;
+pub mod roots;
+pub mod run;
+pub mod timer;
+
+use std::path::{Path, PathBuf};
+
+use crate::archive::fetch::FetchOptions;
+use crate::manifest::Manifests;
+use crate::paths::{DataDirs, DirsEnv, PathsError};
+use crate::report::Reporter;
+use crate::rootfs::{RootLock, Roots, RootsError};
+use crate::sandbox;
+
+/// What every command needs, made once: the manifests, where zchroot keeps
+/// its data, how to download, zchroot's own executable (sandbox helpers run
+/// it again) and where progress goes.
+pub struct Ctx<'r> {
+    pub manifests: Manifests,
+    /// The process environment the directories came from (the timer and the
+    /// config directory need it too).
+    pub env: DirsEnv,
+    pub dirs: DataDirs,
+    pub options: FetchOptions,
+    pub exe: PathBuf,
+    pub reporter: &'r dyn Reporter,
+}
+
+impl Ctx<'_> {
+    /// The roots under the state directory.
+    pub fn roots(&self) -> Roots {
+        Roots::new(&self.dirs)
+    }
+
+    /// The targets of `zchroot target` (config/targets/NAME.toml).
+    pub fn targets(&self) -> Result<crate::targets::Targets, CmdError> {
+        Ok(crate::targets::Targets::new(&self.config_dir()?))
+    }
+
+    pub fn config_dir(&self) -> Result<PathBuf, CmdError> {
+        Ok(DataDirs::config(&self.env)?)
+    }
+
+    /// Removes the qemu entries a killed run left in the host's binfmt_misc
+    /// (kernels before 6.7); a failure is a warning, returned for the caller
+    /// to show.
+    pub fn remove_stale_binfmt(&self) -> Option<String> {
+        sandbox::host_binfmt::remove_stale(&self.exe)
+            .err()
+            .map(|e| e.to_string())
+    }
+}
+
+/// A root given by the name `zchroot create` gave it, or as a directory
+/// (`--dir`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootRef {
+    Name(String),
+    Dir(PathBuf),
+}
+
+impl RootRef {
+    /// From the command line's NAME and `--dir` (clap requires one of them).
+    pub fn from_args(name: Option<&str>, dir: Option<&Path>) -> Option<RootRef> {
+        match (name, dir) {
+            (Some(n), _) => Some(RootRef::Name(n.to_string())),
+            (None, Some(d)) => Some(RootRef::Dir(d.to_path_buf())),
+            (None, None) => None,
+        }
+    }
+}
+
+/// A root found by [`RootRef`]: its tree, what its record says (for a name)
+/// and the shared lock that keeps it from being changed while in use.
+pub struct Found {
+    pub tree: PathBuf,
+    pub meta: Option<crate::rootfs::RootMeta>,
+    pub lock: Option<RootLock>,
+}
+
+/// Finds a root by name (checked, locked shared, its record read) or takes
+/// a directory as it is.
+pub fn find_root(ctx: &Ctx, root: &RootRef) -> Result<Found, CmdError> {
+    match root {
+        RootRef::Name(name) => {
+            let roots = ctx.roots();
+            Roots::check_name(name)?;
+            let lock = roots.lock_shared(name, || {
+                ctx.reporter
+                    .note(&format!("waiting: '{name}' is being created or changed"))
+            })?;
+            let meta = roots.meta(name)?;
+            Ok(Found {
+                tree: roots.tree(name),
+                meta: Some(meta),
+                lock: Some(lock),
+            })
+        }
+        RootRef::Dir(dir) => Ok(Found {
+            tree: dir.clone(),
+            meta: None,
+            lock: None,
+        }),
+    }
+}
+
+/// Why a command failed. The layers' own errors pass through unchanged
+/// (their messages and causes are what the user sees).
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    #[error(transparent)]
+    Paths(#[from] PathsError),
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
+    #[error(transparent)]
+    Target(Box<crate::target::TargetError>),
+    #[error(transparent)]
+    Roots(#[from] RootsError),
+    #[error(transparent)]
+    Create(Box<crate::rootfs::create::CreateError>),
+    #[error(transparent)]
+    Bind(#[from] sandbox::mounts::BindError),
+    #[error(transparent)]
+    IdMap(#[from] sandbox::idmap::IdMapError),
+    #[error(transparent)]
+    Sandbox(Box<sandbox::SandboxError>),
+    #[error(transparent)]
+    Spawn(#[from] sandbox::spawn::SpawnError),
+    #[error(transparent)]
+    Build(Box<crate::build::BuildError>),
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
+    #[error(transparent)]
+    Targets(#[from] crate::targets::TargetsError),
+    #[error(transparent)]
+    Key(#[from] crate::repo::key::KeyError),
+    #[error(transparent)]
+    Teardown(#[from] crate::teardown::TeardownError),
+    #[error("{}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a directory holding a root", path.display())]
+    NotARoot { path: PathBuf },
+    #[error("the export job ended with status {code}")]
+    ExportJob { code: i32 },
+    #[error("removing {}: {error}", path.display())]
+    Remove { path: PathBuf, error: String },
+    #[error("no targets\nhelp: zchroot target add NAME --arch arm64 --suite trixie")]
+    NoTargets,
+    #[error("HOME is not set: cannot find the systemd user unit directory")]
+    NoUnitDir,
+    #[error("{}: nothing published yet\nhelp: zchroot update {name}", dir.display())]
+    NothingPublished { dir: PathBuf, name: String },
+    #[error("listening on {addr}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serving {}", dir.display())]
+    Serve {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<crate::rootfs::create::CreateError> for CmdError {
+    fn from(e: crate::rootfs::create::CreateError) -> Self {
+        CmdError::Create(Box::new(e))
+    }
+}
+
+impl From<crate::target::TargetError> for CmdError {
+    fn from(e: crate::target::TargetError) -> Self {
+        CmdError::Target(Box::new(e))
+    }
+}
+
+impl From<sandbox::SandboxError> for CmdError {
+    fn from(e: sandbox::SandboxError) -> Self {
+        CmdError::Sandbox(Box::new(e))
+    }
+}
+
+impl From<crate::build::BuildError> for CmdError {
+    fn from(e: crate::build::BuildError) -> Self {
+        CmdError::Build(Box::new(e))
+    }
+}
+
+/// Adds the path to an I/O error.
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CmdError + '_ {
+    move |source| CmdError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A context under `dir` (state, cache and config), for tests.
+#[cfg(test)]
+pub(crate) fn test_ctx(dir: &Path) -> Ctx<'static> {
+    Ctx {
+        manifests: Manifests::embedded(),
+        env: DirsEnv {
+            zchroot_home: Some(dir.to_path_buf()),
+            xdg_config_home: Some(dir.join("xdg")),
+            ..Default::default()
+        },
+        dirs: DataDirs {
+            state: dir.join("state"),
+            cache: dir.join("cache"),
+        },
+        options: FetchOptions::default(),
+        exe: "/usr/bin/zchroot".into(),
+        reporter: &crate::report::Silent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_root_is_named_or_a_directory_and_the_name_wins() {
+        assert_eq!(
+            RootRef::from_args(Some("a"), None),
+            Some(RootRef::Name("a".into()))
+        );
+        assert_eq!(
+            RootRef::from_args(None, Some(Path::new("/r"))),
+            Some(RootRef::Dir("/r".into()))
+        );
+        assert_eq!(
+            RootRef::from_args(Some("a"), Some(Path::new("/r"))),
+            Some(RootRef::Name("a".into()))
+        );
+        assert_eq!(RootRef::from_args(None, None), None);
+    }
+
+    #[test]
+    fn a_named_root_that_does_not_exist_is_refused_and_a_dir_is_taken_as_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ctx = test_ctx(tmp.path());
+        assert!(find_root(&ctx, &RootRef::Name("../x".into())).is_err());
+        assert!(find_root(&ctx, &RootRef::Name("nope".into())).is_err());
+        let found = find_root(&ctx, &RootRef::Dir(tmp.path().into())).unwrap();
+        assert_eq!(found.tree, tmp.path());
+        assert!(found.meta.is_none() && found.lock.is_none());
+    }
+}

@@ -1,0 +1,234 @@
+//! The roots themselves: `create`, `list`, `destroy` and `export`.
+
+use std::path::{Path, PathBuf};
+
+use super::{find_root, io, CmdError, Ctx, RootRef};
+use crate::export::ExportFormat;
+use crate::rootfs::create::{remove_as_owner, CreateSpec, Created};
+use crate::rootfs::{Listed, Roots};
+use crate::sandbox;
+
+/// Builds a root from the archive.
+pub fn create(ctx: &Ctx, spec: &CreateSpec) -> Result<Created, CmdError> {
+    Ok(crate::rootfs::create::create(
+        &ctx.manifests,
+        spec,
+        &ctx.dirs,
+        ctx.options.clone(),
+        &ctx.exe,
+        ctx.reporter,
+    )?)
+}
+
+/// The roots, with their size and when they were last used.
+pub fn list(ctx: &Ctx) -> Result<Vec<Listed>, CmdError> {
+    Ok(ctx.roots().list()?)
+}
+
+/// The table `zchroot list` prints.
+pub fn render_list(rows: &[Listed]) -> String {
+    let date = |t: u64| {
+        crate::archive::release::format_date(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
+        )
+    };
+    let mut out = format!(
+        "{:<20} {:<8} {:<10} {:<8} {:>9}  {:<29}  LAST USED\n",
+        "NAME", "ARCH", "SUITE", "VARIANT", "SIZE", "CREATED"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<20} {:<8} {:<10} {:<8} {:>7.0}Mi  {:<29}  {}\n",
+            r.meta.name,
+            r.meta.arch,
+            r.meta.release,
+            r.meta.variant,
+            r.size_bytes as f64 / (1 << 20) as f64,
+            date(r.meta.created),
+            r.last_used.map(date).unwrap_or_else(|| "never".into())
+        ));
+    }
+    out
+}
+
+/// What `destroy` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct DestroyRequest {
+    pub names: Vec<String>,
+    /// Every root, and what killed runs left behind.
+    pub all: bool,
+    pub purge_cache: bool,
+}
+
+/// What `destroy` did, told as it happens (a later root may fail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destroyed {
+    Root(String),
+    /// Something left behind that could not be cleaned up (not fatal).
+    Warning(String),
+    Cache(PathBuf),
+}
+
+/// Removes roots (never crossing a mount), and with `purge_cache` the
+/// download cache; `done` hears of each step as it is done.
+pub fn destroy(
+    ctx: &Ctx,
+    req: &DestroyRequest,
+    done: &mut dyn FnMut(Destroyed),
+) -> Result<(), CmdError> {
+    let roots = ctx.roots();
+    let maps = sandbox::id_maps()?;
+    let names = if req.all {
+        roots.names()
+    } else {
+        req.names.clone()
+    };
+    for name in &names {
+        Roots::check_name(name)?;
+        roots.meta(name)?; // says what exists when the name is wrong
+    }
+    let remove = |path: &Path, aside: Option<&Path>| {
+        remove_as_owner(&ctx.exe, &maps, path, aside).map_err(|error| CmdError::Remove {
+            path: path.to_owned(),
+            error,
+        })
+    };
+    for name in &names {
+        let _lock = roots.lock_exclusive(name, || {
+            ctx.reporter.note(&format!(
+                "waiting for another zchroot that is using '{name}'"
+            ))
+        })?;
+        remove(&roots.path(name), Some(&roots.doomed(name)))?;
+        done(Destroyed::Root(name.clone()));
+    }
+    if req.all {
+        // Qemu entries a killed run left in the host's binfmt_misc.
+        if let Some(w) = ctx.remove_stale_binfmt() {
+            done(Destroyed::Warning(w));
+        }
+        for old in roots.leftovers() {
+            remove(&old, None)?;
+        }
+        let _ = std::fs::remove_dir(&roots.dir);
+        let _ = crate::teardown::remove_tree(&ctx.dirs.state.join("locks"));
+        let _ = std::fs::remove_dir(&ctx.dirs.state);
+    }
+    if req.purge_cache {
+        crate::teardown::remove_tree(&ctx.dirs.cache)?;
+        done(Destroyed::Cache(ctx.dirs.cache.clone()));
+    }
+    Ok(())
+}
+
+/// The line `destroy` prints for a step (stdout), or a warning (stderr).
+pub fn render_destroyed(d: &Destroyed) -> Result<String, String> {
+    match d {
+        Destroyed::Root(name) => Ok(format!("destroyed {name}")),
+        Destroyed::Cache(dir) => Ok(format!("emptied the cache {}", dir.display())),
+        Destroyed::Warning(w) => Err(format!("warning: {w}")),
+    }
+}
+
+/// Writes a root out as `format` to `output`; returns the absolute path
+/// written.
+pub fn export(
+    ctx: &Ctx,
+    root: &RootRef,
+    format: ExportFormat,
+    output: &Path,
+) -> Result<PathBuf, CmdError> {
+    let found = find_root(ctx, root)?;
+    let tree = std::fs::canonicalize(&found.tree)
+        .ok()
+        .filter(|p| p.is_dir() && p != Path::new("/"))
+        .ok_or_else(|| CmdError::NotARoot {
+            path: found.tree.clone(),
+        })?;
+    let out = std::path::absolute(output).map_err(io(output))?;
+    // The export writes a temporary file it creates exclusively next to
+    // `out` and renames it over `out` (crate::atomic).
+    let maps = sandbox::id_maps()?;
+    if maps.helpers {
+        // Rootless: inside the user namespace, where owners read as inside
+        // the root and every file can be read.
+        let job = sandbox::spawn::Job::Export {
+            root: tree,
+            format,
+            out: out.clone(),
+        };
+        match sandbox::spawn::run(&ctx.exe, &sandbox::spawn::Plan::host_job(job), &maps)? {
+            0 => {}
+            code => return Err(CmdError::ExportJob { code }),
+        }
+    } else {
+        crate::export::export(&tree, format, &out)?;
+    }
+    drop(found.lock);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rootfs::RootMeta;
+
+    fn listed(name: &str, size: u64, last_used: Option<u64>) -> Listed {
+        Listed {
+            meta: RootMeta {
+                name: name.into(),
+                arch: "arm64".into(),
+                release: "trixie".into(),
+                variant: "minbase".into(),
+                include: vec![],
+                mirror: None,
+                keyring: None,
+                created: 0,
+                packages: 100,
+                owner: 1000,
+            },
+            path: PathBuf::from("/r").join(name),
+            size_bytes: size,
+            last_used,
+        }
+    }
+
+    #[test]
+    fn the_list_is_a_header_and_a_row_per_root_in_mib() {
+        let text = render_list(&[
+            listed("trixie-arm64", 300 << 20, None),
+            listed("b", 1 << 20, Some(86400)),
+        ]);
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("NAME                 ARCH     SUITE"));
+        assert!(lines[0].ends_with("LAST USED"));
+        assert!(
+            lines[1].starts_with("trixie-arm64         arm64    trixie     minbase      300Mi  ")
+        );
+        assert!(lines[1].ends_with("  never"), "{}", lines[1]);
+        assert!(lines[2].contains("      1Mi  "));
+        assert!(
+            lines[2].ends_with("02 Jan 1970 00:00:00 UTC"),
+            "{}",
+            lines[2]
+        );
+        assert_eq!(render_list(&[]).lines().count(), 1);
+    }
+
+    #[test]
+    fn destroy_steps_are_lines_on_stdout_and_warnings_on_stderr() {
+        assert_eq!(
+            render_destroyed(&Destroyed::Root("a".into())),
+            Ok("destroyed a".into())
+        );
+        assert_eq!(
+            render_destroyed(&Destroyed::Cache("/c".into())),
+            Ok("emptied the cache /c".into())
+        );
+        assert_eq!(
+            render_destroyed(&Destroyed::Warning("x".into())),
+            Err("warning: x".into())
+        );
+    }
+}
