@@ -14,11 +14,11 @@ use zchroot::archive::fetch::FetchOptions;
 use zchroot::cmd::{self, Ctx};
 use zchroot::manifest::Manifests;
 use zchroot::paths::{DataDirs, DirsEnv};
-use zchroot::report::{Reporter, Silent};
+use zchroot::report::Reporter;
 use zchroot::sandbox;
 
 use cli::{Cli, Command, RepoCommand, TargetCommand};
-use progress::Bars;
+use progress::{Bars, WarningsOnly};
 
 /// Prints what was built; exit status 1 if any kernel failed.
 fn report_builds(results: cmd::build::Builds, arch: &str) -> u8 {
@@ -218,7 +218,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     };
     let bars;
     let reporter: &dyn Reporter = if cli.quiet {
-        &Silent
+        &WarningsOnly
     } else {
         bars = Bars::new(cli.verbose);
         &bars

@@ -95,9 +95,24 @@ impl Reporter for Bars {
             }
         }
     }
+    fn warn(&self, message: &str) {
+        match self.bar.lock().unwrap().as_ref() {
+            Some(b) => b.println(format!("warning: {message}")),
+            None => eprintln!("warning: {message}"),
+        }
+    }
     fn finish(&self) {
         if let Some(b) = self.bar.lock().unwrap().take() {
             b.finish_and_clear();
         }
+    }
+}
+
+/// `-q`: no progress, no notes; warnings still show.
+pub struct WarningsOnly;
+
+impl Reporter for WarningsOnly {
+    fn warn(&self, message: &str) {
+        eprintln!("warning: {message}");
     }
 }

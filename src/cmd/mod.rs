@@ -85,17 +85,32 @@ pub struct Found {
     pub lock: Option<RootLock>,
 }
 
-/// Finds a root by name (checked, locked shared, its record read) or takes
-/// a directory as it is.
-pub fn find_root(ctx: &Ctx, root: &RootRef) -> Result<Found, CmdError> {
+/// How a command holds a root it found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Beside other runs (`run`, `shell`).
+    Shared,
+    /// Alone: no sandbox runs in the root meanwhile (`export` reads the
+    /// tree as it is, so nothing may change it underneath).
+    Exclusive,
+}
+
+/// Finds a root by name (checked, locked as `hold` says, its record read)
+/// or takes a directory as it is.
+pub fn find_root(ctx: &Ctx, root: &RootRef, hold: Hold) -> Result<Found, CmdError> {
     match root {
         RootRef::Name(name) => {
             let roots = ctx.roots();
             Roots::check_name(name)?;
-            let lock = roots.lock_shared(name, || {
-                ctx.reporter
-                    .note(&format!("waiting: '{name}' is being created or changed"))
-            })?;
+            let wait = || {
+                ctx.reporter.warn(&format!(
+                    "waiting: '{name}' is being created, changed or used"
+                ))
+            };
+            let lock = match hold {
+                Hold::Shared => roots.lock_shared(name, wait)?,
+                Hold::Exclusive => roots.lock_exclusive(name, wait)?,
+            };
             let meta = roots.meta(name)?;
             Ok(Found {
                 tree: roots.tree(name),
@@ -252,9 +267,9 @@ mod tests {
     fn a_named_root_that_does_not_exist_is_refused_and_a_dir_is_taken_as_is() {
         let tmp = tempfile::tempdir().unwrap();
         let ctx = test_ctx(tmp.path());
-        assert!(find_root(&ctx, &RootRef::Name("../x".into())).is_err());
-        assert!(find_root(&ctx, &RootRef::Name("nope".into())).is_err());
-        let found = find_root(&ctx, &RootRef::Dir(tmp.path().into())).unwrap();
+        assert!(find_root(&ctx, &RootRef::Name("../x".into()), Hold::Shared).is_err());
+        assert!(find_root(&ctx, &RootRef::Name("nope".into()), Hold::Shared).is_err());
+        let found = find_root(&ctx, &RootRef::Dir(tmp.path().into()), Hold::Shared).unwrap();
         assert_eq!(found.tree, tmp.path());
         assert!(found.meta.is_none() && found.lock.is_none());
     }

@@ -95,7 +95,7 @@ pub fn destroy(
     };
     for name in &names {
         let _lock = roots.lock_exclusive(name, || {
-            ctx.reporter.note(&format!(
+            ctx.reporter.warn(&format!(
                 "waiting for another zchroot that is using '{name}'"
             ))
         })?;
@@ -138,7 +138,7 @@ pub fn export(
     format: ExportFormat,
     output: &Path,
 ) -> Result<PathBuf, CmdError> {
-    let found = find_root(ctx, root)?;
+    let found = find_root(ctx, root, super::Hold::Exclusive)?;
     let tree = std::fs::canonicalize(&found.tree)
         .ok()
         .filter(|p| p.is_dir() && p != Path::new("/"))

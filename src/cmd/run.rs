@@ -63,7 +63,7 @@ pub fn binds(specs: &[String]) -> Result<Vec<Bind>, sandbox::mounts::BindError> 
 /// status (0-255).
 pub fn run(ctx: &Ctx, req: &RunRequest) -> Result<u8, CmdError> {
     let binds = binds(&req.binds)?;
-    let found = find_root(ctx, &req.root)?;
+    let found = find_root(ctx, &req.root, super::Hold::Shared)?;
     let (arch, release, mirror) = match (&req.root, found.meta) {
         (RootRef::Name(name), Some(meta)) => {
             ctx.roots().touch(name);
@@ -86,7 +86,7 @@ pub fn run(ctx: &Ctx, req: &RunRequest) -> Result<u8, CmdError> {
         argv: req.argv.clone(),
         cwd: req.cwd.clone(),
     };
-    let (mut plan, maps, _) = sandbox::prepare(
+    let (mut plan, maps, _) = crate::enter::prepare(
         &ctx.manifests,
         &spec,
         &ctx.dirs,
