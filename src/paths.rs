@@ -102,6 +102,16 @@ impl DataDirs {
     pub fn blobs(&self) -> PathBuf {
         self.cache.join("blobs")
     }
+
+    /// The last accepted Release `Date` of each mirror and suite.
+    pub fn archive_dates(&self) -> PathBuf {
+        self.state.join("archive-dates")
+    }
+
+    /// Logs of failed creates and of builds.
+    pub fn logs(&self) -> PathBuf {
+        self.state.join("logs")
+    }
 }
 
 /// Creates `dir` and its missing parents with mode 0700 (existing ones

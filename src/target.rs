@@ -112,7 +112,7 @@ impl Target {
         let mirrors: Vec<String> = self.sources.iter().map(|s| s.mirror.clone()).collect();
         Ok(Fetcher::new(&dirs.blobs(), &mirrors, opts, reporter)
             .map_err(RefreshError::from)?
-            .remember_release_dates(&dirs.state.join("archive-dates")))
+            .remember_release_dates(&dirs.archive_dates()))
     }
 
     /// Fetches and verifies the indexes of every suite.

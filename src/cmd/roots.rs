@@ -112,11 +112,20 @@ pub fn destroy(
         }
         let _ = std::fs::remove_dir(&roots.dir);
         let _ = crate::teardown::remove_tree(&ctx.dirs.state.join("locks"));
-        let _ = std::fs::remove_dir(&ctx.dirs.state);
     }
     if req.purge_cache {
         crate::teardown::remove_tree(&ctx.dirs.cache)?;
         done(Destroyed::Cache(ctx.dirs.cache.clone()));
+        if req.all {
+            // Nothing of zchroot's is left: the logs, and the Release dates
+            // seen (the next run accepts any validly signed, not future-dated
+            // Release again, as on a new machine).
+            crate::teardown::remove_tree(&ctx.dirs.logs())?;
+            crate::teardown::remove_tree(&ctx.dirs.archive_dates())?;
+        }
+    }
+    if req.all {
+        let _ = std::fs::remove_dir(&ctx.dirs.state);
     }
     Ok(())
 }
