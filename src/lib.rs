@@ -5,11 +5,11 @@
 
 pub mod archive;
 pub mod atomic;
-pub mod build;
 pub mod deb;
 pub mod doctor;
 pub mod export;
 pub mod host;
+pub mod kmod;
 pub mod manifest;
 pub mod paths;
 pub mod repo;

@@ -298,8 +298,8 @@ fn create(manifests: &Manifests, args: &CreateArgs, reporter: &dyn Reporter) -> 
     Ok(0)
 }
 
-fn build_spec(source: String, sha256: Option<String>, b: &BuildArgs) -> zchroot::build::BuildSpec {
-    zchroot::build::BuildSpec {
+fn build_spec(source: String, sha256: Option<String>, b: &BuildArgs) -> zchroot::kmod::BuildSpec {
+    zchroot::kmod::BuildSpec {
         source,
         sha256,
         arch: b.arch.clone(),
@@ -318,7 +318,7 @@ fn build_spec(source: String, sha256: Option<String>, b: &BuildArgs) -> zchroot:
 
 /// Prints what was built; exit status 1 if any kernel failed.
 fn report_builds(
-    results: Vec<Result<zchroot::build::Built, zchroot::build::BuildError>>,
+    results: Vec<Result<zchroot::kmod::Built, zchroot::kmod::BuildError>>,
     arch: &str,
 ) -> u8 {
     let mut failed = 0;
@@ -359,7 +359,7 @@ fn build_dkms(
     let dirs = DataDirs::resolve(&DirsEnv::from_process())?;
     let exe = std::env::current_exe().context("finding zchroot's own executable")?;
     let spec = build_spec(args.source.clone(), args.sha256.clone(), &args.build);
-    let results = zchroot::build::build_dkms(
+    let results = zchroot::kmod::build_dkms(
         manifests,
         &spec,
         &dirs,
@@ -377,12 +377,12 @@ fn build_zfs(
 ) -> anyhow::Result<u8> {
     let dirs = DataDirs::resolve(&DirsEnv::from_process())?;
     let exe = std::env::current_exe().context("finding zchroot's own executable")?;
-    let spec = zchroot::build::ZfsSpec {
+    let spec = zchroot::kmod::ZfsSpec {
         base: build_spec(String::new(), args.sha256.clone(), &args.build),
         zfs: args.zfs.clone(),
         zfs_source: args.zfs_source.clone(),
     };
-    let (results, utils) = zchroot::build::build_zfs(
+    let (results, utils) = zchroot::kmod::build_zfs(
         manifests,
         &spec,
         &dirs,

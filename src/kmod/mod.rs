@@ -4,8 +4,9 @@
 
 pub mod cross;
 pub mod dkms;
+pub mod elf;
 pub mod kernel;
-pub mod modpkg;
+pub mod package;
 pub mod zfs;
 
 use std::path::{Path, PathBuf};
@@ -413,7 +414,7 @@ pub fn build_checked(
                 }
                 Some(cc) => match &local {
                     Some(l) => helpers_machine(&l.headers_deb, &k.release)?
-                        .filter(|m| *m == cross::arch_machine(&host))
+                        .filter(|m| *m == elf::arch_machine(&host))
                         .ok_or_else(|| {
                             "its headers carry no build helpers built for this host".to_string()
                         })
@@ -449,8 +450,8 @@ pub fn build_checked(
                     // Emulation runs the headers' helpers in the target's
                     // root: they must be the target's programs.
                     if let Some(m) = helpers_machine(&l.headers_deb, &k.release)? {
-                        if m != cross::arch_machine(&t.arch) {
-                            let host_ok = m == cross::arch_machine(&host);
+                        if m != elf::arch_machine(&t.arch) {
+                            let host_ok = m == elf::arch_machine(&host);
                             return Err(BuildError::ForeignHelpers {
                                 deb: l.headers_deb.clone(),
                                 found: machine_name(manifests, m),
@@ -558,14 +559,14 @@ fn helpers_machine(headers_deb: &Path, release: &str) -> Result<Option<u16>, Bui
     let inner = format!("usr/src/linux-headers-{release}/scripts/basic/fixdep");
     Ok(crate::deb::read::read_data_file(headers_deb, &inner)?
         .as_deref()
-        .and_then(cross::elf_machine))
+        .and_then(elf::elf_machine))
 }
 
 fn machine_name(manifests: &Manifests, m: u16) -> String {
     manifests
         .architectures()
         .ok()
-        .and_then(|v| v.into_iter().find(|a| cross::arch_machine(a) == m))
+        .and_then(|v| v.into_iter().find(|a| elf::arch_machine(a) == m))
         .map(|a| a.name)
         .unwrap_or_else(|| format!("ELF machine {m:#x}"))
 }
@@ -794,10 +795,10 @@ fn build_one(
     if files.is_empty() {
         return Err(bad("DKMS reported success but built no .ko file".into()));
     }
-    let machine = cross::arch_machine(&t.arch);
+    let machine = elf::arch_machine(&t.arch);
     let mut signed = true;
     for (name, bytes) in &files {
-        let info = modpkg::ko_info(bytes)
+        let info = elf::ko_info(bytes)
             .ok_or_else(|| bad(format!("{name} is not an ELF kernel module")))?;
         if info.machine != machine {
             return Err(bad(format!(
@@ -847,8 +848,8 @@ fn build_one(
             }
         ));
     }
-    let mtime = modpkg::source_date_epoch();
-    let deb = modpkg::ModuleDeb {
+    let mtime = package::source_date_epoch();
+    let deb = package::ModuleDeb {
         module: module.clone(),
         version: version.clone(),
         kernel: k.clone(),

@@ -4,9 +4,9 @@
 //! maintainer scripts; reproducible. Also reads what a built .ko says about
 //! itself (ELF machine, vermagic, signature).
 
-use crate::build::kernel::TargetKernel;
 use crate::deb::write::DebBuilder;
 use crate::deb::DebError;
+use crate::kmod::kernel::TargetKernel;
 
 /// A module package to write.
 #[derive(Debug, Clone)]
@@ -192,7 +192,7 @@ impl ModuleDeb {
         let license = self
             .files
             .iter()
-            .filter_map(|(_, bytes)| ko_info(bytes).and_then(|i| i.license))
+            .filter_map(|(_, bytes)| crate::kmod::elf::ko_info(bytes).and_then(|i| i.license))
             .next()
             .unwrap_or_else(|| "unknown (the modules declare none)".into());
         add_doc_files(
@@ -210,89 +210,6 @@ impl ModuleDeb {
         b.write_to(&mut out)?;
         Ok(out)
     }
-}
-
-/// What a kernel module file says about itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KoInfo {
-    /// ELF e_machine.
-    pub machine: u16,
-    pub vermagic: Option<String>,
-    /// `srcversion=` of .modinfo: a hash of the module's sources.
-    pub srcversion: Option<String>,
-    /// `license=` of .modinfo (`GPL`, `CDDL`, …).
-    pub license: Option<String>,
-    /// The `__versions` section: the CRC of each kernel symbol the module
-    /// uses, as resolved against the kernel's Module.symvers.
-    pub modversions: Option<Vec<u8>>,
-    pub signed: bool,
-}
-
-/// The contents of a section of a 64-bit little-endian ELF file.
-pub fn elf_section<'a>(data: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    let u16_at = |o: usize| Some(u16::from_le_bytes(data.get(o..o + 2)?.try_into().ok()?));
-    let u32_at = |o: usize| Some(u32::from_le_bytes(data.get(o..o + 4)?.try_into().ok()?));
-    let u64_at = |o: usize| Some(u64::from_le_bytes(data.get(o..o + 8)?.try_into().ok()?) as usize);
-    if data.get(4..6)? != [2, 1] {
-        return None;
-    }
-    let shoff = u64_at(0x28)?;
-    let shentsize = u16_at(0x3a)? as usize;
-    let shnum = u16_at(0x3c)? as usize;
-    let shstrndx = u16_at(0x3e)? as usize;
-    let header = |i: usize| shoff.checked_add(i.checked_mul(shentsize)?);
-    let strtab = u64_at(header(shstrndx)? + 0x18)?;
-    for i in 0..shnum {
-        let h = header(i)?;
-        let n = strtab + u32_at(h)? as usize;
-        let end = n + data.get(n..)?.iter().position(|&b| b == 0)?;
-        if &data[n..end] == name.as_bytes() {
-            let off = u64_at(h + 0x18)?;
-            let size = u64_at(h + 0x20)?;
-            return data.get(off..off.checked_add(size)?);
-        }
-    }
-    None
-}
-
-/// A .ko's bytes, xz-decompressed if it is a .ko.xz (else as they are).
-pub fn decompressed(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if bytes.starts_with(b"\xfd7zXZ\x00") {
-        let mut out = Vec::new();
-        use std::io::Read;
-        if liblzma::read::XzDecoder::new(bytes)
-            .read_to_end(&mut out)
-            .is_ok()
-        {
-            return out.into();
-        }
-    }
-    bytes.into()
-}
-
-/// Reads a .ko (plain or .ko.xz).
-pub fn ko_info(bytes: &[u8]) -> Option<KoInfo> {
-    let data = decompressed(bytes);
-    if data.len() < 20 || !data.starts_with(b"\x7fELF") {
-        return None;
-    }
-    let machine = u16::from_le_bytes([data[18], data[19]]);
-    let modinfo = |key: &[u8]| {
-        data.windows(key.len()).position(|w| w == key).map(|i| {
-            let rest = &data[i + key.len()..];
-            let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-            String::from_utf8_lossy(&rest[..end]).into_owned()
-        })
-    };
-    let signed = data.ends_with(b"~Module signature appended~\n");
-    Some(KoInfo {
-        machine,
-        vermagic: modinfo(b"vermagic="),
-        srcversion: modinfo(b"srcversion="),
-        license: modinfo(b"\0license=").or_else(|| modinfo(b"license=")),
-        modversions: elf_section(&data, "__versions").map(<[u8]>::to_vec),
-        signed,
-    })
 }
 
 #[cfg(test)]
@@ -366,70 +283,5 @@ mod tests {
         )
         .unwrap()
         .is_some());
-    }
-
-    #[test]
-    fn ko_headers_are_read() {
-        let mut ko =
-            b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\xb7\x00".to_vec();
-        ko.extend_from_slice(b"\0name=hello\0vermagic=6.12.117+deb13-arm64 SMP preempt mod_unload modversions aarch64\0");
-        let i = ko_info(&ko).unwrap();
-        assert_eq!(i.machine, 0xb7);
-        assert_eq!(
-            i.vermagic.as_deref(),
-            Some("6.12.117+deb13-arm64 SMP preempt mod_unload modversions aarch64")
-        );
-        assert!(!i.signed);
-        ko.extend_from_slice(b"~Module signature appended~\n");
-        assert!(ko_info(&ko).unwrap().signed);
-        assert!(ko_info(b"not elf").is_none());
-        assert_eq!(i.modversions, None, "no section headers");
-    }
-
-    /// A 64-bit ELF with sections: null, .shstrtab, __versions.
-    fn elf_with_versions(versions: &[u8]) -> Vec<u8> {
-        let strtab = b"\0.shstrtab\0__versions\0";
-        let mut e = vec![0u8; 64];
-        e[..6].copy_from_slice(b"\x7fELF\x02\x01");
-        let strtab_off = e.len();
-        e.extend_from_slice(strtab);
-        let versions_off = e.len();
-        e.extend_from_slice(versions);
-        let shoff = e.len();
-        let sh = |name: u32, off: usize, size: usize| {
-            let mut h = vec![0u8; 64];
-            h[..4].copy_from_slice(&name.to_le_bytes());
-            h[0x18..0x20].copy_from_slice(&(off as u64).to_le_bytes());
-            h[0x20..0x28].copy_from_slice(&(size as u64).to_le_bytes());
-            h
-        };
-        let headers = [
-            sh(0, 0, 0),
-            sh(1, strtab_off, strtab.len()),
-            sh(11, versions_off, versions.len()),
-        ]
-        .concat();
-        e.extend_from_slice(&headers);
-        e[0x28..0x30].copy_from_slice(&(shoff as u64).to_le_bytes());
-        e[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
-        e[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
-        e[0x3e..0x40].copy_from_slice(&1u16.to_le_bytes());
-        e
-    }
-
-    #[test]
-    fn elf_sections_are_found_by_name() {
-        let e = elf_with_versions(b"\x12\x34module_layout\0");
-        assert_eq!(
-            elf_section(&e, "__versions"),
-            Some(&b"\x12\x34module_layout\0"[..])
-        );
-        assert_eq!(elf_section(&e, ".shstrtab").map(|s| s.len()), Some(22));
-        assert_eq!(elf_section(&e, ".text"), None);
-        assert_eq!(elf_section(&e[..100], "__versions"), None, "truncated");
-        assert_eq!(
-            ko_info(&e).unwrap().modversions.as_deref(),
-            Some(&b"\x12\x34module_layout\0"[..])
-        );
     }
 }
