@@ -1,35 +1,33 @@
-//! Building kernel modules for a target kernel and packaging them:
-//! `build-dkms` (any DKMS source) with the `emulate` strategy, in a build
-//! root of the target's architecture that zchroot creates on first use.
+//! Kernel modules for a target's kernels, built and packaged: `build-dkms`
+//! (any DKMS source), `build-zfs` and `update` come here. Gathers what the
+//! planner needs (the source, the verified indexes, the kernels and their
+//! headers), lets [`plan`] decide how each kernel is built, then hands the
+//! plans to [`exec`] (stage, run, verify, package) in build roots that
+//! zchroot creates on first use.
 
 pub mod cross;
 pub mod dkms;
 pub mod elf;
+mod exec;
 pub mod kernel;
 pub mod package;
+pub mod plan;
 pub mod zfs;
 
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-/// How much of a build's log is read back from its root.
-const LOG_MAX: u64 = 16 << 20;
-/// The largest kernel module file taken from a build's output.
-const MODULE_MAX: u64 = 512 << 20;
-
 use crate::archive::fetch::FetchOptions;
 use crate::manifest::Manifests;
 use crate::paths::DataDirs;
-use crate::report::{Phase, Reporter};
-use crate::rootdir::RootDir;
-use crate::rootfs::create::{self, CreateSpec};
-use crate::rootfs::Roots;
-use crate::sandbox::mounts::Bind;
-use crate::sandbox::{self, spawn, RunSpec};
+use crate::report::Reporter;
+use crate::rootfs::create;
+use crate::sandbox;
 use crate::target::{Target, TargetError, TargetSpec};
 use dkms::Source;
-use kernel::TargetKernel;
+use kernel::{LocalKernel, TargetKernel};
+pub use plan::{BuildPlan, How, ModuleKind, Strategy, Used};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -148,48 +146,6 @@ pub struct BuildSpec {
     pub sign: Option<(PathBuf, PathBuf)>,
 }
 
-/// How a module is compiled for a foreign kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Strategy {
-    /// `cross` when the archive has what it needs, else `emulate`.
-    #[default]
-    Auto,
-    /// DKMS inside a root of the target's architecture (qemu when foreign).
-    Emulate,
-    /// DKMS in a root of the host's architecture with a cross compiler.
-    Cross,
-}
-
-impl std::str::FromStr for Strategy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Strategy::Auto),
-            "emulate" => Ok(Strategy::Emulate),
-            "cross" => Ok(Strategy::Cross),
-            _ => Err(format!("unknown strategy '{s}' (auto, emulate, cross)")),
-        }
-    }
-}
-
-/// How one kernel is built, decided before anything is built.
-#[derive(Debug, Clone)]
-enum Plan {
-    /// DKMS in the target's architecture (native when it is the host's).
-    Emulate,
-    /// In the host's architecture root; the headers .deb to unpack.
-    Cross(cross::CrossPlan, PathBuf),
-}
-
-/// A check run once the source and the kernels are known, before the
-/// build root is made or anything compiled (ZFS's kernel range).
-pub type PreCheck<'a> = &'a dyn Fn(
-    &Source,
-    &[TargetKernel],
-    &crate::archive::update::Indexes,
-    &crate::archive::fetch::Fetcher,
-) -> Result<(), BuildError>;
-
 /// One module package made.
 #[derive(Debug, Clone)]
 pub struct Built {
@@ -201,8 +157,8 @@ pub struct Built {
     pub signed: bool,
     /// Signed with the key of [`BuildSpec::sign`].
     pub signed_with_given_key: bool,
-    /// `cross` or `emulate`.
-    pub strategy: &'static str,
+    /// `cross`, `emulate` or `native`.
+    pub strategy: Used,
     /// The compiler that built the kernel, and the one that built the module.
     pub kernel_compiler: String,
     pub compiler: String,
@@ -292,6 +248,14 @@ pub fn source(spec: &BuildSpec, scratch: &Path) -> Result<Source, BuildError> {
     Err(dkms::DkmsError::Unknown(spec.source.clone()).into())
 }
 
+/// What a build made: one result per kernel (one failure does not lose
+/// the others), and what the planner decided for ZFS.
+#[derive(Debug)]
+pub struct Outcome {
+    pub results: Vec<Result<Built, BuildError>>,
+    pub zfs: Option<zfs::ZfsPlan>,
+}
+
 /// Builds the module for each kernel: one .deb per kernel. The outer error
 /// is for what stops everything (bad input, no build root); the inner ones
 /// are per kernel, so one failure does not lose the others.
@@ -303,33 +267,119 @@ pub fn build_dkms(
     exe: &Path,
     reporter: &dyn Reporter,
 ) -> Result<Vec<Result<Built, BuildError>>, BuildError> {
-    build_checked(manifests, spec, dirs, opts, exe, reporter, &|_, _, _, _| {
-        Ok(())
-    })
+    let outcome = build(manifests, spec, ModuleKind::Dkms, dirs, opts, exe, reporter)?;
+    Ok(outcome.results)
 }
 
-/// [`build_dkms`] with a check before building.
-pub fn build_checked(
+/// `build-zfs`: zfs-dkms (or an upstream tarball) for the target kernels,
+/// refusing kernels outside the source's META range before building.
+/// Returns the results and the zfsutils-linux version to install on the
+/// board when the suite's own ZFS was built.
+pub fn build_zfs(
     manifests: &Manifests,
-    spec: &BuildSpec,
+    spec: &ZfsSpec,
     dirs: &DataDirs,
     opts: FetchOptions,
     exe: &Path,
     reporter: &dyn Reporter,
-    check: PreCheck,
-) -> Result<Vec<Result<Built, BuildError>>, BuildError> {
-    let tspec = build_root_spec(spec);
-    let t = Target::new(manifests, &tspec)?;
+) -> Result<(Vec<Result<Built, BuildError>>, Option<String>), BuildError> {
+    let mut base = spec.base.clone();
+    base.source = match &spec.zfs_source {
+        Some(t) => t.display().to_string(),
+        None => "zfs-dkms".into(),
+    };
+    // --zfs 2.3.2 names an upstream version: the planner pins the full
+    // Debian version of it.
+    if spec.zfs_source.is_none() {
+        base.package_version = spec.zfs.clone();
+    }
+    let outcome = build(manifests, &base, ModuleKind::Zfs, dirs, opts, exe, reporter)?;
+    Ok((outcome.results, outcome.zfs.and_then(|z| z.utils)))
+}
+
+/// Gathers, plans, then builds each kernel as planned.
+pub fn build(
+    manifests: &Manifests,
+    spec: &BuildSpec,
+    kind: ModuleKind,
+    dirs: &DataDirs,
+    opts: FetchOptions,
+    exe: &Path,
+    reporter: &dyn Reporter,
+) -> Result<Outcome, BuildError> {
     let scratch = tempfile::Builder::new()
         .prefix("zchroot-src-")
         .tempdir()
         .map_err(io(Path::new("/tmp")))?;
-    let source = source(spec, scratch.path())?;
+    let g = gather(manifests, spec, kind, scratch.path(), dirs, &opts, reporter)?;
+    let plans = plan::plan(&plan::PlanInput {
+        strategy: spec.strategy,
+        target: &g.target.arch,
+        host: &g.host,
+        archs: &g.archs,
+        target_packages: &g.target_packages,
+        host_packages: g.host_packages.as_deref(),
+        kernels: &g.kernels,
+    })?;
+    for note in plans.iter().filter_map(BuildPlan::note) {
+        reporter.note(&note);
+    }
+    let Gathered {
+        target,
+        host,
+        source,
+        local,
+        zfs,
+        ..
+    } = g;
+    std::fs::create_dir_all(&spec.out).map_err(io(&spec.out))?;
+    let ctx = exec::Exec {
+        manifests,
+        spec,
+        target: &target,
+        host: &host,
+        source: &source,
+        local: local.as_ref(),
+        dirs,
+        opts: &opts,
+        exe,
+        reporter,
+    };
+    let results = plans.iter().map(|p| ctx.build(p)).collect();
+    Ok(Outcome { results, zfs })
+}
+
+/// Everything the planner decides from, fetched and verified.
+struct Gathered {
+    target: Target,
+    host: crate::manifest::Arch,
+    archs: Vec<crate::manifest::Arch>,
+    source: Source,
+    local: Option<LocalKernel>,
+    target_packages: Vec<crate::archive::index::Package>,
+    host_packages: Option<Vec<crate::archive::index::Package>>,
+    kernels: Vec<plan::KernelFacts>,
+    zfs: Option<zfs::ZfsPlan>,
+}
+
+/// Checks the input and fetches what planning needs: the target's indexes,
+/// the kernels, their headers (when cross building is considered or the
+/// kernel is the user's), the host's indexes, ZFS's META. Everything about
+/// the target is checked before anything is built.
+fn gather(
+    manifests: &Manifests,
+    spec: &BuildSpec,
+    kind: ModuleKind,
+    scratch: &Path,
+    dirs: &DataDirs,
+    opts: &FetchOptions,
+    reporter: &dyn Reporter,
+) -> Result<Gathered, BuildError> {
+    let t = Target::new(manifests, &build_root_spec(spec))?;
+    let mut source = source(spec, scratch)?;
     if let Some((key, cert)) = &spec.sign {
         check_signing(key, cert)?;
     }
-
-    // Everything about the target is checked before anything is built.
     let fetcher = t.fetcher(dirs, opts.clone(), reporter)?;
     let indexes = t.update(&fetcher, reporter)?;
     if let Source::Package(name, _) = &source {
@@ -341,180 +391,167 @@ pub fn build_checked(
             });
         }
     }
+    let (kernels, local) = kernels(spec, &t, &indexes.packages)?;
+    let zfs = match kind {
+        ModuleKind::Zfs => Some(zfs_plan(spec, &mut source, &kernels, &indexes, &fetcher)?),
+        ModuleKind::Dkms => None,
+    };
+    let host = crate::host::host_arch(manifests).map_err(TargetError::Manifest)?;
+    let mut facts = Vec::new();
+    for k in kernels {
+        let headers = if plan::needs_headers(spec.strategy, &t.arch, &host, local.is_some()) {
+            Some(headers_facts(
+                &k,
+                local.as_ref(),
+                &indexes.packages,
+                &fetcher,
+            )?)
+        } else {
+            None
+        };
+        facts.push(plan::KernelFacts {
+            kernel: k,
+            headers,
+            local: local.is_some(),
+        });
+    }
+    let host_packages = if plan::cross_considered(spec.strategy, &t.arch, &host) {
+        let ht = Target::new(manifests, &root_spec(spec, &host.name))?;
+        let hf = ht.fetcher(dirs, opts.clone(), reporter)?;
+        Some(ht.update(&hf, reporter)?.packages)
+    } else {
+        None
+    };
+    Ok(Gathered {
+        archs: manifests.architectures().map_err(TargetError::Manifest)?,
+        target: t,
+        host,
+        source,
+        local,
+        target_packages: indexes.packages,
+        host_packages,
+        kernels: facts,
+        zfs,
+    })
+}
+
+/// The kernels to build for: the user's own (`--kernel-deb`), those named
+/// (`--kernel`), or the newest of the flavour.
+fn kernels(
+    spec: &BuildSpec,
+    t: &Target,
+    packages: &[crate::archive::index::Package],
+) -> Result<(Vec<TargetKernel>, Option<LocalKernel>), BuildError> {
     let flavour = spec
         .flavour
         .clone()
         .unwrap_or_else(|| t.arch.kernel_flavour.clone());
-    let local = if spec.kernel_debs.is_empty() {
-        None
-    } else if !spec.kernels.is_empty() {
-        return Err(BuildError::KernelAndDebs);
-    } else {
-        Some(kernel::from_debs(&spec.kernel_debs, &t.arch.name)?)
-    };
-    let kernels: Vec<TargetKernel> = if let Some(l) = &local {
-        vec![l.kernel.clone()]
-    } else if spec.kernels.is_empty() {
-        vec![kernel::choose(&indexes.packages, &flavour, None)?]
+    if !spec.kernel_debs.is_empty() {
+        if !spec.kernels.is_empty() {
+            return Err(BuildError::KernelAndDebs);
+        }
+        let l = kernel::from_debs(&spec.kernel_debs, &t.arch.name)?;
+        return Ok((vec![l.kernel.clone()], Some(l)));
+    }
+    let kernels = if spec.kernels.is_empty() {
+        vec![kernel::choose(packages, &flavour, None)?]
     } else {
         spec.kernels
             .iter()
-            .map(|k| kernel::choose(&indexes.packages, &flavour, Some(k)))
+            .map(|k| kernel::choose(packages, &flavour, Some(k)))
             .collect::<Result<_, _>>()?
     };
-    check(&source, &kernels, &indexes, &fetcher)?;
+    Ok((kernels, None))
+}
 
-    // How each kernel is built, decided before anything is built.
-    let host = crate::host::host_arch(manifests).map_err(TargetError::Manifest)?;
-    let mut plans = Vec::new();
-    let mut host_indexes = None;
-    let cross_wanted = t.arch.name != host.name && spec.strategy != Strategy::Emulate;
-    for k in &kernels {
-        if !cross_wanted && local.is_none() {
-            // Nothing to decide: the build root's apt fetches the headers.
-            plans.push(Plan::Emulate);
-            continue;
+/// A kernel's headers .deb (the user's, or fetched and verified), its
+/// `.config` and, for the user's, the machine of the helpers it carries.
+fn headers_facts(
+    k: &TargetKernel,
+    local: Option<&LocalKernel>,
+    packages: &[crate::archive::index::Package],
+    fetcher: &crate::archive::fetch::Fetcher,
+) -> Result<plan::HeadersFacts, BuildError> {
+    let deb = match local {
+        Some(l) => l.headers_deb.clone(),
+        None => {
+            let p = packages
+                .iter()
+                .find(|p| p.name == k.headers_package && p.version == k.image_version)
+                .ok_or_else(|| kernel::KernelError::NoHeaders {
+                    release: k.release.clone(),
+                    headers: k.headers_package.clone(),
+                    version: k.image_version.clone(),
+                })?;
+            fetch_package(p, fetcher)?
         }
-        let (headers_deb, config) = match &local {
-            Some(l) => (
-                l.headers_deb.clone(),
-                read_config(&l.headers_deb, &k.release)?,
-            ),
-            None => {
-                let p = indexes
-                    .packages
-                    .iter()
-                    .find(|p| p.name == k.headers_package && p.version == k.image_version)
-                    .ok_or_else(|| kernel::KernelError::NoHeaders {
-                        release: k.release.clone(),
-                        headers: k.headers_package.clone(),
-                        version: k.image_version.clone(),
-                    })?;
-                let downloads = crate::archive::update::package_downloads([p])
-                    .map_err(|e| TargetError::Update(e.into()))?;
-                let path = fetcher
-                    .fetch(&downloads[0])
-                    .map_err(|e| TargetError::Update(e.into()))?;
-                let config = read_config(&path, &k.release)?;
-                (path, config)
-            }
-        };
-        let plan = if !cross_wanted {
-            Err("emulation was asked for".to_string())
-        } else {
-            if host_indexes.is_none() {
-                let ht = Target::new(manifests, &root_spec(spec, &host.name))?;
-                let hf = ht.fetcher(dirs, opts.clone(), reporter)?;
-                host_indexes = Some(ht.update(&hf, reporter)?);
-            }
-            let host_packages = &host_indexes.as_ref().unwrap().packages;
-            match cross::kernel_compiler(&config) {
-                None => {
-                    Err("its headers' .config names no compiler (CONFIG_CC_VERSION_TEXT)".into())
-                }
-                Some(cc) => match &local {
-                    Some(l) => helpers_machine(&l.headers_deb, &k.release)?
-                        .filter(|m| *m == elf::arch_machine(&host))
-                        .ok_or_else(|| {
-                            "its headers carry no build helpers built for this host".to_string()
-                        })
-                        .and_then(|_| cross::plan_local(host_packages, &t.arch, &cc)),
-                    None => cross::plan_archive(
-                        &indexes.packages,
-                        host_packages,
-                        &k.headers_package,
-                        &k.image_version,
-                        &t.arch,
-                        &cc,
-                    ),
-                },
-            }
-        };
-        let plan = match (plan, spec.strategy) {
-            (Ok(p), _) => {
-                reporter.note(&format!(
-                    "{}: strategy cross ({} {} on {})",
-                    k.release, p.compiler_package, p.compiler_version, host.name
-                ));
-                Plan::Cross(p, headers_deb)
-            }
-            (Err(reason), Strategy::Cross) if t.arch.name != host.name => {
-                return Err(BuildError::NoCross {
-                    kernel: k.release.clone(),
-                    arch: t.arch.name.clone(),
-                    reason,
-                })
-            }
-            (Err(reason), s) => {
-                if let Some(l) = &local {
-                    // Emulation runs the headers' helpers in the target's
-                    // root: they must be the target's programs.
-                    if let Some(m) = helpers_machine(&l.headers_deb, &k.release)? {
-                        if m != elf::arch_machine(&t.arch) {
-                            let host_ok = m == elf::arch_machine(&host);
-                            return Err(BuildError::ForeignHelpers {
-                                deb: l.headers_deb.clone(),
-                                found: machine_name(manifests, m),
-                                arch: t.arch.name.clone(),
-                                help: if host_ok {
-                                    format!("they are this host's programs: --strategy cross (or auto) uses them; here cross failed: {reason}")
-                                } else {
-                                    "rebuild the headers package on the target or on this host (make bindeb-pkg)".into()
-                                },
-                            });
-                        }
-                    }
-                }
-                if s == Strategy::Auto && t.arch.name != host.name {
-                    reporter.note(&format!(
-                        "{}: strategy emulate, because cross cannot build it: {reason}",
-                        k.release
-                    ));
-                }
-                Plan::Emulate
-            }
-        };
-        plans.push(plan);
-    }
-    drop(indexes);
-    drop(fetcher);
-    std::fs::create_dir_all(&spec.out).map_err(io(&spec.out))?;
+    };
+    let config = read_config(&deb, &k.release)?;
+    let helpers = match local {
+        Some(_) => helpers_machine(&deb, &k.release)?,
+        None => None,
+    };
+    Ok(plan::HeadersFacts {
+        deb,
+        config,
+        helpers,
+    })
+}
 
-    let mut results = Vec::new();
-    for (k, plan) in kernels.iter().zip(plans) {
-        let build = |root_arch: &crate::manifest::Arch, plan: &Plan| {
-            build_in(
-                manifests,
-                spec,
-                root_arch,
-                &t,
-                &source,
-                k,
-                local.as_ref(),
-                plan,
-                dirs,
-                &opts,
-                exe,
-                reporter,
-            )
-        };
-        let r = match &plan {
-            Plan::Emulate => build(&t.arch, &plan),
-            Plan::Cross(..) => match build(&host, &plan) {
-                Err(e) if spec.strategy == Strategy::Auto => {
-                    // A module that cannot be cross-built still builds under emulation.
-                    reporter.note(&format!(
-                        "{}: the cross build failed; building under emulation instead. The failure:\n{e}",
-                        k.release
-                    ));
-                    build(&t.arch, &Plan::Emulate)
-                }
-                r => r,
-            },
-        };
-        results.push(r);
+/// One package of the indexes, downloaded and verified.
+fn fetch_package(
+    p: &crate::archive::index::Package,
+    fetcher: &crate::archive::fetch::Fetcher,
+) -> Result<PathBuf, BuildError> {
+    let downloads = crate::archive::update::package_downloads([p])
+        .map_err(|e| TargetError::Update(e.into()))?;
+    Ok(fetcher
+        .fetch(&downloads[0])
+        .map_err(|e| TargetError::Update(e.into()))?)
+}
+
+/// ZFS's META (from the source directory, or from the zfs-dkms package
+/// chosen, whose version is then pinned when one was asked for), handed
+/// to the planner with the kernels.
+fn zfs_plan(
+    spec: &BuildSpec,
+    source: &mut Source,
+    kernels: &[TargetKernel],
+    indexes: &crate::archive::update::Indexes,
+    fetcher: &crate::archive::fetch::Fetcher,
+) -> Result<zfs::ZfsPlan, BuildError> {
+    match source {
+        Source::Dir { path, .. } => {
+            let text = std::fs::read_to_string(path.join("META"))
+                .map_err(|_| zfs::ZfsError::NoMeta(path.display().to_string()))?;
+            Ok(zfs::plan(&text, &spec.source, kernels, None, None)?)
+        }
+        Source::Package(name, version) => {
+            let p = zfs::choose(
+                &indexes.packages,
+                version.as_deref(),
+                &spec.release,
+                &spec.arch,
+            )?;
+            let path = fetch_package(p, fetcher)?;
+            let inner = format!("usr/src/zfs-{}/META", zfs::upstream(&p.version));
+            let text = crate::deb::read::read_data_file(&path, &inner)?
+                .ok_or_else(|| zfs::ZfsError::NoMeta(p.version.clone()))?;
+            let pinned = version.as_ref().map(|_| p.version.clone());
+            let utils = zfs::utils_version(&indexes.packages, &p.version);
+            let plan = zfs::plan(
+                &String::from_utf8_lossy(&text),
+                &spec.source,
+                kernels,
+                pinned.clone(),
+                utils,
+            )?;
+            if let Some(v) = pinned {
+                *source = Source::Package(name.clone(), Some(v));
+            }
+            Ok(plan)
+        }
     }
-    Ok(results)
 }
 
 /// Checks the user's signing key and certificate before anything is built.
@@ -562,324 +599,6 @@ fn helpers_machine(headers_deb: &Path, release: &str) -> Result<Option<u16>, Bui
         .and_then(elf::elf_machine))
 }
 
-fn machine_name(manifests: &Manifests, m: u16) -> String {
-    manifests
-        .architectures()
-        .ok()
-        .and_then(|v| v.into_iter().find(|a| elf::arch_machine(a) == m))
-        .map(|a| a.name)
-        .unwrap_or_else(|| format!("ELF machine {m:#x}"))
-}
-
-/// Builds one kernel in the build root of architecture `root_arch`,
-/// creating it on first use and holding its lock.
-#[allow(clippy::too_many_arguments)]
-fn build_in(
-    manifests: &Manifests,
-    spec: &BuildSpec,
-    root_arch: &crate::manifest::Arch,
-    t: &Target,
-    source: &Source,
-    k: &TargetKernel,
-    local: Option<&kernel::LocalKernel>,
-    plan: &Plan,
-    dirs: &DataDirs,
-    opts: &FetchOptions,
-    exe: &Path,
-    reporter: &dyn Reporter,
-) -> Result<Built, BuildError> {
-    let tspec = root_spec(spec, &root_arch.name);
-    let roots = Roots::new(dirs);
-    let root_name = build_root_name(&t.release.release, &root_arch.name);
-    if !roots.exists(&root_name) {
-        reporter.note(&format!(
-            "creating the build root {root_name} (buildd + dkms)"
-        ));
-        match create::create(
-            manifests,
-            &CreateSpec {
-                target: tspec.clone(),
-                name: Some(root_name.clone()),
-                force: false,
-            },
-            dirs,
-            opts.clone(),
-            exe,
-            reporter,
-        ) {
-            // Another zchroot made it while this one waited for the lock.
-            Ok(_) | Err(create::CreateError::Exists { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let _lock = roots.lock_exclusive(&root_name, || {
-        reporter.note(&format!(
-            "waiting for another zchroot that is using {root_name}"
-        ))
-    })?;
-    roots.touch(&root_name);
-    build_one(
-        manifests, root_arch, t, &roots, &root_name, source, k, local, plan, spec, dirs, opts, exe,
-        reporter,
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn build_one(
-    manifests: &Manifests,
-    root_arch: &crate::manifest::Arch,
-    t: &Target,
-    roots: &Roots,
-    root_name: &str,
-    source: &Source,
-    k: &TargetKernel,
-    local: Option<&kernel::LocalKernel>,
-    plan: &Plan,
-    spec: &BuildSpec,
-    dirs: &DataDirs,
-    opts: &FetchOptions,
-    exe: &Path,
-    reporter: &dyn Reporter,
-) -> Result<Built, BuildError> {
-    let tree = roots.tree(root_name);
-    let out = tempfile::Builder::new()
-        .prefix(".build-out-")
-        .tempdir_in(&dirs.state)
-        .map_err(io(&dirs.state))?;
-    let mut binds = vec![Bind {
-        host: out.path().to_owned(),
-        guest: dkms::OUT_IN_ROOT.into(),
-        readonly: false,
-    }];
-    if let Source::Dir { path, .. } = source {
-        binds.push(Bind {
-            host: std::fs::canonicalize(path).map_err(io(path))?,
-            guest: dkms::SRC_IN_ROOT.into(),
-            readonly: true,
-        });
-    }
-    let kernel_dir = tempfile::Builder::new()
-        .prefix(".build-kernel-")
-        .tempdir_in(&dirs.state)
-        .map_err(io(&dirs.state))?;
-    // Files for the root, seen there under fixed names.
-    let mut give = |files: &[(&Path, &str)]| -> Result<Vec<String>, BuildError> {
-        let dir = kernel_dir.path().to_owned();
-        let mut in_root = Vec::new();
-        for (from, name) in files {
-            std::fs::copy(from, dir.join(name)).map_err(io(from))?;
-            in_root.push(format!("{}/{name}", dkms::KERNEL_IN_ROOT));
-        }
-        binds.push(Bind {
-            host: dir,
-            guest: dkms::KERNEL_IN_ROOT.into(),
-            readonly: true,
-        });
-        Ok(in_root)
-    };
-    let headers = match (plan, local) {
-        (Plan::Cross(p, headers_deb), _) => dkms::Headers::Cross {
-            install: p.install.clone(),
-            unpack: give(&[(headers_deb, "headers.deb")])?,
-            triplet: p.triplet.clone(),
-            gcc_major: p.gcc_major.clone(),
-            kernel_arch: p.kernel_arch.clone(),
-        },
-        (Plan::Emulate, None) => dkms::Headers::Package(k.headers_package.clone()),
-        (Plan::Emulate, Some(l)) => dkms::Headers::Local(give(&[
-            (&l.image_deb, "image.deb"),
-            (&l.headers_deb, "headers.deb"),
-        ])?),
-    };
-    let strategy = match plan {
-        Plan::Cross(..) => "cross",
-        // The target's architecture is this host's: nothing is emulated.
-        Plan::Emulate if crate::host::machine() == t.arch.uname => "native",
-        Plan::Emulate => "emulate",
-    };
-    // The user's key, seen by DKMS in the root, gone with the build.
-    let sign_dir = tempfile::Builder::new()
-        .prefix(".build-sign-")
-        .tempdir_in(&dirs.state)
-        .map_err(io(&dirs.state))?;
-    let signing = match &spec.sign {
-        Some((key, cert)) => {
-            use std::os::unix::fs::PermissionsExt;
-            let k = sign_dir.path().join("key.pem");
-            std::fs::copy(key, &k).map_err(io(key))?;
-            std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).map_err(io(&k))?;
-            std::fs::copy(cert, sign_dir.path().join("cert")).map_err(io(cert))?;
-            binds.push(Bind {
-                host: sign_dir.path().to_owned(),
-                guest: dkms::SIGN_IN_ROOT.into(),
-                readonly: true,
-            });
-            true
-        }
-        None => false,
-    };
-    let script = dkms::build_script(source, &k.release, &headers, &t.arch.uname, signing);
-    let root_dir = RootDir::open(&tree)?;
-    root_dir.remove(Path::new(dkms::LOG_IN_ROOT))?;
-    let run = RunSpec {
-        root: tree.clone(),
-        arch: Some(root_arch.name.clone()),
-        release: t.release.release.clone(),
-        mirror: spec.mirror.clone(),
-        binds,
-        share_network: true,
-        hostname: root_name.into(),
-        argv: vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            format!("exec >/{} 2>&1\n{script}", dkms::LOG_IN_ROOT),
-        ],
-        cwd: "/".into(),
-    };
-    reporter.phase(Phase::Configure, 0, 0);
-    reporter.note(&format!("building for {}", k.release));
-    let (plan, maps, _) = sandbox::prepare(manifests, &run, dirs, opts.clone(), reporter)?;
-    let code = spawn::run(exe, &plan, &maps).map_err(sandbox::SandboxError::from)?;
-    reporter.finish();
-
-    // Keep the log outside the root.
-    let module_hint = match source {
-        Source::Package(p, _) => p.trim_end_matches("-dkms").to_string(),
-        Source::Dir { name, .. } => name.clone(),
-    };
-    // The log and the outputs are the sandbox's files: read confined,
-    // regular files only, with caps.
-    let log_text = root_dir.read_tail(Path::new(dkms::LOG_IN_ROOT), LOG_MAX);
-    let log = dirs
-        .state
-        .join("logs")
-        .join(format!("build-{module_hint}-{}.log", k.release));
-    std::fs::create_dir_all(log.parent().unwrap()).map_err(io(&log))?;
-    std::fs::write(&log, &log_text).map_err(io(&log))?;
-    if code != 0 {
-        let tail: Vec<&str> = log_text.lines().rev().take(30).collect();
-        return Err(BuildError::Failed {
-            module: module_hint,
-            kernel: k.release.clone(),
-            code,
-            tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
-            log,
-        });
-    }
-    let bad = |message: String| BuildError::BadOutput {
-        kernel: k.release.clone(),
-        message,
-        log: log.clone(),
-    };
-    // Never trust an exit status alone: what the build should make must be there.
-    let out_dir = RootDir::open(out.path())?;
-    let ident = out_dir
-        .read(Path::new("zchroot-module"), 4096)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .map_err(|e| bad(format!("the build left no module name and version: {e}")))?;
-    let mut lines = ident.lines();
-    let (module, version) = match (lines.next(), lines.next()) {
-        (Some(m), Some(v)) if !m.is_empty() && !v.is_empty() => (m.to_string(), v.to_string()),
-        _ => return Err(bad(format!("bad module name and version {ident:?}"))),
-    };
-    let mut files = Vec::new();
-    for (name, kind) in out_dir.list(Path::new(""))? {
-        let name = name.to_string_lossy().into_owned();
-        if name.contains(".ko") {
-            if kind != crate::rootdir::Kind::File {
-                return Err(bad(format!("{name} is not a regular file")));
-            }
-            files.push((name.clone(), out_dir.read(Path::new(&name), MODULE_MAX)?));
-        }
-    }
-    if files.is_empty() {
-        return Err(bad("DKMS reported success but built no .ko file".into()));
-    }
-    let machine = elf::arch_machine(&t.arch);
-    let mut signed = true;
-    for (name, bytes) in &files {
-        let info = elf::ko_info(bytes)
-            .ok_or_else(|| bad(format!("{name} is not an ELF kernel module")))?;
-        if info.machine != machine {
-            return Err(bad(format!(
-                "{name} is for ELF machine {:#x}, not {}",
-                info.machine, t.arch.name
-            )));
-        }
-        match &info.vermagic {
-            Some(v) if v.split_whitespace().next() == Some(k.release.as_str()) => {}
-            other => {
-                return Err(bad(format!(
-                    "{name} has vermagic {other:?}, not for {}",
-                    k.release
-                )))
-            }
-        }
-        signed &= info.signed;
-    }
-    if spec.sign.is_some() && !signed {
-        let tail: Vec<&str> = log_text.lines().rev().take(30).collect();
-        return Err(BuildError::NotSigned {
-            kernel: k.release.clone(),
-            module: module.clone(),
-            tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
-            log,
-        });
-    }
-    // Which compiler built the kernel and which the module.
-    let compilers = out_dir
-        .read(Path::new("zchroot-compiler"), 4096)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    let mut lines = compilers.lines().map(str::trim);
-    let kernel_compiler = lines.next().unwrap_or("").to_string();
-    let compiler = lines.next().unwrap_or("").to_string();
-    if compiler.is_empty() {
-        return Err(bad("the build left no record of its compiler".into()));
-    }
-    if cross::compilers_differ(&kernel_compiler, &compiler) {
-        reporter.note(&format!(
-            "warning: {} was built by '{kernel_compiler}' and the module by '{compiler}'{}",
-            k.release,
-            if strategy == "cross" {
-                "; --strategy emulate builds with the kernel's own compiler"
-            } else {
-                ""
-            }
-        ));
-    }
-    let mtime = package::source_date_epoch();
-    let deb = package::ModuleDeb {
-        module: module.clone(),
-        version: version.clone(),
-        kernel: k.clone(),
-        arch: t.arch.name.clone(),
-        modules_dir: t.release.kernel.modules_dir.clone(),
-        files: files.clone(),
-        mtime,
-        fields: vec![
-            ("X-Zchroot-Strategy".into(), strategy.into()),
-            ("X-Zchroot-Compiler".into(), compiler.clone()),
-            ("X-Zchroot-Kernel-Compiler".into(), kernel_compiler.clone()),
-        ],
-    };
-    let bytes = deb.build()?;
-    let path = spec.out.join(deb.file_name());
-    crate::atomic::write_atomic(&path, &bytes, 0o644).map_err(io(&path))?;
-    Ok(Built {
-        kernel: k.clone(),
-        deb: path,
-        module,
-        version,
-        modules: files.into_iter().map(|(n, _)| n).collect(),
-        signed,
-        signed_with_given_key: spec.sign.is_some(),
-        strategy,
-        kernel_compiler,
-        compiler,
-    })
-}
-
 /// What to build for `build-zfs`.
 #[derive(Debug, Clone)]
 pub struct ZfsSpec {
@@ -888,75 +607,4 @@ pub struct ZfsSpec {
     pub zfs: Option<String>,
     /// An upstream release tarball instead (with `base.sha256`).
     pub zfs_source: Option<PathBuf>,
-}
-
-/// `build-zfs`: zfs-dkms (or an upstream tarball) for the target kernels,
-/// refusing kernels outside the source's META range before building.
-/// Returns the results and the zfsutils-linux version to install on the
-/// board when the suite's own ZFS was built.
-pub fn build_zfs(
-    manifests: &Manifests,
-    spec: &ZfsSpec,
-    dirs: &DataDirs,
-    opts: FetchOptions,
-    exe: &Path,
-    reporter: &dyn Reporter,
-) -> Result<(Vec<Result<Built, BuildError>>, Option<String>), BuildError> {
-    let mut base = spec.base.clone();
-    base.source = match &spec.zfs_source {
-        Some(t) => t.display().to_string(),
-        None => "zfs-dkms".into(),
-    };
-    // --zfs 2.3.2 names an upstream version: pin the build root to the
-    // full Debian version of it.
-    if let (Some(w), None) = (&spec.zfs, &spec.zfs_source) {
-        let t = Target::new(manifests, &build_root_spec(&base))?;
-        let fetcher = t.fetcher(dirs, opts.clone(), reporter)?;
-        let indexes = t.update(&fetcher, reporter)?;
-        let p = zfs::choose(&indexes.packages, Some(w), &base.release, &base.arch)?;
-        base.package_version = Some(p.version.clone());
-    }
-    let chosen = std::cell::RefCell::new(None);
-    let check = |source: &Source,
-                 kernels: &[TargetKernel],
-                 indexes: &crate::archive::update::Indexes,
-                 fetcher: &crate::archive::fetch::Fetcher|
-     -> Result<(), BuildError> {
-        let meta_text = match source {
-            Source::Dir { path, .. } => std::fs::read_to_string(path.join("META"))
-                .map_err(|_| zfs::ZfsError::NoMeta(path.display().to_string()))?,
-            Source::Package(_, _) => {
-                let p = zfs::choose(
-                    &indexes.packages,
-                    base.package_version.as_deref(),
-                    &base.release,
-                    &base.arch,
-                )?;
-                let downloads = crate::archive::update::package_downloads([p])
-                    .map_err(|e| BuildError::Target(TargetError::Update(e.into())))?;
-                let path = fetcher
-                    .fetch(&downloads[0])
-                    .map_err(|e| BuildError::Target(TargetError::Update(e.into())))?;
-                let inner = format!("usr/src/zfs-{}/META", zfs::upstream(&p.version));
-                let text = crate::deb::read::read_data_file(&path, &inner)?
-                    .ok_or_else(|| zfs::ZfsError::NoMeta(p.version.clone()))?;
-                let utils = indexes
-                    .packages
-                    .iter()
-                    .find(|q| q.name == "zfsutils-linux" && q.version == p.version)
-                    .map(|q| q.version.clone());
-                *chosen.borrow_mut() = Some((p.version.clone(), utils));
-                String::from_utf8_lossy(&text).into_owned()
-            }
-        };
-        let meta = zfs::parse_meta(&meta_text)
-            .ok_or_else(|| zfs::ZfsError::NoMeta(base.source.clone()))?;
-        for k in kernels {
-            zfs::check_kernel(&meta, &k.release)?;
-        }
-        Ok(())
-    };
-    let results = build_checked(manifests, &base, dirs, opts, exe, reporter, &check)?;
-    let utils = chosen.into_inner().and_then(|(_, u)| u);
-    Ok((results, utils))
 }
