@@ -475,7 +475,7 @@ fn target_cmd(c: &cli::TargetCommand) -> anyhow::Result<u8> {
                 mirror: a.mirror.clone(),
                 keyring: abs(&a.keyring)?,
                 repo: abs(&a.repo)?,
-                strategy: a.strategy.clone(),
+                strategy: a.strategy.parse()?,
             };
             let config = DataDirs::config(&DirsEnv::from_process())?;
             let dirs = DataDirs::resolve(&DirsEnv::from_process())?;

@@ -1,12 +1,13 @@
 //! The binary module package that DKMS's removed `mkbmdeb` used to make,
 //! done right: named after the kernel release, depending on the package
 //! that really ships that kernel with its exact version, with depmod in its
-//! maintainer scripts; reproducible. Also reads what a built .ko says about
-//! itself (ELF machine, vermagic, signature).
+//! maintainer scripts; reproducible. And the metapackage `update` writes
+//! beside it, which holds the board's kernel back until its module is
+//! there. One function names module files for both.
 
 use crate::deb::write::DebBuilder;
 use crate::deb::DebError;
-use crate::kmod::kernel::TargetKernel;
+use crate::kmod::kernel::{KernelEntry, TargetKernel};
 
 /// A module package to write.
 #[derive(Debug, Clone)]
@@ -109,21 +110,31 @@ pub fn package_base(module: &str) -> String {
         .collect()
 }
 
+/// The file name of the module package of `module` `version` for kernel
+/// `krel`: the one naming, used when writing it and by `update` to decide
+/// whether a kernel's module is built already.
+pub fn module_file_name(module: &str, krel: &str, version: &str, arch: &str) -> String {
+    let v = version.split_once(':').map(|(_, r)| r).unwrap_or(version);
+    format!("{}_{v}_{arch}.deb", module_package(module, krel))
+}
+
+/// The module package's name for a kernel release.
+pub fn module_package(module: &str, krel: &str) -> String {
+    format!("{}-modules-{krel}", package_base(module))
+}
+
 impl ModuleDeb {
     pub fn package(&self) -> String {
-        format!(
-            "{}-modules-{}",
-            package_base(&self.module),
-            self.kernel.release
-        )
+        module_package(&self.module, &self.kernel.release)
     }
 
     pub fn file_name(&self) -> String {
-        let v = match self.version.split_once(':') {
-            Some((_, rest)) => rest,
-            None => &self.version,
-        };
-        format!("{}_{}_{}.deb", self.package(), v, self.arch)
+        module_file_name(
+            &self.module,
+            &self.kernel.release,
+            &self.version,
+            &self.arch,
+        )
     }
 
     fn scripts(&self) -> (String, String) {
@@ -212,6 +223,107 @@ impl ModuleDeb {
     }
 }
 
+/// The metapackage `MODULE-modules-FLAVOUR`: depends on the module package
+/// of the newest kernel built, and breaks newer versions of the kernel's
+/// package (`held`), so that the board's `apt upgrade` keeps a kernel back
+/// until its module is published.
+pub struct MetaPackage {
+    pub module: String,
+    pub flavour: String,
+    pub arch: String,
+    pub module_version: String,
+    pub newest: KernelEntry,
+    /// The package whose newer versions wait (`linux-image-arm64`).
+    pub held: String,
+}
+
+/// The metapackage's name for a module and flavour.
+pub fn meta_name(module: &str, flavour: &str) -> String {
+    format!("{}-modules-{flavour}", package_base(module))
+}
+
+impl MetaPackage {
+    pub fn name(&self) -> String {
+        meta_name(&self.module, &self.flavour)
+    }
+
+    /// Rises with the kernel, then with the module.
+    pub fn version(&self) -> String {
+        let m: String = self
+            .module_version
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "+.~".contains(c) {
+                    c
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        let k = &self.newest.version;
+        if k.contains('-') {
+            format!("{k}+m{m}")
+        } else {
+            format!("{k}-0+m{m}")
+        }
+    }
+
+    pub fn file_name(&self) -> String {
+        let v = self.version();
+        let v = v.split_once(':').map(|(_, r)| r.to_string()).unwrap_or(v);
+        format!("{}_{v}_{}.deb", self.name(), self.arch)
+    }
+
+    pub fn control(&self) -> Vec<(String, String)> {
+        let base = package_base(&self.module);
+        vec![
+            ("Package".into(), self.name()),
+            ("Version".into(), self.version()),
+            ("Architecture".into(), self.arch.clone()),
+            ("Maintainer".into(), maintainer()),
+            (
+                "Depends".into(),
+                format!(
+                    "{base}-modules-{} (= {})",
+                    self.newest.release, self.module_version
+                ),
+            ),
+            (
+                "Breaks".into(),
+                format!("{} (>> {})", self.held, self.newest.version),
+            ),
+            ("Section".into(), "kernel".into()),
+            ("Priority".into(), "optional".into()),
+            (
+                "Description".into(),
+                format!(
+                    "{} modules for the newest {} kernel built by zchroot\n This package depends on the {} modules of kernel {} and holds\n newer versions of {} back until their modules are published.",
+                    self.module, self.flavour, self.module, self.newest.release, self.held
+                ),
+            ),
+        ]
+    }
+
+    pub fn build(&self, mtime: u64) -> Result<Vec<u8>, crate::deb::DebError> {
+        let mut b = DebBuilder::new(self.control()).mtime(mtime);
+        let what = format!(
+            "Depends on the {} modules for {}; holds {} at {}.",
+            self.module, self.newest.release, self.held, self.newest.version
+        );
+        add_doc_files(
+            &mut b,
+            &self.name(),
+            &self.version(),
+            &what,
+            "public-domain",
+            mtime,
+        );
+        let mut out = Vec::new();
+        b.write_to(&mut out)?;
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,5 +395,56 @@ mod tests {
         )
         .unwrap()
         .is_some());
+    }
+
+    #[test]
+    fn the_metapackage_depends_on_the_newest_and_holds_newer_kernels() {
+        let m = MetaPackage {
+            module: "hello".into(),
+            flavour: "arm64".into(),
+            arch: "arm64".into(),
+            module_version: "0.1".into(),
+            newest: k("6.12.118+deb13-arm64", "6.12.118-1"),
+            held: "linux-image-arm64".into(),
+        };
+        assert_eq!(m.name(), "hello-modules-arm64");
+        assert_eq!(m.version(), "6.12.118-1+m0.1");
+        assert_eq!(
+            m.file_name(),
+            "hello-modules-arm64_6.12.118-1+m0.1_arm64.deb"
+        );
+        let c = m.control();
+        let get = |f: &str| c.iter().find(|(k, _)| k == f).unwrap().1.clone();
+        assert_eq!(get("Depends"), "hello-modules-6.12.118+deb13-arm64 (= 0.1)");
+        assert_eq!(get("Breaks"), "linux-image-arm64 (>> 6.12.118-1)");
+        // A newer kernel, or a newer module, gives a newer metapackage.
+        let newer = MetaPackage {
+            newest: k("6.12.119+deb13-arm64", "6.12.119-1"),
+            ..m
+        };
+        assert_eq!(
+            crate::archive::version::compare(&newer.version(), "6.12.118-1+m0.1"),
+            std::cmp::Ordering::Greater
+        );
+        let zfs = MetaPackage {
+            module_version: "2.3.9-1".into(),
+            ..newer
+        };
+        assert_eq!(zfs.version(), "6.12.119-1+m2.3.9.1");
+        assert_eq!(
+            crate::archive::version::compare(&zfs.version(), "6.12.119-1+m0.1"),
+            std::cmp::Ordering::Greater
+        );
+        assert_eq!(
+            module_file_name("zfs", "6.12.1", "1:2.3.9", "arm64"),
+            "zfs-modules-6.12.1_2.3.9_arm64.deb"
+        );
+    }
+
+    fn k(release: &str, version: &str) -> KernelEntry {
+        KernelEntry {
+            release: release.into(),
+            version: version.into(),
+        }
     }
 }
