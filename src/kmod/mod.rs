@@ -32,19 +32,19 @@ pub use plan::{BuildPlan, How, ModuleKind, Strategy, Used};
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error(transparent)]
-    Target(#[from] TargetError),
+    Target(Box<TargetError>),
     #[error(transparent)]
     Kernel(#[from] kernel::KernelError),
     #[error(transparent)]
     Dkms(#[from] dkms::DkmsError),
     #[error(transparent)]
-    Create(#[from] create::CreateError),
+    Create(Box<create::CreateError>),
     #[error(transparent)]
     Roots(#[from] crate::rootfs::RootsError),
     #[error(transparent)]
     Root(#[from] crate::rootdir::RootDirError),
     #[error(transparent)]
-    Sandbox(#[from] sandbox::SandboxError),
+    Sandbox(Box<sandbox::SandboxError>),
     #[error("{} is a tarball from elsewhere: give its SHA256 with --sha256 HEX", .0.display())]
     NeedSha256(PathBuf),
     #[error("{}: SHA256 mismatch: expected {expected}, got {calculated}; not using it", path.display())]
@@ -113,6 +113,25 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+}
+
+// Boxed: the largest sources, so that every `Result` stays small.
+impl From<TargetError> for BuildError {
+    fn from(e: TargetError) -> Self {
+        BuildError::Target(Box::new(e))
+    }
+}
+
+impl From<create::CreateError> for BuildError {
+    fn from(e: create::CreateError) -> Self {
+        BuildError::Create(Box::new(e))
+    }
+}
+
+impl From<sandbox::SandboxError> for BuildError {
+    fn from(e: sandbox::SandboxError) -> Self {
+        BuildError::Sandbox(Box::new(e))
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
@@ -248,11 +267,14 @@ pub fn source(spec: &BuildSpec, scratch: &Path) -> Result<Source, BuildError> {
     Err(dkms::DkmsError::Unknown(spec.source.clone()).into())
 }
 
+/// One result per kernel built.
+pub type Results = Vec<Result<Built, BuildError>>;
+
 /// What a build made: one result per kernel (one failure does not lose
 /// the others), and what the planner decided for ZFS.
 #[derive(Debug)]
 pub struct Outcome {
-    pub results: Vec<Result<Built, BuildError>>,
+    pub results: Results,
     pub zfs: Option<zfs::ZfsPlan>,
 }
 
@@ -266,7 +288,7 @@ pub fn build_dkms(
     opts: FetchOptions,
     exe: &Path,
     reporter: &dyn Reporter,
-) -> Result<Vec<Result<Built, BuildError>>, BuildError> {
+) -> Result<Results, BuildError> {
     let outcome = build(manifests, spec, ModuleKind::Dkms, dirs, opts, exe, reporter)?;
     Ok(outcome.results)
 }
@@ -282,7 +304,7 @@ pub fn build_zfs(
     opts: FetchOptions,
     exe: &Path,
     reporter: &dyn Reporter,
-) -> Result<(Vec<Result<Built, BuildError>>, Option<String>), BuildError> {
+) -> Result<(Results, Option<String>), BuildError> {
     let mut base = spec.base.clone();
     base.source = match &spec.zfs_source {
         Some(t) => t.display().to_string(),
