@@ -13,9 +13,9 @@ use crate::archive::index::Package;
 use crate::archive::relation;
 use crate::archive::version;
 pub use crate::kmod::kernel::KernelEntry;
-use crate::kmod::package::{self as modpkg, module_file_name};
+use crate::kmod::package::{self, module_file_name};
 pub use crate::kmod::package::{meta_name, MetaPackage};
-use crate::kmod::{self as build, kernel, BuildError, BuildSpec, ModuleKind};
+use crate::kmod::{self, kernel, BuildError, BuildSpec, ModuleKind};
 use crate::manifest::Manifests;
 use crate::paths::DataDirs;
 use crate::repo::{self, Repo, RepoError};
@@ -34,7 +34,7 @@ pub enum UpdateError {
     #[error(transparent)]
     KernelDeb(#[from] kernel::KernelDebError),
     #[error(transparent)]
-    Dkms(#[from] build::dkms::DkmsError),
+    Dkms(#[from] kmod::dkms::DkmsError),
     #[error(transparent)]
     Targets(#[from] crate::targets::TargetsError),
     #[error(
@@ -98,19 +98,19 @@ pub fn kernels_of_suites(
 /// building: from a dkms.conf, or from the `*-dkms` package's version
 /// (DKMS versions are the upstream part of it).
 pub fn expected_module(
-    source: &build::dkms::Source,
+    source: &kmod::dkms::Source,
     packages: &[Package],
 ) -> Option<(String, String)> {
     match source {
-        build::dkms::Source::Dir { name, version, .. } => Some((name.clone(), version.clone())),
-        build::dkms::Source::Package(p, _) => {
+        kmod::dkms::Source::Dir { name, version, .. } => Some((name.clone(), version.clone())),
+        kmod::dkms::Source::Package(p, _) => {
             let newest = packages
                 .iter()
                 .filter(|x| &x.name == p)
                 .max_by(|a, b| version::compare(&a.version, &b.version))?;
             Some((
                 p.trim_end_matches("-dkms").to_string(),
-                build::zfs::upstream(&newest.version).to_string(),
+                kmod::zfs::upstream(&newest.version).to_string(),
             ))
         }
     }
@@ -142,8 +142,8 @@ pub fn prune(built: &[(KernelEntry, String)], keep: usize) -> Vec<String> {
 
 /// The module name of a target, as its packages will carry it.
 pub fn module_name(t: &TargetFile) -> String {
-    match build::dkms::dir_source(Path::new(&t.module)) {
-        Ok(build::dkms::Source::Dir { name, .. }) => name,
+    match kmod::dkms::dir_source(Path::new(&t.module)) {
+        Ok(kmod::dkms::Source::Dir { name, .. }) => name,
         _ => t.module.trim_end_matches("-dkms").to_string(),
     }
 }
@@ -298,7 +298,7 @@ pub fn update_target(
         strategy: t.strategy,
         sign: None,
     };
-    let source = build::source(&probe, scratch.path())?;
+    let source = kmod::source(&probe, scratch.path())?;
     let (module, module_version) =
         expected_module(&source, &indexes.packages).ok_or_else(|| UpdateError::UnknownModule {
             module: t.module.clone(),
@@ -374,9 +374,9 @@ pub fn update_target(
     }
     for spec in calls {
         let results = if kind == ModuleKind::Zfs {
-            build::build_zfs(
+            kmod::build_zfs(
                 manifests,
-                &build::ZfsSpec {
+                &kmod::ZfsSpec {
                     base: spec.clone(),
                     zfs: None,
                     zfs_source: None,
@@ -388,7 +388,7 @@ pub fn update_target(
             )
             .map(|(r, _)| r)
         } else {
-            build::build_dkms(manifests, &spec, dirs, opts.clone(), exe, reporter)
+            kmod::build_dkms(manifests, &spec, dirs, opts.clone(), exe, reporter)
         };
         match results {
             Ok(rs) => {
@@ -453,7 +453,7 @@ pub fn update_target(
                 }
             }
             let bytes = meta
-                .build(modpkg::source_date_epoch())
+                .build(package::source_date_epoch())
                 .map_err(BuildError::from)?;
             crate::atomic::write_atomic(&path, &bytes, 0o644).map_err(|source| {
                 UpdateError::Io {

@@ -275,7 +275,6 @@ impl MetaPackage {
     }
 
     pub fn control(&self) -> Vec<(String, String)> {
-        let base = package_base(&self.module);
         vec![
             ("Package".into(), self.name()),
             ("Version".into(), self.version()),
@@ -284,8 +283,9 @@ impl MetaPackage {
             (
                 "Depends".into(),
                 format!(
-                    "{base}-modules-{} (= {})",
-                    self.newest.release, self.module_version
+                    "{} (= {})",
+                    module_package(&self.module, &self.newest.release),
+                    self.module_version
                 ),
             ),
             (
