@@ -330,7 +330,7 @@ impl Exec<'_> {
         if files.is_empty() {
             return Err(bad("DKMS reported success but built no .ko file".into()));
         }
-        let signed = self.check_modules(k, &files).map_err(bad)?;
+        let signed = check_modules(&self.target.arch, &k.release, &files).map_err(bad)?;
         if self.spec.sign.is_some() && !signed {
             return Err(BuildError::NotSigned {
                 kernel: k.release.clone(),
@@ -358,38 +358,6 @@ impl Exec<'_> {
             kernel_compiler,
             compiler,
         })
-    }
-
-    /// Every module is an ELF module for the target's machine and the
-    /// kernel's vermagic; whether all are signed.
-    fn check_modules(
-        &self,
-        k: &super::kernel::TargetKernel,
-        files: &[(String, Vec<u8>)],
-    ) -> Result<bool, String> {
-        let machine = elf::arch_machine(&self.target.arch);
-        let mut signed = true;
-        for (name, bytes) in files {
-            let info =
-                elf::ko_info(bytes).ok_or_else(|| format!("{name} is not an ELF kernel module"))?;
-            if info.machine != machine {
-                return Err(format!(
-                    "{name} is for ELF machine {:#x}, not {}",
-                    info.machine, self.target.arch.name
-                ));
-            }
-            match &info.vermagic {
-                Some(v) if v.split_whitespace().next() == Some(k.release.as_str()) => {}
-                other => {
-                    return Err(format!(
-                        "{name} has vermagic {other:?}, not for {}",
-                        k.release
-                    ))
-                }
-            }
-            signed &= info.signed;
-        }
-        Ok(signed)
     }
 
     /// Package: the module .deb, written atomically to the output directory.
@@ -440,5 +408,78 @@ impl Exec<'_> {
             kernel_compiler: o.kernel_compiler,
             compiler: o.compiler,
         })
+    }
+}
+
+/// Every module is an ELF kernel module (`.ko`, `.ko.xz`, `.ko.zst`,
+/// `.ko.gz`) for `arch`'s machine and kernel `release`'s vermagic;
+/// whether all are signed.
+fn check_modules(arch: &Arch, release: &str, files: &[(String, Vec<u8>)]) -> Result<bool, String> {
+    let machine = elf::arch_machine(arch);
+    let mut signed = true;
+    for (name, bytes) in files {
+        let info =
+            elf::ko_info(bytes).ok_or_else(|| format!("{name} is not an ELF kernel module"))?;
+        if info.machine != machine {
+            return Err(format!(
+                "{name} is for ELF machine {:#x}, not {}",
+                info.machine, arch.name
+            ));
+        }
+        match &info.vermagic {
+            Some(v) if v.split_whitespace().next() == Some(release) => {}
+            other => return Err(format!("{name} has vermagic {other:?}, not for {release}")),
+        }
+        signed &= info.signed;
+    }
+    Ok(signed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arch(name: &str) -> Arch {
+        crate::manifest::Manifests::embedded()
+            .architectures()
+            .unwrap()
+            .into_iter()
+            .find(|a| a.name == name)
+            .unwrap()
+    }
+
+    fn ko(vermagic: &str) -> Vec<u8> {
+        let mut ko =
+            b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\xb7\x00".to_vec();
+        ko.extend_from_slice(format!("\0vermagic={vermagic} SMP aarch64\0").as_bytes());
+        ko
+    }
+
+    #[test]
+    fn outputs_are_checked_compressed_or_not() {
+        let arm64 = arch("arm64");
+        let krel = "6.12.117+deb13-arm64";
+        let zst = ruzstd::encoding::compress_to_vec(
+            &ko(krel)[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        let files = vec![
+            ("a.ko".to_string(), ko(krel)),
+            ("b.ko.zst".to_string(), zst),
+        ];
+        assert_eq!(check_modules(&arm64, krel, &files), Ok(false));
+        let mut signed = ko(krel);
+        signed.extend_from_slice(b"~Module signature appended~\n");
+        assert_eq!(
+            check_modules(&arm64, krel, &[("s.ko".into(), signed)]),
+            Ok(true)
+        );
+        let e = check_modules(&arm64, "6.12.118+deb13-arm64", &files).unwrap_err();
+        assert!(e.starts_with("a.ko has vermagic"), "{e}");
+        let e = check_modules(&arch("amd64"), krel, &files).unwrap_err();
+        assert_eq!(e, "a.ko is for ELF machine 0xb7, not amd64");
+        let e = check_modules(&arm64, krel, &[("x.ko".into(), b"text".to_vec())]).unwrap_err();
+        assert_eq!(e, "x.ko is not an ELF kernel module");
+        assert_eq!(tail(&"l\n".repeat(40)).lines().count(), TAIL_LINES);
     }
 }

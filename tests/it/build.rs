@@ -273,7 +273,7 @@ fn hello_module_for_the_trixie_arm64_kernel_installs_where_that_kernel_is() {
         ],
     );
 
-    // (Packaging twice is byte-identical: modpkg's unit test checks that
+    // (Packaging twice is byte-identical: kmod::package's unit test checks that
     // without another emulated compile.)
 }
 
