@@ -2,7 +2,7 @@
 //! (any DKMS source), `build-zfs` and `update` come here. Gathers what the
 //! planner needs (the source, the verified indexes, the kernels and their
 //! headers), lets [`plan`] decide how each kernel is built, then hands the
-//! plans to [`exec`] (stage, run, verify, package) in build roots that
+//! plans to `exec` (stage, run, verify, package) in build roots that
 //! zchroot creates on first use.
 
 pub mod cross;

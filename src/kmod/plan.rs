@@ -2,7 +2,7 @@
 //! kernels × strategy × module, from the verified indexes, the kernels'
 //! headers and the spec, to a list of [`BuildPlan`]s that each say why
 //! they chose their strategy. Pure: the facts in, the plans out; the
-//! executor ([`super::exec`]) applies them.
+//! executor (`kmod::exec`) applies them.
 
 use std::path::PathBuf;
 
