@@ -155,7 +155,8 @@ pub struct BuildSpec {
     pub kernels: Vec<String>,
     pub flavour: Option<String>,
     pub out: PathBuf,
-    /// For a package SOURCE: this version instead of the newest.
+    /// For a package SOURCE: this version instead of the newest (for ZFS,
+    /// an upstream one too: the planner pins the Debian version of it).
     pub package_version: Option<String>,
     /// The user's own kernel image and headers .debs instead of a kernel
     /// of the suites.
