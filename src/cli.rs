@@ -9,6 +9,7 @@ use zchroot::cmd::roots::DestroyRequest;
 use zchroot::cmd::run::{Network, RunRequest};
 use zchroot::cmd::RootRef;
 use zchroot::export::ExportFormat;
+use zchroot::kmod::Strategy;
 use zchroot::rootfs::create::CreateSpec;
 use zchroot::target::TargetSpec;
 use zchroot::targets::TargetFile;
@@ -131,8 +132,8 @@ pub struct TargetAddArgs {
     #[arg(long, value_name = "DIR")]
     pub repo: Option<PathBuf>,
     /// auto, cross or emulate.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "emulate", "cross"])]
-    pub strategy: String,
+    #[arg(long, value_enum, default_value_t = Strategy::Auto)]
+    pub strategy: Strategy,
     /// Replace an existing target of that name.
     #[arg(long)]
     pub force: bool,
@@ -254,8 +255,8 @@ pub struct BuildArgs {
     /// architecture: fast), emulate (DKMS inside a root of the target's
     /// architecture under qemu: the kernel's own compiler, slow), or auto
     /// (cross when the archive has its compiler and helpers, else emulate).
-    #[arg(long, default_value = "auto", value_parser = ["auto", "emulate", "cross"])]
-    pub strategy: String,
+    #[arg(long, value_enum, default_value_t = Strategy::Auto)]
+    pub strategy: Strategy,
     /// Where to write the .deb files.
     #[arg(short, long, default_value = ".")]
     pub output: PathBuf,
@@ -451,15 +452,15 @@ impl TargetAddArgs {
             mirror: self.mirror.clone(),
             keyring: self.keyring.clone(),
             repo: self.repo.clone(),
-            strategy: self.strategy.clone(),
+            strategy: self.strategy,
         }
     }
 }
 
 impl BuildArgs {
     /// The build of `source` (checked against `sha256` when a tarball).
-    pub fn spec(&self, source: String, sha256: Option<String>) -> zchroot::build::BuildSpec {
-        zchroot::build::BuildSpec {
+    pub fn spec(&self, source: String, sha256: Option<String>) -> zchroot::kmod::BuildSpec {
+        zchroot::kmod::BuildSpec {
             source,
             sha256,
             arch: self.arch.clone(),
@@ -471,15 +472,15 @@ impl BuildArgs {
             out: self.output.clone(),
             package_version: None,
             kernel_debs: self.kernel_debs.clone(),
-            strategy: self.strategy.parse().unwrap_or_default(),
+            strategy: self.strategy,
             sign: self.sign_key.clone().zip(self.sign_cert.clone()),
         }
     }
 }
 
 impl BuildZfsArgs {
-    pub fn spec(&self) -> zchroot::build::ZfsSpec {
-        zchroot::build::ZfsSpec {
+    pub fn spec(&self) -> zchroot::kmod::ZfsSpec {
+        zchroot::kmod::ZfsSpec {
             base: self.build.spec(String::new(), self.sha256.clone()),
             zfs: self.zfs.clone(),
             zfs_source: self.zfs_source.clone(),

@@ -50,14 +50,7 @@ pub fn host_arch(manifests: &Manifests) -> Result<Arch, ManifestError> {
 
 /// The architecture whose ELF header matches `header` (a file's first bytes).
 pub fn arch_of_elf<'a>(archs: &'a [Arch], header: &[u8]) -> Option<&'a Arch> {
-    archs.iter().find(|a| {
-        header.len() >= a.elf_magic.len()
-            && a.elf_magic
-                .iter()
-                .zip(&a.elf_mask)
-                .enumerate()
-                .all(|(i, (m, k))| header[i] & k == m & k)
-    })
+    crate::kmod::elf::arch_of(archs, header)
 }
 
 /// The architecture of a root, from the ELF header of its shell (or busybox).

@@ -5,13 +5,13 @@
 
 pub mod archive;
 pub mod atomic;
-pub mod build;
 pub mod cmd;
 pub mod deb;
 pub mod doctor;
 pub mod enter;
 pub mod export;
 pub mod host;
+pub mod kmod;
 pub mod manifest;
 pub mod paths;
 pub mod qemu;

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::kmod::Strategy;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,17 +56,13 @@ pub struct TargetFile {
     /// Where the repository is published (default: the state directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<PathBuf>,
-    /// auto, cross or emulate.
-    #[serde(default = "default_strategy")]
-    pub strategy: String,
+    /// How its modules are compiled.
+    #[serde(default)]
+    pub strategy: Strategy,
 }
 
 fn default_module() -> String {
     "zfs".into()
-}
-
-fn default_strategy() -> String {
-    "auto".into()
 }
 
 /// Checks a target's name (it becomes a file name and a package suffix).
@@ -86,12 +83,6 @@ pub fn parse(text: &str, path: &Path) -> Result<TargetFile, TargetsError> {
         path: path.into(),
         message: e.message().to_string(),
     })?;
-    if !["auto", "cross", "emulate"].contains(&t.strategy.as_str()) {
-        return Err(TargetsError::Bad {
-            path: path.into(),
-            message: format!("strategy '{}' is none of auto, cross, emulate", t.strategy),
-        });
-    }
     Ok(t)
 }
 
@@ -277,7 +268,7 @@ mod tests {
         assert!(ts.names().unwrap().is_empty());
         let t = parse("arch = \"arm64\"\nsuite = \"trixie\"\n", Path::new("x")).unwrap();
         assert_eq!(t.module, "zfs");
-        assert_eq!(t.strategy, "auto");
+        assert_eq!(t.strategy, Strategy::Auto);
         assert!(t.suites.is_empty());
         let t = TargetFile {
             suites: vec!["trixie".into()],

@@ -12,8 +12,10 @@ use crate::archive::fetch::FetchOptions;
 use crate::archive::index::Package;
 use crate::archive::relation;
 use crate::archive::version;
-use crate::build::{self, kernel, modpkg, BuildError, BuildSpec};
-use crate::deb::write::DebBuilder;
+pub use crate::kmod::kernel::KernelEntry;
+use crate::kmod::package::{self, module_file_name};
+pub use crate::kmod::package::{meta_name, MetaPackage};
+use crate::kmod::{self, kernel, BuildError, BuildSpec, ModuleKind};
 use crate::manifest::Manifests;
 use crate::paths::DataDirs;
 use crate::repo::{self, Repo, RepoError};
@@ -32,7 +34,7 @@ pub enum UpdateError {
     #[error(transparent)]
     KernelDeb(#[from] kernel::KernelDebError),
     #[error(transparent)]
-    Dkms(#[from] build::dkms::DkmsError),
+    Dkms(#[from] kmod::dkms::DkmsError),
     #[error(transparent)]
     Targets(#[from] crate::targets::TargetsError),
     #[error(
@@ -55,16 +57,6 @@ pub enum UpdateError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// A kernel the target should have a module for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelEntry {
-    /// `uname -r`.
-    pub release: String,
-    /// The version the board's apt sees: the flavour metapackage's (or the
-    /// image's own, for the board's own kernels).
-    pub version: String,
 }
 
 /// Every version of `linux-image-FLAVOUR` in `suites` (all when empty) and
@@ -106,31 +98,22 @@ pub fn kernels_of_suites(
 /// building: from a dkms.conf, or from the `*-dkms` package's version
 /// (DKMS versions are the upstream part of it).
 pub fn expected_module(
-    source: &build::dkms::Source,
+    source: &kmod::dkms::Source,
     packages: &[Package],
 ) -> Option<(String, String)> {
     match source {
-        build::dkms::Source::Dir { name, version, .. } => Some((name.clone(), version.clone())),
-        build::dkms::Source::Package(p, _) => {
+        kmod::dkms::Source::Dir { name, version, .. } => Some((name.clone(), version.clone())),
+        kmod::dkms::Source::Package(p, _) => {
             let newest = packages
                 .iter()
                 .filter(|x| &x.name == p)
                 .max_by(|a, b| version::compare(&a.version, &b.version))?;
             Some((
                 p.trim_end_matches("-dkms").to_string(),
-                build::zfs::upstream(&newest.version).to_string(),
+                kmod::zfs::upstream(&newest.version).to_string(),
             ))
         }
     }
-}
-
-/// The module package's file name for a kernel.
-pub fn module_file(module: &str, krel: &str, version: &str, arch: &str) -> String {
-    let v = version.split_once(':').map(|(_, r)| r).unwrap_or(version);
-    format!(
-        "{}-modules-{krel}_{v}_{arch}.deb",
-        modpkg::package_base(module)
-    )
 }
 
 /// Files of the pool to remove: per kernel series (`6.12`), the module
@@ -157,112 +140,11 @@ pub fn prune(built: &[(KernelEntry, String)], keep: usize) -> Vec<String> {
     out
 }
 
-/// The metapackage `MODULE-modules-FLAVOUR`: depends on the module package
-/// of the newest kernel built, and breaks newer versions of the kernel's
-/// package (`held`), so that the board's `apt upgrade` keeps a kernel back
-/// until its module is published.
-pub struct MetaPackage {
-    pub module: String,
-    pub flavour: String,
-    pub arch: String,
-    pub module_version: String,
-    pub newest: KernelEntry,
-    /// The package whose newer versions wait (`linux-image-arm64`).
-    pub held: String,
-}
-
-/// The metapackage's name for a module and flavour.
-pub fn meta_name(module: &str, flavour: &str) -> String {
-    format!("{}-modules-{flavour}", modpkg::package_base(module))
-}
-
 /// The module name of a target, as its packages will carry it.
 pub fn module_name(t: &TargetFile) -> String {
-    match build::dkms::dir_source(Path::new(&t.module)) {
-        Ok(build::dkms::Source::Dir { name, .. }) => name,
+    match kmod::dkms::dir_source(Path::new(&t.module)) {
+        Ok(kmod::dkms::Source::Dir { name, .. }) => name,
         _ => t.module.trim_end_matches("-dkms").to_string(),
-    }
-}
-
-impl MetaPackage {
-    pub fn name(&self) -> String {
-        meta_name(&self.module, &self.flavour)
-    }
-
-    /// Rises with the kernel, then with the module.
-    pub fn version(&self) -> String {
-        let m: String = self
-            .module_version
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "+.~".contains(c) {
-                    c
-                } else {
-                    '.'
-                }
-            })
-            .collect();
-        let k = &self.newest.version;
-        if k.contains('-') {
-            format!("{k}+m{m}")
-        } else {
-            format!("{k}-0+m{m}")
-        }
-    }
-
-    pub fn file_name(&self) -> String {
-        let v = self.version();
-        let v = v.split_once(':').map(|(_, r)| r.to_string()).unwrap_or(v);
-        format!("{}_{v}_{}.deb", self.name(), self.arch)
-    }
-
-    pub fn control(&self) -> Vec<(String, String)> {
-        let base = modpkg::package_base(&self.module);
-        vec![
-            ("Package".into(), self.name()),
-            ("Version".into(), self.version()),
-            ("Architecture".into(), self.arch.clone()),
-            ("Maintainer".into(), modpkg::maintainer()),
-            (
-                "Depends".into(),
-                format!(
-                    "{base}-modules-{} (= {})",
-                    self.newest.release, self.module_version
-                ),
-            ),
-            (
-                "Breaks".into(),
-                format!("{} (>> {})", self.held, self.newest.version),
-            ),
-            ("Section".into(), "kernel".into()),
-            ("Priority".into(), "optional".into()),
-            (
-                "Description".into(),
-                format!(
-                    "{} modules for the newest {} kernel built by zchroot\n This package depends on the {} modules of kernel {} and holds\n newer versions of {} back until their modules are published.",
-                    self.module, self.flavour, self.module, self.newest.release, self.held
-                ),
-            ),
-        ]
-    }
-
-    pub fn build(&self, mtime: u64) -> Result<Vec<u8>, crate::deb::DebError> {
-        let mut b = DebBuilder::new(self.control()).mtime(mtime);
-        let what = format!(
-            "Depends on the {} modules for {}; holds {} at {}.",
-            self.module, self.newest.release, self.held, self.newest.version
-        );
-        modpkg::add_doc_files(
-            &mut b,
-            &self.name(),
-            &self.version(),
-            &what,
-            "public-domain",
-            mtime,
-        );
-        let mut out = Vec::new();
-        b.write_to(&mut out)?;
-        Ok(out)
     }
 }
 
@@ -395,12 +277,8 @@ pub fn update_target(
     let indexes = target.update(&fetcher, reporter)?;
 
     // The source and what it will be called.
-    let is_zfs = t.module == "zfs";
-    let source_arg = if is_zfs {
-        "zfs-dkms".to_string()
-    } else {
-        t.module.clone()
-    };
+    let kind = ModuleKind::of_target(&t.module);
+    let source_arg = kind.source_arg(&t.module);
     let scratch = tempfile::tempdir().map_err(|source| UpdateError::Io {
         path: std::env::temp_dir(),
         source,
@@ -417,10 +295,10 @@ pub fn update_target(
         out: repo.pool(),
         package_version: None,
         kernel_debs: vec![],
-        strategy: t.strategy.parse().unwrap_or_default(),
+        strategy: t.strategy,
         sign: None,
     };
-    let source = build::source(&probe, scratch.path())?;
+    let source = kmod::source(&probe, scratch.path())?;
     let (module, module_version) =
         expected_module(&source, &indexes.packages).ok_or_else(|| UpdateError::UnknownModule {
             module: t.module.clone(),
@@ -459,7 +337,7 @@ pub fn update_target(
         };
     drop(indexes);
     drop(fetcher);
-    let file = |k: &KernelEntry| module_file(&module, &k.release, &module_version, &t.arch);
+    let file = |k: &KernelEntry| module_file_name(&module, &k.release, &module_version, &t.arch);
     let mut summary = Summary {
         target: name.to_string(),
         seen: kernels.len(),
@@ -495,10 +373,10 @@ pub fn update_target(
         }
     }
     for spec in calls {
-        let results = if is_zfs {
-            build::build_zfs(
+        let results = if kind == ModuleKind::Zfs {
+            kmod::build_zfs(
                 manifests,
-                &build::ZfsSpec {
+                &kmod::ZfsSpec {
                     base: spec.clone(),
                     zfs: None,
                     zfs_source: None,
@@ -510,7 +388,7 @@ pub fn update_target(
             )
             .map(|(r, _)| r)
         } else {
-            build::build_dkms(manifests, &spec, dirs, opts.clone(), exe, reporter)
+            kmod::build_dkms(manifests, &spec, dirs, opts.clone(), exe, reporter)
         };
         match results {
             Ok(rs) => {
@@ -575,7 +453,7 @@ pub fn update_target(
                 }
             }
             let bytes = meta
-                .build(modpkg::source_date_epoch())
+                .build(package::source_date_epoch())
                 .map_err(BuildError::from)?;
             crate::atomic::write_atomic(&path, &bytes, 0o644).map_err(|source| {
                 UpdateError::Io {
@@ -670,50 +548,6 @@ mod tests {
         assert_eq!(prune(&built, 1), ["a", "c"]);
         assert_eq!(prune(&built, 2), ["a"]);
         assert!(prune(&built, 0).is_empty(), "0 keeps all");
-    }
-
-    #[test]
-    fn the_metapackage_depends_on_the_newest_and_holds_newer_kernels() {
-        let m = MetaPackage {
-            module: "hello".into(),
-            flavour: "arm64".into(),
-            arch: "arm64".into(),
-            module_version: "0.1".into(),
-            newest: k("6.12.118+deb13-arm64", "6.12.118-1"),
-            held: "linux-image-arm64".into(),
-        };
-        assert_eq!(m.name(), "hello-modules-arm64");
-        assert_eq!(m.version(), "6.12.118-1+m0.1");
-        assert_eq!(
-            m.file_name(),
-            "hello-modules-arm64_6.12.118-1+m0.1_arm64.deb"
-        );
-        let c = m.control();
-        let get = |f: &str| c.iter().find(|(k, _)| k == f).unwrap().1.clone();
-        assert_eq!(get("Depends"), "hello-modules-6.12.118+deb13-arm64 (= 0.1)");
-        assert_eq!(get("Breaks"), "linux-image-arm64 (>> 6.12.118-1)");
-        // A newer kernel, or a newer module, gives a newer metapackage.
-        let newer = MetaPackage {
-            newest: k("6.12.119+deb13-arm64", "6.12.119-1"),
-            ..m
-        };
-        assert_eq!(
-            version::compare(&newer.version(), "6.12.118-1+m0.1"),
-            std::cmp::Ordering::Greater
-        );
-        let zfs = MetaPackage {
-            module_version: "2.3.9-1".into(),
-            ..newer
-        };
-        assert_eq!(zfs.version(), "6.12.119-1+m2.3.9.1");
-        assert_eq!(
-            version::compare(&zfs.version(), "6.12.119-1+m0.1"),
-            std::cmp::Ordering::Greater
-        );
-        assert_eq!(
-            module_file("zfs", "6.12.1", "1:2.3.9", "arm64"),
-            "zfs-modules-6.12.1_2.3.9_arm64.deb"
-        );
     }
 
     #[test]

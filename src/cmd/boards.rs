@@ -230,7 +230,7 @@ mod tests {
             mirror: None,
             keyring: None,
             repo: Some("/srv/repo".into()),
-            strategy: "auto".into(),
+            strategy: crate::kmod::Strategy::Auto,
         }
     }
 

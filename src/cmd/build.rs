@@ -2,13 +2,13 @@
 //! lines that say what was built.
 
 use super::{CmdError, Ctx};
-use crate::build::{BuildError, BuildSpec, Built, ZfsSpec};
+use crate::kmod::{BuildError, BuildSpec, Built, ZfsSpec};
 
 /// One result per kernel: a failed kernel does not stop the others.
 pub type Builds = Vec<Result<Built, BuildError>>;
 
 pub fn build_dkms(ctx: &Ctx, spec: &BuildSpec) -> Result<Builds, CmdError> {
-    Ok(crate::build::build_dkms(
+    Ok(crate::kmod::build_dkms(
         &ctx.manifests,
         spec,
         &ctx.dirs,
@@ -21,7 +21,7 @@ pub fn build_dkms(ctx: &Ctx, spec: &BuildSpec) -> Result<Builds, CmdError> {
 /// The builds, and the zfsutils-linux version matching the module when the
 /// module came from the suites.
 pub fn build_zfs(ctx: &Ctx, spec: &ZfsSpec) -> Result<(Builds, Option<String>), CmdError> {
-    Ok(crate::build::build_zfs(
+    Ok(crate::kmod::build_zfs(
         &ctx.manifests,
         spec,
         &ctx.dirs,

@@ -149,7 +149,7 @@ pub enum CmdError {
     #[error(transparent)]
     Spawn(#[from] sandbox::spawn::SpawnError),
     #[error(transparent)]
-    Build(Box<crate::build::BuildError>),
+    Build(Box<crate::kmod::BuildError>),
     #[error(transparent)]
     Export(#[from] crate::export::ExportError),
     #[error(transparent)]
@@ -208,8 +208,8 @@ impl From<sandbox::SandboxError> for CmdError {
     }
 }
 
-impl From<crate::build::BuildError> for CmdError {
-    fn from(e: crate::build::BuildError) -> Self {
+impl From<crate::kmod::BuildError> for CmdError {
+    fn from(e: crate::kmod::BuildError) -> Self {
         CmdError::Build(Box::new(e))
     }
 }

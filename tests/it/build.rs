@@ -117,7 +117,7 @@ fn hello_module_for_the_trixie_arm64_kernel_installs_where_that_kernel_is() {
 
     // The .ko is aarch64 and made for that kernel.
     let ko = read_ko(&deb, &krel).expect("hello.ko in the package");
-    let info = zchroot::build::modpkg::ko_info(&ko).unwrap();
+    let info = zchroot::kmod::elf::ko_info(&ko).unwrap();
     assert_eq!(info.machine, 0xb7, "EM_AARCH64");
     assert_eq!(
         info.vermagic.as_deref().unwrap().split_whitespace().next(),
@@ -164,7 +164,7 @@ fn hello_module_for_the_trixie_arm64_kernel_installs_where_that_kernel_is() {
             .collect::<Vec<_>>()
     };
     assert_eq!(modules(&cross_deb), modules(&deb));
-    let cross_info = zchroot::build::modpkg::ko_info(&read_ko(&cross_deb, &krel).unwrap()).unwrap();
+    let cross_info = zchroot::kmod::elf::ko_info(&read_ko(&cross_deb, &krel).unwrap()).unwrap();
     assert_eq!(cross_info.machine, 0xb7, "EM_AARCH64");
     assert_eq!(cross_info.vermagic, info.vermagic);
     assert_eq!(cross_info.srcversion, info.srcversion);
@@ -174,7 +174,7 @@ fn hello_module_for_the_trixie_arm64_kernel_installs_where_that_kernel_is() {
 
     // It installs in the build root, which has that kernel image...
     let bind = format!("{}:/out:ro", out.path().display());
-    let root = zchroot::build::build_root_name("trixie", "arm64");
+    let root = zchroot::kmod::build_root_name("trixie", "arm64");
     let o = zchroot(&home, &["-q", "run", &root, "--bind", &bind, "--", "sh", "-c",
         &format!("dpkg -i /out/{name} && ls /usr/lib/modules/{krel}/updates/dkms/ && grep -c hello /usr/lib/modules/{krel}/modules.dep")]);
     assert!(
@@ -224,14 +224,14 @@ fn hello_module_for_the_trixie_arm64_kernel_installs_where_that_kernel_is() {
     // ...and is refused where another version of that kernel is installed.
     let other = out.path().join("other");
     std::fs::create_dir(&other).unwrap();
-    let k = zchroot::build::kernel::TargetKernel {
+    let k = zchroot::kmod::kernel::TargetKernel {
         release: krel.clone(),
         image_package: format!("linux-image-{krel}"),
         image_version: "9.9.9-1".into(),
         alternatives: vec![],
         headers_package: String::new(),
     };
-    let repacked = zchroot::build::modpkg::ModuleDeb {
+    let repacked = zchroot::kmod::package::ModuleDeb {
         module: "hello".into(),
         version: "0.1".into(),
         kernel: k,
@@ -273,7 +273,7 @@ fn hello_module_for_the_trixie_arm64_kernel_installs_where_that_kernel_is() {
         ],
     );
 
-    // (Packaging twice is byte-identical: modpkg's unit test checks that
+    // (Packaging twice is byte-identical: kmod::package's unit test checks that
     // without another emulated compile.)
 }
 
@@ -364,7 +364,7 @@ fn bad_build_input_fails_before_compiling() {
         assert!(!home
             .path()
             .join("state/roots")
-            .join(zchroot::build::build_root_name("trixie", arch))
+            .join(zchroot::kmod::build_root_name("trixie", arch))
             .exists());
     }
 }
@@ -432,10 +432,10 @@ fn modules_are_signed_with_the_users_key() {
         .trim_start_matches("hello-modules-")
         .to_string();
     let ko = read_ko(&deb, &krel).unwrap();
-    let info = zchroot::build::modpkg::ko_info(&ko).unwrap();
+    let info = zchroot::kmod::elf::ko_info(&ko).unwrap();
     assert!(info.signed);
     // The signature (PKCS#7, appended) names the signer's certificate.
-    let plain = zchroot::build::modpkg::decompressed(&ko);
+    let plain = zchroot::kmod::elf::decompressed(&ko);
     assert!(
         plain.windows(16).any(|w| w == b"zchroot test MOK"),
         "the signature is not by the test key"
@@ -443,7 +443,7 @@ fn modules_are_signed_with_the_users_key() {
     // The key does not stay in the build root.
     let root = home()
         .join("state/roots")
-        .join(zchroot::build::build_root_name("trixie", "amd64"));
+        .join(zchroot::kmod::build_root_name("trixie", "amd64"));
     assert!(!root.join("root/zchroot-sign/key.pem").exists());
 }
 
@@ -517,7 +517,7 @@ fn build_zfs_refuses_bad_versions_and_kernels_outside_its_range_before_compiling
     assert!(!home
         .path()
         .join("state/roots")
-        .join(zchroot::build::build_root_name("trixie", "arm64"))
+        .join(zchroot::kmod::build_root_name("trixie", "arm64"))
         .exists());
 }
 
@@ -648,7 +648,7 @@ fn the_users_kernel_package_named_linux_image_is_depended_on_as_it_is() {
     assert_eq!(field(&deb, "Depends"), format!("linux-image (= {version})"));
     // It installs where that `linux-image` is installed: the build root.
     let bind = format!("{}:/out:ro", out.path().display());
-    let root = zchroot::build::build_root_name("trixie", "arm64");
+    let root = zchroot::kmod::build_root_name("trixie", "arm64");
     let name = deb.file_name().unwrap().to_string_lossy().into_owned();
     let o = zchroot(&home, &["-q", "run", &root, "--bind", &bind, "--", "sh", "-c",
         &format!("dpkg-query -W -f '${{Package}} ${{Version}}\\n' linux-image && dpkg -i /out/{name}")]);
@@ -739,7 +739,7 @@ fn hello_module_builds_rootless() {
     // auto picks cross: the archive has the kernel's compiler and helpers.
     assert_eq!(field(&deb, "X-Zchroot-Strategy"), "cross");
     let ko = read_ko(&deb, &krel).unwrap();
-    assert_eq!(zchroot::build::modpkg::ko_info(&ko).unwrap().machine, 0xb7);
+    assert_eq!(zchroot::kmod::elf::ko_info(&ko).unwrap().machine, 0xb7);
     use std::os::unix::fs::MetadataExt;
     assert_eq!(
         std::fs::metadata(&deb).unwrap().uid(),
@@ -797,7 +797,7 @@ fn several_kernels_in_one_call_give_one_package_each() {
             .find(|d| d.contains(&format!("hello-modules-{k}_0.1_arm64.deb")))
             .unwrap_or_else(|| panic!("no package for {k} in {debs:?}"));
         let ko = read_ko(Path::new(deb), k).unwrap();
-        let info = zchroot::build::modpkg::ko_info(&ko).unwrap();
+        let info = zchroot::kmod::elf::ko_info(&ko).unwrap();
         assert_eq!(
             info.vermagic.unwrap().split_whitespace().next(),
             Some(k.as_str())
@@ -882,6 +882,6 @@ fn headers_with_helpers_for_another_architecture_are_explained_before_building()
     assert!(!home
         .path()
         .join("state/roots")
-        .join(zchroot::build::build_root_name("trixie", "arm64"))
+        .join(zchroot::kmod::build_root_name("trixie", "arm64"))
         .exists());
 }

@@ -277,7 +277,7 @@ fn modules_of(
         }
         let bytes = zchroot::deb::read::read_data_file(deb, &p)?
             .with_context(|| format!("{p} in {}", deb.display()))?;
-        let i = zchroot::build::modpkg::ko_info(&bytes)
+        let i = zchroot::kmod::elf::ko_info(&bytes)
             .with_context(|| format!("{p} in {} is not a kernel module", deb.display()))?;
         let name = p.rsplit('/').next().unwrap_or(&p).to_string();
         v.push((name, i.vermagic, i.srcversion, i.modversions, i.machine));

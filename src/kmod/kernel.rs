@@ -32,6 +32,17 @@ impl TargetKernel {
     }
 }
 
+/// A kernel a target should have a module for (`update`), and the
+/// version its board's apt sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelEntry {
+    /// `uname -r`.
+    pub release: String,
+    /// The version the board's apt sees: the flavour metapackage's (or the
+    /// image's own, for the board's own kernels).
+    pub version: String,
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KernelError {
     #[error("no kernel metapackage {meta} in the suites: cannot pick a default kernel\nhelp: name one with --kernel; known kernels: {known}")]

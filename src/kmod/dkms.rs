@@ -103,6 +103,8 @@ fn quote(s: &str) -> String {
 /// are `headers`, for the machine `uname_arch` (`aarch64`), leaving the
 /// modules, `zchroot-module` (name, version lines) and `zchroot-compiler`
 /// (the kernel's compiler line, the module's) in the output directory.
+// About 120 lines, kept whole: it is one shell script, read top to bottom
+// as it runs, and its unit tests check it as a whole.
 pub fn build_script(
     source: &Source,
     krel: &str,

@@ -5,6 +5,7 @@
 
 use crate::archive::index::Package;
 use crate::archive::version;
+use crate::kmod::kernel::TargetKernel;
 
 /// The kernel range a ZFS source supports (`Linux-Minimum`, `Linux-Maximum`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +108,47 @@ pub fn upstream(v: &str) -> &str {
     v.rsplit_once('-').map(|(u, _)| u).unwrap_or(v)
 }
 
+/// What the planner decided for a ZFS build: the source's kernel range
+/// (every kernel checked against it), the zfs-dkms version pinned, and
+/// the zfsutils-linux version to install on the board.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZfsPlan {
+    pub meta: Meta,
+    /// The zfs-dkms version to build when one was asked for.
+    pub package_version: Option<String>,
+    /// zfsutils-linux of the same version, when the suites' ZFS is built.
+    pub utils: Option<String>,
+}
+
+/// The zfsutils-linux version that matches zfs-dkms `version`, if the
+/// suites have it.
+pub fn utils_version(packages: &[Package], version: &str) -> Option<String> {
+    packages
+        .iter()
+        .find(|q| q.name == "zfsutils-linux" && q.version == version)
+        .map(|q| q.version.clone())
+}
+
+/// Plans a ZFS build from its META text (`label` names the source when
+/// the text is no META file): refuses kernels outside its range.
+pub fn plan(
+    meta_text: &str,
+    label: &str,
+    kernels: &[TargetKernel],
+    package_version: Option<String>,
+    utils: Option<String>,
+) -> Result<ZfsPlan, ZfsError> {
+    let meta = parse_meta(meta_text).ok_or_else(|| ZfsError::NoMeta(label.into()))?;
+    for k in kernels {
+        check_kernel(&meta, &k.release)?;
+    }
+    Ok(ZfsPlan {
+        meta,
+        package_version,
+        utils,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +175,39 @@ mod tests {
         assert_eq!(upstream("2.3.2-2~deb13u1"), "2.3.2");
         assert_eq!(upstream("1:2.3.2-2"), "2.3.2");
         assert_eq!(major_minor("6.12.117+deb13-arm64"), Some((6, 12)));
+    }
+
+    #[test]
+    fn a_plan_checks_every_kernel_and_names_the_userland() {
+        let k = |r: &str| TargetKernel {
+            release: r.into(),
+            image_package: format!("linux-image-{r}"),
+            image_version: "1".into(),
+            alternatives: vec![],
+            headers_package: format!("linux-headers-{r}"),
+        };
+        let meta = "Version: 2.3.2\nLinux-Maximum: 6.15\nLinux-Minimum: 4.18\n";
+        let p = [
+            Package::for_test("zfsutils-linux", "2.3.2-2", "arm64", "trixie", ""),
+            Package::for_test("zfs-dkms", "2.3.2-2", "all", "trixie", ""),
+        ];
+        let utils = utils_version(&p, "2.3.2-2");
+        assert_eq!(utils.as_deref(), Some("2.3.2-2"));
+        assert_eq!(utils_version(&p, "2.3.1-1"), None);
+        let plan = plan(meta, "zfs-dkms", &[k("6.12.1-arm64")], None, utils).unwrap();
+        assert_eq!(plan.meta.linux_max, (6, 15));
+        let e = super::plan(
+            meta,
+            "zfs-dkms",
+            &[k("6.12.1-arm64"), k("7.1.0-arm64")],
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(e, ZfsError::KernelOutOfRange { .. }), "{e}");
+        assert_eq!(
+            super::plan("nothing", "x.tar.gz", &[], None, None).unwrap_err(),
+            ZfsError::NoMeta("x.tar.gz".into())
+        );
     }
 }

@@ -197,18 +197,6 @@ pub fn plan_local(
     })
 }
 
-/// The ELF machine of an executable (bytes 18..20, little endian), or
-/// None for anything else.
-pub fn elf_machine(bytes: &[u8]) -> Option<u16> {
-    (bytes.len() >= 20 && bytes.starts_with(b"\x7fELF") && bytes[5] == 1)
-        .then(|| u16::from_le_bytes([bytes[18], bytes[19]]))
-}
-
-/// An architecture's ELF machine, from its binfmt magic.
-pub fn arch_machine(a: &Arch) -> u16 {
-    u16::from_le_bytes([a.elf_magic[18], a.elf_magic[19]])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,16 +323,5 @@ mod tests {
         assert!(plan_local(&host, &arm64(), &clang)
             .unwrap_err()
             .contains("clang"));
-    }
-
-    #[test]
-    fn elf_machines() {
-        let a = arm64();
-        assert_eq!(arch_machine(&a), 0xb7);
-        let mut exe = vec![0u8; 64];
-        exe[..6].copy_from_slice(b"\x7fELF\x02\x01");
-        exe[18] = 0x3e;
-        assert_eq!(elf_machine(&exe), Some(0x3e));
-        assert_eq!(elf_machine(b"#!/bin/sh\n"), None);
     }
 }

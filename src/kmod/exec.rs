@@ -1,0 +1,485 @@
+//! The executor of a [`BuildPlan`], in stages: the build root (made on
+//! first use, locked), then stage (the files the root sees), run (DKMS in
+//! the sandbox), verify (what the build left is what was asked for: never
+//! an exit status alone), package (the module .deb).
+
+use std::path::{Path, PathBuf};
+
+use crate::archive::fetch::FetchOptions;
+use crate::manifest::{Arch, Manifests};
+use crate::paths::DataDirs;
+use crate::report::{Phase, Reporter};
+use crate::rootdir::RootDir;
+use crate::rootfs::create::{self, CreateSpec};
+use crate::rootfs::Roots;
+use crate::sandbox::mounts::Bind;
+use crate::sandbox::{self, spawn, RunSpec};
+use crate::target::Target;
+
+use super::dkms::{self, Source};
+use super::kernel::LocalKernel;
+use super::plan::{BuildPlan, How, Used};
+use super::{cross, elf, io, package, BuildError, BuildSpec, Built};
+
+/// How much of a build's log is read back from its root.
+const LOG_MAX: u64 = 16 << 20;
+/// The largest kernel module file taken from a build's output.
+const MODULE_MAX: u64 = 512 << 20;
+/// How many lines of the log an error shows.
+const TAIL_LINES: usize = 30;
+
+/// What every build of one invocation shares.
+pub(super) struct Exec<'a> {
+    pub manifests: &'a Manifests,
+    pub spec: &'a BuildSpec,
+    pub target: &'a Target,
+    pub host: &'a Arch,
+    pub source: &'a Source,
+    pub local: Option<&'a LocalKernel>,
+    pub dirs: &'a DataDirs,
+    pub opts: &'a FetchOptions,
+    pub exe: &'a Path,
+    pub reporter: &'a dyn Reporter,
+}
+
+/// The files a build root sees, kept until the build is over.
+struct Staged {
+    out: tempfile::TempDir,
+    _kernel: tempfile::TempDir,
+    _sign: tempfile::TempDir,
+    binds: Vec<Bind>,
+    headers: dkms::Headers,
+    signing: bool,
+}
+
+/// What a finished build left, with its log.
+struct Ran {
+    code: i32,
+    log_text: String,
+    log: PathBuf,
+}
+
+/// What a build made, checked.
+struct Outputs {
+    module: String,
+    version: String,
+    files: Vec<(String, Vec<u8>)>,
+    signed: bool,
+    kernel_compiler: String,
+    compiler: String,
+}
+
+/// The last lines of a log.
+fn tail(text: &str) -> String {
+    let tail: Vec<&str> = text.lines().rev().take(TAIL_LINES).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+impl Exec<'_> {
+    /// Builds one kernel as planned; a cross build that fails under `auto`
+    /// is built again under emulation.
+    pub fn build(&self, plan: &BuildPlan) -> Result<Built, BuildError> {
+        match &plan.how {
+            How::Emulate => self.build_in(&self.target.arch, plan),
+            How::Cross(..) => match self.build_in(self.host, plan) {
+                Err(e) if plan.fallback => {
+                    // A module that cannot be cross-built still builds under emulation.
+                    self.reporter.warn(&format!(
+                        "{}: the cross build failed; building under emulation instead. The failure:\n{e}",
+                        plan.kernel.release
+                    ));
+                    self.build_in(
+                        &self.target.arch,
+                        &plan.emulated(&self.target.arch, self.host),
+                    )
+                }
+                r => r,
+            },
+        }
+    }
+
+    /// Builds in the build root of architecture `root_arch`, creating it
+    /// on first use and holding its lock.
+    fn build_in(&self, root_arch: &Arch, plan: &BuildPlan) -> Result<Built, BuildError> {
+        let roots = Roots::new(self.dirs);
+        let root_name = super::build_root_name(&self.target.release.release, &root_arch.name);
+        if !roots.exists(&root_name) {
+            self.reporter.note(&format!(
+                "creating the build root {root_name} (buildd + dkms)"
+            ));
+            let spec = CreateSpec {
+                target: super::root_spec(self.spec, &root_arch.name),
+                name: Some(root_name.clone()),
+                force: false,
+            };
+            match create::create(
+                self.manifests,
+                &spec,
+                self.dirs,
+                self.opts.clone(),
+                self.exe,
+                self.reporter,
+            ) {
+                // Another zchroot made it while this one waited for the lock.
+                Ok(_) | Err(create::CreateError::Exists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let _lock = roots.lock_exclusive(&root_name, || {
+            self.reporter.warn(&format!(
+                "waiting for another zchroot that is using {root_name}"
+            ))
+        })?;
+        roots.touch(&root_name);
+        let tree = roots.tree(&root_name);
+        let staged = self.stage(plan)?;
+        let ran = self.run(root_arch, &tree, &root_name, plan, &staged)?;
+        let outputs = self.verify(plan, &staged, ran)?;
+        self.package(plan, outputs)
+    }
+
+    /// Stage: the output directory, the source, the kernel's .debs and
+    /// the user's signing key, each bound into the root.
+    fn stage(&self, plan: &BuildPlan) -> Result<Staged, BuildError> {
+        let state = &self.dirs.state;
+        let tmp = |prefix: &str| {
+            tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir_in(state)
+                .map_err(io(state))
+        };
+        let (out, kernel_dir, sign_dir) = (
+            tmp(".build-out-")?,
+            tmp(".build-kernel-")?,
+            tmp(".build-sign-")?,
+        );
+        let bind = |host: PathBuf, guest: &str, readonly| Bind {
+            host,
+            guest: guest.into(),
+            readonly,
+        };
+        let mut binds = vec![bind(out.path().to_owned(), dkms::OUT_IN_ROOT, false)];
+        if let Source::Dir { path, .. } = self.source {
+            let host = std::fs::canonicalize(path).map_err(io(path))?;
+            binds.push(bind(host, dkms::SRC_IN_ROOT, true));
+        }
+        // Files for the root, seen there under fixed names.
+        let mut give = |files: &[(&Path, &str)]| -> Result<Vec<String>, BuildError> {
+            let mut in_root = Vec::new();
+            for (from, name) in files {
+                std::fs::copy(from, kernel_dir.path().join(name)).map_err(io(from))?;
+                in_root.push(format!("{}/{name}", dkms::KERNEL_IN_ROOT));
+            }
+            binds.push(bind(
+                kernel_dir.path().to_owned(),
+                dkms::KERNEL_IN_ROOT,
+                true,
+            ));
+            Ok(in_root)
+        };
+        let headers = match (&plan.how, self.local) {
+            (How::Cross(p, headers_deb), _) => dkms::Headers::Cross {
+                install: p.install.clone(),
+                unpack: give(&[(headers_deb, "headers.deb")])?,
+                triplet: p.triplet.clone(),
+                gcc_major: p.gcc_major.clone(),
+                kernel_arch: p.kernel_arch.clone(),
+            },
+            (How::Emulate, None) => dkms::Headers::Package(plan.kernel.headers_package.clone()),
+            (How::Emulate, Some(l)) => dkms::Headers::Local(give(&[
+                (&l.image_deb, "image.deb"),
+                (&l.headers_deb, "headers.deb"),
+            ])?),
+        };
+        // The user's key, seen by DKMS in the root, gone with the build.
+        let signing = match &self.spec.sign {
+            Some((key, cert)) => {
+                use std::os::unix::fs::PermissionsExt;
+                let k = sign_dir.path().join("key.pem");
+                std::fs::copy(key, &k).map_err(io(key))?;
+                std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io(&k))?;
+                std::fs::copy(cert, sign_dir.path().join("cert")).map_err(io(cert))?;
+                binds.push(bind(sign_dir.path().to_owned(), dkms::SIGN_IN_ROOT, true));
+                true
+            }
+            None => false,
+        };
+        Ok(Staged {
+            out,
+            _kernel: kernel_dir,
+            _sign: sign_dir,
+            binds,
+            headers,
+            signing,
+        })
+    }
+
+    /// Run: DKMS in the sandbox; its log is kept outside the root.
+    fn run(
+        &self,
+        root_arch: &Arch,
+        tree: &Path,
+        root_name: &str,
+        plan: &BuildPlan,
+        staged: &Staged,
+    ) -> Result<Ran, BuildError> {
+        let t = self.target;
+        let k = &plan.kernel;
+        let script = dkms::build_script(
+            self.source,
+            &k.release,
+            &staged.headers,
+            &t.arch.uname,
+            staged.signing,
+        );
+        let root_dir = RootDir::open(tree)?;
+        root_dir.remove(Path::new(dkms::LOG_IN_ROOT))?;
+        let run = RunSpec {
+            root: tree.to_owned(),
+            arch: Some(root_arch.name.clone()),
+            release: t.release.release.clone(),
+            mirror: self.spec.mirror.clone(),
+            binds: staged.binds.clone(),
+            share_network: true,
+            hostname: root_name.into(),
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("exec >/{} 2>&1\n{script}", dkms::LOG_IN_ROOT),
+            ],
+            cwd: "/".into(),
+        };
+        self.reporter.phase(Phase::Build, 0, 0);
+        self.reporter.note(&format!("building for {}", k.release));
+        let (splan, maps, _) = sandbox::prepare(
+            self.manifests,
+            &run,
+            self.dirs,
+            self.opts.clone(),
+            self.reporter,
+        )?;
+        let code = spawn::run(self.exe, &splan, &maps).map_err(sandbox::SandboxError::from)?;
+        self.reporter.finish();
+        // The log is the sandbox's file: read confined, a regular file
+        // only, with a cap.
+        let log_text = root_dir.read_tail(Path::new(dkms::LOG_IN_ROOT), LOG_MAX);
+        let log = self.dirs.state.join("logs").join(format!(
+            "build-{}-{}.log",
+            self.module_hint(),
+            k.release
+        ));
+        std::fs::create_dir_all(log.parent().unwrap()).map_err(io(&log))?;
+        std::fs::write(&log, &log_text).map_err(io(&log))?;
+        Ok(Ran {
+            code,
+            log_text,
+            log,
+        })
+    }
+
+    /// The module's name before the build says it.
+    fn module_hint(&self) -> String {
+        match self.source {
+            Source::Package(p, _) => p.trim_end_matches("-dkms").to_string(),
+            Source::Dir { name, .. } => name.clone(),
+        }
+    }
+
+    /// Verify: the build succeeded and left modules for the target's
+    /// machine and the kernel's release, signed when a key was given, and
+    /// a record of its compiler.
+    fn verify(&self, plan: &BuildPlan, staged: &Staged, ran: Ran) -> Result<Outputs, BuildError> {
+        let k = &plan.kernel;
+        if ran.code != 0 {
+            return Err(BuildError::Failed {
+                module: self.module_hint(),
+                kernel: k.release.clone(),
+                code: ran.code,
+                tail: tail(&ran.log_text),
+                log: ran.log,
+            });
+        }
+        let bad = |message: String| BuildError::BadOutput {
+            kernel: k.release.clone(),
+            message,
+            log: ran.log.clone(),
+        };
+        // The outputs are the sandbox's files: read confined, regular
+        // files only, with caps.
+        let out_dir = RootDir::open(staged.out.path())?;
+        let ident = out_dir
+            .read(Path::new("zchroot-module"), 4096)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map_err(|e| bad(format!("the build left no module name and version: {e}")))?;
+        let mut lines = ident.lines();
+        let (module, version) = match (lines.next(), lines.next()) {
+            (Some(m), Some(v)) if !m.is_empty() && !v.is_empty() => (m.to_string(), v.to_string()),
+            _ => return Err(bad(format!("bad module name and version {ident:?}"))),
+        };
+        let mut files = Vec::new();
+        for (name, kind) in out_dir.list(Path::new(""))? {
+            let name = name.to_string_lossy().into_owned();
+            if name.contains(".ko") {
+                if kind != crate::rootdir::Kind::File {
+                    return Err(bad(format!("{name} is not a regular file")));
+                }
+                files.push((name.clone(), out_dir.read(Path::new(&name), MODULE_MAX)?));
+            }
+        }
+        if files.is_empty() {
+            return Err(bad("DKMS reported success but built no .ko file".into()));
+        }
+        let signed = check_modules(&self.target.arch, &k.release, &files).map_err(bad)?;
+        if self.spec.sign.is_some() && !signed {
+            return Err(BuildError::NotSigned {
+                kernel: k.release.clone(),
+                module,
+                tail: tail(&ran.log_text),
+                log: ran.log,
+            });
+        }
+        // Which compiler built the kernel and which the module.
+        let compilers = out_dir
+            .read(Path::new("zchroot-compiler"), 4096)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let mut lines = compilers.lines().map(str::trim);
+        let kernel_compiler = lines.next().unwrap_or("").to_string();
+        let compiler = lines.next().unwrap_or("").to_string();
+        if compiler.is_empty() {
+            return Err(bad("the build left no record of its compiler".into()));
+        }
+        Ok(Outputs {
+            module,
+            version,
+            files,
+            signed,
+            kernel_compiler,
+            compiler,
+        })
+    }
+
+    /// Package: the module .deb, written atomically to the output directory.
+    fn package(&self, plan: &BuildPlan, o: Outputs) -> Result<Built, BuildError> {
+        let (t, k) = (self.target, &plan.kernel);
+        if cross::compilers_differ(&o.kernel_compiler, &o.compiler) {
+            self.reporter.warn(&format!(
+                "{} was built by '{}' and the module by '{}'{}",
+                k.release,
+                o.kernel_compiler,
+                o.compiler,
+                if plan.used == Used::Cross {
+                    "; --strategy emulate builds with the kernel's own compiler"
+                } else {
+                    ""
+                }
+            ));
+        }
+        let deb = package::ModuleDeb {
+            module: o.module.clone(),
+            version: o.version.clone(),
+            kernel: k.clone(),
+            arch: t.arch.name.clone(),
+            modules_dir: t.release.kernel.modules_dir.clone(),
+            files: o.files.clone(),
+            mtime: package::source_date_epoch(),
+            fields: vec![
+                ("X-Zchroot-Strategy".into(), plan.used.as_str().into()),
+                ("X-Zchroot-Compiler".into(), o.compiler.clone()),
+                (
+                    "X-Zchroot-Kernel-Compiler".into(),
+                    o.kernel_compiler.clone(),
+                ),
+            ],
+        };
+        let bytes = deb.build()?;
+        let path = self.spec.out.join(deb.file_name());
+        crate::atomic::write_atomic(&path, &bytes, 0o644).map_err(io(&path))?;
+        Ok(Built {
+            kernel: k.clone(),
+            deb: path,
+            module: o.module,
+            version: o.version,
+            modules: o.files.into_iter().map(|(n, _)| n).collect(),
+            signed: o.signed,
+            signed_with_given_key: self.spec.sign.is_some(),
+            strategy: plan.used,
+            kernel_compiler: o.kernel_compiler,
+            compiler: o.compiler,
+        })
+    }
+}
+
+/// Every module is an ELF kernel module (`.ko`, `.ko.xz`, `.ko.zst`,
+/// `.ko.gz`) for `arch`'s machine and kernel `release`'s vermagic;
+/// whether all are signed.
+fn check_modules(arch: &Arch, release: &str, files: &[(String, Vec<u8>)]) -> Result<bool, String> {
+    let machine = elf::arch_machine(arch);
+    let mut signed = true;
+    for (name, bytes) in files {
+        let info =
+            elf::ko_info(bytes).ok_or_else(|| format!("{name} is not an ELF kernel module"))?;
+        if info.machine != machine {
+            return Err(format!(
+                "{name} is for ELF machine {:#x}, not {}",
+                info.machine, arch.name
+            ));
+        }
+        match &info.vermagic {
+            Some(v) if v.split_whitespace().next() == Some(release) => {}
+            other => return Err(format!("{name} has vermagic {other:?}, not for {release}")),
+        }
+        signed &= info.signed;
+    }
+    Ok(signed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arch(name: &str) -> Arch {
+        crate::manifest::Manifests::embedded()
+            .architectures()
+            .unwrap()
+            .into_iter()
+            .find(|a| a.name == name)
+            .unwrap()
+    }
+
+    fn ko(vermagic: &str) -> Vec<u8> {
+        let mut ko =
+            b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\xb7\x00".to_vec();
+        ko.extend_from_slice(format!("\0vermagic={vermagic} SMP aarch64\0").as_bytes());
+        ko
+    }
+
+    #[test]
+    fn outputs_are_checked_compressed_or_not() {
+        let arm64 = arch("arm64");
+        let krel = "6.12.117+deb13-arm64";
+        let zst = ruzstd::encoding::compress_to_vec(
+            &ko(krel)[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        let files = vec![
+            ("a.ko".to_string(), ko(krel)),
+            ("b.ko.zst".to_string(), zst),
+        ];
+        assert_eq!(check_modules(&arm64, krel, &files), Ok(false));
+        let mut signed = ko(krel);
+        signed.extend_from_slice(b"~Module signature appended~\n");
+        assert_eq!(
+            check_modules(&arm64, krel, &[("s.ko".into(), signed)]),
+            Ok(true)
+        );
+        let e = check_modules(&arm64, "6.12.118+deb13-arm64", &files).unwrap_err();
+        assert!(e.starts_with("a.ko has vermagic"), "{e}");
+        let e = check_modules(&arch("amd64"), krel, &files).unwrap_err();
+        assert_eq!(e, "a.ko is for ELF machine 0xb7, not amd64");
+        let e = check_modules(&arm64, krel, &[("x.ko".into(), b"text".to_vec())]).unwrap_err();
+        assert_eq!(e, "x.ko is not an ELF kernel module");
+        assert_eq!(tail(&"l\n".repeat(40)).lines().count(), TAIL_LINES);
+    }
+}

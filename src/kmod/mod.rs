@@ -1,0 +1,633 @@
+//! Kernel modules for a target's kernels, built and packaged: `build-dkms`
+//! (any DKMS source), `build-zfs` and `update` come here. Gathers what the
+//! planner needs (the source, the verified indexes, the kernels and their
+//! headers), lets [`plan`] decide how each kernel is built, then hands the
+//! plans to `exec` (stage, run, verify, package) in build roots that
+//! zchroot creates on first use.
+
+pub mod cross;
+pub mod dkms;
+pub mod elf;
+mod exec;
+pub mod kernel;
+pub mod package;
+pub mod plan;
+pub mod zfs;
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::archive::fetch::FetchOptions;
+use crate::manifest::Manifests;
+use crate::paths::DataDirs;
+use crate::report::Reporter;
+use crate::rootfs::create;
+use crate::sandbox;
+use crate::target::{Target, TargetError, TargetSpec};
+use dkms::Source;
+use kernel::{LocalKernel, TargetKernel};
+pub use plan::{BuildPlan, How, ModuleKind, Strategy, Used};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Target(Box<TargetError>),
+    #[error(transparent)]
+    Kernel(#[from] kernel::KernelError),
+    #[error(transparent)]
+    Dkms(#[from] dkms::DkmsError),
+    #[error(transparent)]
+    Create(Box<create::CreateError>),
+    #[error(transparent)]
+    Roots(#[from] crate::rootfs::RootsError),
+    #[error(transparent)]
+    Root(#[from] crate::rootdir::RootDirError),
+    #[error(transparent)]
+    Sandbox(Box<sandbox::SandboxError>),
+    #[error("{} is a tarball from elsewhere: give its SHA256 with --sha256 HEX", .0.display())]
+    NeedSha256(PathBuf),
+    #[error("{}: SHA256 mismatch: expected {expected}, got {calculated}; not using it", path.display())]
+    Sha256Mismatch {
+        path: PathBuf,
+        expected: String,
+        calculated: String,
+    },
+    #[error("unknown DKMS package '{name}': it is in none of the suites of {release} for {arch}")]
+    UnknownPackage {
+        name: String,
+        release: String,
+        arch: String,
+    },
+    #[error("building {module} for {kernel} failed (exit status {code}); the end of its log:\n{tail}\n(the whole log: {})", log.display())]
+    Failed {
+        module: String,
+        kernel: String,
+        code: i32,
+        tail: String,
+        log: PathBuf,
+    },
+    #[error("building for {kernel}: {message} (the whole log: {})", log.display())]
+    BadOutput {
+        kernel: String,
+        message: String,
+        log: PathBuf,
+    },
+    #[error(transparent)]
+    Deb(#[from] crate::deb::DebError),
+    #[error(transparent)]
+    Zfs(#[from] zfs::ZfsError),
+    #[error(transparent)]
+    KernelDeb(#[from] kernel::KernelDebError),
+    #[error("--kernel and --kernel-deb do not go together: the .debs name their kernel")]
+    KernelAndDebs,
+    #[error("{}: not a signing {what}: {reason}\nhelp: --sign-key takes a PEM private key, --sign-cert its X.509 certificate (DER or PEM)", path.display())]
+    BadSigning {
+        path: PathBuf,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("{kernel}: --sign-key was given but {module} is not signed; the end of the log:\n{tail}\n(the whole log: {})", log.display())]
+    NotSigned {
+        kernel: String,
+        module: String,
+        tail: String,
+        log: PathBuf,
+    },
+    #[error("--strategy cross cannot build for {kernel}: {reason}\nhelp: --strategy emulate builds it inside an emulated {arch} root")]
+    NoCross {
+        kernel: String,
+        arch: String,
+        reason: String,
+    },
+    #[error("{}: the kernel's build helpers (scripts/basic/fixdep) are {found} programs, not {arch} ones: they cannot run in the emulated {arch} root\nhelp: {help}", deb.display())]
+    ForeignHelpers {
+        deb: PathBuf,
+        found: String,
+        arch: String,
+        help: String,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+// Boxed: the largest sources, so that every `Result` stays small.
+impl From<TargetError> for BuildError {
+    fn from(e: TargetError) -> Self {
+        BuildError::Target(Box::new(e))
+    }
+}
+
+impl From<create::CreateError> for BuildError {
+    fn from(e: create::CreateError) -> Self {
+        BuildError::Create(Box::new(e))
+    }
+}
+
+impl From<sandbox::SandboxError> for BuildError {
+    fn from(e: sandbox::SandboxError) -> Self {
+        BuildError::Sandbox(Box::new(e))
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
+    move |source| BuildError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildSpec {
+    /// A `*-dkms` package name, a directory with a dkms.conf, or a tarball.
+    pub source: String,
+    pub sha256: Option<String>,
+    pub arch: String,
+    pub release: String,
+    pub mirror: Option<String>,
+    pub keyring: Option<PathBuf>,
+    /// Kernel releases; empty: the newest of the flavour's metapackage.
+    pub kernels: Vec<String>,
+    pub flavour: Option<String>,
+    pub out: PathBuf,
+    /// For a package SOURCE: this version instead of the newest (for ZFS,
+    /// an upstream one too: the planner pins the Debian version of it).
+    pub package_version: Option<String>,
+    /// The user's own kernel image and headers .debs instead of a kernel
+    /// of the suites.
+    pub kernel_debs: Vec<PathBuf>,
+    pub strategy: Strategy,
+    /// The user's signing key (PEM) and certificate (DER or PEM).
+    pub sign: Option<(PathBuf, PathBuf)>,
+}
+
+/// One module package made.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub kernel: TargetKernel,
+    pub deb: PathBuf,
+    pub module: String,
+    pub version: String,
+    pub modules: Vec<String>,
+    pub signed: bool,
+    /// Signed with the key of [`BuildSpec::sign`].
+    pub signed_with_given_key: bool,
+    /// `cross`, `emulate` or `native`.
+    pub strategy: Used,
+    /// The compiler that built the kernel, and the one that built the module.
+    pub kernel_compiler: String,
+    pub compiler: String,
+}
+
+/// The build root's package set: buildd and dkms, for the target.
+fn build_root_spec(spec: &BuildSpec) -> TargetSpec {
+    root_spec(spec, &spec.arch)
+}
+
+/// The build root's package set, in architecture `arch` (the target's to
+/// emulate, the host's to cross-compile).
+fn root_spec(spec: &BuildSpec, arch: &str) -> TargetSpec {
+    TargetSpec {
+        arch: arch.to_string(),
+        release: spec.release.clone(),
+        variant: "buildd".into(),
+        include: vec!["dkms".into()],
+        mirror: spec.mirror.clone(),
+        keyring: spec.keyring.clone(),
+    }
+}
+
+/// The name of the build root for a release and architecture.
+pub fn build_root_name(release: &str, arch: &str) -> String {
+    format!("{release}-{arch}-dkms")
+}
+
+fn unpack_tarball(tarball: &Path, dest: &Path) -> Result<PathBuf, BuildError> {
+    let f = std::fs::File::open(tarball).map_err(io(tarball))?;
+    let name = tarball.to_string_lossy();
+    let reader: Box<dyn std::io::Read> = if name.ends_with(".xz") {
+        Box::new(liblzma::read::XzDecoder::new(f))
+    } else if name.ends_with(".gz") || name.ends_with(".tgz") {
+        Box::new(flate2::read::GzDecoder::new(f))
+    } else {
+        Box::new(f)
+    };
+    // Unpacked by tar's own confined unpack: a source tarball has no
+    // links to an outside root to honour.
+    tar::Archive::new(reader)
+        .unpack(dest)
+        .map_err(io(tarball))?;
+    if dest.join("dkms.conf").exists() {
+        return Ok(dest.to_owned());
+    }
+    let mut dirs = std::fs::read_dir(dest)
+        .map_err(io(dest))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.join("dkms.conf").exists());
+    dirs.next()
+        .ok_or_else(|| dkms::DkmsError::NoConf(tarball.into()).into())
+}
+
+/// Turns the SOURCE argument into a source, checking a tarball's hash
+/// first. `scratch` holds an unpacked tarball.
+pub fn source(spec: &BuildSpec, scratch: &Path) -> Result<Source, BuildError> {
+    let p = Path::new(&spec.source);
+    if p.is_dir() {
+        return Ok(dkms::dir_source(p)?);
+    }
+    if p.is_file() {
+        let expected = spec
+            .sha256
+            .as_ref()
+            .ok_or_else(|| BuildError::NeedSha256(p.into()))?
+            .to_ascii_lowercase();
+        let bytes = std::fs::read(p).map_err(io(p))?;
+        let calculated = hex::encode(Sha256::digest(&bytes));
+        if calculated != expected {
+            return Err(BuildError::Sha256Mismatch {
+                path: p.into(),
+                expected,
+                calculated,
+            });
+        }
+        let dir = unpack_tarball(p, scratch)?;
+        return Ok(dkms::dir_source(&dir)?);
+    }
+    if spec.source.ends_with("-dkms") && !spec.source.contains('/') {
+        return Ok(Source::Package(
+            spec.source.clone(),
+            spec.package_version.clone(),
+        ));
+    }
+    Err(dkms::DkmsError::Unknown(spec.source.clone()).into())
+}
+
+/// One result per kernel built.
+pub type Results = Vec<Result<Built, BuildError>>;
+
+/// What a build made: one result per kernel (one failure does not lose
+/// the others), and what the planner decided for ZFS.
+#[derive(Debug)]
+pub struct Outcome {
+    pub results: Results,
+    pub zfs: Option<zfs::ZfsPlan>,
+}
+
+/// Builds the module for each kernel: one .deb per kernel. The outer error
+/// is for what stops everything (bad input, no build root); the inner ones
+/// are per kernel, so one failure does not lose the others.
+pub fn build_dkms(
+    manifests: &Manifests,
+    spec: &BuildSpec,
+    dirs: &DataDirs,
+    opts: FetchOptions,
+    exe: &Path,
+    reporter: &dyn Reporter,
+) -> Result<Results, BuildError> {
+    let outcome = build(manifests, spec, ModuleKind::Dkms, dirs, opts, exe, reporter)?;
+    Ok(outcome.results)
+}
+
+/// `build-zfs`: zfs-dkms (or an upstream tarball) for the target kernels,
+/// refusing kernels outside the source's META range before building.
+/// Returns the results and the zfsutils-linux version to install on the
+/// board when the suite's own ZFS was built.
+pub fn build_zfs(
+    manifests: &Manifests,
+    spec: &ZfsSpec,
+    dirs: &DataDirs,
+    opts: FetchOptions,
+    exe: &Path,
+    reporter: &dyn Reporter,
+) -> Result<(Results, Option<String>), BuildError> {
+    let mut base = spec.base.clone();
+    base.source = match &spec.zfs_source {
+        Some(t) => t.display().to_string(),
+        None => "zfs-dkms".into(),
+    };
+    // --zfs 2.3.2 names an upstream version: the planner pins the full
+    // Debian version of it.
+    if spec.zfs_source.is_none() {
+        base.package_version = spec.zfs.clone();
+    }
+    let outcome = build(manifests, &base, ModuleKind::Zfs, dirs, opts, exe, reporter)?;
+    Ok((outcome.results, outcome.zfs.and_then(|z| z.utils)))
+}
+
+/// Gathers, plans, then builds each kernel as planned.
+pub fn build(
+    manifests: &Manifests,
+    spec: &BuildSpec,
+    kind: ModuleKind,
+    dirs: &DataDirs,
+    opts: FetchOptions,
+    exe: &Path,
+    reporter: &dyn Reporter,
+) -> Result<Outcome, BuildError> {
+    let scratch = tempfile::Builder::new()
+        .prefix("zchroot-src-")
+        .tempdir()
+        .map_err(io(Path::new("/tmp")))?;
+    let g = gather(manifests, spec, kind, scratch.path(), dirs, &opts, reporter)?;
+    let plans = plan::plan(&plan::PlanInput {
+        strategy: spec.strategy,
+        target: &g.target.arch,
+        host: &g.host,
+        archs: &g.archs,
+        target_packages: &g.target_packages,
+        host_packages: g.host_packages.as_deref(),
+        kernels: &g.kernels,
+    })?;
+    for note in plans.iter().filter_map(BuildPlan::note) {
+        reporter.note(&note);
+    }
+    let Gathered {
+        target,
+        host,
+        source,
+        local,
+        zfs,
+        ..
+    } = g;
+    std::fs::create_dir_all(&spec.out).map_err(io(&spec.out))?;
+    let ctx = exec::Exec {
+        manifests,
+        spec,
+        target: &target,
+        host: &host,
+        source: &source,
+        local: local.as_ref(),
+        dirs,
+        opts: &opts,
+        exe,
+        reporter,
+    };
+    let results = plans.iter().map(|p| ctx.build(p)).collect();
+    Ok(Outcome { results, zfs })
+}
+
+/// Everything the planner decides from, fetched and verified.
+struct Gathered {
+    target: Target,
+    host: crate::manifest::Arch,
+    archs: Vec<crate::manifest::Arch>,
+    source: Source,
+    local: Option<LocalKernel>,
+    target_packages: Vec<crate::archive::index::Package>,
+    host_packages: Option<Vec<crate::archive::index::Package>>,
+    kernels: Vec<plan::KernelFacts>,
+    zfs: Option<zfs::ZfsPlan>,
+}
+
+/// Checks the input and fetches what planning needs: the target's indexes,
+/// the kernels, their headers (when cross building is considered or the
+/// kernel is the user's), the host's indexes, ZFS's META. Everything about
+/// the target is checked before anything is built.
+fn gather(
+    manifests: &Manifests,
+    spec: &BuildSpec,
+    kind: ModuleKind,
+    scratch: &Path,
+    dirs: &DataDirs,
+    opts: &FetchOptions,
+    reporter: &dyn Reporter,
+) -> Result<Gathered, BuildError> {
+    let t = Target::new(manifests, &build_root_spec(spec))?;
+    let mut source = source(spec, scratch)?;
+    if let Some((key, cert)) = &spec.sign {
+        check_signing(key, cert)?;
+    }
+    let fetcher = t.fetcher(dirs, opts.clone(), reporter)?;
+    let indexes = t.update(&fetcher, reporter)?;
+    if let Source::Package(name, _) = &source {
+        if !indexes.packages.iter().any(|p| &p.name == name) {
+            return Err(BuildError::UnknownPackage {
+                name: name.clone(),
+                release: spec.release.clone(),
+                arch: spec.arch.clone(),
+            });
+        }
+    }
+    let (kernels, local) = kernels(spec, &t, &indexes.packages)?;
+    let zfs = match kind {
+        ModuleKind::Zfs => Some(zfs_plan(spec, &mut source, &kernels, &indexes, &fetcher)?),
+        ModuleKind::Dkms => None,
+    };
+    let host = crate::host::host_arch(manifests).map_err(TargetError::Manifest)?;
+    let mut facts = Vec::new();
+    for k in kernels {
+        let headers = if plan::needs_headers(spec.strategy, &t.arch, &host, local.is_some()) {
+            Some(headers_facts(
+                &k,
+                local.as_ref(),
+                &indexes.packages,
+                &fetcher,
+            )?)
+        } else {
+            None
+        };
+        facts.push(plan::KernelFacts {
+            kernel: k,
+            headers,
+            local: local.is_some(),
+        });
+    }
+    let host_packages = if plan::cross_considered(spec.strategy, &t.arch, &host) {
+        let ht = Target::new(manifests, &root_spec(spec, &host.name))?;
+        let hf = ht.fetcher(dirs, opts.clone(), reporter)?;
+        Some(ht.update(&hf, reporter)?.packages)
+    } else {
+        None
+    };
+    Ok(Gathered {
+        archs: manifests.architectures().map_err(TargetError::Manifest)?,
+        target: t,
+        host,
+        source,
+        local,
+        target_packages: indexes.packages,
+        host_packages,
+        kernels: facts,
+        zfs,
+    })
+}
+
+/// The kernels to build for: the user's own (`--kernel-deb`), those named
+/// (`--kernel`), or the newest of the flavour.
+fn kernels(
+    spec: &BuildSpec,
+    t: &Target,
+    packages: &[crate::archive::index::Package],
+) -> Result<(Vec<TargetKernel>, Option<LocalKernel>), BuildError> {
+    let flavour = spec
+        .flavour
+        .clone()
+        .unwrap_or_else(|| t.arch.kernel_flavour.clone());
+    if !spec.kernel_debs.is_empty() {
+        if !spec.kernels.is_empty() {
+            return Err(BuildError::KernelAndDebs);
+        }
+        let l = kernel::from_debs(&spec.kernel_debs, &t.arch.name)?;
+        return Ok((vec![l.kernel.clone()], Some(l)));
+    }
+    let kernels = if spec.kernels.is_empty() {
+        vec![kernel::choose(packages, &flavour, None)?]
+    } else {
+        spec.kernels
+            .iter()
+            .map(|k| kernel::choose(packages, &flavour, Some(k)))
+            .collect::<Result<_, _>>()?
+    };
+    Ok((kernels, None))
+}
+
+/// A kernel's headers .deb (the user's, or fetched and verified), its
+/// `.config` and, for the user's, the machine of the helpers it carries.
+fn headers_facts(
+    k: &TargetKernel,
+    local: Option<&LocalKernel>,
+    packages: &[crate::archive::index::Package],
+    fetcher: &crate::archive::fetch::Fetcher,
+) -> Result<plan::HeadersFacts, BuildError> {
+    let deb = match local {
+        Some(l) => l.headers_deb.clone(),
+        None => {
+            let p = packages
+                .iter()
+                .find(|p| p.name == k.headers_package && p.version == k.image_version)
+                .ok_or_else(|| kernel::KernelError::NoHeaders {
+                    release: k.release.clone(),
+                    headers: k.headers_package.clone(),
+                    version: k.image_version.clone(),
+                })?;
+            fetch_package(p, fetcher)?
+        }
+    };
+    let config = read_config(&deb, &k.release)?;
+    let helpers = match local {
+        Some(_) => helpers_machine(&deb, &k.release)?,
+        None => None,
+    };
+    Ok(plan::HeadersFacts {
+        deb,
+        config,
+        helpers,
+    })
+}
+
+/// One package of the indexes, downloaded and verified.
+fn fetch_package(
+    p: &crate::archive::index::Package,
+    fetcher: &crate::archive::fetch::Fetcher,
+) -> Result<PathBuf, BuildError> {
+    let downloads = crate::archive::update::package_downloads([p])
+        .map_err(|e| TargetError::Update(e.into()))?;
+    Ok(fetcher
+        .fetch(&downloads[0])
+        .map_err(|e| TargetError::Update(e.into()))?)
+}
+
+/// ZFS's META (from the source directory, or from the zfs-dkms package
+/// chosen, whose version is then pinned when one was asked for), handed
+/// to the planner with the kernels.
+fn zfs_plan(
+    spec: &BuildSpec,
+    source: &mut Source,
+    kernels: &[TargetKernel],
+    indexes: &crate::archive::update::Indexes,
+    fetcher: &crate::archive::fetch::Fetcher,
+) -> Result<zfs::ZfsPlan, BuildError> {
+    match source {
+        Source::Dir { path, .. } => {
+            let text = std::fs::read_to_string(path.join("META"))
+                .map_err(|_| zfs::ZfsError::NoMeta(path.display().to_string()))?;
+            Ok(zfs::plan(&text, &spec.source, kernels, None, None)?)
+        }
+        Source::Package(name, version) => {
+            let p = zfs::choose(
+                &indexes.packages,
+                version.as_deref(),
+                &spec.release,
+                &spec.arch,
+            )?;
+            let path = fetch_package(p, fetcher)?;
+            let inner = format!("usr/src/zfs-{}/META", zfs::upstream(&p.version));
+            let text = crate::deb::read::read_data_file(&path, &inner)?
+                .ok_or_else(|| zfs::ZfsError::NoMeta(p.version.clone()))?;
+            let pinned = version.as_ref().map(|_| p.version.clone());
+            let utils = zfs::utils_version(&indexes.packages, &p.version);
+            let plan = zfs::plan(
+                &String::from_utf8_lossy(&text),
+                &spec.source,
+                kernels,
+                pinned.clone(),
+                utils,
+            )?;
+            if let Some(v) = pinned {
+                *source = Source::Package(name.clone(), Some(v));
+            }
+            Ok(plan)
+        }
+    }
+}
+
+/// Checks the user's signing key and certificate before anything is built.
+fn check_signing(key: &Path, cert: &Path) -> Result<(), BuildError> {
+    let bad = |path: &Path, what, reason: String| BuildError::BadSigning {
+        path: path.into(),
+        what,
+        reason,
+    };
+    let k = std::fs::read(key).map_err(|e| bad(key, "key", e.to_string()))?;
+    if !String::from_utf8_lossy(&k).contains("PRIVATE KEY-----") {
+        return Err(bad(key, "key", "no PEM private key in it".into()));
+    }
+    let c = std::fs::read(cert).map_err(|e| bad(cert, "certificate", e.to_string()))?;
+    let pem = String::from_utf8_lossy(&c).contains("-----BEGIN CERTIFICATE-----");
+    let der = c.starts_with(&[0x30, 0x82]);
+    if !pem && !der {
+        return Err(bad(
+            cert,
+            "certificate",
+            "neither a PEM nor a DER X.509 certificate".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The kernel's `.config` from its headers package.
+fn read_config(headers_deb: &Path, release: &str) -> Result<String, BuildError> {
+    let inner = format!("usr/src/linux-headers-{release}/.config");
+    let bytes = crate::deb::read::read_data_file(headers_deb, &inner)?.ok_or_else(|| {
+        kernel::KernelDebError::Bad {
+            path: headers_deb.into(),
+            message: format!("no /{inner} in it: not the headers of kernel {release}"),
+        }
+    })?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The ELF machine of the build helpers a headers package carries itself
+/// (`make bindeb-pkg` puts them in; Debian's come from linux-kbuild).
+fn helpers_machine(headers_deb: &Path, release: &str) -> Result<Option<u16>, BuildError> {
+    let inner = format!("usr/src/linux-headers-{release}/scripts/basic/fixdep");
+    Ok(crate::deb::read::read_data_file(headers_deb, &inner)?
+        .as_deref()
+        .and_then(elf::elf_machine))
+}
+
+/// What to build for `build-zfs`.
+#[derive(Debug, Clone)]
+pub struct ZfsSpec {
+    pub base: BuildSpec,
+    /// A zfs-dkms version of the suites (default: the newest).
+    pub zfs: Option<String>,
+    /// An upstream release tarball instead (with `base.sha256`).
+    pub zfs_source: Option<PathBuf>,
+}
