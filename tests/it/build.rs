@@ -5,41 +5,29 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::require::{have_debian_network, require};
+use crate::common::{
+    have_command, home_for, let_others_reach, module_dir, require, require_root_and_debian,
+    require_test_user, stderr, Zchroot,
+};
 
 fn hello_source() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/hello-dkms")
 }
 
+/// The build tests' home: the build roots are made once for them all.
 fn home() -> PathBuf {
-    let h = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("build-tests/root");
-    std::fs::create_dir_all(&h).unwrap();
-    h
+    home_for("build", "root")
 }
 
+/// zchroot with reproducible package dates.
 fn zchroot(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zchroot"))
-        .args(args)
-        .env("ZCHROOT_HOME", home)
+    Zchroot::new(home)
         .env("SOURCE_DATE_EPOCH", "1700000000")
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+        .run(args)
 }
 
 fn can_run() -> bool {
-    require(
-        nix::unistd::geteuid().is_root(),
-        "root",
-        "run the tests as root, as CI does",
-    ) && require(
-        have_debian_network(),
-        "the Debian archive (network)",
-        "run where deb.debian.org answers",
-    )
+    require_root_and_debian()
 }
 
 fn field(deb: &Path, name: &str) -> String {
@@ -54,13 +42,7 @@ fn field(deb: &Path, name: &str) -> String {
 
 #[test]
 fn hello_module_for_the_trixie_arm64_kernel_installs_where_that_kernel_is() {
-    if !can_run()
-        || !require(
-            crate::require::have_command("dpkg-deb"),
-            "dpkg-deb",
-            "apt-get install dpkg",
-        )
-    {
+    if !can_run() || !require(have_command("dpkg-deb"), "dpkg-deb", "apt-get install dpkg") {
         return;
     }
     let home = home();
@@ -84,7 +66,7 @@ fn hello_module_for_the_trixie_arm64_kernel_installs_where_that_kernel_is() {
     assert_eq!(field(&deb, "X-Zchroot-Strategy"), "emulate");
     // lintian accepts it without errors.
     if require(
-        crate::require::have_command("lintian"),
+        have_command("lintian"),
         "lintian",
         "apt-get install lintian",
     ) {
@@ -373,7 +355,7 @@ fn bad_build_input_fails_before_compiling() {
 fn modules_are_signed_with_the_users_key() {
     if !can_run()
         || !require(
-            crate::require::have_command("openssl"),
+            have_command("openssl"),
             "openssl (to make a test signing key)",
             "apt-get install openssl",
         )
@@ -555,17 +537,10 @@ fn repack(deb: &Path, out: &Path, edit: &dyn Fn(String) -> String) {
 
 #[test]
 fn the_users_kernel_package_named_linux_image_is_depended_on_as_it_is() {
-    if !can_run()
-        || !require(
-            crate::require::have_command("dpkg-deb"),
-            "dpkg-deb",
-            "apt-get install dpkg",
-        )
-    {
+    if !can_run() || !require(have_command("dpkg-deb"), "dpkg-deb", "apt-get install dpkg") {
         return;
     }
-    let home = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("build-tests/user-kernel");
-    std::fs::create_dir_all(&home).unwrap();
+    let home = home_for("build", "user-kernel");
     // Debian's current arm64 image and headers, through the archive client.
     let o = zchroot(
         &home,
@@ -696,11 +671,11 @@ fn hello_module_builds_rootless() {
     if !can_run() {
         return;
     }
-    let Some(user) = crate::require::require_test_user() else {
+    let Some(user) = require_test_user() else {
         return;
     };
     let name = user.name;
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("build-tests");
+    let base = module_dir("build");
     let home = base.join("rootless");
     let out = base.join("rootless-out");
     for d in [&home, &out] {
@@ -712,19 +687,15 @@ fn hello_module_builds_rootless() {
             .unwrap()
             .success());
     }
-    crate::require::let_others_reach(&home);
+    let_others_reach(&home);
     let src = hello_source();
-    let o = Command::new("runuser")
-        .args(["-u", &name, "--", "env"])
-        .arg(format!("ZCHROOT_HOME={}", home.display()))
-        .arg(env!("CARGO_BIN_EXE_zchroot"))
-        .args(["-q", "build-dkms"])
-        .arg(&src)
-        .arg("-o")
-        .arg(&out)
-        .current_dir("/")
-        .output()
-        .unwrap();
+    let o = Zchroot::new(&home).as_user(&name).run(&[
+        "-q",
+        "build-dkms",
+        src.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let deb = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
     let krel = deb

@@ -13,11 +13,7 @@ use zchroot::paths::DataDirs;
 use zchroot::rootfs::{RootMeta, Roots};
 use zchroot::teardown::{remove_tree, remove_tree_aside};
 
-use crate::require::{let_others_reach, require, require_test_user};
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
+use crate::common::{is_root, let_others_reach, require, require_test_user, Zchroot};
 
 fn need_root() -> bool {
     require(
@@ -209,21 +205,11 @@ fn leftovers(roots: &Roots) -> Vec<String> {
 }
 
 fn destroy(home: &Path, user: Option<&str>, name: &str) -> Output {
-    let mut cmd = match user {
-        Some(u) => {
-            let mut c = Command::new("runuser");
-            c.args(["-u", u, "--", "env"])
-                .arg(format!("ZCHROOT_HOME={}", home.display()))
-                .arg(env!("CARGO_BIN_EXE_zchroot"));
-            c
-        }
-        None => {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_zchroot"));
-            c.env("ZCHROOT_HOME", home);
-            c
-        }
+    let z = match user {
+        Some(u) => Zchroot::new(home).as_user(u),
+        None => Zchroot::new(home),
     };
-    cmd.args(["-q", "destroy", name])
+    z.command(&["-q", "destroy", name])
         .current_dir("/")
         .output()
         .unwrap()
