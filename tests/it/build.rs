@@ -689,7 +689,7 @@ fn hello_module_builds_rootless() {
     }
     let_others_reach(&home);
     let src = hello_source();
-    let o = Zchroot::new(&home).as_user(&name).run(&[
+    let o = Zchroot::new(&home).user(&name).run(&[
         "-q",
         "build-dkms",
         src.to_str().unwrap(),

@@ -29,7 +29,7 @@ impl Zchroot {
     }
 
     /// The same, run as `user` (`runuser -u USER -- env ... zchroot`).
-    pub fn as_user(mut self, user: &str) -> Zchroot {
+    pub fn user(mut self, user: &str) -> Zchroot {
         self.user = Some(user.to_owned());
         self
     }
@@ -82,7 +82,7 @@ pub fn zchroot<S: AsRef<std::ffi::OsStr>>(home: &Path, args: &[S]) -> Output {
 
 /// `zchroot ARGS` as `user` with `home`.
 pub fn zchroot_as<S: AsRef<std::ffi::OsStr>>(user: &str, home: &Path, args: &[S]) -> Output {
-    Zchroot::new(home).as_user(user).run(args)
+    Zchroot::new(home).user(user).run(args)
 }
 
 /// stdout, trimmed.

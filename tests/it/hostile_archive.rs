@@ -306,7 +306,7 @@ fn a_rootless_create_refuses_a_package_that_unpacks_past_its_installed_size() {
     let_others_reach(&manifests.join("test.toml"));
     let_others_reach(Path::new(ZCHROOT));
     let o = Zchroot::new(home.path())
-        .as_user(&u.name)
+        .user(&u.name)
         .command(&["-q", "--manifests"])
         .arg(&manifests)
         .args(["create", "amd64", "--suite", "test", "--name", "bombed"])

@@ -146,14 +146,14 @@ fn exit_status_and_signals_pass_through() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot run \"/no/such/command\""));
     // SIGTERM to zchroot reaches the command, which a trap reports.
     let root = busybox_root().to_str().unwrap().to_string();
-    let child = Zchroot::new(root_home())
+    let mut child = Zchroot::new(root_home())
         .command(&["-q", "run", "--dir", &root, "--", BUSYBOX, "sh", "-c"])
         .arg("trap 'echo got-term; exit 3' TERM; echo ready; while :; do /usr/bin/busybox sleep 0.1; done")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let mut out = child.stdout.unwrap();
+    let mut out = child.stdout.take().unwrap();
     let mut buf = [0u8; 6];
     use std::io::Read;
     out.read_exact(&mut buf).unwrap();
@@ -162,8 +162,8 @@ fn exit_status_and_signals_pass_through() {
     let mut rest = String::new();
     out.read_to_string(&mut rest).unwrap();
     assert_eq!(rest.trim(), "got-term");
-    let status = nix::sys::wait::waitpid(pid, None).unwrap();
-    assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 3));
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "{status}");
 }
 
 #[test]
@@ -386,7 +386,7 @@ fn zchroot_as(user: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
     let home = shared_dir().join(format!("home-{user}"));
     std::fs::create_dir_all(&home).unwrap();
     let _ = Command::new("chown").args(["-R", user]).arg(&home).status();
-    let mut z = Zchroot::new(&home).as_user(user);
+    let mut z = Zchroot::new(&home).user(user);
     for (k, v) in env {
         z = z.env(k, *v);
     }

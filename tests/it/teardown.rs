@@ -206,7 +206,7 @@ fn leftovers(roots: &Roots) -> Vec<String> {
 
 fn destroy(home: &Path, user: Option<&str>, name: &str) -> Output {
     let z = match user {
-        Some(u) => Zchroot::new(home).as_user(u),
+        Some(u) => Zchroot::new(home).user(u),
         None => Zchroot::new(home),
     };
     z.command(&["-q", "destroy", name])
