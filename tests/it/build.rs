@@ -26,10 +26,6 @@ fn zchroot(home: &Path, args: &[&str]) -> Output {
         .run(args)
 }
 
-fn can_run() -> bool {
-    require_root_and_debian()
-}
-
 fn field(deb: &Path, name: &str) -> String {
     let out = Command::new("dpkg-deb")
         .arg("-f")
@@ -42,7 +38,9 @@ fn field(deb: &Path, name: &str) -> String {
 
 #[test]
 fn hello_module_for_the_trixie_arm64_kernel_installs_where_that_kernel_is() {
-    if !can_run() || !require(have_command("dpkg-deb"), "dpkg-deb", "apt-get install dpkg") {
+    if !require_root_and_debian()
+        || !require(have_command("dpkg-deb"), "dpkg-deb", "apt-get install dpkg")
+    {
         return;
     }
     let home = home();
@@ -269,7 +267,7 @@ fn read_ko(deb: &Path, krel: &str) -> Option<Vec<u8>> {
 
 #[test]
 fn bad_build_input_fails_before_compiling() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     let home = tempfile::tempdir().unwrap();
@@ -353,7 +351,7 @@ fn bad_build_input_fails_before_compiling() {
 
 #[test]
 fn modules_are_signed_with_the_users_key() {
-    if !can_run()
+    if !require_root_and_debian()
         || !require(
             have_command("openssl"),
             "openssl (to make a test signing key)",
@@ -431,7 +429,7 @@ fn modules_are_signed_with_the_users_key() {
 
 #[test]
 fn build_zfs_refuses_bad_versions_and_kernels_outside_its_range_before_compiling() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     let home = tempfile::tempdir().unwrap();
@@ -537,7 +535,9 @@ fn repack(deb: &Path, out: &Path, edit: &dyn Fn(String) -> String) {
 
 #[test]
 fn the_users_kernel_package_named_linux_image_is_depended_on_as_it_is() {
-    if !can_run() || !require(have_command("dpkg-deb"), "dpkg-deb", "apt-get install dpkg") {
+    if !require_root_and_debian()
+        || !require(have_command("dpkg-deb"), "dpkg-deb", "apt-get install dpkg")
+    {
         return;
     }
     let home = home_for("build", "user-kernel");
@@ -668,7 +668,7 @@ fn the_users_kernel_package_named_linux_image_is_depended_on_as_it_is() {
 
 #[test]
 fn hello_module_builds_rootless() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     let Some(user) = require_test_user() else {
@@ -724,7 +724,7 @@ fn hello_module_builds_rootless() {
 
 #[test]
 fn several_kernels_in_one_call_give_one_package_each() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     // Two arm64 kernels of trixie's suites (the point release's and the
@@ -822,7 +822,7 @@ fn pc_built_kernel(dir: &Path, krel: &str) -> (PathBuf, PathBuf) {
 
 #[test]
 fn headers_with_helpers_for_another_architecture_are_explained_before_building() {
-    if !can_run() || std::env::consts::ARCH != "x86_64" {
+    if !require_root_and_debian() || std::env::consts::ARCH != "x86_64" {
         return;
     }
     let home = tempfile::tempdir().unwrap();

@@ -132,11 +132,11 @@ pub fn have_userns() -> bool {
     Path::new("/proc/self/ns/user").exists()
 }
 
-/// Root, or a loud skip.
-pub fn require_root() -> bool {
+/// Root, or a loud skip; `why` says what the test does with it.
+pub fn require_root(why: &str) -> bool {
     require(
         is_root(),
-        "root (to run as root and to become the test user)",
+        &format!("root ({why})"),
         "run the tests as root, as CI does",
     )
 }
@@ -144,7 +144,7 @@ pub fn require_root() -> bool {
 /// Root and the Debian archive, or a loud skip: what the tests that build
 /// real roots need.
 pub fn require_root_and_debian() -> bool {
-    require_root()
+    require_root("to run as root and to become the test user")
         && require(
             have_debian_network(),
             "the Debian archive (network)",

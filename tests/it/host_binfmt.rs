@@ -16,8 +16,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{have_command, home_for, host_binfmt_lock, require, stderr, Zchroot, ZCHROOT};
-use crate::sandbox::{busybox_root, can_run};
+use crate::common::{
+    have_command, home_for, host_binfmt_lock, require, require_root_and_debian, stderr, Zchroot,
+    ZCHROOT,
+};
+use crate::sandbox::busybox_root;
 use zchroot::sandbox::host_binfmt::parse_entry_name;
 
 const BUSYBOX: &str = "/usr/bin/busybox";
@@ -174,7 +177,7 @@ fn killed_run(holder: &mut TableHolder) -> String {
 
 #[test]
 fn an_entry_left_by_a_killed_run_is_removed_by_the_next_command() {
-    if !can_run()
+    if !require_root_and_debian()
         || !require(
             have_command("unshare"),
             "unshare (util-linux)",
@@ -271,7 +274,7 @@ fn run_in_namespace(setup: &str) -> Output {
 
 #[test]
 fn runs_work_whether_or_not_the_host_has_binfmt_misc_mounted() {
-    if !can_run()
+    if !require_root_and_debian()
         || !require(
             have_command("unshare") && have_command("mountpoint"),
             "unshare and mountpoint (util-linux)",
@@ -429,7 +432,7 @@ fn doctor_reports_state_dirs_others_can_read_and_fix_makes_them_0700() {
 
 #[test]
 fn an_entry_whose_helper_was_killed_is_removed_when_the_run_ends() {
-    if !can_run()
+    if !require_root_and_debian()
         || !require(
             have_command("unshare"),
             "unshare (util-linux)",

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    have_command, is_root, let_others_reach, require, require_test_user, zchroot, Zchroot,
+    have_command, let_others_reach, require, require_root, require_test_user, zchroot, Zchroot,
 };
 
 /// `zchroot repo serve` of a target whose repository is `repo`, killed on
@@ -289,11 +289,7 @@ fn sh_as(user: &str, script: &str) {
 
 #[test]
 fn export_in_a_shared_directory_follows_no_planted_symlink() {
-    if !require(
-        is_root(),
-        "root (a second user plants links in a shared directory)",
-        "run the tests as root",
-    ) {
+    if !require_root("a second user plants links in a shared directory") {
         return;
     }
     let Some(user) = require_test_user() else {

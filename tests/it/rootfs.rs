@@ -35,13 +35,9 @@ fn home_for(test: &str) -> PathBuf {
     h
 }
 
-fn can_run() -> bool {
-    require_root_and_debian()
-}
-
 #[test]
 fn create_run_list_destroy_as_root() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     let home = home_for("root");
@@ -139,7 +135,7 @@ fn create_run_list_destroy_as_root() {
 
 #[test]
 fn rootless_create_keeps_package_ownership_and_destroys_cleanly() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     let Some(u) = require_test_user() else {
@@ -274,7 +270,7 @@ fn a_failed_create_leaves_no_staging_and_keeps_its_log() {
 
 #[test]
 fn an_interrupted_create_is_cleaned_by_the_next() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     let home = home_for("interrupted");

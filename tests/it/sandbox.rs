@@ -71,11 +71,6 @@ pub(crate) fn busybox_root() -> &'static Path {
     })
 }
 
-/// Whether the sandbox tests can run here; loud skip otherwise.
-pub(crate) fn can_run() -> bool {
-    require_root_and_debian()
-}
-
 fn zchroot_as_root(args: &[&str]) -> Output {
     Zchroot::new(root_home()).run(args)
 }
@@ -111,7 +106,7 @@ fn binfmt_table() -> Vec<String> {
 
 #[test]
 fn arm64_root_runs_under_qemu_as_root() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     let o = run_root(&[BUSYBOX, "uname", "-m"]);
@@ -128,7 +123,7 @@ fn arm64_root_runs_under_qemu_as_root() {
 
 #[test]
 fn exit_status_and_signals_pass_through() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     assert_eq!(
@@ -168,7 +163,7 @@ fn exit_status_and_signals_pass_through() {
 
 #[test]
 fn the_host_binfmt_table_and_mounts_are_untouched() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     let _table = host_binfmt_lock();
@@ -209,7 +204,7 @@ fn host_binfmt_entries() -> Vec<String> {
 
 #[test]
 fn before_linux_6_7_root_registers_qemu_on_the_host_for_the_run_only() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     let _table = host_binfmt_lock();
@@ -291,7 +286,7 @@ fn processes_with(marker: &str) -> Vec<i32> {
 
 #[test]
 fn sigkill_of_zchroot_leaves_no_process_and_no_mount() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     let _ = run_root(&[BUSYBOX, "true"]); // fetch qemu first
@@ -323,7 +318,7 @@ fn sigkill_of_zchroot_leaves_no_process_and_no_mount() {
 
 #[test]
 fn network_none_and_binds() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     let o = run_root(&[BUSYBOX, "cat", "/proc/net/dev"]);
@@ -421,7 +416,7 @@ fn user_root(user: &str) -> PathBuf {
 
 #[test]
 fn rootless_maps_ids_to_the_subuid_range() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     let Some(u) = require_test_user() else {
@@ -463,7 +458,7 @@ fn rootless_maps_ids_to_the_subuid_range() {
 
 #[test]
 fn rootless_without_a_range_or_newuidmap_says_what_to_do() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     // nobody has no subuid range.
@@ -504,7 +499,7 @@ fn rootless_without_a_range_or_newuidmap_says_what_to_do() {
 
 #[test]
 fn export_writes_owners_as_inside_the_root_rootless() {
-    if !can_run()
+    if !require_root_and_debian()
         || !require(
             have_command("debugfs") && have_command("mke2fs"),
             "e2fsprogs (mke2fs, debugfs)",

@@ -13,19 +13,16 @@ use zchroot::paths::DataDirs;
 use zchroot::rootfs::{RootMeta, Roots};
 use zchroot::teardown::{remove_tree, remove_tree_aside};
 
-use crate::common::{is_root, let_others_reach, require, require_test_user, Zchroot};
+use crate::common::{let_others_reach, module_dir, require_root, require_test_user, Zchroot};
 
 fn need_root() -> bool {
-    require(
-        is_root(),
-        "root (to bind-mount, and to become the test user)",
-        "run the tests as root, as CI does",
-    )
+    require_root("to bind-mount, and to become the test user")
 }
 
 /// A fresh directory under the build's tmp dir that other users can reach.
 fn scratch() -> tempfile::TempDir {
-    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::create_dir_all(module_dir("teardown")).unwrap();
+    let d = tempfile::tempdir_in(module_dir("teardown")).unwrap();
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let_others_reach(&d.path().join("x"));
     d

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{is_root, let_others_reach, module_dir, require, require_test_user, ZCHROOT};
+use crate::common::{let_others_reach, module_dir, require_root, require_test_user, ZCHROOT};
 use zchroot::sys::pty;
 
 /// Tries TIOCSTI with a marker line on stdin and on /dev/tty, and says how
@@ -33,11 +33,7 @@ for my $name ("stdin", "tty") {
 const MARKER: &str = "ZQINJ";
 
 fn can_run() -> bool {
-    require(
-        is_root(),
-        "root (to run the sandbox and to become the test user)",
-        "run the tests as root, as CI does",
-    )
+    require_root("to run the sandbox and to become the test user")
 }
 
 fn test_dir() -> PathBuf {
