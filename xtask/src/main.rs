@@ -64,11 +64,13 @@ enum Bench {
 enum E2e {
     /// The real ZFS module for trixie's arm64 kernel
     Zfs {
+        /// How the module is built for arm64
         #[arg(long, value_enum, default_value_t = Strategy::Cross)]
         strategy: Strategy,
     },
     /// Boot that kernel under qemu-system-aarch64 and use a pool
     Boot {
+        /// How the module is built for arm64
         #[arg(long, value_enum, default_value_t = Strategy::Cross)]
         strategy: Strategy,
     },
