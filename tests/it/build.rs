@@ -36,6 +36,9 @@ fn field(deb: &Path, name: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+// Long on purpose: one scenario read top to bottom (build, check the
+// package, install it in a root with that kernel); each step needs the
+// state the one before left, and the roots are too costly to make twice.
 #[test]
 fn hello_module_for_the_trixie_arm64_kernel_installs_where_that_kernel_is() {
     if !require_root_and_debian()
@@ -533,6 +536,8 @@ fn repack(deb: &Path, out: &Path, edit: &dyn Fn(String) -> String) {
     );
 }
 
+// Long on purpose: one scenario (repack Debian's kernel as the user's own,
+// build for it, install both), each step on the state of the one before.
 #[test]
 fn the_users_kernel_package_named_linux_image_is_depended_on_as_it_is() {
     if !require_root_and_debian()

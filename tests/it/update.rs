@@ -134,6 +134,9 @@ fn update() -> Summary {
     summary
 }
 
+// Long on purpose: one story of a board over several updates (first
+// kernel, a security kernel held back, then followed, then a tampered
+// index), each step on the state the one before left.
 #[test]
 fn update_builds_each_new_kernel_once_and_the_board_follows_the_repository() {
     if !require_root_and_debian() {

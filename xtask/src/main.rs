@@ -755,7 +755,6 @@ fn e2e_boot(strategy: &str) -> Result<()> {
     }
     let exe = build_zchroot()?;
     let dir = target_dir().join("e2e");
-    let home = dir.join("home");
     let out = dir.join(format!("out-{strategy}"));
     let find_deb = || -> Option<PathBuf> {
         std::fs::read_dir(&out)
@@ -777,10 +776,43 @@ fn e2e_boot(strategy: &str) -> Result<()> {
         .trim_start_matches("zfs-modules-")
         .split('_')
         .next()
-        .unwrap()
+        .unwrap_or_default()
         .to_string();
+    let t = Instant::now();
+    let boot = prepare_guest(&exe, &dir, strategy, &deb, &krel)?;
+    let prepared = t.elapsed();
+    let t = Instant::now();
+    let log = dir.join(format!("boot-{strategy}.log"));
+    boot_guest(qemu, &boot, &log)?;
+    println!(
+        "e2e boot ({strategy}): kernel {krel}, module {name}: all {} steps passed; preparing the guest {}, booting and using the pool {}; console: {}",
+        BOOT_STEPS.len(),
+        minutes(prepared),
+        minutes(t.elapsed()),
+        log.display()
+    );
+    Ok(())
+}
+
+/// Makes (once) the arm64 guest root of `e2e boot` with kernel `krel`,
+/// installs the module package `deb` and the init into it, and writes
+/// what qemu boots into `dir/boot-STRATEGY`: the kernel, the initrd, the
+/// root as an ext4 image and a blank disk. Returns that folder.
+fn prepare_guest(
+    exe: &Path,
+    dir: &Path,
+    strategy: &str,
+    deb: &Path,
+    krel: &str,
+) -> Result<PathBuf> {
+    let home = dir.join("home");
+    let name = deb
+        .file_name()
+        .context("the module package has no file name")?
+        .to_string_lossy()
+        .into_owned();
     let z = |args: &[&str]| -> Result<std::process::Output> {
-        let o = Command::new(&exe)
+        let o = Command::new(exe)
             .args(args)
             .env("ZCHROOT_HOME", &home)
             .output()
@@ -794,7 +826,6 @@ fn e2e_boot(strategy: &str) -> Result<()> {
         }
         Ok(o)
     };
-    let t = Instant::now();
     let guest = format!("e2e-boot-{strategy}");
     // Made once, then reused: the module package and the init are put in
     // again each run.
@@ -813,7 +844,7 @@ fn e2e_boot(strategy: &str) -> Result<()> {
     let boot = dir.join(format!("boot-{strategy}"));
     let _ = std::fs::remove_dir_all(&boot);
     mkdir(&boot)?;
-    std::fs::copy(&deb, boot.join(&name))
+    std::fs::copy(deb, boot.join(&name))
         .with_context(|| format!("cannot copy {} to {}", deb.display(), boot.display()))?;
     write(&boot.join("init"), BOOT_INIT)?;
     let bind = format!("{}:/e2e:ro", boot.display());
@@ -857,15 +888,22 @@ fn e2e_boot(strategy: &str) -> Result<()> {
         "--format",
         "ext4",
         "-o",
-        image.to_str().unwrap(),
+        &image.to_string_lossy(),
     ])?;
     let blank = boot.join("blank.img");
     std::fs::File::create(&blank)
         .and_then(|f| f.set_len(512 << 20))
         .with_context(|| format!("cannot make {}", blank.display()))?;
-    let prepared = t.elapsed();
+    Ok(boot)
+}
 
+/// Boots what [`prepare_guest`] made with `qemu` and follows the guest's
+/// steps on its console, which is written to `log`; fails at the first
+/// step missing.
+fn boot_guest(qemu: &str, boot: &Path, log: &Path) -> Result<()> {
     let t = Instant::now();
+    let image = boot.join("guest.img");
+    let blank = boot.join("blank.img");
     let mut child = Command::new(qemu)
         .args(["-M", "virt", "-cpu", "cortex-a57", "-m", "2048", "-smp", "2", "-nographic", "-no-reboot"])
         .args(["-net", "none", "-kernel"])
@@ -882,7 +920,7 @@ fn e2e_boot(strategy: &str) -> Result<()> {
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("cannot run {qemu}"))?;
-    let stdout = child.stdout.take().unwrap();
+    let stdout = child.stdout.take().context("qemu's stdout is not a pipe")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -918,8 +956,7 @@ fn e2e_boot(strategy: &str) -> Result<()> {
     }
     let _ = child.kill();
     let _ = child.wait();
-    let log = dir.join(format!("boot-{strategy}.log"));
-    write(&log, &console)?;
+    write(log, &console)?;
     if next < BOOT_STEPS.len() {
         bail!(
             "the guest did not print '{}' (after {:.0} s); the console is in {}",
@@ -928,13 +965,6 @@ fn e2e_boot(strategy: &str) -> Result<()> {
             log.display()
         );
     }
-    println!(
-        "e2e boot ({strategy}): kernel {krel}, module {name}: all {} steps passed; preparing the guest {}, booting and using the pool {}; console: {}",
-        BOOT_STEPS.len(),
-        minutes(prepared),
-        minutes(t.elapsed()),
-        log.display()
-    );
     Ok(())
 }
 
