@@ -734,7 +734,7 @@ fn several_kernels_in_one_call_give_one_package_each() {
     }
     // Two arm64 kernels of trixie's suites (the point release's and the
     // security update's), from the verified indexes.
-    let idx = crate::update::trixie_arm64_indexes(&home());
+    let idx = crate::common::trixie_arm64_indexes(&home());
     let kernels: Vec<String> = zchroot::update::kernels_of_suites(&idx.packages, "arm64", &[])
         .into_iter()
         .map(|k| k.release)

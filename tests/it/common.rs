@@ -123,6 +123,7 @@ pub fn home_for(module: &str, test: &str) -> PathBuf {
     h
 }
 
+/// Whether the tests run as root (CI runs them so).
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -144,12 +145,7 @@ pub fn require_root(why: &str) -> bool {
 /// Root and the Debian archive, or a loud skip: what the tests that build
 /// real roots need.
 pub fn require_root_and_debian() -> bool {
-    require_root("to run as root and to become the test user")
-        && require(
-            have_debian_network(),
-            "the Debian archive (network)",
-            "run where deb.debian.org answers",
-        )
+    require_root("to run as root and to become the test user") && require_debian()
 }
 
 /// The Debian archive, or a loud skip.
@@ -251,4 +247,31 @@ pub fn let_others_reach(path: &Path) {
 pub fn host_binfmt_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// trixie's arm64 indexes (all its suites), verified, through `home`'s cache.
+pub fn trixie_arm64_indexes(home: &Path) -> zchroot::archive::update::Indexes {
+    let m = zchroot::manifest::Manifests::embedded();
+    let t = zchroot::target::Target::new(
+        &m,
+        &zchroot::target::TargetSpec {
+            arch: "arm64".into(),
+            release: "trixie".into(),
+            variant: "minbase".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let dirs = zchroot::paths::DataDirs {
+        state: home.join("state"),
+        cache: home.join("cache"),
+    };
+    let f = t
+        .fetcher(
+            &dirs,
+            zchroot::archive::fetch::FetchOptions::default(),
+            &zchroot::report::Silent,
+        )
+        .unwrap();
+    t.update(&f, &zchroot::report::Silent).unwrap()
 }

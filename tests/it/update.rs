@@ -7,7 +7,10 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 
-use crate::common::{have_command, home_for, ok, require, require_root_and_debian, text, Zchroot};
+use crate::common::{
+    have_command, home_for, ok, require, require_root_and_debian, text, trixie_arm64_indexes,
+    Zchroot,
+};
 
 /// The update tests' own home (its build roots are made for it alone).
 fn home() -> PathBuf {
@@ -62,33 +65,6 @@ fn on_board(keys: &Path, script: &str) -> Output {
         "-c",
         script,
     ])
-}
-
-/// trixie's arm64 indexes (all its suites), verified, through `home`'s cache.
-pub fn trixie_arm64_indexes(home: &Path) -> zchroot::archive::update::Indexes {
-    let m = zchroot::manifest::Manifests::embedded();
-    let t = zchroot::target::Target::new(
-        &m,
-        &zchroot::target::TargetSpec {
-            arch: "arm64".into(),
-            release: "trixie".into(),
-            variant: "minbase".into(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let dirs = zchroot::paths::DataDirs {
-        state: home.join("state"),
-        cache: home.join("cache"),
-    };
-    let f = t
-        .fetcher(
-            &dirs,
-            zchroot::archive::fetch::FetchOptions::default(),
-            &zchroot::report::Silent,
-        )
-        .unwrap();
-    t.update(&f, &zchroot::report::Silent).unwrap()
 }
 
 /// What `zchroot update --json` said of its one target.
