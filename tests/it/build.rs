@@ -5,41 +5,25 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::require::{have_debian_network, require};
+use crate::common::{
+    have_command, home_for, let_others_reach, module_dir, require, require_root_and_debian,
+    require_test_user, stderr, Zchroot,
+};
 
 fn hello_source() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/hello-dkms")
 }
 
+/// The build tests' home: the build roots are made once for them all.
 fn home() -> PathBuf {
-    let h = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("build-tests/root");
-    std::fs::create_dir_all(&h).unwrap();
-    h
+    home_for("build", "root")
 }
 
+/// zchroot with reproducible package dates.
 fn zchroot(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zchroot"))
-        .args(args)
-        .env("ZCHROOT_HOME", home)
+    Zchroot::new(home)
         .env("SOURCE_DATE_EPOCH", "1700000000")
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn can_run() -> bool {
-    require(
-        nix::unistd::geteuid().is_root(),
-        "root",
-        "run the tests as root, as CI does",
-    ) && require(
-        have_debian_network(),
-        "the Debian archive (network)",
-        "run where deb.debian.org answers",
-    )
+        .run(args)
 }
 
 fn field(deb: &Path, name: &str) -> String {
@@ -52,14 +36,13 @@ fn field(deb: &Path, name: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+// Long on purpose: one scenario read top to bottom (build, check the
+// package, install it in a root with that kernel); each step needs the
+// state the one before left, and the roots are too costly to make twice.
 #[test]
 fn hello_module_for_the_trixie_arm64_kernel_installs_where_that_kernel_is() {
-    if !can_run()
-        || !require(
-            crate::require::have_command("dpkg-deb"),
-            "dpkg-deb",
-            "apt-get install dpkg",
-        )
+    if !require_root_and_debian()
+        || !require(have_command("dpkg-deb"), "dpkg-deb", "apt-get install dpkg")
     {
         return;
     }
@@ -84,7 +67,7 @@ fn hello_module_for_the_trixie_arm64_kernel_installs_where_that_kernel_is() {
     assert_eq!(field(&deb, "X-Zchroot-Strategy"), "emulate");
     // lintian accepts it without errors.
     if require(
-        crate::require::have_command("lintian"),
+        have_command("lintian"),
         "lintian",
         "apt-get install lintian",
     ) {
@@ -287,7 +270,7 @@ fn read_ko(deb: &Path, krel: &str) -> Option<Vec<u8>> {
 
 #[test]
 fn bad_build_input_fails_before_compiling() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     let home = tempfile::tempdir().unwrap();
@@ -371,9 +354,9 @@ fn bad_build_input_fails_before_compiling() {
 
 #[test]
 fn modules_are_signed_with_the_users_key() {
-    if !can_run()
+    if !require_root_and_debian()
         || !require(
-            crate::require::have_command("openssl"),
+            have_command("openssl"),
             "openssl (to make a test signing key)",
             "apt-get install openssl",
         )
@@ -449,7 +432,7 @@ fn modules_are_signed_with_the_users_key() {
 
 #[test]
 fn build_zfs_refuses_bad_versions_and_kernels_outside_its_range_before_compiling() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     let home = tempfile::tempdir().unwrap();
@@ -553,19 +536,16 @@ fn repack(deb: &Path, out: &Path, edit: &dyn Fn(String) -> String) {
     );
 }
 
+// Long on purpose: one scenario (repack Debian's kernel as the user's own,
+// build for it, install both), each step on the state of the one before.
 #[test]
 fn the_users_kernel_package_named_linux_image_is_depended_on_as_it_is() {
-    if !can_run()
-        || !require(
-            crate::require::have_command("dpkg-deb"),
-            "dpkg-deb",
-            "apt-get install dpkg",
-        )
+    if !require_root_and_debian()
+        || !require(have_command("dpkg-deb"), "dpkg-deb", "apt-get install dpkg")
     {
         return;
     }
-    let home = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("build-tests/user-kernel");
-    std::fs::create_dir_all(&home).unwrap();
+    let home = home_for("build", "user-kernel");
     // Debian's current arm64 image and headers, through the archive client.
     let o = zchroot(
         &home,
@@ -693,14 +673,14 @@ fn the_users_kernel_package_named_linux_image_is_depended_on_as_it_is() {
 
 #[test]
 fn hello_module_builds_rootless() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
-    let Some(user) = crate::require::require_test_user() else {
+    let Some(user) = require_test_user() else {
         return;
     };
     let name = user.name;
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("build-tests");
+    let base = module_dir("build");
     let home = base.join("rootless");
     let out = base.join("rootless-out");
     for d in [&home, &out] {
@@ -712,19 +692,15 @@ fn hello_module_builds_rootless() {
             .unwrap()
             .success());
     }
-    crate::require::let_others_reach(&home);
+    let_others_reach(&home);
     let src = hello_source();
-    let o = Command::new("runuser")
-        .args(["-u", &name, "--", "env"])
-        .arg(format!("ZCHROOT_HOME={}", home.display()))
-        .arg(env!("CARGO_BIN_EXE_zchroot"))
-        .args(["-q", "build-dkms"])
-        .arg(&src)
-        .arg("-o")
-        .arg(&out)
-        .current_dir("/")
-        .output()
-        .unwrap();
+    let o = Zchroot::new(&home).user(&name).run(&[
+        "-q",
+        "build-dkms",
+        src.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let deb = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
     let krel = deb
@@ -753,12 +729,12 @@ fn hello_module_builds_rootless() {
 
 #[test]
 fn several_kernels_in_one_call_give_one_package_each() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     // Two arm64 kernels of trixie's suites (the point release's and the
     // security update's), from the verified indexes.
-    let idx = crate::update::trixie_arm64_indexes(&home());
+    let idx = crate::common::trixie_arm64_indexes(&home());
     let kernels: Vec<String> = zchroot::update::kernels_of_suites(&idx.packages, "arm64", &[])
         .into_iter()
         .map(|k| k.release)
@@ -851,7 +827,7 @@ fn pc_built_kernel(dir: &Path, krel: &str) -> (PathBuf, PathBuf) {
 
 #[test]
 fn headers_with_helpers_for_another_architecture_are_explained_before_building() {
-    if !can_run() || std::env::consts::ARCH != "x86_64" {
+    if !require_root_and_debian() || std::env::consts::ARCH != "x86_64" {
         return;
     }
     let home = tempfile::tempdir().unwrap();

@@ -6,19 +6,10 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
 use crate::archive::{pkg, suite, Archive, Key};
-use crate::require::require;
+use crate::common::{have_userns, is_root, require, Zchroot};
 use crate::server::Server;
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-fn have_userns() -> bool {
-    Path::new("/proc/self/ns/user").exists()
-}
 
 #[test]
 fn a_hostile_package_cannot_make_create_write_or_read_host_files() {
@@ -67,10 +58,9 @@ fn a_hostile_package_cannot_make_create_write_or_read_host_files() {
     let server = Server::start(archive.dir.path().to_owned());
     let manifests = archive.manifests(&server.base, &["test"], &key);
     let home = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_zchroot"))
-        .args(["-q", "--manifests", manifests.to_str().unwrap()])
+    let o = Zchroot::new(home.path())
+        .command(&["-q", "--manifests", manifests.to_str().unwrap()])
         .args(["create", "amd64", "--suite", "test", "--name", "hostile"])
-        .env("ZCHROOT_HOME", home.path())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr).to_string();
@@ -141,10 +131,9 @@ fn the_roots_folder_is_private() {
         std::fs::Permissions::from_mode(0o755),
     )
     .unwrap();
-    let _ = Command::new(env!("CARGO_BIN_EXE_zchroot"))
-        .args(["-q", "--manifests", manifests.to_str().unwrap()])
+    let _ = Zchroot::new(home.path())
+        .command(&["-q", "--manifests", manifests.to_str().unwrap()])
         .args(["create", "amd64", "--suite", "test", "--name", "p"])
-        .env("ZCHROOT_HOME", home.path())
         .output()
         .unwrap();
     let mode = std::fs::metadata(home.path().join("state/roots"))

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::require::{have_command, have_debian_network, require};
+use crate::common::{have_command, require, require_debian, Zchroot};
 
 /// `mmdebstrap --variant=minbase --arch=arm64 --simulate --skip=check/qemu
 /// trixie /dev/null http://deb.debian.org/debian`, run with mmdebstrap
@@ -44,20 +44,18 @@ fn mmdebstrap_names(arch: &str, suite: &str) -> Vec<String> {
 }
 
 fn zchroot_names(home: &std::path::Path, arch: &str, suite: &str) -> Vec<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_zchroot"))
-        .args(["-q", "resolve", arch, "--suite", suite])
-        .env("ZCHROOT_HOME", home)
-        .output()
-        .unwrap();
+    let out = Zchroot::new(home).run(&["-q", "resolve", arch, "--suite", suite, "--json"]);
     assert!(
         out.status.success(),
         "zchroot resolve: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut names: Vec<String> = String::from_utf8(out.stdout)
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut names: Vec<String> = v["packages"]
+        .as_array()
         .unwrap()
-        .lines()
-        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
         .collect();
     names.sort();
     names
@@ -65,11 +63,7 @@ fn zchroot_names(home: &std::path::Path, arch: &str, suite: &str) -> Vec<String>
 
 #[test]
 fn minbase_arm64_trixie_matches_mmdebstrap() {
-    if !require(
-        have_debian_network(),
-        "the Debian archive (network)",
-        "run where deb.debian.org answers",
-    ) {
+    if !require_debian() {
         return;
     }
     let home = tempfile::tempdir().unwrap();
@@ -98,27 +92,19 @@ fn minbase_arm64_trixie_matches_mmdebstrap() {
 
 #[test]
 fn minbase_arm64_trixie_downloads_and_verifies() {
-    if !require(
-        have_debian_network(),
-        "the Debian archive (network)",
-        "run where deb.debian.org answers",
-    ) {
+    if !require_debian() {
         return;
     }
     let home = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_zchroot"))
-        .args([
-            "-q",
-            "resolve",
-            "arm64",
-            "--download",
-            "--json",
-            "--include",
-            "zfs-dkms",
-        ])
-        .env("ZCHROOT_HOME", home.path())
-        .output()
-        .unwrap();
+    let out = Zchroot::new(home.path()).run(&[
+        "-q",
+        "resolve",
+        "arm64",
+        "--download",
+        "--json",
+        "--include",
+        "zfs-dkms",
+    ]);
     assert!(
         out.status.success(),
         "{}",

@@ -12,28 +12,27 @@
 
 use std::io::{BufRead, Read};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::require::{have_command, host_binfmt_lock, require};
-use crate::sandbox::{busybox_root, can_run, root_home};
+use crate::common::{
+    have_command, home_for, host_binfmt_lock, require, require_root_and_debian, stderr, Zchroot,
+    ZCHROOT,
+};
+use crate::sandbox::busybox_root;
 use zchroot::sandbox::host_binfmt::parse_entry_name;
 
 const BUSYBOX: &str = "/usr/bin/busybox";
-const ZCHROOT: &str = env!("CARGO_BIN_EXE_zchroot");
 
-fn zchroot(home: &Path, args: &[&str]) -> Output {
-    Command::new(ZCHROOT)
-        .args(args)
-        .env("ZCHROOT_HOME", home)
-        .env("ZCHROOT_BINFMT", "host")
-        .output()
-        .unwrap()
+/// This module's home for root's runs (qemu is fetched into it once).
+fn root_home() -> PathBuf {
+    home_for("host_binfmt", "root")
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+/// zchroot on the host's binfmt_misc table, as before Linux 6.7.
+fn zchroot(home: &Path, args: &[&str]) -> Output {
+    Zchroot::new(home).env("ZCHROOT_BINFMT", "host").run(args)
 }
 
 /// The names in the host's table, through zchroot's own helper.
@@ -147,10 +146,9 @@ fn wait_gone(pid: i32) {
 /// of zchroot's is left to remove its entry; returns the entry's name.
 fn killed_run(holder: &mut TableHolder) -> String {
     let root = busybox_root().to_str().unwrap().to_string();
-    let mut child = Command::new(ZCHROOT)
-        .args(["-q", "run", "--dir", &root, "--", BUSYBOX, "sh", "-c"])
+    let mut child = Zchroot::new(root_home())
+        .command(&["-q", "run", "--dir", &root, "--", BUSYBOX, "sh", "-c"])
         .arg("echo started; /usr/bin/busybox sleep 60")
-        .env("ZCHROOT_HOME", root_home())
         .env("ZCHROOT_BINFMT", "host")
         .stdout(Stdio::piped())
         .spawn()
@@ -179,7 +177,7 @@ fn killed_run(holder: &mut TableHolder) -> String {
 
 #[test]
 fn an_entry_left_by_a_killed_run_is_removed_by_the_next_command() {
-    if !can_run()
+    if !require_root_and_debian()
         || !require(
             have_command("unshare"),
             "unshare (util-linux)",
@@ -276,7 +274,7 @@ fn run_in_namespace(setup: &str) -> Output {
 
 #[test]
 fn runs_work_whether_or_not_the_host_has_binfmt_misc_mounted() {
-    if !can_run()
+    if !require_root_and_debian()
         || !require(
             have_command("unshare") && have_command("mountpoint"),
             "unshare and mountpoint (util-linux)",
@@ -333,11 +331,7 @@ fn home_with_dirs(mode: u32) -> tempfile::TempDir {
 }
 
 fn doctor_json(home: &Path) -> Vec<serde_json::Value> {
-    let o = Command::new(ZCHROOT)
-        .args(["doctor", "--json"])
-        .env("ZCHROOT_HOME", home)
-        .output()
-        .unwrap();
+    let o = Zchroot::new(home).run(&["doctor", "--json"]);
     serde_json::from_slice::<serde_json::Value>(&o.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", stderr(&o)))
         .as_array()
@@ -409,11 +403,7 @@ fn doctor_reports_state_dirs_others_can_read_and_fix_makes_them_0700() {
     std::fs::remove_dir(&dirs[2]).unwrap();
     std::os::unix::fs::symlink(elsewhere.path(), &dirs[2]).unwrap();
 
-    let o = Command::new(ZCHROOT)
-        .args(["doctor", "--fix"])
-        .env("ZCHROOT_HOME", home.path())
-        .output()
-        .unwrap();
+    let o = Zchroot::new(home.path()).run(&["doctor", "--fix"]);
     for d in &dirs[..2] {
         let mode = std::fs::metadata(d).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o700, "{}: {}", d.display(), stderr(&o));
@@ -442,7 +432,7 @@ fn doctor_reports_state_dirs_others_can_read_and_fix_makes_them_0700() {
 
 #[test]
 fn an_entry_whose_helper_was_killed_is_removed_when_the_run_ends() {
-    if !can_run()
+    if !require_root_and_debian()
         || !require(
             have_command("unshare"),
             "unshare (util-linux)",
@@ -459,10 +449,9 @@ fn an_entry_whose_helper_was_killed_is_removed_when_the_run_ends() {
     );
     assert!(o.status.success(), "{}", stderr(&o)); // fetches qemu first
     let mut holder = TableHolder::start();
-    let mut child = Command::new(ZCHROOT)
-        .args(["-q", "run", "--dir", &root, "--", BUSYBOX, "sh", "-c"])
+    let mut child = Zchroot::new(root_home())
+        .command(&["-q", "run", "--dir", &root, "--", BUSYBOX, "sh", "-c"])
         .arg("echo started; read line; echo done")
-        .env("ZCHROOT_HOME", root_home())
         .env("ZCHROOT_BINFMT", "host")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -8,9 +8,11 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use crate::archive::{pkg, suite, Archive, Key, SuiteSpec};
-use crate::require::require;
+use crate::common::{
+    have_userns, is_root, let_others_reach, require, require_test_user, Zchroot, ZCHROOT,
+};
+use crate::env::Env;
 use crate::server::Server;
-use crate::Env;
 
 fn one_suite() -> Vec<SuiteSpec> {
     vec![suite(
@@ -232,7 +234,7 @@ fn a_package_unpacks_no_more_than_its_installed_size_allows() {
 #[test]
 fn create_refuses_a_package_that_unpacks_past_its_installed_size() {
     if !require(
-        nix::unistd::geteuid().is_root() || Path::new("/proc/self/ns/user").exists(),
+        is_root() || have_userns(),
         "user namespaces",
         "run as root, or where user namespaces are allowed",
     ) {
@@ -251,11 +253,10 @@ fn create_refuses_a_package_that_unpacks_past_its_installed_size() {
     let server = Server::start(archive.dir.path().to_owned());
     let manifests = archive.manifests(&server.base, &["test"], &key);
     let home = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_zchroot"))
-        .args(["-q", "--manifests"])
+    let o = Zchroot::new(home.path())
+        .command(&["-q", "--manifests"])
         .arg(&manifests)
         .args(["create", "amd64", "--suite", "test", "--name", "bombed"])
-        .env("ZCHROOT_HOME", home.path())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -275,7 +276,7 @@ fn create_refuses_a_package_that_unpacks_past_its_installed_size() {
 #[test]
 fn a_rootless_create_refuses_a_package_that_unpacks_past_its_installed_size() {
     // The limit must reach the extraction run in the user namespace.
-    let Some(u) = crate::require::require_test_user() else {
+    let Some(u) = require_test_user() else {
         return;
     };
     let key = Key::generate("zchroot bomb archive");
@@ -301,17 +302,14 @@ fn a_rootless_create_refuses_a_package_that_unpacks_past_its_installed_size() {
         .status()
         .unwrap()
         .success());
-    crate::require::let_others_reach(home.path());
-    crate::require::let_others_reach(&manifests.join("test.toml"));
-    crate::require::let_others_reach(Path::new(env!("CARGO_BIN_EXE_zchroot")));
-    let o = Command::new("runuser")
-        .args(["-u", &u.name, "--", "env"])
-        .arg(format!("ZCHROOT_HOME={}", home.path().display()))
-        .arg(env!("CARGO_BIN_EXE_zchroot"))
-        .args(["-q", "--manifests"])
+    let_others_reach(home.path());
+    let_others_reach(&manifests.join("test.toml"));
+    let_others_reach(Path::new(ZCHROOT));
+    let o = Zchroot::new(home.path())
+        .user(&u.name)
+        .command(&["-q", "--manifests"])
         .arg(&manifests)
         .args(["create", "amd64", "--suite", "test", "--name", "bombed"])
-        .current_dir("/")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);

@@ -7,16 +7,12 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn zchroot(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zchroot"))
-        .args(args)
-        .env("ZCHROOT_HOME", home)
-        .output()
-        .unwrap()
-}
+use crate::common::{
+    have_command, let_others_reach, require, require_root, require_test_user, zchroot, Zchroot,
+};
 
 /// `zchroot repo serve` of a target whose repository is `repo`, killed on
 /// drop.
@@ -49,9 +45,8 @@ impl Served {
             ],
         );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_zchroot"))
-            .args(["repo", "serve", "board", "--listen", "127.0.0.1:0"])
-            .env("ZCHROOT_HOME", home)
+        let mut child = Zchroot::new(home)
+            .command(&["repo", "serve", "board", "--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -294,14 +289,10 @@ fn sh_as(user: &str, script: &str) {
 
 #[test]
 fn export_in_a_shared_directory_follows_no_planted_symlink() {
-    if !crate::require::require(
-        nix::unistd::geteuid().is_root(),
-        "root (a second user plants links in a shared directory)",
-        "run the tests as root",
-    ) {
+    if !require_root("a second user plants links in a shared directory") {
         return;
     }
-    let Some(user) = crate::require::require_test_user() else {
+    let Some(user) = require_test_user() else {
         return;
     };
     let d = tempfile::tempdir().unwrap();
@@ -312,16 +303,16 @@ fn export_in_a_shared_directory_follows_no_planted_symlink() {
     let shared = d.path().join("shared");
     std::fs::create_dir(&shared).unwrap();
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
-    crate::require::let_others_reach(&shared.join("x"));
+    let_others_reach(&shared.join("x"));
     // A file the test user does not own, and cannot write.
     let victim = shared.join("victim");
     std::fs::write(&victim, "precious").unwrap();
     std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut cases = vec![("out.tar", "tar")];
-    if crate::require::have_command("mke2fs") {
+    if have_command("mke2fs") {
         cases.push(("out.img", "ext4"));
     } else {
-        crate::require::require(false, "mke2fs", "apt-get install e2fsprogs");
+        require(false, "mke2fs", "apt-get install e2fsprogs");
     }
     for (name, format) in cases {
         // The user plants links at the names the output and its

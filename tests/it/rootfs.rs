@@ -3,44 +3,15 @@
 //! input and failures leave nothing behind.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::archive::{pkg, suite, Archive, Key};
-use crate::require::{have_debian_network, require};
+use crate::common::{
+    have_userns, is_root, let_others_reach, require, require_root_and_debian, require_test_user,
+    stderr, stdout, zchroot, zchroot_as, Zchroot,
+};
 use crate::server::Server;
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-fn can_run() -> bool {
-    require(
-        is_root(),
-        "root (to run as root and to become the test user)",
-        "run the tests as root, as CI does",
-    ) && require(
-        have_debian_network(),
-        "the Debian archive (network)",
-        "run where deb.debian.org answers",
-    )
-}
-
-fn zchroot(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zchroot"))
-        .args(args)
-        .env("ZCHROOT_HOME", home)
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
 
 /// Names in `dir` (empty when it does not exist).
 fn entries(dir: &Path) -> Vec<String> {
@@ -54,24 +25,19 @@ fn entries(dir: &Path) -> Vec<String> {
     v
 }
 
+/// This module's home for `test`, without the roots an earlier run of
+/// the tests left (they would be in the way).
 fn home_for(test: &str) -> PathBuf {
-    let h = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("rootfs-tests")
-        .join(test);
-    // The root's state from an earlier run of the tests would be in the way.
+    let h = crate::common::home_for("rootfs", test);
     if h.join("state").exists() {
-        let _ = Command::new(env!("CARGO_BIN_EXE_zchroot"))
-            .args(["-q", "destroy", "--all"])
-            .env("ZCHROOT_HOME", &h)
-            .status();
+        let _ = zchroot(&h, &["-q", "destroy", "--all"]);
     }
-    std::fs::create_dir_all(&h).unwrap();
     h
 }
 
 #[test]
 fn create_run_list_destroy_as_root() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     let home = home_for("root");
@@ -167,29 +133,16 @@ fn create_run_list_destroy_as_root() {
     );
 }
 
-fn zchroot_as(user: &str, home: &Path, args: &[&str]) -> Output {
-    Command::new("runuser")
-        .args(["-u", user, "--", "env"])
-        .arg(format!("ZCHROOT_HOME={}", home.display()))
-        .arg(env!("CARGO_BIN_EXE_zchroot"))
-        .args(args)
-        .current_dir("/")
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn rootless_create_keeps_package_ownership_and_destroys_cleanly() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
-    let Some(u) = crate::require::require_test_user() else {
+    let Some(u) = require_test_user() else {
         return;
     };
     let (user, subgid) = (u.name, u.subgid);
-    let home = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("rootfs-tests")
-        .join("rootless");
+    let home = crate::common::module_dir("rootfs").join("rootless");
     if home.exists() {
         let _ = zchroot_as(&user, &home, &["-q", "destroy", "--all", "--purge-cache"]);
     }
@@ -200,7 +153,7 @@ fn rootless_create_keeps_package_ownership_and_destroys_cleanly() {
         .status()
         .unwrap()
         .success());
-    crate::require::let_others_reach(&home);
+    let_others_reach(&home);
     let o = zchroot_as(&user, &home, &["-q", "create", "arm64", "--name", "t-user"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let tree = home.join("state/roots/t-user/root");
@@ -315,19 +268,14 @@ fn a_failed_create_leaves_no_staging_and_keeps_its_log() {
     );
 }
 
-fn have_userns() -> bool {
-    Path::new("/proc/self/ns/user").exists()
-}
-
 #[test]
 fn an_interrupted_create_is_cleaned_by_the_next() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     let home = home_for("interrupted");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zchroot"))
-        .args(["-q", "create", "arm64", "--name", "cut"])
-        .env("ZCHROOT_HOME", &home)
+    let mut child = Zchroot::new(&home)
+        .command(&["-q", "create", "arm64", "--name", "cut"])
         .spawn()
         .unwrap();
     let roots = home.join("state/roots");

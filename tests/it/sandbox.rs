@@ -8,7 +8,10 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::require::{have_debian_network, require};
+use crate::common::{
+    have_command, host_binfmt_lock, let_others_reach, module_dir, require, require_root_and_debian,
+    require_test_user, stdout as text, Zchroot,
+};
 use zchroot::archive::fetch::FetchOptions;
 use zchroot::manifest::Manifests;
 use zchroot::paths::DataDirs;
@@ -18,7 +21,7 @@ use zchroot::target::{Target, TargetSpec};
 const BUSYBOX: &str = "/usr/bin/busybox";
 
 fn shared_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sandbox-tests")
+    module_dir("sandbox")
 }
 
 /// The zchroot home that root's runs share (the qemu binary is fetched once).
@@ -68,29 +71,8 @@ pub(crate) fn busybox_root() -> &'static Path {
     })
 }
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// Whether the sandbox tests can run here; loud skip otherwise.
-pub(crate) fn can_run() -> bool {
-    require(
-        is_root(),
-        "root (to run as root and to become the test user)",
-        "run the tests as root, as CI does",
-    ) && require(
-        have_debian_network(),
-        "the Debian archive (network)",
-        "run where deb.debian.org answers",
-    )
-}
-
 fn zchroot_as_root(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zchroot"))
-        .args(args)
-        .env("ZCHROOT_HOME", root_home())
-        .output()
-        .unwrap()
+    Zchroot::new(root_home()).run(args)
 }
 
 fn run_root(cmd: &[&str]) -> Output {
@@ -98,10 +80,6 @@ fn run_root(cmd: &[&str]) -> Output {
     let mut args = vec!["-q", "run", "--dir", &root, "--"];
     args.extend_from_slice(cmd);
     zchroot_as_root(&args)
-}
-
-fn text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
 fn mountinfo() -> Vec<String> {
@@ -128,7 +106,7 @@ fn binfmt_table() -> Vec<String> {
 
 #[test]
 fn arm64_root_runs_under_qemu_as_root() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     let o = run_root(&[BUSYBOX, "uname", "-m"]);
@@ -145,7 +123,7 @@ fn arm64_root_runs_under_qemu_as_root() {
 
 #[test]
 fn exit_status_and_signals_pass_through() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     assert_eq!(
@@ -163,15 +141,14 @@ fn exit_status_and_signals_pass_through() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot run \"/no/such/command\""));
     // SIGTERM to zchroot reaches the command, which a trap reports.
     let root = busybox_root().to_str().unwrap().to_string();
-    let child = Command::new(env!("CARGO_BIN_EXE_zchroot"))
-        .args(["-q", "run", "--dir", &root, "--", BUSYBOX, "sh", "-c"])
+    let mut child = Zchroot::new(root_home())
+        .command(&["-q", "run", "--dir", &root, "--", BUSYBOX, "sh", "-c"])
         .arg("trap 'echo got-term; exit 3' TERM; echo ready; while :; do /usr/bin/busybox sleep 0.1; done")
-        .env("ZCHROOT_HOME", root_home())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let mut out = child.stdout.unwrap();
+    let mut out = child.stdout.take().unwrap();
     let mut buf = [0u8; 6];
     use std::io::Read;
     out.read_exact(&mut buf).unwrap();
@@ -180,24 +157,23 @@ fn exit_status_and_signals_pass_through() {
     let mut rest = String::new();
     out.read_to_string(&mut rest).unwrap();
     assert_eq!(rest.trim(), "got-term");
-    let status = nix::sys::wait::waitpid(pid, None).unwrap();
-    assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 3));
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "{status}");
 }
 
 #[test]
 fn the_host_binfmt_table_and_mounts_are_untouched() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
-    let _table = crate::require::host_binfmt_lock();
+    let _table = host_binfmt_lock();
     busybox_root();
     let _ = run_root(&[BUSYBOX, "true"]); // fetch qemu first
     let mounts_before = mountinfo();
     let binfmt_before = binfmt_table();
     let root = busybox_root().to_str().unwrap().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zchroot"))
-        .args(["-q", "run", "--dir", &root, "--", BUSYBOX, "sleep", "3"])
-        .env("ZCHROOT_HOME", root_home())
+    let mut child = Zchroot::new(root_home())
+        .command(&["-q", "run", "--dir", &root, "--", BUSYBOX, "sleep", "3"])
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
@@ -228,10 +204,10 @@ fn host_binfmt_entries() -> Vec<String> {
 
 #[test]
 fn before_linux_6_7_root_registers_qemu_on_the_host_for_the_run_only() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
-    let _table = crate::require::host_binfmt_lock();
+    let _table = host_binfmt_lock();
     let _ = run_root(&[BUSYBOX, "true"]); // fetch qemu first
     let before = host_binfmt_entries();
     if !require(
@@ -244,9 +220,8 @@ fn before_linux_6_7_root_registers_qemu_on_the_host_for_the_run_only() {
     let mounts_before = mountinfo();
     let root = busybox_root().to_str().unwrap().to_string();
     let start = |cmd: &str| {
-        Command::new(env!("CARGO_BIN_EXE_zchroot"))
-            .args(["-q", "run", "--dir", &root, "--", BUSYBOX, "sh", "-c", cmd])
-            .env("ZCHROOT_HOME", root_home())
+        Zchroot::new(root_home())
+            .command(&["-q", "run", "--dir", &root, "--", BUSYBOX, "sh", "-c", cmd])
             // As on a kernel before 6.7: one global binfmt_misc table.
             .env("ZCHROOT_BINFMT", "host")
             .stdout(std::process::Stdio::piped())
@@ -311,16 +286,15 @@ fn processes_with(marker: &str) -> Vec<i32> {
 
 #[test]
 fn sigkill_of_zchroot_leaves_no_process_and_no_mount() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     let _ = run_root(&[BUSYBOX, "true"]); // fetch qemu first
     let mounts_before = mountinfo();
     let marker = "424242";
     let root = busybox_root().to_str().unwrap().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zchroot"))
-        .args(["-q", "run", "--dir", &root, "--", BUSYBOX, "sleep", marker])
-        .env("ZCHROOT_HOME", root_home())
+    let mut child = Zchroot::new(root_home())
+        .command(&["-q", "run", "--dir", &root, "--", BUSYBOX, "sleep", marker])
         .spawn()
         .unwrap();
     let t = Instant::now();
@@ -344,7 +318,7 @@ fn sigkill_of_zchroot_leaves_no_process_and_no_mount() {
 
 #[test]
 fn network_none_and_binds() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     let o = run_root(&[BUSYBOX, "cat", "/proc/net/dev"]);
@@ -407,14 +381,11 @@ fn zchroot_as(user: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
     let home = shared_dir().join(format!("home-{user}"));
     std::fs::create_dir_all(&home).unwrap();
     let _ = Command::new("chown").args(["-R", user]).arg(&home).status();
-    let mut cmd = Command::new("runuser");
-    cmd.args(["-u", user, "--", "env"]);
-    cmd.arg(format!("ZCHROOT_HOME={}", home.display()));
+    let mut z = Zchroot::new(&home).user(user);
     for (k, v) in env {
-        cmd.arg(format!("{k}={v}"));
+        z = z.env(k, *v);
     }
-    cmd.arg(env!("CARGO_BIN_EXE_zchroot")).args(args);
-    cmd.current_dir("/").output().unwrap()
+    z.run(args)
 }
 
 /// A copy of the busybox root owned by `user` (as a rootless create makes).
@@ -439,16 +410,16 @@ fn user_root(user: &str) -> PathBuf {
             .success());
         std::fs::rename(&tmp, &dir).unwrap();
     }
-    crate::require::let_others_reach(&dir);
+    let_others_reach(&dir);
     dir
 }
 
 #[test]
 fn rootless_maps_ids_to_the_subuid_range() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
-    let Some(u) = crate::require::require_test_user() else {
+    let Some(u) = require_test_user() else {
         return;
     };
     let (user, uid, start) = (u.name, u.uid, u.subuid);
@@ -487,7 +458,7 @@ fn rootless_maps_ids_to_the_subuid_range() {
 
 #[test]
 fn rootless_without_a_range_or_newuidmap_says_what_to_do() {
-    if !can_run() {
+    if !require_root_and_debian() {
         return;
     }
     // nobody has no subuid range.
@@ -528,16 +499,16 @@ fn rootless_without_a_range_or_newuidmap_says_what_to_do() {
 
 #[test]
 fn export_writes_owners_as_inside_the_root_rootless() {
-    if !can_run()
+    if !require_root_and_debian()
         || !require(
-            crate::require::have_command("debugfs") && crate::require::have_command("mke2fs"),
+            have_command("debugfs") && have_command("mke2fs"),
             "e2fsprogs (mke2fs, debugfs)",
             "apt-get install e2fsprogs",
         )
     {
         return;
     }
-    let Some(u) = crate::require::require_test_user() else {
+    let Some(u) = require_test_user() else {
         return;
     };
     let user = u.name;

@@ -13,23 +13,16 @@ use zchroot::paths::DataDirs;
 use zchroot::rootfs::{RootMeta, Roots};
 use zchroot::teardown::{remove_tree, remove_tree_aside};
 
-use crate::require::{let_others_reach, require, require_test_user};
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
+use crate::common::{let_others_reach, module_dir, require_root, require_test_user, Zchroot};
 
 fn need_root() -> bool {
-    require(
-        is_root(),
-        "root (to bind-mount, and to become the test user)",
-        "run the tests as root, as CI does",
-    )
+    require_root("to bind-mount, and to become the test user")
 }
 
 /// A fresh directory under the build's tmp dir that other users can reach.
 fn scratch() -> tempfile::TempDir {
-    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::create_dir_all(module_dir("teardown")).unwrap();
+    let d = tempfile::tempdir_in(module_dir("teardown")).unwrap();
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let_others_reach(&d.path().join("x"));
     d
@@ -209,21 +202,11 @@ fn leftovers(roots: &Roots) -> Vec<String> {
 }
 
 fn destroy(home: &Path, user: Option<&str>, name: &str) -> Output {
-    let mut cmd = match user {
-        Some(u) => {
-            let mut c = Command::new("runuser");
-            c.args(["-u", u, "--", "env"])
-                .arg(format!("ZCHROOT_HOME={}", home.display()))
-                .arg(env!("CARGO_BIN_EXE_zchroot"));
-            c
-        }
-        None => {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_zchroot"));
-            c.env("ZCHROOT_HOME", home);
-            c
-        }
+    let z = match user {
+        Some(u) => Zchroot::new(home).user(u),
+        None => Zchroot::new(home),
     };
-    cmd.args(["-q", "destroy", name])
+    z.command(&["-q", "destroy", name])
         .current_dir("/")
         .output()
         .unwrap()

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::require::require;
+use crate::common::{let_others_reach, module_dir, require_root, require_test_user, ZCHROOT};
 use zchroot::sys::pty;
 
 /// Tries TIOCSTI with a marker line on stdin and on /dev/tty, and says how
@@ -32,20 +32,12 @@ for my $name ("stdin", "tty") {
 "#;
 const MARKER: &str = "ZQINJ";
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 fn can_run() -> bool {
-    require(
-        is_root(),
-        "root (to run the sandbox and to become the test user)",
-        "run the tests as root, as CI does",
-    )
+    require_root("to run the sandbox and to become the test user")
 }
 
 fn test_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("terminal-tests")
+    module_dir("terminal")
 }
 
 /// The host's Debian architecture: the tree is native.
@@ -83,7 +75,7 @@ fn native_root(owner: Option<&str>) -> PathBuf {
         }
         std::fs::rename(&tmp, &dir).unwrap();
     }
-    crate::require::let_others_reach(&dir);
+    let_others_reach(&dir);
     dir
 }
 
@@ -192,7 +184,7 @@ fn run_on(
         // but fd 7 is (left open without close-on-exec, as callers do).
         cmd.args(["sh", "-c", "exec \"$@\" 7<&0 </dev/null", "sh"]);
     }
-    cmd.arg(env!("CARGO_BIN_EXE_zchroot")).args(args);
+    cmd.arg(ZCHROOT).args(args);
     cmd.current_dir("/")
         .stdin(Stdio::from(term.slave.try_clone().unwrap()));
     if stdio_on_term {
@@ -299,7 +291,7 @@ fn a_rootless_command_cannot_type_into_the_callers_terminal() {
     if !can_run() {
         return;
     }
-    let Some(u) = crate::require::require_test_user() else {
+    let Some(u) = require_test_user() else {
         return;
     };
     cannot_type_into_the_callers_terminal(Some(&u.name));
@@ -446,8 +438,7 @@ fn batch_child() {
     )
     .unwrap();
     assert_eq!(plan.stdio, zchroot::sandbox::spawn::Stdio::Batch);
-    let code = zchroot::sandbox::spawn::run(Path::new(env!("CARGO_BIN_EXE_zchroot")), &plan, &maps)
-        .unwrap();
+    let code = zchroot::sandbox::spawn::run(Path::new(ZCHROOT), &plan, &maps).unwrap();
     println!("batch exit {code}");
 }
 

@@ -5,32 +5,20 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 
-use crate::require::{have_debian_network, require};
+use crate::common::{
+    have_command, home_for, ok, require, require_root_and_debian, text, trixie_arm64_indexes,
+    Zchroot,
+};
 
+/// The update tests' own home (its build roots are made for it alone).
 fn home() -> PathBuf {
-    // The build tests' home: the build roots are made once for both.
-    let h = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("build-tests/root");
-    std::fs::create_dir_all(&h).unwrap();
-    h
+    home_for("update", "root")
 }
 
 fn zchroot(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zchroot"))
-        .args(args)
-        .env("ZCHROOT_HOME", home())
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
-}
-
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "{}", text(&o));
-    text(&o)
+    Zchroot::new(home()).run(args)
 }
 
 /// `zchroot repo serve` on a free port of 127.0.0.1; killed on drop.
@@ -47,9 +35,8 @@ impl Drop for Served {
 }
 
 fn serve(name: &str) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zchroot"))
-        .args(["repo", "serve", name, "--listen", "127.0.0.1:0"])
-        .env("ZCHROOT_HOME", home())
+    let mut child = Zchroot::new(home())
+        .command(&["repo", "serve", name, "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -80,65 +67,55 @@ fn on_board(keys: &Path, script: &str) -> Output {
     ])
 }
 
-/// trixie's arm64 indexes (all its suites), verified, through `home`'s cache.
-pub fn trixie_arm64_indexes(home: &Path) -> zchroot::archive::update::Indexes {
-    let m = zchroot::manifest::Manifests::embedded();
-    let t = zchroot::target::Target::new(
-        &m,
-        &zchroot::target::TargetSpec {
-            arch: "arm64".into(),
-            release: "trixie".into(),
-            variant: "minbase".into(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let dirs = zchroot::paths::DataDirs {
-        state: home.join("state"),
-        cache: home.join("cache"),
-    };
-    let f = t
-        .fetcher(
-            &dirs,
-            zchroot::archive::fetch::FetchOptions::default(),
-            &zchroot::report::Silent,
-        )
-        .unwrap();
-    t.update(&f, &zchroot::report::Silent).unwrap()
+/// What `zchroot update --json` said of its one target.
+struct Summary {
+    seen: u64,
+    built: Vec<String>,
+    present: u64,
+    failed: Vec<String>,
 }
 
-fn summary(out: &str) -> (usize, usize, usize) {
-    // "board: kernels seen N, built N, already there N, failed N; ..."
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("update-test: kernels seen"))
-        .unwrap_or_else(|| panic!("no summary in {out}"));
-    let num = |key: &str| -> usize {
-        line.split(key)
-            .nth(1)
-            .unwrap()
-            .trim()
-            .split([',', ';'])
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    (num("kernels seen"), num("built"), num("already there"))
+impl Summary {
+    /// (kernels seen, built, already there).
+    fn counts(&self) -> (u64, usize, u64) {
+        (self.seen, self.built.len(), self.present)
+    }
 }
 
+/// `zchroot -q update --json update-test`, which must succeed; its summary.
+fn update() -> Summary {
+    let o = zchroot(&["-q", "update", "--json", "update-test"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("update --json: {e}: {}", text(&o)));
+    let [s] = v.as_array().expect("a list of summaries").as_slice() else {
+        panic!("one summary expected: {v}");
+    };
+    assert_eq!(s["target"], "update-test", "{s}");
+    let strings = |key: &str| -> Vec<String> {
+        s[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {key} in {s}"))
+            .iter()
+            .map(|k| k.as_str().unwrap().to_string())
+            .collect()
+    };
+    let summary = Summary {
+        seen: s["seen"].as_u64().unwrap(),
+        built: strings("built"),
+        present: s["present"].as_u64().unwrap(),
+        failed: strings("failed"),
+    };
+    assert!(summary.failed.is_empty(), "{s}");
+    summary
+}
+
+// Long on purpose: one story of a board over several updates (first
+// kernel, a security kernel held back, then followed, then a tampered
+// index), each step on the state the one before left.
 #[test]
 fn update_builds_each_new_kernel_once_and_the_board_follows_the_repository() {
-    if !require(
-        nix::unistd::geteuid().is_root(),
-        "root",
-        "run the tests as root, as CI does",
-    ) || !require(
-        have_debian_network(),
-        "the Debian archive (network)",
-        "run where deb.debian.org answers",
-    ) {
+    if !require_root_and_debian() {
         return;
     }
     let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/hello-dkms");
@@ -183,14 +160,9 @@ fn update_builds_each_new_kernel_once_and_the_board_follows_the_repository() {
 
     // Only trixie itself: its kernel.
     follow("trixie");
-    let out = ok(zchroot(&["-q", "update", "update-test"]));
-    let (seen, built, present) = summary(&out);
-    assert_eq!((seen, built, present), (1, 1, 0), "{out}");
-    let old_kernel = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("built for "))
-        .unwrap()
-        .to_string();
+    let first = update();
+    assert_eq!(first.counts(), (1, 1, 0), "{:?}", first.built);
+    let old_kernel = first.built[0].clone();
 
     // The board stand-in: an arm64 root that trusts the repository's key
     // and follows it.
@@ -262,12 +234,12 @@ fn update_builds_each_new_kernel_once_and_the_board_follows_the_repository() {
 
     // Following trixie-security too: exactly one more build...
     follow("trixie,trixie-security");
-    let out = ok(zchroot(&["-q", "update", "update-test"]));
-    assert_eq!(summary(&out), (2, 1, 1), "{out}");
+    let second = update();
+    assert_eq!(second.counts(), (2, 1, 1), "{:?}", second.built);
+    assert!(!second.built.contains(&old_kernel), "{:?}", second.built);
     // ...and a third run builds nothing, quickly.
     let t = std::time::Instant::now();
-    let out = ok(zchroot(&["-q", "update", "update-test"]));
-    assert_eq!(summary(&out), (2, 0, 2), "{out}");
+    assert_eq!(update().counts(), (2, 0, 2));
     eprintln!("update with nothing new: {:?}", t.elapsed());
 
     // Now the kernel and its module upgrade together.
@@ -312,13 +284,7 @@ fn update_builds_each_new_kernel_once_and_the_board_follows_the_repository() {
 #[test]
 fn targets_are_files_with_clear_errors() {
     let h = tempfile::tempdir().unwrap();
-    let z = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_zchroot"))
-            .args(args)
-            .env("ZCHROOT_HOME", h.path())
-            .output()
-            .unwrap()
-    };
+    let z = |args: &[&str]| Zchroot::new(h.path()).run(args);
     let o = z(&["update"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -360,18 +326,18 @@ fn targets_are_files_with_clear_errors() {
 #[test]
 fn the_timer_units_pass_systemd_analyze_verify() {
     if !require(
-        crate::require::have_command("systemd-analyze"),
+        have_command("systemd-analyze"),
         "systemd-analyze",
         "apt-get install systemd",
     ) {
         return;
     }
     let d = tempfile::tempdir().unwrap();
-    let exe = Path::new(env!("CARGO_BIN_EXE_zchroot"));
+    let exe = Path::new(crate::common::ZCHROOT);
     let (service, timer) = zchroot::update::timer_units(exe, "daily", Some(Path::new("/tmp/z")));
     std::fs::write(d.path().join("zchroot-update.service"), service).unwrap();
     std::fs::write(d.path().join("zchroot-update.timer"), timer).unwrap();
-    let o = Command::new("systemd-analyze")
+    let o = std::process::Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(d.path().join("zchroot-update.timer"))
         .arg(d.path().join("zchroot-update.service"))
@@ -387,11 +353,7 @@ fn the_timer_units_pass_systemd_analyze_verify() {
     // Without a running systemd, --install-timer prints the crontab line.
     if !Path::new("/run/systemd/system").is_dir() {
         let h = tempfile::tempdir().unwrap();
-        let o = Command::new(exe)
-            .args(["update", "--install-timer"])
-            .env("ZCHROOT_HOME", h.path())
-            .output()
-            .unwrap();
+        let o = Zchroot::new(h.path()).run(&["update", "--install-timer"]);
         assert!(o.status.success(), "{}", text(&o));
         assert!(text(&o).contains(" -q update"), "{}", text(&o));
         assert!(text(&o).contains("crontab"), "{}", text(&o));

@@ -1,12 +1,14 @@
 //! Project tasks: `cargo xtask ci` (the test command README gives and CI
-//! runs) and `cargo xtask bench ...` (speed, side by side with a reference
-//! tool in the same run, reported as a ratio).
+//! runs), `cargo xtask clippy`, `cargo xtask bench ...` (speed, side by side
+//! with a reference tool in the same run, reported as a ratio) and
+//! `cargo xtask e2e ...` (the real ZFS module, built and booted).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use zchroot::archive::fetch::{Download, FetchOptions, Fetcher};
 use zchroot::archive::index::{self, Origin};
@@ -14,58 +16,219 @@ use zchroot::archive::release::{self, Keyring};
 use zchroot::manifest::Manifests;
 use zchroot::report::Silent;
 
-fn usage() -> ! {
-    eprintln!(
-        "usage: cargo xtask ci              format check and the whole test suite\n       \
-         cargo xtask bench index [ARCH]   parse a full Packages index, against grep-dctrl\n       \
-         cargo xtask bench resolve [ARCH] resolve minbase, against mmdebstrap --simulate\n       \
-         cargo xtask bench zfs [--with-emulate]  ZFS for arm64 (cross) against amd64 (native)\n       \
-         cargo xtask e2e zfs [--strategy cross|emulate]  the real ZFS module for trixie's arm64 kernel\n       \
-         cargo xtask e2e boot [--strategy cross|emulate] boot that kernel under qemu-system-aarch64 and use a pool"
-    );
-    std::process::exit(2)
+/// zchroot's project tasks.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
 }
 
-fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    match args.as_slice() {
-        ["ci"] => ci(),
-        ["bench", "index", rest @ ..] => bench_index(rest.first().copied().unwrap_or("arm64")),
-        ["bench", "resolve", rest @ ..] => bench_resolve(rest.first().copied().unwrap_or("arm64")),
-        ["bench", "zfs"] => bench_zfs(false),
-        ["bench", "zfs", "--with-emulate"] => bench_zfs(true),
-        ["e2e", "zfs"] => e2e_zfs("cross"),
-        ["e2e", "boot"] => e2e_boot("cross"),
-        ["e2e", "boot", "--strategy", s @ ("emulate" | "cross")] => e2e_boot(s),
-        ["e2e", "zfs", "--strategy", s @ ("emulate" | "cross")] => e2e_zfs(s),
-        _ => usage(),
+#[derive(Subcommand)]
+enum Task {
+    /// Format check and the whole test suite (what CI runs)
+    Ci,
+    /// cargo clippy on every target of the workspace, warnings denied
+    Clippy,
+    /// Speed, beside a reference tool in the same run
+    #[command(subcommand)]
+    Bench(Bench),
+    /// The real ZFS module for trixie's arm64 kernel, built and booted
+    #[command(subcommand)]
+    E2e(E2e),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Parse a full Packages index, against grep-dctrl
+    Index {
+        /// Debian architecture of the index
+        #[arg(default_value = "arm64")]
+        arch: String,
+    },
+    /// Resolve minbase, against mmdebstrap --simulate
+    Resolve {
+        /// Debian architecture to resolve for
+        #[arg(default_value = "arm64")]
+        arch: String,
+    },
+    /// ZFS for arm64 (cross) against amd64 (native)
+    Zfs {
+        /// Also build for arm64 with the emulate strategy (long)
+        #[arg(long)]
+        with_emulate: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum E2e {
+    /// The real ZFS module for trixie's arm64 kernel
+    Zfs {
+        /// How the module is built for arm64
+        #[arg(long, value_enum, default_value_t = Strategy::Cross)]
+        strategy: Strategy,
+    },
+    /// Boot that kernel under qemu-system-aarch64 and use a pool
+    Boot {
+        /// How the module is built for arm64
+        #[arg(long, value_enum, default_value_t = Strategy::Cross)]
+        strategy: Strategy,
+    },
+}
+
+/// How `build-zfs` builds for arm64.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Strategy {
+    Cross,
+    Emulate,
+}
+
+impl Strategy {
+    fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Cross => "cross",
+            Strategy::Emulate => "emulate",
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.task {
+        Task::Ci => ci(),
+        Task::Clippy => clippy(),
+        Task::Bench(Bench::Index { arch }) => bench_index(&arch),
+        Task::Bench(Bench::Resolve { arch }) => bench_resolve(&arch),
+        Task::Bench(Bench::Zfs { with_emulate }) => bench_zfs(with_emulate),
+        Task::E2e(E2e::Zfs { strategy }) => {
+            build_zchroot().and_then(|exe| e2e_zfs(&exe, strategy.as_str()))
+        }
+        Task::E2e(E2e::Boot { strategy }) => e2e_boot(strategy.as_str()),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
     }
 }
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .unwrap()
+        .expect("xtask is a folder of the workspace")
         .to_owned()
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the
+/// workspace when relative), else the workspace's `target`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => workspace().join(d),
+        _ => workspace().join("target"),
+    }
+}
+
+/// The cargo that runs us (`CARGO`), else the one on PATH.
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// A command as a user would type it (the program without its folder).
+fn shown(cmd: &Command) -> String {
+    let program = Path::new(cmd.get_program());
+    std::iter::once(program.file_name().unwrap_or(program.as_os_str()))
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn run(cmd: &mut Command) -> Result<()> {
-    eprintln!("+ {cmd:?}");
+    let line = shown(cmd);
+    eprintln!("+ {line}");
     let status = cmd
         .current_dir(workspace())
         .status()
-        .with_context(|| format!("running {cmd:?}"))?;
+        .with_context(|| format!("cannot run {line}"))?;
     if !status.success() {
-        bail!("{cmd:?} failed: {status}");
+        bail!("{line} failed: {status}");
     }
     Ok(())
 }
 
 fn ci() -> Result<()> {
-    run(Command::new("cargo").args(["fmt", "--all", "--check"]))?;
-    run(Command::new("cargo").args(["test", "--workspace", "--locked"]))?;
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args(["test", "--workspace", "--locked"]))?;
     Ok(())
+}
+
+/// Not yet part of `ci`: it joins once src/ is clean.
+fn clippy() -> Result<()> {
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+/// Builds zchroot in release mode; its executable, where cargo says it
+/// put it (which follows `CARGO_TARGET_DIR` and any other setting).
+fn build_zchroot() -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--release",
+        "--package",
+        "zchroot",
+        "--bin",
+        "zchroot",
+        "--message-format=json-render-diagnostics",
+    ]);
+    let line = shown(&cmd);
+    eprintln!("+ {line}");
+    let out = cmd
+        .current_dir(workspace())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {line}"))?;
+    if !out.status.success() {
+        bail!("{line} failed: {}", out.status);
+    }
+    executable_of(&out.stdout, "zchroot")
+}
+
+/// The executable of binary target `name` in cargo's JSON messages.
+fn executable_of(messages: &[u8], name: &str) -> Result<PathBuf> {
+    messages
+        .split(|&b| b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
+        .filter(|m| {
+            m["target"]["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "bin"))
+        })
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .with_context(|| format!("cargo build named no executable for the {name} binary"))
+}
+
+/// `std::fs::write`, with the path in the error.
+fn write(path: &Path, data: impl AsRef<[u8]>) -> Result<()> {
+    std::fs::write(path, data).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `std::fs::create_dir_all`, with the path in the error.
+fn mkdir(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))
 }
 
 /// Best wall time of `n` runs of `f`.
@@ -80,7 +243,7 @@ fn best_of(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<Duration> {
 }
 
 fn bench_home() -> PathBuf {
-    workspace().join("target/bench")
+    target_dir().join("bench")
 }
 
 /// Fetches (or takes from the cache) the verified main Packages index of
@@ -94,7 +257,7 @@ fn trixie_main_index(arch: &str) -> Result<(String, Duration)> {
     let blobs = bench_home().join("blobs");
     let fetcher = Fetcher::new(
         &blobs,
-        &[source.mirror.clone()],
+        std::slice::from_ref(&source.mirror),
         FetchOptions::default(),
         &Silent,
     )?;
@@ -107,10 +270,10 @@ fn trixie_main_index(arch: &str) -> Result<(String, Duration)> {
         url: format!("{base}/{}", file.fetch_path),
         alt_url: Some(format!("{base}/{}", file.path)),
         size: file.entry.size,
-        sha256: file.entry.sha256.clone(),
+        sha256: file.entry.sha256,
         name: file.path.clone(),
     })?;
-    let bytes = std::fs::read(&path)?;
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let t = Instant::now();
     let text = index::decompress(&bytes, file.compression, &file.path)?;
     Ok((text, t.elapsed()))
@@ -119,7 +282,7 @@ fn trixie_main_index(arch: &str) -> Result<(String, Duration)> {
 fn bench_index(arch: &str) -> Result<()> {
     let (text, decompress) = trixie_main_index(arch)?;
     let plain = bench_home().join(format!("Packages-trixie-main-{arch}"));
-    std::fs::write(&plain, &text)?;
+    write(&plain, &text)?;
     let origin = std::sync::Arc::new(Origin {
         mirror: "bench".into(),
         suite: "trixie".into(),
@@ -144,7 +307,8 @@ fn bench_index(arch: &str) -> Result<()> {
                 ])
                 .arg(&plain)
                 .stdout(Stdio::null())
-                .status()?;
+                .status()
+                .context("cannot run grep-dctrl")?;
             if !st.success() {
                 bail!("grep-dctrl failed");
             }
@@ -180,15 +344,15 @@ fn bench_index(arch: &str) -> Result<()> {
 }
 
 fn bench_resolve(arch: &str) -> Result<()> {
-    let exe = workspace().join("target/release/zchroot");
-    run(Command::new("cargo").args(["build", "--release", "--bin", "zchroot"]))?;
+    let exe = build_zchroot()?;
     let home = bench_home().join("home");
     let zchroot = || -> Result<()> {
         let st = Command::new(&exe)
             .args(["-q", "resolve", arch])
             .env("ZCHROOT_HOME", &home)
             .stdout(Stdio::null())
-            .status()?;
+            .status()
+            .with_context(|| format!("cannot run {}", exe.display()))?;
         if !st.success() {
             bail!("zchroot resolve failed");
         }
@@ -214,7 +378,8 @@ fn bench_resolve(arch: &str) -> Result<()> {
                 .args(["trixie", "/dev/null", "http://deb.debian.org/debian"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
-                .status()?;
+                .status()
+                .context("cannot run mmdebstrap")?;
             if !st.success() {
                 bail!("mmdebstrap failed");
             }
@@ -234,42 +399,53 @@ fn bench_resolve(arch: &str) -> Result<()> {
 /// Runs `zchroot build-zfs` with `args`, output in `out`, home `home`;
 /// returns the .deb paths printed and the wall time. The output is logged.
 fn build_zfs(
+    exe: &Path,
     home: &Path,
     out: &Path,
     args: &[&str],
     log: &Path,
 ) -> Result<(Vec<PathBuf>, Duration)> {
-    let exe = workspace().join("target/release/zchroot");
-    std::fs::create_dir_all(out)?;
+    mkdir(out)?;
     let t = Instant::now();
-    let o = Command::new(&exe)
+    let o = Command::new(exe)
         .args(["-v", "build-zfs"])
         .args(args)
         .arg("-o")
         .arg(out)
         .env("ZCHROOT_HOME", home)
         .env("SOURCE_DATE_EPOCH", "1700000000")
-        .output()?;
+        .output()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
     let elapsed = t.elapsed();
-    std::fs::write(log, [&o.stdout[..], &o.stderr[..]].concat())?;
+    std::fs::write(log, [&o.stdout[..], &o.stderr[..]].concat())
+        .with_context(|| format!("cannot write {}", log.display()))?;
     if !o.status.success() {
         bail!(
             "build-zfs {args:?} failed after {elapsed:?}; see {}",
             log.display()
         );
     }
-    let debs = String::from_utf8(o.stdout)?
+    let debs = String::from_utf8(o.stdout)
+        .context("build-zfs printed a path that is not UTF-8")?
         .lines()
         .map(PathBuf::from)
         .collect();
     Ok((debs, elapsed))
 }
 
-/// What a module package holds: (file name, vermagic, srcversion,
-/// modversions) of each module, and the ELF machine of them all.
-fn modules_of(
-    deb: &Path,
-) -> Result<Vec<(String, Option<String>, Option<String>, Option<Vec<u8>>, u16)>> {
+/// One kernel module of a package, as two builds of it must agree.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Module {
+    file: String,
+    vermagic: Option<String>,
+    srcversion: Option<String>,
+    modversions: Option<Vec<u8>>,
+    /// The ELF machine.
+    machine: u16,
+}
+
+/// The kernel modules a module package holds, sorted.
+fn modules_of(deb: &Path) -> Result<Vec<Module>> {
     let mut v = Vec::new();
     for p in zchroot::deb::read::data_paths(deb)? {
         if !p.contains("/updates/dkms/") || !p.contains(".ko") {
@@ -280,7 +456,13 @@ fn modules_of(
         let i = zchroot::kmod::elf::ko_info(&bytes)
             .with_context(|| format!("{p} in {} is not a kernel module", deb.display()))?;
         let name = p.rsplit('/').next().unwrap_or(&p).to_string();
-        v.push((name, i.vermagic, i.srcversion, i.modversions, i.machine));
+        v.push(Module {
+            file: name,
+            vermagic: i.vermagic,
+            srcversion: i.srcversion,
+            modversions: i.modversions,
+            machine: i.machine,
+        });
     }
     v.sort();
     Ok(v)
@@ -327,15 +509,15 @@ fn arm64_kernels(home: &Path) -> Result<Vec<String>> {
 /// the toolchain into the root, the second is the build alone (what a
 /// user pays on each new kernel).
 fn bench_zfs(with_emulate: bool) -> Result<()> {
-    run(Command::new("cargo").args(["build", "--release", "--bin", "zchroot"]))?;
+    let exe = build_zchroot()?;
     let dir = bench_home().join("zfs");
     let home = dir.join("home");
     let logs = dir.join("logs");
-    std::fs::create_dir_all(&logs)?;
+    mkdir(&logs)?;
     let timed = |name: &str, args: &[&str]| -> Result<(Duration, Duration)> {
         let out = dir.join("out").join(name);
-        let (_, first) = build_zfs(&home, &out, args, &logs.join(format!("{name}-1.log")))?;
-        let (_, second) = build_zfs(&home, &out, args, &logs.join(format!("{name}-2.log")))?;
+        let (_, first) = build_zfs(&exe, &home, &out, args, &logs.join(format!("{name}-1.log")))?;
+        let (_, second) = build_zfs(&exe, &home, &out, args, &logs.join(format!("{name}-2.log")))?;
         eprintln!(
             "{name}: {} (first, with installs), {} (again)",
             minutes(first),
@@ -353,6 +535,7 @@ fn bench_zfs(with_emulate: bool) -> Result<()> {
         [a, b, ..] if series(a) == series(b) => {
             let out = dir.join("out").join("cross-arm64-another");
             let (_, t) = build_zfs(
+                &exe,
                 &home,
                 &out,
                 &["--arch", "arm64", "--strategy", "cross", "--kernel", b],
@@ -370,6 +553,7 @@ fn bench_zfs(with_emulate: bool) -> Result<()> {
     let emulate = if with_emulate {
         let out = dir.join("out").join("emulate-arm64");
         let (_, t) = build_zfs(
+            &exe,
             &home,
             &out,
             &["--arch", "arm64", "--strategy", "emulate"],
@@ -422,12 +606,17 @@ fn bench_zfs(with_emulate: bool) -> Result<()> {
 /// modules (names, vermagic, srcversion, symbol CRCs, aarch64). Emulate is
 /// long (about 45 minutes on 2 cores): not part of `ci`. Logs are kept in
 /// target/e2e/.
-fn e2e_zfs(strategy: &str) -> Result<()> {
-    run(Command::new("cargo").args(["build", "--release", "--bin", "zchroot"]))?;
-    let dir = workspace().join("target/e2e");
+fn e2e_zfs(exe: &Path, strategy: &str) -> Result<()> {
+    let dir = target_dir().join("e2e");
     let out = dir.join(format!("out-{strategy}"));
     let log = dir.join(format!("zfs-{strategy}.log"));
-    let (debs, elapsed) = build_zfs(&dir.join("home"), &out, &["--strategy", strategy], &log)?;
+    let (debs, elapsed) = build_zfs(
+        exe,
+        &dir.join("home"),
+        &out,
+        &["--strategy", strategy],
+        &log,
+    )?;
     let deb = debs.first().context("build-zfs printed no package")?;
     let info = Command::new("dpkg-deb")
         .args(["-f"])
@@ -439,7 +628,8 @@ fn e2e_zfs(strategy: &str) -> Result<()> {
             "X-Zchroot-Strategy",
             "X-Zchroot-Compiler",
         ])
-        .output()?;
+        .output()
+        .context("cannot run dpkg-deb")?;
     println!(
         "{}\n{}",
         deb.display(),
@@ -447,12 +637,12 @@ fn e2e_zfs(strategy: &str) -> Result<()> {
     );
     let modules = modules_of(deb)?;
     for m in ["zfs.ko", "spl.ko"] {
-        if !modules.iter().any(|x| x.0.starts_with(m)) {
+        if !modules.iter().any(|x| x.file.starts_with(m)) {
             bail!("{} has no {m}", deb.display());
         }
     }
-    if let Some(bad) = modules.iter().find(|x| x.4 != 0xb7) {
-        bail!("{} is not an aarch64 module", bad.0);
+    if let Some(bad) = modules.iter().find(|x| x.machine != 0xb7) {
+        bail!("{} is not an aarch64 module", bad.file);
     }
     println!("e2e zfs ({strategy}): {} wall time", minutes(elapsed));
     let other = if strategy == "cross" {
@@ -470,11 +660,11 @@ fn e2e_zfs(strategy: &str) -> Result<()> {
                 "the {strategy} and {other} builds differ:\n  {strategy}: {:?}\n  {other}: {:?}",
                 modules
                     .iter()
-                    .map(|m| (&m.0, &m.1, &m.2))
+                    .map(|m| (&m.file, &m.vermagic, &m.srcversion))
                     .collect::<Vec<_>>(),
                 theirs
                     .iter()
-                    .map(|m| (&m.0, &m.1, &m.2))
+                    .map(|m| (&m.file, &m.vermagic, &m.srcversion))
                     .collect::<Vec<_>>()
             );
         }
@@ -482,7 +672,7 @@ fn e2e_zfs(strategy: &str) -> Result<()> {
             "same modules as the {other} build: {} (vermagic, srcversion and symbol CRCs equal)",
             modules
                 .iter()
-                .map(|m| m.0.as_str())
+                .map(|m| m.file.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -564,10 +754,8 @@ fn e2e_boot(strategy: &str) -> Result<()> {
     if Command::new(qemu).arg("--version").output().is_err() {
         bail!("{qemu} is not installed\nhelp: sudo apt-get install qemu-system-arm");
     }
-    run(Command::new("cargo").args(["build", "--release", "--bin", "zchroot"]))?;
-    let exe = workspace().join("target/release/zchroot");
-    let dir = workspace().join("target/e2e");
-    let home = dir.join("home");
+    let exe = build_zchroot()?;
+    let dir = target_dir().join("e2e");
     let out = dir.join(format!("out-{strategy}"));
     let find_deb = || -> Option<PathBuf> {
         std::fs::read_dir(&out)
@@ -580,7 +768,7 @@ fn e2e_boot(strategy: &str) -> Result<()> {
             })
     };
     if find_deb().is_none() {
-        e2e_zfs(strategy)?;
+        e2e_zfs(&exe, strategy)?;
     }
     let deb = find_deb().context("no zfs-modules package")?;
     let name = deb.file_name().unwrap().to_string_lossy().into_owned();
@@ -589,13 +777,47 @@ fn e2e_boot(strategy: &str) -> Result<()> {
         .trim_start_matches("zfs-modules-")
         .split('_')
         .next()
-        .unwrap()
+        .unwrap_or_default()
         .to_string();
+    let t = Instant::now();
+    let boot = prepare_guest(&exe, &dir, strategy, &deb, &krel)?;
+    let prepared = t.elapsed();
+    let t = Instant::now();
+    let log = dir.join(format!("boot-{strategy}.log"));
+    boot_guest(qemu, &boot, &log)?;
+    println!(
+        "e2e boot ({strategy}): kernel {krel}, module {name}: all {} steps passed; preparing the guest {}, booting and using the pool {}; console: {}",
+        BOOT_STEPS.len(),
+        minutes(prepared),
+        minutes(t.elapsed()),
+        log.display()
+    );
+    Ok(())
+}
+
+/// Makes (once) the arm64 guest root of `e2e boot` with kernel `krel`,
+/// installs the module package `deb` and the init into it, and writes
+/// what qemu boots into `dir/boot-STRATEGY`: the kernel, the initrd, the
+/// root as an ext4 image and a blank disk. Returns that folder.
+fn prepare_guest(
+    exe: &Path,
+    dir: &Path,
+    strategy: &str,
+    deb: &Path,
+    krel: &str,
+) -> Result<PathBuf> {
+    let home = dir.join("home");
+    let name = deb
+        .file_name()
+        .context("the module package has no file name")?
+        .to_string_lossy()
+        .into_owned();
     let z = |args: &[&str]| -> Result<std::process::Output> {
-        let o = Command::new(&exe)
+        let o = Command::new(exe)
             .args(args)
             .env("ZCHROOT_HOME", &home)
-            .output()?;
+            .output()
+            .with_context(|| format!("cannot run {}", exe.display()))?;
         if !o.status.success() {
             bail!(
                 "zchroot {args:?} failed:\n{}{}",
@@ -605,7 +827,6 @@ fn e2e_boot(strategy: &str) -> Result<()> {
         }
         Ok(o)
     };
-    let t = Instant::now();
     let guest = format!("e2e-boot-{strategy}");
     // Made once, then reused: the module package and the init are put in
     // again each run.
@@ -623,9 +844,10 @@ fn e2e_boot(strategy: &str) -> Result<()> {
     }
     let boot = dir.join(format!("boot-{strategy}"));
     let _ = std::fs::remove_dir_all(&boot);
-    std::fs::create_dir_all(&boot)?;
-    std::fs::copy(&deb, boot.join(&name))?;
-    std::fs::write(boot.join("init"), BOOT_INIT)?;
+    mkdir(&boot)?;
+    std::fs::copy(deb, boot.join(&name))
+        .with_context(|| format!("cannot copy {} to {}", deb.display(), boot.display()))?;
+    write(&boot.join("init"), BOOT_INIT)?;
     let bind = format!("{}:/e2e:ro", boot.display());
     z(&[
         "-q",
@@ -649,7 +871,7 @@ fn e2e_boot(strategy: &str) -> Result<()> {
         "cat",
         &format!("/boot/vmlinuz-{krel}"),
     ])?;
-    std::fs::write(boot.join("vmlinuz"), kernel.stdout)?;
+    write(&boot.join("vmlinuz"), kernel.stdout)?;
     let initrd = z(&[
         "-q",
         "run",
@@ -658,7 +880,7 @@ fn e2e_boot(strategy: &str) -> Result<()> {
         "cat",
         &format!("/boot/initrd.img-{krel}"),
     ])?;
-    std::fs::write(boot.join("initrd.img"), initrd.stdout)?;
+    write(&boot.join("initrd.img"), initrd.stdout)?;
     let image = boot.join("guest.img");
     z(&[
         "-q",
@@ -667,13 +889,22 @@ fn e2e_boot(strategy: &str) -> Result<()> {
         "--format",
         "ext4",
         "-o",
-        image.to_str().unwrap(),
+        &image.to_string_lossy(),
     ])?;
     let blank = boot.join("blank.img");
-    std::fs::File::create(&blank)?.set_len(512 << 20)?;
-    let prepared = t.elapsed();
+    std::fs::File::create(&blank)
+        .and_then(|f| f.set_len(512 << 20))
+        .with_context(|| format!("cannot make {}", blank.display()))?;
+    Ok(boot)
+}
 
+/// Boots what [`prepare_guest`] made with `qemu` and follows the guest's
+/// steps on its console, which is written to `log`; fails at the first
+/// step missing.
+fn boot_guest(qemu: &str, boot: &Path, log: &Path) -> Result<()> {
     let t = Instant::now();
+    let image = boot.join("guest.img");
+    let blank = boot.join("blank.img");
     let mut child = Command::new(qemu)
         .args(["-M", "virt", "-cpu", "cortex-a57", "-m", "2048", "-smp", "2", "-nographic", "-no-reboot"])
         .args(["-net", "none", "-kernel"])
@@ -688,8 +919,9 @@ fn e2e_boot(strategy: &str) -> Result<()> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .spawn()?;
-    let stdout = child.stdout.take().unwrap();
+        .spawn()
+        .with_context(|| format!("cannot run {qemu}"))?;
+    let stdout = child.stdout.take().context("qemu's stdout is not a pipe")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -725,8 +957,7 @@ fn e2e_boot(strategy: &str) -> Result<()> {
     }
     let _ = child.kill();
     let _ = child.wait();
-    let log = dir.join(format!("boot-{strategy}.log"));
-    std::fs::write(&log, &console)?;
+    write(log, &console)?;
     if next < BOOT_STEPS.len() {
         bail!(
             "the guest did not print '{}' (after {:.0} s); the console is in {}",
@@ -735,12 +966,44 @@ fn e2e_boot(strategy: &str) -> Result<()> {
             log.display()
         );
     }
-    println!(
-        "e2e boot ({strategy}): kernel {krel}, module {name}: all {} steps passed; preparing the guest {}, booting and using the pool {}; console: {}",
-        BOOT_STEPS.len(),
-        minutes(prepared),
-        minutes(t.elapsed()),
-        log.display()
-    );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["xtask", "e2e", "boot", "--strategy", "emulate"]).unwrap();
+        assert!(matches!(
+            cli.task,
+            Task::E2e(E2e::Boot {
+                strategy: Strategy::Emulate
+            })
+        ));
+        let cli = Cli::try_parse_from(["xtask", "bench", "index"]).unwrap();
+        assert!(matches!(cli.task, Task::Bench(Bench::Index { arch }) if arch == "arm64"));
+        assert!(Cli::try_parse_from(["xtask", "e2e", "zfs", "--strategy", "fast"]).is_err());
+    }
+
+    #[test]
+    fn the_executable_is_the_bin_targets_in_cargos_messages() {
+        let messages = br#"{"reason":"compiler-artifact","target":{"name":"zchroot","kind":["lib"]},"executable":null}
+not json
+{"reason":"compiler-artifact","target":{"name":"zchroot","kind":["bin"]},"executable":"/t/custom/release/zchroot"}
+{"reason":"build-finished","success":true}
+"#;
+        assert_eq!(
+            executable_of(messages, "zchroot").unwrap(),
+            PathBuf::from("/t/custom/release/zchroot")
+        );
+        let e = executable_of(b"{\"reason\":\"build-finished\"}\n", "zchroot").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cargo build named no executable for the zchroot binary"
+        );
+    }
 }
