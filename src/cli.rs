@@ -11,7 +11,7 @@ use zchroot::cmd::RootRef;
 use zchroot::export::ExportFormat;
 use zchroot::kmod::Strategy;
 use zchroot::rootfs::create::CreateSpec;
-use zchroot::target::TargetSpec;
+use zchroot::rootfs::spec::RootSpec;
 use zchroot::targets::TargetFile;
 
 #[derive(Debug, Parser)]
@@ -379,8 +379,8 @@ pub struct ResolveArgs {
 // What the arguments ask the commands for.
 
 impl TargetArgs {
-    pub fn spec(&self) -> TargetSpec {
-        TargetSpec {
+    pub fn spec(&self) -> RootSpec {
+        RootSpec {
             arch: self.arch.clone(),
             release: self.suite.clone(),
             variant: self.variant.clone(),

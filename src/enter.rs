@@ -18,7 +18,7 @@ pub fn prepare(
     dirs: &DataDirs,
     opts: FetchOptions,
     reporter: &dyn Reporter,
-) -> Result<(spawn::Plan, IdMaps, Emulation), SandboxError> {
+) -> Result<(spawn::SandboxPlan, IdMaps, Emulation), SandboxError> {
     let root = sandbox::check_root(spec)?;
     let archs = manifests.architectures()?;
     let root_arch = match &spec.arch {

@@ -21,7 +21,6 @@ pub mod rootdir;
 pub mod rootfs;
 pub mod sandbox;
 pub mod sys;
-pub mod target;
 pub mod targets;
 pub mod teardown;
 pub mod update;

@@ -12,12 +12,12 @@ use crate::archive::version;
 use crate::manifest::{Arch, Manifests};
 use crate::paths::DataDirs;
 use crate::report::Reporter;
-use crate::target::{Target, TargetError, TargetSpec};
+use crate::rootfs::spec::{RootRecipe, RootSpec, SpecError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QemuError {
     #[error(transparent)]
-    Target(#[from] TargetError),
+    Spec(#[from] SpecError),
     #[error(
         "package {package} is in none of the suites of {release} for {arch}: cannot get qemu-user"
     )]
@@ -90,9 +90,9 @@ pub fn qemu_binary(
         }
     }
 
-    let t = Target::new(
+    let t = RootRecipe::new(
         manifests,
-        &TargetSpec {
+        &RootSpec {
             arch: host.name.clone(),
             release: release.into(),
             variant: "minbase".into(),

@@ -20,13 +20,13 @@ use crate::manifest::Manifests;
 use crate::paths::DataDirs;
 use crate::repo::{self, Repo, RepoError};
 use crate::report::Reporter;
-use crate::target::{Target, TargetError, TargetSpec};
+use crate::rootfs::spec::{RootRecipe, RootSpec, SpecError};
 use crate::targets::TargetFile;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpdateError {
     #[error(transparent)]
-    Target(#[from] TargetError),
+    Spec(#[from] SpecError),
     #[error(transparent)]
     Build(#[from] BuildError),
     #[error(transparent)]
@@ -98,12 +98,14 @@ pub fn kernels_of_suites(
 /// building: from a dkms.conf, or from the `*-dkms` package's version
 /// (DKMS versions are the upstream part of it).
 pub fn expected_module(
-    source: &kmod::dkms::Source,
+    source: &kmod::dkms::ModuleSource,
     packages: &[Package],
 ) -> Option<(String, String)> {
     match source {
-        kmod::dkms::Source::Dir { name, version, .. } => Some((name.clone(), version.clone())),
-        kmod::dkms::Source::Package(p, _) => {
+        kmod::dkms::ModuleSource::Dir { name, version, .. } => {
+            Some((name.clone(), version.clone()))
+        }
+        kmod::dkms::ModuleSource::Package(p, _) => {
             let newest = packages
                 .iter()
                 .filter(|x| &x.name == p)
@@ -143,7 +145,7 @@ pub fn prune(built: &[(KernelEntry, String)], keep: usize) -> Vec<String> {
 /// The module name of a target, as its packages will carry it.
 pub fn module_name(t: &TargetFile) -> String {
     match kmod::dkms::dir_source(Path::new(&t.module)) {
-        Ok(kmod::dkms::Source::Dir { name, .. }) => name,
+        Ok(kmod::dkms::ModuleSource::Dir { name, .. }) => name,
         _ => t.module.trim_end_matches("-dkms").to_string(),
     }
 }
@@ -193,8 +195,8 @@ pub fn check_repo(
     crate::targets::check_repo_dir(&repo.dir, &default, &private)
 }
 
-fn target_spec(t: &TargetFile) -> TargetSpec {
-    TargetSpec {
+fn target_spec(t: &TargetFile) -> RootSpec {
+    RootSpec {
         arch: t.arch.clone(),
         release: t.suite.clone(),
         variant: "minbase".into(),
@@ -254,7 +256,7 @@ pub fn update_target(
 ) -> Result<Summary, UpdateError> {
     check_repo(name, t, dirs, None)?;
     let repo = repo_of(name, t, dirs);
-    let target = Target::new(manifests, &target_spec(t))?;
+    let target = RootRecipe::new(manifests, &target_spec(t))?;
     let flavour = t
         .flavour
         .clone()

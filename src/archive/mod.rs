@@ -10,8 +10,4 @@ pub mod refresh;
 pub mod relation;
 pub mod release;
 pub mod resolve;
-/// The old name of [`refresh`], for callers not yet moved.
-pub mod update {
-    pub use super::refresh::*;
-}
 pub mod version;

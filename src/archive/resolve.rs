@@ -74,7 +74,7 @@ pub enum Reason {
 
 /// The resolved set, sorted by name.
 #[derive(Debug, Clone)]
-pub struct Plan<'a> {
+pub struct Resolution<'a> {
     pub packages: Vec<(&'a Package, Reason)>,
 }
 
@@ -232,7 +232,7 @@ pub fn resolve<'a>(
     packages: &'a [Package],
     arch: &'a str,
     request: &Request,
-) -> Result<Plan<'a>, ResolveError> {
+) -> Result<Resolution<'a>, ResolveError> {
     let u = Universe::new(packages, arch)?;
     let mut st = State {
         chosen: BTreeMap::new(),
@@ -312,7 +312,7 @@ pub fn resolve<'a>(
     }
 
     check_conflicts(&u, &st)?;
-    Ok(Plan {
+    Ok(Resolution {
         packages: st.chosen.into_values().collect(),
     })
 }

@@ -135,7 +135,7 @@ pub enum CmdError {
     #[error(transparent)]
     Manifest(#[from] crate::manifest::ManifestError),
     #[error(transparent)]
-    Target(Box<crate::target::TargetError>),
+    Spec(Box<crate::rootfs::spec::SpecError>),
     #[error(transparent)]
     Roots(#[from] RootsError),
     #[error(transparent)]
@@ -196,9 +196,9 @@ impl From<crate::rootfs::create::CreateError> for CmdError {
     }
 }
 
-impl From<crate::target::TargetError> for CmdError {
-    fn from(e: crate::target::TargetError) -> Self {
-        CmdError::Target(Box::new(e))
+impl From<crate::rootfs::spec::SpecError> for CmdError {
+    fn from(e: crate::rootfs::spec::SpecError) -> Self {
+        CmdError::Spec(Box::new(e))
     }
 }
 

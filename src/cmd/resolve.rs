@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{CmdError, Ctx};
 use crate::archive::hash::Sha256;
 use crate::archive::resolve::Reason;
-use crate::target::{Target, TargetSpec};
+use crate::rootfs::spec::{RootRecipe, RootSpec};
 
 /// The package set (`--json`; fields in the order `--json` always had).
 #[derive(Debug, Clone, Serialize)]
@@ -36,8 +36,8 @@ pub struct ResolvedPackage {
 }
 
 /// Resolves the target's package set, and downloads it when `download`.
-pub fn resolve(ctx: &Ctx, spec: &TargetSpec, download: bool) -> Result<Resolved, CmdError> {
-    let target = Target::new(&ctx.manifests, spec)?;
+pub fn resolve(ctx: &Ctx, spec: &RootSpec, download: bool) -> Result<Resolved, CmdError> {
+    let target = RootRecipe::new(&ctx.manifests, spec)?;
     let fetcher = target.fetcher(&ctx.dirs, ctx.options.clone(), ctx.reporter)?;
     let indexes = target.update(&fetcher, ctx.reporter)?;
     let plan = target.resolve(&indexes, ctx.reporter)?;

@@ -166,7 +166,7 @@ pub fn export(
             format,
             out: out.clone(),
         };
-        match sandbox::spawn::run(&ctx.exe, &sandbox::spawn::Plan::host_job(job), &maps)? {
+        match sandbox::spawn::run(&ctx.exe, &sandbox::spawn::SandboxPlan::host_job(job), &maps)? {
             0 => {}
             code => return Err(CmdError::ExportJob { code }),
         }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// Where a module's source comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub enum ModuleSource {
     /// A `*-dkms` package of the configured suites, at a version if given.
     Package(String, Option<String>),
     /// A directory holding a dkms.conf (a tarball is unpacked to one first).
@@ -45,7 +45,7 @@ pub fn conf_value(text: &str, key: &str) -> Option<String> {
 }
 
 /// A directory source: its module name and version from dkms.conf.
-pub fn dir_source(path: &Path) -> Result<Source, DkmsError> {
+pub fn dir_source(path: &Path) -> Result<ModuleSource, DkmsError> {
     let conf = path.join("dkms.conf");
     let text = std::fs::read_to_string(&conf).map_err(|_| DkmsError::NoConf(path.into()))?;
     let name = conf_value(&text, "PACKAGE_NAME").ok_or(DkmsError::Missing {
@@ -56,7 +56,7 @@ pub fn dir_source(path: &Path) -> Result<Source, DkmsError> {
         path: conf,
         field: "PACKAGE_VERSION",
     })?;
-    Ok(Source::Dir {
+    Ok(ModuleSource::Dir {
         path: path.into(),
         name,
         version,
@@ -106,7 +106,7 @@ fn quote(s: &str) -> String {
 // About 120 lines, kept whole: it is one shell script, read top to bottom
 // as it runs, and its unit tests check it as a whole.
 pub fn build_script(
-    source: &Source,
+    source: &ModuleSource,
     krel: &str,
     headers: &Headers,
     uname_arch: &str,
@@ -160,7 +160,7 @@ pub fn build_script(
         }
     }
     match source {
-        Source::Package(p, version) => {
+        ModuleSource::Package(p, version) => {
             let spec = match version {
                 Some(v) => quote(&format!("{p}={v}")),
                 None => quote(p),
@@ -174,7 +174,7 @@ pub fn build_script(
                 p = quote(p)
             ));
         }
-        Source::Dir { name, version, .. } => {
+        ModuleSource::Dir { name, version, .. } => {
             s.push_str(&format!(
                 "NAME={}\nVER={}\nrm -rf \"/usr/src/$NAME-$VER\"\ncp -a {SRC_IN_ROOT} \"/usr/src/$NAME-$VER\"\n\
                  dkms remove -m \"$NAME\" -v \"$VER\" --all >/dev/null 2>&1 || true\n",
@@ -246,7 +246,7 @@ mod tests {
     #[test]
     fn the_script_turns_autoinstall_off_and_names_the_kernel() {
         let s = build_script(
-            &Source::Dir {
+            &ModuleSource::Dir {
                 path: "/x".into(),
                 name: "hello".into(),
                 version: "0.1".into(),
@@ -271,7 +271,7 @@ mod tests {
             s.find("export DEBIAN_KERNEL_USE_CCACHE=1").unwrap() < s.find("dkms build").unwrap()
         );
         let p = build_script(
-            &Source::Package("zfs-dkms".into(), None),
+            &ModuleSource::Package("zfs-dkms".into(), None),
             "k",
             &Headers::Package("h".into()),
             "aarch64",
@@ -281,7 +281,7 @@ mod tests {
         // zfs's dkms.conf is bash, as DKMS itself is: sh cannot source it.
         assert!(p.contains("NAME=$(bash -c"), "{p}");
         let p = build_script(
-            &Source::Package("zfs-dkms".into(), Some("2.3.2-2".into())),
+            &ModuleSource::Package("zfs-dkms".into(), Some("2.3.2-2".into())),
             "k",
             &Headers::Local(vec![
                 "/zchroot-kernel/i.deb".into(),
@@ -300,7 +300,7 @@ mod tests {
     #[test]
     fn the_cross_script_unpacks_the_headers_and_puts_the_cross_tools_first() {
         let s = build_script(
-            &Source::Package("zfs-dkms".into(), None),
+            &ModuleSource::Package("zfs-dkms".into(), None),
             "6.12.118+deb13-arm64",
             &Headers::Cross {
                 install: vec![
@@ -336,7 +336,7 @@ mod tests {
         assert!(s.contains("xz --check=crc32 --lzma2=dict=1MiB -f"));
         assert!(s.contains("module_cc=aarch64-linux-gnu-gcc-14\n"));
         let signed = build_script(
-            &Source::Package("zfs-dkms".into(), None),
+            &ModuleSource::Package("zfs-dkms".into(), None),
             "k",
             &Headers::Package("h".into()),
             "aarch64",

@@ -11,12 +11,12 @@ use crate::paths::DataDirs;
 use crate::report::{Phase, Reporter};
 use crate::rootdir::RootDir;
 use crate::rootfs::create::{self, CreateSpec};
+use crate::rootfs::spec::RootRecipe;
 use crate::rootfs::Roots;
 use crate::sandbox::mounts::Bind;
 use crate::sandbox::{self, spawn, RunSpec};
-use crate::target::Target;
 
-use super::dkms::{self, Source};
+use super::dkms::{self, ModuleSource};
 use super::kernel::LocalKernel;
 use super::plan::{BuildPlan, How, Used};
 use super::{cross, elf, io, package, BuildError, BuildSpec, Built};
@@ -32,9 +32,9 @@ const TAIL_LINES: usize = 30;
 pub(super) struct Exec<'a> {
     pub manifests: &'a Manifests,
     pub spec: &'a BuildSpec,
-    pub target: &'a Target,
+    pub target: &'a RootRecipe,
     pub host: &'a Arch,
-    pub source: &'a Source,
+    pub source: &'a ModuleSource,
     pub local: Option<&'a LocalKernel>,
     pub dirs: &'a DataDirs,
     pub opts: &'a FetchOptions,
@@ -159,7 +159,7 @@ impl Exec<'_> {
             readonly,
         };
         let mut binds = vec![bind(out.path().to_owned(), dkms::OUT_IN_ROOT, false)];
-        if let Source::Dir { path, .. } = self.source {
+        if let ModuleSource::Dir { path, .. } = self.source {
             let host = std::fs::canonicalize(path).map_err(io(path))?;
             binds.push(bind(host, dkms::SRC_IN_ROOT, true));
         }
@@ -252,7 +252,7 @@ impl Exec<'_> {
         };
         self.reporter.phase(Phase::Build, 0, 0);
         self.reporter.note(&format!("building for {}", k.release));
-        let (splan, maps, _) = sandbox::prepare(
+        let (splan, maps, _) = crate::enter::prepare(
             self.manifests,
             &run,
             self.dirs,
@@ -281,8 +281,8 @@ impl Exec<'_> {
     /// The module's name before the build says it.
     fn module_hint(&self) -> String {
         match self.source {
-            Source::Package(p, _) => p.trim_end_matches("-dkms").to_string(),
-            Source::Dir { name, .. } => name.clone(),
+            ModuleSource::Package(p, _) => p.trim_end_matches("-dkms").to_string(),
+            ModuleSource::Dir { name, .. } => name.clone(),
         }
     }
 

@@ -23,16 +23,16 @@ use crate::manifest::Manifests;
 use crate::paths::DataDirs;
 use crate::report::Reporter;
 use crate::rootfs::create;
+use crate::rootfs::spec::{RootRecipe, RootSpec, SpecError};
 use crate::sandbox;
-use crate::target::{Target, TargetError, TargetSpec};
-use dkms::Source;
+use dkms::ModuleSource;
 use kernel::{LocalKernel, TargetKernel};
 pub use plan::{BuildPlan, How, ModuleKind, Strategy, Used};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error(transparent)]
-    Target(Box<TargetError>),
+    Spec(Box<SpecError>),
     #[error(transparent)]
     Kernel(#[from] kernel::KernelError),
     #[error(transparent)]
@@ -116,9 +116,9 @@ pub enum BuildError {
 }
 
 // Boxed: the largest sources, so that every `Result` stays small.
-impl From<TargetError> for BuildError {
-    fn from(e: TargetError) -> Self {
-        BuildError::Target(Box::new(e))
+impl From<SpecError> for BuildError {
+    fn from(e: SpecError) -> Self {
+        BuildError::Spec(Box::new(e))
     }
 }
 
@@ -185,14 +185,14 @@ pub struct Built {
 }
 
 /// The build root's package set: buildd and dkms, for the target.
-fn build_root_spec(spec: &BuildSpec) -> TargetSpec {
+fn build_root_spec(spec: &BuildSpec) -> RootSpec {
     root_spec(spec, &spec.arch)
 }
 
 /// The build root's package set, in architecture `arch` (the target's to
 /// emulate, the host's to cross-compile).
-fn root_spec(spec: &BuildSpec, arch: &str) -> TargetSpec {
-    TargetSpec {
+fn root_spec(spec: &BuildSpec, arch: &str) -> RootSpec {
+    RootSpec {
         arch: arch.to_string(),
         release: spec.release.clone(),
         variant: "buildd".into(),
@@ -236,7 +236,7 @@ fn unpack_tarball(tarball: &Path, dest: &Path) -> Result<PathBuf, BuildError> {
 
 /// Turns the SOURCE argument into a source, checking a tarball's hash
 /// first. `scratch` holds an unpacked tarball.
-pub fn source(spec: &BuildSpec, scratch: &Path) -> Result<Source, BuildError> {
+pub fn source(spec: &BuildSpec, scratch: &Path) -> Result<ModuleSource, BuildError> {
     let p = Path::new(&spec.source);
     if p.is_dir() {
         return Ok(dkms::dir_source(p)?);
@@ -260,7 +260,7 @@ pub fn source(spec: &BuildSpec, scratch: &Path) -> Result<Source, BuildError> {
         return Ok(dkms::dir_source(&dir)?);
     }
     if spec.source.ends_with("-dkms") && !spec.source.contains('/') {
-        return Ok(Source::Package(
+        return Ok(ModuleSource::Package(
             spec.source.clone(),
             spec.package_version.clone(),
         ));
@@ -374,10 +374,10 @@ pub fn build(
 
 /// Everything the planner decides from, fetched and verified.
 struct Gathered {
-    target: Target,
+    target: RootRecipe,
     host: crate::manifest::Arch,
     archs: Vec<crate::manifest::Arch>,
-    source: Source,
+    source: ModuleSource,
     local: Option<LocalKernel>,
     target_packages: Vec<crate::archive::index::Package>,
     host_packages: Option<Vec<crate::archive::index::Package>>,
@@ -398,14 +398,14 @@ fn gather(
     opts: &FetchOptions,
     reporter: &dyn Reporter,
 ) -> Result<Gathered, BuildError> {
-    let t = Target::new(manifests, &build_root_spec(spec))?;
+    let t = RootRecipe::new(manifests, &build_root_spec(spec))?;
     let mut source = source(spec, scratch)?;
     if let Some((key, cert)) = &spec.sign {
         check_signing(key, cert)?;
     }
     let fetcher = t.fetcher(dirs, opts.clone(), reporter)?;
     let indexes = t.update(&fetcher, reporter)?;
-    if let Source::Package(name, _) = &source {
+    if let ModuleSource::Package(name, _) = &source {
         if !indexes.packages.iter().any(|p| &p.name == name) {
             return Err(BuildError::UnknownPackage {
                 name: name.clone(),
@@ -419,7 +419,7 @@ fn gather(
         ModuleKind::Zfs => Some(zfs_plan(spec, &mut source, &kernels, &indexes, &fetcher)?),
         ModuleKind::Dkms => None,
     };
-    let host = crate::host::host_arch(manifests).map_err(TargetError::Manifest)?;
+    let host = crate::host::host_arch(manifests).map_err(SpecError::Manifest)?;
     let mut facts = Vec::new();
     for k in kernels {
         let headers = if plan::needs_headers(spec.strategy, &t.arch, &host, local.is_some()) {
@@ -439,14 +439,14 @@ fn gather(
         });
     }
     let host_packages = if plan::cross_considered(spec.strategy, &t.arch, &host) {
-        let ht = Target::new(manifests, &root_spec(spec, &host.name))?;
+        let ht = RootRecipe::new(manifests, &root_spec(spec, &host.name))?;
         let hf = ht.fetcher(dirs, opts.clone(), reporter)?;
         Some(ht.update(&hf, reporter)?.packages)
     } else {
         None
     };
     Ok(Gathered {
-        archs: manifests.architectures().map_err(TargetError::Manifest)?,
+        archs: manifests.architectures().map_err(SpecError::Manifest)?,
         target: t,
         host,
         source,
@@ -462,7 +462,7 @@ fn gather(
 /// (`--kernel`), or the newest of the flavour.
 fn kernels(
     spec: &BuildSpec,
-    t: &Target,
+    t: &RootRecipe,
     packages: &[crate::archive::index::Package],
 ) -> Result<(Vec<TargetKernel>, Option<LocalKernel>), BuildError> {
     let flavour = spec
@@ -526,11 +526,11 @@ fn fetch_package(
     p: &crate::archive::index::Package,
     fetcher: &crate::archive::fetch::Fetcher,
 ) -> Result<PathBuf, BuildError> {
-    let downloads = crate::archive::update::package_downloads([p])
-        .map_err(|e| TargetError::Update(e.into()))?;
+    let downloads =
+        crate::archive::refresh::package_downloads([p]).map_err(|e| SpecError::Update(e.into()))?;
     Ok(fetcher
         .fetch(&downloads[0])
-        .map_err(|e| TargetError::Update(e.into()))?)
+        .map_err(|e| SpecError::Update(e.into()))?)
 }
 
 /// ZFS's META (from the source directory, or from the zfs-dkms package
@@ -538,18 +538,18 @@ fn fetch_package(
 /// to the planner with the kernels.
 fn zfs_plan(
     spec: &BuildSpec,
-    source: &mut Source,
+    source: &mut ModuleSource,
     kernels: &[TargetKernel],
-    indexes: &crate::archive::update::Indexes,
+    indexes: &crate::archive::refresh::Indexes,
     fetcher: &crate::archive::fetch::Fetcher,
 ) -> Result<zfs::ZfsPlan, BuildError> {
     match source {
-        Source::Dir { path, .. } => {
+        ModuleSource::Dir { path, .. } => {
             let text = std::fs::read_to_string(path.join("META"))
                 .map_err(|_| zfs::ZfsError::NoMeta(path.display().to_string()))?;
             Ok(zfs::plan(&text, &spec.source, kernels, None, None)?)
         }
-        Source::Package(name, version) => {
+        ModuleSource::Package(name, version) => {
             let p = zfs::choose(
                 &indexes.packages,
                 version.as_deref(),
@@ -570,7 +570,7 @@ fn zfs_plan(
                 utils,
             )?;
             if let Some(v) = pinned {
-                *source = Source::Package(name.clone(), Some(v));
+                *source = ModuleSource::Package(name.clone(), Some(v));
             }
             Ok(plan)
         }

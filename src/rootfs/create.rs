@@ -15,18 +15,18 @@ use crate::manifest::Manifests;
 use crate::paths::DataDirs;
 use crate::report::{Phase, Reporter};
 use crate::rootdir::RootDir;
+use crate::rootfs::spec::{RootRecipe, RootSpec, SpecError};
 use crate::sandbox::idmap::IdMaps;
 use crate::sandbox::mounts::Bind;
-use crate::sandbox::spawn::{self, Job, Plan};
+use crate::sandbox::spawn::{self, Job, SandboxPlan};
 use crate::sandbox::{self, RunSpec, SandboxError};
-use crate::target::{Target, TargetError, TargetSpec};
 
 use super::{RootMeta, Roots, RootsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
     #[error(transparent)]
-    Target(#[from] TargetError),
+    Spec(#[from] SpecError),
     #[error(transparent)]
     Roots(#[from] RootsError),
     #[error(transparent)]
@@ -57,7 +57,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CreateError + '_ {
 /// What to create.
 #[derive(Debug, Clone)]
 pub struct CreateSpec {
-    pub target: TargetSpec,
+    pub target: RootSpec,
     pub name: Option<String>,
     pub force: bool,
 }
@@ -72,7 +72,7 @@ pub struct Created {
 
 /// Runs a job as root of a user namespace (rootless) or directly.
 fn host_job(exe: &Path, maps: &IdMaps, job: Job) -> Result<(), String> {
-    match spawn::run(exe, &Plan::host_job(job), maps) {
+    match spawn::run(exe, &SandboxPlan::host_job(job), maps) {
         Ok(0) => Ok(()),
         Ok(code) => Err(format!("exit status {code}")),
         Err(e) => Err(e.to_string()),
@@ -122,7 +122,7 @@ impl Drop for Staging<'_> {
 }
 
 /// The deb822 sources of the root, for apt inside it.
-pub fn sources_file(t: &Target, keyring_in_root: &str) -> String {
+pub fn sources_file(t: &RootRecipe, keyring_in_root: &str) -> String {
     t.sources
         .iter()
         .map(|s| {
@@ -232,7 +232,7 @@ pub fn create(
     exe: &Path,
     reporter: &dyn Reporter,
 ) -> Result<Created, CreateError> {
-    let t = Target::new(manifests, &spec.target)?;
+    let t = RootRecipe::new(manifests, &spec.target)?;
     let name = spec
         .name
         .clone()
@@ -275,7 +275,7 @@ pub fn create(
             ..Default::default()
         },
     )
-    .map_err(TargetError::from)?;
+    .map_err(SpecError::from)?;
     let essential: Vec<&Package> = essential_plan.packages.iter().map(|(p, _)| *p).collect();
     let paths = t.download(&fetcher, &all, reporter)?;
     drop(fetcher);
@@ -354,7 +354,7 @@ pub fn create(
     let keyring_rel = format!("etc/apt/keyrings/zchroot-{}.pgp", t.release.release);
     let keyring_bytes = match &spec.target.keyring {
         Some(p) => std::fs::read(p).map_err(io(p))?,
-        None => manifests.keyring(&t.release).map_err(TargetError::from)?,
+        None => manifests.keyring(&t.release).map_err(SpecError::from)?,
     };
     write(&keyring_rel, &keyring_bytes, 0o644)?;
     write(
@@ -545,9 +545,9 @@ mod tests {
 
     #[test]
     fn sources_are_deb822_with_signed_by() {
-        let t = Target::new(
+        let t = RootRecipe::new(
             &Manifests::embedded(),
-            &TargetSpec {
+            &RootSpec {
                 arch: "arm64".into(),
                 release: "trixie".into(),
                 variant: "minbase".into(),

@@ -196,7 +196,7 @@ pub fn plan(
     emulation: &Emulation,
     maps: &IdMaps,
     facts: &SandboxFacts,
-) -> spawn::Plan {
+) -> spawn::SandboxPlan {
     let binfmt_register = match &emulation {
         Emulation::Sandboxed { interpreter } => {
             Some(binfmt::register_line(&root_arch, interpreter))
@@ -227,7 +227,7 @@ pub fn plan(
         binfmt_register,
         tty_gid: IdMaps::outside(&maps.gid, 5).is_some(),
     };
-    spawn::Plan {
+    spawn::SandboxPlan {
         root,
         steps: mounts::plan(&layout),
         hostname: spec.hostname.clone(),
@@ -240,8 +240,6 @@ pub fn plan(
         host_binfmt,
     }
 }
-
-pub use crate::enter::prepare;
 
 #[cfg(test)]
 mod tests {

@@ -53,7 +53,7 @@ const PTMX: &str = "/dev/pts/ptmx";
 
 /// Everything the helper needs, passed as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Plan {
+pub struct SandboxPlan {
     pub root: PathBuf,
     pub steps: Vec<Step>,
     pub hostname: String,
@@ -125,11 +125,11 @@ pub enum Job {
     },
 }
 
-impl Plan {
+impl SandboxPlan {
     /// A plan that runs `job` on the host's filesystem view (no mounts, no
     /// pivot), inside the user namespace.
-    pub fn host_job(job: Job) -> Plan {
-        Plan {
+    pub fn host_job(job: Job) -> SandboxPlan {
+        SandboxPlan {
             root: PathBuf::from("/"),
             steps: vec![],
             hostname: "zchroot".into(),
@@ -221,7 +221,7 @@ fn reap(child: Pid, reap_all: bool) -> Option<i32> {
 /// The caller's std descriptors that are terminals and so get the
 /// sandbox's pty instead (stdin only when interactive: a batch run's is
 /// /dev/null). Jobs run no command and get none.
-fn terminal_fds(plan: &Plan) -> Vec<RawFd> {
+fn terminal_fds(plan: &SandboxPlan) -> Vec<RawFd> {
     if !matches!(plan.job, Job::Command) {
         return vec![];
     }
@@ -347,7 +347,7 @@ fn relay_and_wait(child: Pid, set: &SigSet, sock: OwnedFd, ttys: &[RawFd]) -> i3
 
 /// Runs the plan: starts the helper (`exe __sandbox-helper`), maps ids,
 /// forwards signals, and returns the command's exit status.
-pub fn run(exe: &Path, plan: &Plan, maps: &IdMaps) -> Result<i32, SpawnError> {
+pub fn run(exe: &Path, plan: &SandboxPlan, maps: &IdMaps) -> Result<i32, SpawnError> {
     // Removed when this returns, whatever happens in between (signals are
     // forwarded, not fatal, here).
     let _registration = match &plan.host_binfmt {
@@ -529,7 +529,7 @@ pub fn helper_main() -> ! {
     if let Err(e) = sys::pty::setsid() {
         fail(SETUP_FAILED, &e.to_string());
     }
-    let plan: Plan = match serde_json::from_str(&json.to_string_lossy()) {
+    let plan: SandboxPlan = match serde_json::from_str(&json.to_string_lossy()) {
         Ok(p) => p,
         Err(e) => fail(SETUP_FAILED, &format!("bad sandbox plan: {e}")),
     };
@@ -585,7 +585,7 @@ pub fn helper_main() -> ! {
 
 /// PID 1 of the sandbox. `ttys`: the std descriptors the command gets the
 /// sandbox's pty on (none: no pty).
-fn init_main(plan: &Plan, set: &SigSet, ttys: &[RawFd]) -> ! {
+fn init_main(plan: &SandboxPlan, set: &SigSet, ttys: &[RawFd]) -> ! {
     if let Err(e) = sys::set_parent_death_signal(Signal::SIGKILL) {
         fail(SETUP_FAILED, &e.to_string());
     }
@@ -704,14 +704,14 @@ mod tests {
     #[test]
     fn a_plan_is_batch_unless_made_interactive() {
         assert_eq!(
-            Plan::host_job(Job::Command).stdio,
+            SandboxPlan::host_job(Job::Command).stdio,
             Stdio::Batch,
             "jobs never read the keyboard"
         );
         // A plan written without the field (an older zchroot) reads as batch.
-        let mut v = serde_json::to_value(Plan::host_job(Job::Command)).unwrap();
+        let mut v = serde_json::to_value(SandboxPlan::host_job(Job::Command)).unwrap();
         v.as_object_mut().unwrap().remove("stdio");
-        let p: Plan = serde_json::from_value(v).unwrap();
+        let p: SandboxPlan = serde_json::from_value(v).unwrap();
         assert_eq!(p.stdio, Stdio::Batch);
     }
 }

@@ -250,11 +250,11 @@ pub fn host_binfmt_lock() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// trixie's arm64 indexes (all its suites), verified, through `home`'s cache.
-pub fn trixie_arm64_indexes(home: &Path) -> zchroot::archive::update::Indexes {
+pub fn trixie_arm64_indexes(home: &Path) -> zchroot::archive::refresh::Indexes {
     let m = zchroot::manifest::Manifests::embedded();
-    let t = zchroot::target::Target::new(
+    let t = zchroot::rootfs::spec::RootRecipe::new(
         &m,
-        &zchroot::target::TargetSpec {
+        &zchroot::rootfs::spec::RootSpec {
             arch: "arm64".into(),
             release: "trixie".into(),
             variant: "minbase".into(),

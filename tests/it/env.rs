@@ -10,7 +10,7 @@ use zchroot::archive::fetch::FetchOptions;
 use zchroot::manifest::Manifests;
 use zchroot::paths::DataDirs;
 use zchroot::report::Silent;
-use zchroot::target::{Target, TargetSpec};
+use zchroot::rootfs::spec::{RootRecipe, RootSpec};
 
 /// An archive, its server, and a zchroot home.
 pub struct Env {
@@ -50,11 +50,11 @@ impl Env {
         }
     }
 
-    pub fn target(&self, include: &[&str]) -> Result<Target, String> {
+    pub fn target(&self, include: &[&str]) -> Result<RootRecipe, String> {
         let m = Manifests::from_dir(&self.manifests).unwrap();
-        Target::new(
+        RootRecipe::new(
             &m,
-            &TargetSpec {
+            &RootSpec {
                 arch: archive::ARCH.into(),
                 release: "test".into(),
                 variant: "minbase".into(),

@@ -16,7 +16,7 @@ use zchroot::archive::fetch::FetchOptions;
 use zchroot::manifest::Manifests;
 use zchroot::paths::DataDirs;
 use zchroot::report::Silent;
-use zchroot::target::{Target, TargetSpec};
+use zchroot::rootfs::spec::{RootRecipe, RootSpec};
 
 const BUSYBOX: &str = "/usr/bin/busybox";
 
@@ -39,9 +39,9 @@ pub(crate) fn busybox_root() -> &'static Path {
             return dir;
         }
         let m = Manifests::embedded();
-        let t = Target::new(
+        let t = RootRecipe::new(
             &m,
-            &TargetSpec {
+            &RootSpec {
                 arch: "arm64".into(),
                 release: "trixie".into(),
                 variant: "minbase".into(),

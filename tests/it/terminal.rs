@@ -429,7 +429,7 @@ fn batch_child() {
         state: home.join("state"),
         cache: home.join("cache"),
     };
-    let (plan, maps, _) = zchroot::sandbox::prepare(
+    let (plan, maps, _) = zchroot::enter::prepare(
         &zchroot::manifest::Manifests::embedded(),
         &spec,
         &dirs,

@@ -475,9 +475,9 @@ fn minutes(d: Duration) -> String {
 /// The arm64 kernel releases of trixie's suites, newest first.
 fn arm64_kernels(home: &Path) -> Result<Vec<String>> {
     let manifests = Manifests::embedded();
-    let t = zchroot::target::Target::new(
+    let t = zchroot::rootfs::spec::RootRecipe::new(
         &manifests,
-        &zchroot::target::TargetSpec {
+        &zchroot::rootfs::spec::RootSpec {
             arch: "arm64".into(),
             release: "trixie".into(),
             variant: "minbase".into(),

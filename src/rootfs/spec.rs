@@ -10,13 +10,13 @@ use crate::archive::fetch::{FetchOptions, Fetcher};
 use crate::archive::index::Package;
 use crate::archive::refresh::{self, Indexes, RefreshError};
 use crate::archive::release::Keyring;
-use crate::archive::resolve::{self, Plan, Request};
+use crate::archive::resolve::{self, Request, Resolution};
 use crate::manifest::{Arch, ManifestError, Manifests, Release, Source};
 use crate::paths::DataDirs;
 use crate::report::{Phase, Reporter};
 
 #[derive(Debug, thiserror::Error)]
-pub enum TargetError {
+pub enum SpecError {
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error(transparent)]
@@ -31,7 +31,7 @@ pub enum TargetError {
 
 /// The user's choices, as given on the command line.
 #[derive(Debug, Clone, Default)]
-pub struct TargetSpec {
+pub struct RootSpec {
     pub arch: String,
     pub release: String,
     pub variant: String,
@@ -42,7 +42,7 @@ pub struct TargetSpec {
 
 /// A checked target.
 #[derive(Clone)]
-pub struct Target {
+pub struct RootRecipe {
     pub arch: Arch,
     pub release: Release,
     pub variant: String,
@@ -58,20 +58,20 @@ fn valid_package_name(n: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
 }
 
-impl Target {
+impl RootRecipe {
     /// Checks a spec against the manifests. Touches no file but `--keyring`.
-    pub fn new(manifests: &Manifests, spec: &TargetSpec) -> Result<Self, TargetError> {
+    pub fn new(manifests: &Manifests, spec: &RootSpec) -> Result<Self, SpecError> {
         let arch = manifests.arch(&spec.arch)?;
         let release = manifests.release(&spec.release)?;
         let variant = release.variant(&spec.variant)?.clone();
         for name in &spec.include {
             if !valid_package_name(name) {
-                return Err(TargetError::BadName(name.clone()));
+                return Err(SpecError::BadName(name.clone()));
             }
         }
         if let Some(m) = &spec.mirror {
             if !m.starts_with("http://") || m.len() <= "http://".len() {
-                return Err(TargetError::BadMirror(m.clone()));
+                return Err(SpecError::BadMirror(m.clone()));
             }
         }
         let keyring = match &spec.keyring {
@@ -80,7 +80,7 @@ impl Target {
                 &manifests.keyring(&release)?,
                 &format!("the {} keyring of zchroot", release.release),
             )
-            .map_err(|e| TargetError::Update(e.into()))?,
+            .map_err(|e| SpecError::Update(e.into()))?,
         };
         let mut packages = variant.packages.clone();
         for p in &spec.include {
@@ -88,7 +88,7 @@ impl Target {
                 packages.push(p.clone());
             }
         }
-        Ok(Target {
+        Ok(RootRecipe {
             sources: release.sources_with_mirror(spec.mirror.as_deref()),
             arch,
             variant: spec.variant.clone(),
@@ -108,7 +108,7 @@ impl Target {
         dirs: &DataDirs,
         opts: FetchOptions,
         reporter: &'r dyn Reporter,
-    ) -> Result<Fetcher<'r>, TargetError> {
+    ) -> Result<Fetcher<'r>, SpecError> {
         let mirrors: Vec<String> = self.sources.iter().map(|s| s.mirror.clone()).collect();
         Ok(Fetcher::new(&dirs.blobs(), &mirrors, opts, reporter)
             .map_err(RefreshError::from)?
@@ -116,11 +116,7 @@ impl Target {
     }
 
     /// Fetches and verifies the indexes of every suite.
-    pub fn update(
-        &self,
-        fetcher: &Fetcher,
-        reporter: &dyn Reporter,
-    ) -> Result<Indexes, TargetError> {
+    pub fn update(&self, fetcher: &Fetcher, reporter: &dyn Reporter) -> Result<Indexes, SpecError> {
         Ok(refresh::refresh(
             fetcher,
             &self.sources,
@@ -136,7 +132,7 @@ impl Target {
         &'a self,
         indexes: &'a Indexes,
         reporter: &dyn Reporter,
-    ) -> Result<Plan<'a>, TargetError> {
+    ) -> Result<Resolution<'a>, SpecError> {
         reporter.phase(Phase::Resolve, 0, 0);
         let plan = resolve::resolve(&indexes.packages, &self.arch.name, &self.request)?;
         reporter.finish();
@@ -149,7 +145,7 @@ impl Target {
         fetcher: &Fetcher,
         packages: &[&Package],
         reporter: &dyn Reporter,
-    ) -> Result<Vec<PathBuf>, TargetError> {
+    ) -> Result<Vec<PathBuf>, SpecError> {
         let downloads =
             refresh::package_downloads(packages.iter().copied()).map_err(RefreshError::from)?;
         let bytes = downloads.iter().map(|d| d.size).sum();
@@ -164,8 +160,8 @@ impl Target {
 mod tests {
     use super::*;
 
-    fn spec() -> TargetSpec {
-        TargetSpec {
+    fn spec() -> RootSpec {
+        RootSpec {
             arch: "arm64".into(),
             release: "trixie".into(),
             variant: "minbase".into(),
@@ -175,9 +171,9 @@ mod tests {
 
     #[test]
     fn a_good_spec_becomes_a_target() {
-        let t = Target::new(
+        let t = RootRecipe::new(
             &Manifests::embedded(),
-            &TargetSpec {
+            &RootSpec {
                 include: vec!["zfs-dkms".into(), "apt".into()],
                 ..spec()
             },
@@ -193,35 +189,35 @@ mod tests {
     #[test]
     fn bad_input_is_named_with_what_exists() {
         let m = Manifests::embedded();
-        let err = |s: TargetSpec| Target::new(&m, &s).err().unwrap().to_string();
+        let err = |s: RootSpec| RootRecipe::new(&m, &s).err().unwrap().to_string();
         assert_eq!(
-            err(TargetSpec {
+            err(RootSpec {
                 arch: "arm46".into(),
                 ..spec()
             }),
             "unknown architecture 'arm46': known are amd64, arm64, armhf, riscv64"
         );
-        assert!(err(TargetSpec {
+        assert!(err(RootSpec {
             release: "jessie".into(),
             ..spec()
         })
         .starts_with("unknown release 'jessie': known are bookworm, trixie"));
-        assert!(err(TargetSpec {
+        assert!(err(RootSpec {
             variant: "big".into(),
             ..spec()
         })
         .starts_with("unknown variant 'big' of trixie"));
-        assert!(err(TargetSpec {
+        assert!(err(RootSpec {
             include: vec!["Bad Name".into()],
             ..spec()
         })
         .starts_with("bad package name 'Bad Name'"));
-        assert!(err(TargetSpec {
+        assert!(err(RootSpec {
             mirror: Some("ftp://x".into()),
             ..spec()
         })
         .starts_with("--mirror ftp://x"));
-        assert!(err(TargetSpec {
+        assert!(err(RootSpec {
             keyring: Some("/nonexistent/k.pgp".into()),
             ..spec()
         })
