@@ -223,6 +223,182 @@ const LOG_IN_ROOT: &str = "var/log/zchroot-create.log";
 /// How much of a failed run's log is read back from the root.
 pub const LOG_TAIL_MAX: u64 = 1 << 20;
 
+/// The staging tree, made new (never an existing directory), with merged
+/// /usr from the start as the packages of current releases expect.
+fn make_tree(staging_dir: &Path, tree: &Path, arch: &str) -> Result<RootDir, CreateError> {
+    std::fs::create_dir(staging_dir).map_err(io(staging_dir))?;
+    std::fs::create_dir(tree).map_err(io(tree))?;
+    let root_dir = RootDir::open(tree)?;
+    let mut links = vec![("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib")];
+    if arch == "amd64" {
+        links.push(("lib64", "usr/lib64"));
+    }
+    for (link, to) in links {
+        root_dir.create_dir_all(Path::new(to), 0o755)?;
+        root_dir.symlink(to.as_ref(), Path::new(link))?;
+    }
+    Ok(root_dir)
+}
+
+/// Unpacks `debs` into `tree` (confined, bounded), as root of a user
+/// namespace when rootless so that ownership is the packages'.
+fn unpack_natively(
+    exe: &Path,
+    maps: &IdMaps,
+    tree: &Path,
+    debs: Vec<(PathBuf, crate::deb::ExtractLimit)>,
+) -> Result<(), CreateError> {
+    if maps.helpers {
+        let job = Job::Extract {
+            debs,
+            root: tree.to_owned(),
+        };
+        return host_job(exe, maps, job).map_err(CreateError::Unpack);
+    }
+    for (deb, limit) in &debs {
+        crate::deb::read::extract_data_with(deb, tree, limit)
+            .map_err(|e| CreateError::Unpack(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// dpkg's database, apt's sources and keyring, no services started:
+/// written through the confined handle, since the packages just unpacked
+/// may have put symlinks anywhere.
+fn write_system_files(
+    root_dir: &RootDir,
+    manifests: &Manifests,
+    t: &RootRecipe,
+    spec: &CreateSpec,
+    name: &str,
+) -> Result<(), CreateError> {
+    let write = |rel: &str, contents: &[u8], mode: u32| -> Result<(), CreateError> {
+        Ok(root_dir.write(Path::new(rel), contents, mode)?)
+    };
+    for d in [
+        "var/lib/dpkg/info",
+        "var/lib/dpkg/updates",
+        "var/lib/dpkg/triggers",
+        "var/lib/dpkg/alternatives",
+        "var/log",
+    ] {
+        root_dir.create_dir_all(Path::new(d), 0o755)?;
+    }
+    write("var/lib/dpkg/status", b"", 0o644)?;
+    write("var/lib/dpkg/available", b"", 0o644)?;
+    let keyring_rel = format!("etc/apt/keyrings/zchroot-{}.pgp", t.release.release);
+    let keyring_bytes = match &spec.target.keyring {
+        Some(p) => std::fs::read(p).map_err(io(p))?,
+        None => manifests.keyring(&t.release).map_err(SpecError::from)?,
+    };
+    write(&keyring_rel, &keyring_bytes, 0o644)?;
+    write(
+        "etc/apt/sources.list.d/debian.sources",
+        sources_file(t, &format!("/{keyring_rel}")).as_bytes(),
+        0o644,
+    )?;
+    write(
+        "usr/sbin/policy-rc.d",
+        b"#!/bin/sh\n# zchroot: no services in a build root\nexit 101\n",
+        0o755,
+    )?;
+    write("etc/hostname", format!("{name}\n").as_bytes(), 0o644)
+}
+
+/// The `dpkg --install` arguments: the Essential set (`order`) first, then
+/// the rest of `all` in [`batches`], each .deb named as bound in the root.
+fn dpkg_batches(order: &[&Package], all: &[&Package], essential: &[&Package]) -> Vec<Vec<String>> {
+    let deb_in_root = |p: &Package| format!("{DEBS_IN_ROOT}/{}", p.sha256);
+    let rest: Vec<&Package> = all
+        .iter()
+        .copied()
+        .filter(|p| !essential.iter().any(|e| std::ptr::eq(*e, *p)))
+        .collect();
+    let names = |field: &str| -> Vec<String> {
+        crate::archive::relation::parse_relations(field)
+            .map(|alts| alts.into_iter().flatten().map(|r| r.name).collect())
+            .unwrap_or_default()
+    };
+    let rest_pre: Vec<(String, Vec<String>, Vec<String>)> = rest
+        .iter()
+        .map(|p| (p.name.clone(), names(&p.pre_depends), names(&p.depends)))
+        .collect();
+    let mut out = vec![order.iter().map(|p| deb_in_root(p)).collect()];
+    out.extend(batches(&rest_pre).into_iter().map(|b| {
+        b.iter()
+            .map(|n| deb_in_root(rest.iter().find(|p| &p.name == n).unwrap()))
+            .collect()
+    }));
+    out
+}
+
+/// The error of a failed install, with the end of its log; the log is the
+/// sandbox's file, read confined (regular files only, its end only), and
+/// kept beside the roots since the staging directory goes.
+fn failed_install(dirs: &DataDirs, name: &str, root_dir: &RootDir, code: i32) -> CreateError {
+    let log = root_dir.read_tail(Path::new(LOG_IN_ROOT), LOG_TAIL_MAX);
+    let kept = dirs.logs().join(format!("create-{name}.log"));
+    let _ = crate::paths::create_private_dir_all(&dirs.logs());
+    let _ = crate::atomic::write_atomic(&kept, log.as_bytes(), 0o644);
+    let tail: Vec<&str> = log.lines().rev().take(25).collect();
+    CreateError::Configure {
+        code,
+        log: format!(
+            "{}\n(the whole log: {})",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            kept.display()
+        ),
+    }
+}
+
+/// The finished staging directory appears under `name`, replacing an old
+/// root (with --force), which is then removed.
+fn appear(roots: &Roots, name: &str, staging: &mut Staging<'_>) -> Result<(), CreateError> {
+    let final_dir = roots.path(name);
+    if final_dir.exists() {
+        let doomed = roots.doomed(name);
+        std::fs::rename(&final_dir, &doomed).map_err(io(&final_dir))?;
+        std::fs::rename(&staging.path, &final_dir).map_err(io(&final_dir))?;
+        staging.armed = false;
+        let _ = remove_as_owner(staging.exe, staging.maps, &doomed, None);
+    } else {
+        std::fs::rename(&staging.path, &final_dir).map_err(io(&final_dir))?;
+        staging.armed = false;
+    }
+    Ok(())
+}
+
+/// How the install script runs in the new root: the cache's .debs bound
+/// read-only, the network shared (for apt's update), output to the log.
+fn install_run(
+    t: &RootRecipe,
+    spec: &CreateSpec,
+    dirs: &DataDirs,
+    name: &str,
+    tree: &Path,
+    script: &str,
+) -> RunSpec {
+    RunSpec {
+        root: tree.to_owned(),
+        arch: Some(t.arch.name.clone()),
+        release: t.release.release.clone(),
+        mirror: spec.target.mirror.clone(),
+        binds: vec![Bind {
+            host: dirs.blobs(),
+            guest: DEBS_IN_ROOT.into(),
+            readonly: true,
+        }],
+        share_network: true,
+        hostname: name.to_owned(),
+        argv: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!("exec >/{LOG_IN_ROOT} 2>&1\n{script}"),
+        ],
+        cwd: "/".into(),
+    }
+}
+
 /// Builds a root. `exe` is zchroot's own executable (the sandbox helper).
 pub fn create(
     manifests: &Manifests,
@@ -296,19 +472,7 @@ pub fn create(
         armed: true,
     };
     let tree = staging_dir.join("root");
-    // Made new (never an existing directory), private to the roots folder.
-    std::fs::create_dir(&staging_dir).map_err(io(&staging_dir))?;
-    std::fs::create_dir(&tree).map_err(io(&tree))?;
-    let root_dir = RootDir::open(&tree)?;
-    // Merged /usr from the start, as the packages of current releases expect.
-    let mut links = vec![("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib")];
-    if t.arch.name == "amd64" {
-        links.push(("lib64", "usr/lib64"));
-    }
-    for (link, to) in links {
-        root_dir.create_dir_all(Path::new(to), 0o755)?;
-        root_dir.symlink(to.as_ref(), Path::new(link))?;
-    }
+    let root_dir = make_tree(&staging_dir, &tree, &t.arch.name)?;
 
     // Unpack the Essential set natively: base-files first (it holds the
     // merged-/usr links), ownership as the packages say (inside the user
@@ -320,121 +484,21 @@ pub fn create(
         .iter()
         .map(|p| (path_of(p), p.extract_limit()))
         .collect();
-    let unpack = Job::Extract {
-        debs,
-        root: tree.clone(),
-    };
-    if maps.helpers {
-        host_job(exe, &maps, unpack).map_err(CreateError::Unpack)?;
-    } else if let Job::Extract { debs, root } = &unpack {
-        for (deb, limit) in debs {
-            crate::deb::read::extract_data_with(deb, root, limit)
-                .map_err(|e| CreateError::Unpack(e.to_string()))?;
-        }
-    }
+    unpack_natively(exe, &maps, &tree, debs)?;
     reporter.finish();
 
-    // dpkg's database, apt's sources and keyring, no services started:
-    // written through the confined handle, since the packages just
-    // unpacked may have put symlinks anywhere.
-    let write = |rel: &str, contents: &[u8], mode: u32| -> Result<(), CreateError> {
-        Ok(root_dir.write(Path::new(rel), contents, mode)?)
-    };
-    for d in [
-        "var/lib/dpkg/info",
-        "var/lib/dpkg/updates",
-        "var/lib/dpkg/triggers",
-        "var/lib/dpkg/alternatives",
-        "var/log",
-    ] {
-        root_dir.create_dir_all(Path::new(d), 0o755)?;
-    }
-    write("var/lib/dpkg/status", b"", 0o644)?;
-    write("var/lib/dpkg/available", b"", 0o644)?;
-    let keyring_rel = format!("etc/apt/keyrings/zchroot-{}.pgp", t.release.release);
-    let keyring_bytes = match &spec.target.keyring {
-        Some(p) => std::fs::read(p).map_err(io(p))?,
-        None => manifests.keyring(&t.release).map_err(SpecError::from)?,
-    };
-    write(&keyring_rel, &keyring_bytes, 0o644)?;
-    write(
-        "etc/apt/sources.list.d/debian.sources",
-        sources_file(&t, &format!("/{keyring_rel}")).as_bytes(),
-        0o644,
-    )?;
-    write(
-        "usr/sbin/policy-rc.d",
-        b"#!/bin/sh\n# zchroot: no services in a build root\nexit 101\n",
-        0o755,
-    )?;
-    write("etc/hostname", format!("{name}\n").as_bytes(), 0o644)?;
+    write_system_files(&root_dir, manifests, &t, spec, &name)?;
 
     // Install everything with the root's own dpkg, inside the sandbox.
     reporter.phase(Phase::Configure, 0, 0);
-    let deb_in_root = |p: &Package| format!("{DEBS_IN_ROOT}/{}", p.sha256);
-    let essential_args: Vec<String> = order.iter().map(|p| deb_in_root(p)).collect();
-    let rest: Vec<&Package> = all
-        .iter()
-        .copied()
-        .filter(|p| !essential.iter().any(|e| std::ptr::eq(*e, *p)))
-        .collect();
-    let names = |field: &str| -> Vec<String> {
-        crate::archive::relation::parse_relations(field)
-            .map(|alts| alts.into_iter().flatten().map(|r| r.name).collect())
-            .unwrap_or_default()
-    };
-    let rest_pre: Vec<(String, Vec<String>, Vec<String>)> = rest
-        .iter()
-        .map(|p| (p.name.clone(), names(&p.pre_depends), names(&p.depends)))
-        .collect();
-    let rest_batches: Vec<Vec<String>> = batches(&rest_pre)
-        .into_iter()
-        .map(|b| {
-            b.iter()
-                .map(|n| deb_in_root(rest.iter().find(|p| &p.name == n).unwrap()))
-                .collect()
-        })
-        .collect();
-    let script = install_script(&essential_args, &rest_batches, true);
-    let run = RunSpec {
-        root: tree.clone(),
-        arch: Some(t.arch.name.clone()),
-        release: t.release.release.clone(),
-        mirror: spec.target.mirror.clone(),
-        binds: vec![Bind {
-            host: dirs.blobs(),
-            guest: DEBS_IN_ROOT.into(),
-            readonly: true,
-        }],
-        share_network: true,
-        hostname: name.clone(),
-        argv: vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            format!("exec >/{LOG_IN_ROOT} 2>&1\n{script}"),
-        ],
-        cwd: "/".into(),
-    };
+    let batches = dpkg_batches(&order, &all, &essential);
+    let script = install_script(&batches[0], &batches[1..], true);
+    let run = install_run(&t, spec, dirs, &name, &tree, &script);
     let (plan, maps2, _) = crate::enter::prepare(manifests, &run, dirs, opts, reporter)?;
     let code = spawn::run(exe, &plan, &maps2).map_err(SandboxError::from)?;
     reporter.finish();
     if code != 0 {
-        // The log is the sandbox's file: read confined, regular files only,
-        // its end only.
-        let log = root_dir.read_tail(Path::new(LOG_IN_ROOT), LOG_TAIL_MAX);
-        // The staging directory goes; its log is kept beside the roots.
-        let kept = dirs.state.join("logs").join(format!("create-{name}.log"));
-        let _ = std::fs::create_dir_all(kept.parent().unwrap());
-        let _ = std::fs::write(&kept, &log);
-        let tail: Vec<&str> = log.lines().rev().take(25).collect();
-        return Err(CreateError::Configure {
-            code,
-            log: format!(
-                "{}\n(the whole log: {})",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
-                kept.display()
-            ),
-        });
+        return Err(failed_install(dirs, &name, &root_dir, code));
     }
     // Tidy: the bind point and the no-services policy go.
     let _ = root_dir.remove(Path::new(DEBS_IN_ROOT));
@@ -454,18 +518,7 @@ pub fn create(
     };
     roots.write_meta(&staging_dir, &meta)?;
 
-    // Appear under the name, replacing an old root with --force.
-    let final_dir = roots.path(&name);
-    if final_dir.exists() {
-        let doomed = roots.doomed(&name);
-        std::fs::rename(&final_dir, &doomed).map_err(io(&final_dir))?;
-        std::fs::rename(&staging_dir, &final_dir).map_err(io(&final_dir))?;
-        staging.armed = false;
-        let _ = remove_as_owner(exe, &maps, &doomed, None);
-    } else {
-        std::fs::rename(&staging_dir, &final_dir).map_err(io(&final_dir))?;
-        staging.armed = false;
-    }
+    appear(&roots, &name, &mut staging)?;
     Ok(Created {
         path: roots.tree(&name),
         name,
