@@ -3,7 +3,7 @@
 //! mounts are private to the namespace and die with it.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -245,6 +245,37 @@ fn mount_point(root: &Path, target: &Path, kind: Kind) -> Result<(OwnedFd, PathB
     Ok((fd, path))
 }
 
+/// Binds `source` on `target` read-only, submounts included (a copy of its
+/// tree made read-only before it is attached, on the confined mount point:
+/// no window where it is writable, no second lookup of `target`). Kernels
+/// before 5.12 get a bind and a read-only remount of its top.
+fn bind_readonly(root: &Path, source: &Path, target: &Path, kind: Kind) -> Result<(), MountError> {
+    let (fd, at) = mount_point(root, target, kind)?;
+    match sys::fsmount::readonly_tree(source) {
+        Ok(tree) => return Ok(sys::fsmount::attach(&tree, fd.as_fd())?),
+        Err(e) if e.errno != nix::errno::Errno::ENOSYS => return Err(e.into()),
+        Err(_) => {}
+    }
+    sys::mount(
+        Some(source),
+        &at,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    drop(fd);
+    let (_fd, at) = mount_point(root, target, kind)?;
+    let keep = sys::locked_mount_flags(&at)?;
+    sys::mount(
+        None,
+        &at,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | keep,
+        None,
+    )?;
+    Ok(())
+}
+
 /// Applies one step. Runs as root of the new user namespace, inside the new
 /// mount and PID namespaces.
 pub fn apply(step: &Step, root: &Path) -> Result<(), MountError> {
@@ -277,9 +308,15 @@ pub fn apply(step: &Step, root: &Path) -> Result<(), MountError> {
             source,
             target,
             kind,
-            readonly,
+            readonly: true,
+        } => bind_readonly(root, source, target, *kind)?,
+        Step::Bind {
+            source,
+            target,
+            kind,
+            readonly: false,
         } => {
-            let (fd, at) = mount_point(root, target, *kind)?;
+            let (_fd, at) = mount_point(root, target, *kind)?;
             sys::mount(
                 Some(source),
                 &at,
@@ -287,19 +324,6 @@ pub fn apply(step: &Step, root: &Path) -> Result<(), MountError> {
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None,
             )?;
-            drop(fd);
-            if *readonly {
-                // The new mount's own root, looked up again.
-                let (_fd, at) = mount_point(root, target, *kind)?;
-                let keep = sys::locked_mount_flags(&at)?;
-                sys::mount(
-                    None,
-                    &at,
-                    None,
-                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | keep,
-                    None,
-                )?;
-            }
         }
         Step::Tmpfs { target, options } => {
             let (_fd, at) = mount_point(root, target, Kind::Dir)?;

@@ -646,6 +646,12 @@ fn init_main(plan: &SandboxPlan, set: &SigSet, ttys: &[RawFd]) -> ! {
             if let Err(e) = sys::seccomp::deny_terminal_injection() {
                 fail(SETUP_FAILED, &e.to_string());
             }
+            // Last, since installing the filter needed it: without
+            // CAP_SYS_ADMIN the command cannot remount a read-only bind
+            // read-write or mount over the sandbox's own mounts.
+            if let Err(e) = sys::caps::drop_sys_admin() {
+                fail(SETUP_FAILED, &e.to_string());
+            }
             let e = sys::execvp(&plan.argv);
             let code = if e.errno == nix::errno::Errno::ENOENT {
                 127

@@ -27,6 +27,95 @@ fn fd_result(call: impl FnOnce() -> String, r: libc::c_long) -> SysResult<OwnedF
     Ok(unsafe { OwnedFd::from_raw_fd(r as libc::c_int) })
 }
 
+const OPEN_TREE_CLONE: libc::c_uint = 0x1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const AT_EMPTY_PATH: libc::c_uint = 0x1000;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// A detached copy of the mount tree at `source`, submounts included, made
+/// read-only throughout (`open_tree(OPEN_TREE_CLONE|AT_RECURSIVE)`, then
+/// `mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY)`; Linux 5.12+, `ENOSYS`
+/// before). Nothing is attached anywhere until [`attach`].
+pub fn readonly_tree(source: &std::path::Path) -> SysResult<OwnedFd> {
+    let c = CString::new(source.as_os_str().as_encoded_bytes()).map_err(|_| SysError {
+        call: format!("open_tree({source:?})"),
+        errno: Errno::EINVAL,
+    })?;
+    // SAFETY: `c` is a NUL-terminated path that lives through the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
+        )
+    };
+    let tree = fd_result(
+        || format!("open_tree({source:?}, OPEN_TREE_CLONE|AT_RECURSIVE)"),
+        r,
+    )?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `attr` is a mount_attr of the size passed; the empty path
+    // with AT_EMPTY_PATH names the descriptor itself.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            AT_EMPTY_PATH | AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r != 0 {
+        return Err(SysError {
+            call: format!("mount_setattr(<tree of {source:?}>, AT_RECURSIVE, MOUNT_ATTR_RDONLY)"),
+            errno: Errno::last(),
+        });
+    }
+    Ok(tree)
+}
+
+/// Attaches the detached `tree` on the inode `target` names (an `O_PATH`
+/// descriptor): `move_mount`, with no path looked up again.
+pub fn attach(tree: &OwnedFd, target: std::os::fd::BorrowedFd<'_>) -> SysResult<()> {
+    // SAFETY: both descriptors are open; the empty paths with the
+    // *_EMPTY_PATH flags name them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if r != 0 {
+        return Err(SysError {
+            call: format!("move_mount(<tree>, <fd {}>)", target.as_raw_fd()),
+            errno: Errno::last(),
+        });
+    }
+    Ok(())
+}
+
 /// A new detached mount of `fstype` (no source, no options), as a directory
 /// descriptor (close-on-exec). `ENOSYS` before Linux 5.2.
 pub fn detached_mount(fstype: &str) -> SysResult<OwnedFd> {

@@ -2,6 +2,7 @@
 //! names the call, its arguments and the errno:
 //! `mount("proc", "/r/proc", "proc", ..) => EPERM`.
 
+pub mod caps;
 pub mod fsmount;
 pub mod pty;
 pub mod seccomp;

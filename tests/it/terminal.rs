@@ -41,7 +41,7 @@ fn test_dir() -> PathBuf {
 }
 
 /// The host's Debian architecture: the tree is native.
-fn host_arch() -> String {
+pub(crate) fn host_arch() -> String {
     let o = Command::new("dpkg")
         .arg("--print-architecture")
         .output()
@@ -52,7 +52,7 @@ fn host_arch() -> String {
 /// A root of a few directories and usrmerge links; /usr comes from the
 /// host at run time. Owned by `owner` when given (as a rootless create
 /// leaves a root).
-fn native_root(owner: Option<&str>) -> PathBuf {
+pub(crate) fn native_root(owner: Option<&str>) -> PathBuf {
     static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = MAKING.lock().unwrap_or_else(|e| e.into_inner());
     let dir = test_dir().join(format!("root-{}", owner.unwrap_or("root")));
