@@ -53,7 +53,7 @@ pub fn random_suffix() -> String {
 }
 
 /// `.{name}.{random}.tmp`, the name kept short enough for NAME_MAX.
-fn temp_name(final_name: &OsStr) -> OsString {
+pub fn temp_name(final_name: &OsStr) -> OsString {
     let b = final_name.as_bytes();
     let b = &b[..b.len().min(200)];
     let mut v = Vec::with_capacity(b.len() + 24);

@@ -301,10 +301,14 @@ impl RootDir {
         let fd = self
             .resolve(
                 rel,
-                OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY,
+                OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
                 Mode::empty(),
             )
             .map_err(self.err("opening", rel))?;
+        let st = stat::fstat(fd.as_fd()).map_err(self.err("examining", rel))?;
+        if kind_of(st.st_mode) != Kind::File {
+            return Err(self.refused(rel, "not a regular file"));
+        }
         std::fs::File::from(fd)
             .write_all(contents)
             .map_err(|e| self.err("writing", rel)(errno_of(&e)))
@@ -369,11 +373,15 @@ impl RootDir {
         match unistd::symlinkat(target, dir.as_fd(), name.as_os_str()) {
             Ok(()) => Ok(()),
             Err(Errno::EEXIST) => {
-                let mut tmp = OsString::from(".");
-                tmp.push(&name);
-                tmp.push(format!(".zchroot-{}", crate::atomic::random_suffix()));
-                unistd::symlinkat(target, dir.as_fd(), tmp.as_os_str())
-                    .map_err(self.err("making a symlink beside", rel))?;
+                // Made beside under a random name, then renamed over.
+                let tmp = loop {
+                    let tmp = crate::atomic::temp_name(&name);
+                    match unistd::symlinkat(target, dir.as_fd(), tmp.as_os_str()) {
+                        Ok(()) => break tmp,
+                        Err(Errno::EEXIST) => continue,
+                        Err(e) => return Err(self.err("making a symlink beside", rel)(e)),
+                    }
+                };
                 fcntl::renameat(dir.as_fd(), tmp.as_os_str(), dir.as_fd(), name.as_os_str())
                     .map_err(|e| {
                         let _ = unistd::unlinkat(

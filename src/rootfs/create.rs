@@ -87,8 +87,10 @@ pub fn remove_as_owner(
     path: &Path,
     aside: Option<&Path>,
 ) -> Result<(), String> {
-    if std::fs::symlink_metadata(path).is_err() {
-        return Ok(());
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Ok(_) => {}
     }
     if maps.helpers {
         let job = Job::Remove {
@@ -356,11 +358,17 @@ fn failed_install(dirs: &DataDirs, name: &str, root_dir: &RootDir, code: i32) ->
 fn appear(roots: &Roots, name: &str, staging: &mut Staging<'_>) -> Result<(), CreateError> {
     let final_dir = roots.path(name);
     if final_dir.exists() {
-        let doomed = roots.doomed(name);
-        std::fs::rename(&final_dir, &doomed).map_err(io(&final_dir))?;
-        std::fs::rename(&staging.path, &final_dir).map_err(io(&final_dir))?;
-        staging.armed = false;
-        let _ = remove_as_owner(staging.exe, staging.maps, &doomed, None);
+        // One atomic swap: the new root under the name, the old one where
+        // the staging directory was, removed by the armed guard. No moment
+        // without a root under the name, nor an old root lost on an error.
+        nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            &staging.path,
+            nix::fcntl::AT_FDCWD,
+            &final_dir,
+            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+        )
+        .map_err(|e| io(&final_dir)(e.into()))?;
     } else {
         std::fs::rename(&staging.path, &final_dir).map_err(io(&final_dir))?;
         staging.armed = false;
