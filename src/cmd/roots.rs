@@ -10,14 +10,7 @@ use crate::sandbox;
 
 /// Builds a root from the archive.
 pub fn create(ctx: &Ctx, spec: &CreateSpec) -> Result<Created, CmdError> {
-    Ok(crate::rootfs::create::create(
-        &ctx.manifests,
-        spec,
-        &ctx.dirs,
-        ctx.options.clone(),
-        &ctx.exe,
-        ctx.reporter,
-    )?)
+    ctx.call(crate::rootfs::create::create, spec)
 }
 
 /// The roots, with their size and when they were last used.

@@ -266,15 +266,18 @@ mod tests {
             pkg("libc6-dev-arm64-cross", "2.41-11cross1", "all", ""),
         ];
         let c = kernel_compiler(CONFIG).unwrap();
-        let p = plan_archive(
-            &target,
-            &host,
-            "linux-headers-6.12.118+deb13-arm64",
-            v,
-            &arm64(),
-            &c,
-        )
-        .unwrap();
+        let arch = arm64();
+        let plan = |host: &[Package]| {
+            plan_archive(
+                &target,
+                host,
+                "linux-headers-6.12.118+deb13-arm64",
+                v,
+                &arch,
+                &c,
+            )
+        };
+        let p = plan(&host).unwrap();
         assert_eq!(
             p.install,
             [
@@ -296,28 +299,12 @@ mod tests {
 
         // The helpers at another version: no plan, and the reason says why.
         host[1] = pkg("linux-kbuild-6.12.118+deb13", "6.12.118-2", "amd64", "");
-        let e = plan_archive(
-            &target,
-            &host,
-            "linux-headers-6.12.118+deb13-arm64",
-            v,
-            &arm64(),
-            &c,
-        )
-        .unwrap_err();
+        let e = plan(&host).unwrap_err();
         assert!(e.contains("linux-kbuild-6.12.118+deb13 6.12.118-1"), "{e}");
         // No cross compiler of the kernel's major version.
         host[1] = pkg("linux-kbuild-6.12.118+deb13", v, "amd64", "");
         host[2] = pkg("gcc-13-aarch64-linux-gnu", "13.3.0-1cross1", "amd64", "");
-        let e = plan_archive(
-            &target,
-            &host,
-            "linux-headers-6.12.118+deb13-arm64",
-            v,
-            &arm64(),
-            &c,
-        )
-        .unwrap_err();
+        let e = plan(&host).unwrap_err();
         assert!(e.contains("no gcc-14-aarch64-linux-gnu"), "{e}");
         let clang = kernel_compiler("CONFIG_CC_VERSION_TEXT=\"clang version 19\"\n").unwrap();
         assert!(plan_local(&host, &arm64(), &clang)
