@@ -168,11 +168,7 @@ pub fn read_control(deb: &Path) -> Result<String, DebError> {
 /// the names are safe to use as `/var/lib/dpkg/info/PKG.NAME`.
 pub fn control_files(deb: &Path) -> Result<ControlFiles, DebError> {
     with_member(deb, "control.tar", |reader, member| {
-        let read_err = |source| DebError::ReadMember {
-            path: deb.to_path_buf(),
-            member: member.to_string(),
-            source,
-        };
+        let read_err = read_err(deb, member);
         let bad = |entry: &[u8], reason| DebError::BadControlEntry {
             path: deb.to_path_buf(),
             entry: String::from_utf8_lossy(entry).into_owned(),
@@ -439,7 +435,7 @@ pub fn read_data_file(deb: &Path, path: &str) -> Result<Option<Vec<u8>>, DebErro
 }
 
 /// The error for a failed read of `member` of `deb`.
-fn read_err<'a>(deb: &'a Path, member: &'a str) -> impl Fn(io::Error) -> DebError + 'a {
+fn read_err<'a>(deb: &'a Path, member: &'a str) -> impl Fn(io::Error) -> DebError + Copy + 'a {
     move |source| DebError::ReadMember {
         path: deb.to_path_buf(),
         member: member.to_string(),
@@ -506,11 +502,7 @@ fn with_member<T>(
             .by_ref()
             .take(64)
             .read_to_end(&mut version)
-            .map_err(|source| DebError::ReadMember {
-                path: deb.to_path_buf(),
-                member: "debian-binary".to_string(),
-                source,
-            })?;
+            .map_err(read_err(deb, "debian-binary"))?;
         let version = String::from_utf8_lossy(&version).trim_end().to_string();
         if !version.starts_with("2.") {
             return Err(DebError::FormatVersion {
@@ -744,11 +736,7 @@ impl Extractor {
                 let header = entry.header();
                 let device = |f: io::Result<Option<u32>>| {
                     f.map(Option::unwrap_or_default)
-                        .map_err(|source| DebError::ReadMember {
-                            path: self.deb.clone(),
-                            member: member.to_string(),
-                            source,
-                        })
+                        .map_err(read_err(&self.deb, member))
                 };
                 // Device numbers only matter for devices (FIFOs often leave them blank).
                 let kind = match kind {
@@ -784,11 +772,7 @@ impl Extractor {
     }
 
     fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, member: &str) -> Result<Meta, DebError> {
-        let read_err = |source| DebError::ReadMember {
-            path: self.deb.clone(),
-            member: member.to_string(),
-            source,
-        };
+        let read_err = read_err(&self.deb, member);
         // The tar crate already applies pax uid/gid; pax mtime is done here.
         let header = entry.header();
         let mut meta = Meta {
@@ -1031,13 +1015,7 @@ impl Extractor {
                     Ok(0) => break,
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(source) => {
-                        return Err(DebError::ReadMember {
-                            path: self.deb.clone(),
-                            member: member.to_string(),
-                            source,
-                        })
-                    }
+                    Err(source) => return Err(read_err(&self.deb, member)(source)),
                 };
                 // Counted before it is written: never more than the limit on disk.
                 self.charge(n as u64)?;
