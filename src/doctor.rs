@@ -146,7 +146,6 @@ fn id_map_checks(f: &Facts) -> Vec<Check> {
             });
         }
     }
-
     out
 }
 

@@ -97,12 +97,13 @@ fn any<'a>(packages: &'a [Package], name: &str) -> Option<&'a Package> {
     packages.iter().find(|p| p.name == name)
 }
 
-/// The cross compiler and C library for `target` in the host's indexes.
+/// The cross compiler and C library for `target` in the host's indexes:
+/// a plan that installs just those.
 fn toolchain(
     host: &[Package],
     target: &Arch,
     compiler: &KernelCompiler,
-) -> Result<(Vec<String>, String, String, String), String> {
+) -> Result<CrossPlan, String> {
     let major = compiler.gcc_major.clone().ok_or_else(|| {
         format!(
             "the kernel was built by '{}', not a gcc zchroot can match",
@@ -119,7 +120,14 @@ fn toolchain(
     if any(host, &libc).is_none() {
         return Err(format!("the suites have no {libc}"));
     }
-    Ok((vec![gcc.clone(), libc], major, gcc, p.version.clone()))
+    Ok(CrossPlan {
+        install: vec![gcc.clone(), libc],
+        triplet: target.triplet.clone(),
+        gcc_major: major,
+        kernel_arch: target.kernel_arch.clone(),
+        compiler_package: gcc,
+        compiler_version: p.version.clone(),
+    })
 }
 
 /// The plan for a kernel of the archive: its headers package `headers`
@@ -165,16 +173,10 @@ pub fn plan_archive(
             "{headers} names no linux-kbuild package: its build helpers cannot be had for the host"
         ));
     }
-    let (tools, major, gcc, gcc_version) = toolchain(host_packages, target, compiler)?;
-    install.extend(tools);
-    Ok(CrossPlan {
-        install,
-        triplet: target.triplet.clone(),
-        gcc_major: major,
-        kernel_arch: target.kernel_arch.clone(),
-        compiler_package: gcc,
-        compiler_version: gcc_version,
-    })
+    let mut plan = toolchain(host_packages, target, compiler)?;
+    install.append(&mut plan.install);
+    plan.install = install;
+    Ok(plan)
 }
 
 /// The plan for the user's own headers .deb (`make bindeb-pkg`), whose
@@ -186,15 +188,7 @@ pub fn plan_local(
     target: &Arch,
     compiler: &KernelCompiler,
 ) -> Result<CrossPlan, String> {
-    let (install, major, gcc, gcc_version) = toolchain(host_packages, target, compiler)?;
-    Ok(CrossPlan {
-        install,
-        triplet: target.triplet.clone(),
-        gcc_major: major,
-        kernel_arch: target.kernel_arch.clone(),
-        compiler_package: gcc,
-        compiler_version: gcc_version,
-    })
+    toolchain(host_packages, target, compiler)
 }
 
 #[cfg(test)]
