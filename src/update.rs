@@ -614,6 +614,37 @@ mod tests {
     }
 
     #[test]
+    fn builds_are_one_call_for_the_archive_kernels_and_one_per_board_kernel() {
+        let t: TargetFile = toml::from_str("arch = \"arm64\"\nsuite = \"trixie\"\n").unwrap();
+        let dirs = DataDirs {
+            state: "/s".into(),
+            cache: "/c".into(),
+        };
+        let probe = probe_spec(&t, &repo_of("board", &t, &dirs));
+        assert_eq!(probe.out, PathBuf::from("/s/repos/board/public/pool/main"));
+        let mut found = Found {
+            kernels: vec![k("a", "1"), k("b", "2"), k("c", "3")],
+            locals: vec![],
+            held: "linux-image-arm64".into(),
+            flavour: "arm64".into(),
+            module: "zfs-modules".into(),
+            module_version: "2.3.2-1".into(),
+        };
+        assert!(build_calls(&probe, &found, &[]).is_empty());
+        let calls = build_calls(&probe, &found, &[0, 2]);
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].kernels, ["a", "c"]);
+        found.locals = ["a", "b", "c"]
+            .iter()
+            .map(|n| vec![PathBuf::from(format!("{n}.deb"))])
+            .collect();
+        let calls = build_calls(&probe, &found, &[1, 2]);
+        let debs: Vec<_> = calls.iter().map(|c| c.kernel_debs.clone()).collect();
+        assert_eq!(debs, [[PathBuf::from("b.deb")], [PathBuf::from("c.deb")]]);
+        assert!(calls.iter().all(|c| c.kernels.is_empty()));
+    }
+
+    #[test]
     fn kernels_come_from_every_metapackage_version_of_the_chosen_suites() {
         let p = vec![
             meta("6.12.118-1", "trixie-security", "6.12.118+deb13-arm64"),
