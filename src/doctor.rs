@@ -39,30 +39,41 @@ fn check(name: &'static str, status: Status, detail: String, help: Option<String
 
 /// Judges the facts; `foreign` are the architectures that need emulation here.
 pub fn checks(f: &Facts, foreign: &[Arch]) -> Vec<Check> {
-    let mut out = Vec::new();
-    let sandboxed = host::sandboxed_binfmt(f.kernel_version);
-    out.push(check(
+    let mut out = vec![check(
         "kernel",
         Status::Ok,
         format!("{} on {}", f.kernel, f.machine),
         None,
-    ));
+    )];
+    out.push(userns_check(f));
+    out.extend(id_map_checks(f));
+    out.extend(binfmt_checks(f, foreign));
+    out.extend(stale_binfmt_check(f));
+    out.push(tiocsti_check(f));
+    out.extend(f.private_dirs.iter().map(|d| private_dir(d, f.uid)));
+    out.push(disk_check(f));
+    out
+}
 
-    let sysctl = |n: &str| {
-        f.sysctls
-            .iter()
-            .find(|(k, _)| k == n)
-            .and_then(|(_, v)| v.clone())
-    };
+/// The value of sysctl `name` as read, `None` when the kernel has none.
+fn sysctl(f: &Facts, name: &str) -> Option<String> {
+    f.sysctls
+        .iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| v.clone())
+}
+
+/// Whether this user may make user namespaces.
+fn userns_check(f: &Facts) -> Check {
     let mut userns = check("user namespaces", Status::Ok, "allowed".into(), None);
-    if sysctl("user.max_user_namespaces").as_deref() == Some("0") {
+    if sysctl(f, "user.max_user_namespaces").as_deref() == Some("0") {
         userns = check(
             "user namespaces",
             Status::Fail,
             "user.max_user_namespaces is 0".into(),
             Some("sudo sysctl -w user.max_user_namespaces=15000".into()),
         );
-    } else if !f.is_root && sysctl("kernel.unprivileged_userns_clone").as_deref() == Some("0") {
+    } else if !f.is_root && sysctl(f, "kernel.unprivileged_userns_clone").as_deref() == Some("0") {
         userns = check(
             "user namespaces",
             Status::Fail,
@@ -70,7 +81,7 @@ pub fn checks(f: &Facts, foreign: &[Arch]) -> Vec<Check> {
             Some("sudo sysctl -w kernel.unprivileged_userns_clone=1".into()),
         );
     } else if !f.is_root
-        && sysctl("kernel.apparmor_restrict_unprivileged_userns").as_deref() == Some("1")
+        && sysctl(f, "kernel.apparmor_restrict_unprivileged_userns").as_deref() == Some("1")
     {
         userns = check(
             "user namespaces",
@@ -79,8 +90,12 @@ pub fn checks(f: &Facts, foreign: &[Arch]) -> Vec<Check> {
             Some("sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0, or an AppArmor profile for zchroot that allows userns".into()),
         );
     }
-    out.push(userns);
+    userns
+}
 
+/// Root's identity map, or the user's subordinate ranges and helpers.
+fn id_map_checks(f: &Facts) -> Vec<Check> {
+    let mut out = Vec::new();
     if f.is_root {
         out.push(check(
             "id maps",
@@ -131,7 +146,13 @@ pub fn checks(f: &Facts, foreign: &[Arch]) -> Vec<Check> {
             });
         }
     }
+    out
+}
 
+/// How foreign binaries run: binfmt_misc per namespace or the host's entries.
+fn binfmt_checks(f: &Facts, foreign: &[Arch]) -> Vec<Check> {
+    let sandboxed = host::sandboxed_binfmt(f.kernel_version);
+    let mut out = Vec::new();
     out.push(if sandboxed {
         check(
             "binfmt_misc",
@@ -173,32 +194,41 @@ pub fn checks(f: &Facts, foreign: &[Arch]) -> Vec<Check> {
         });
     }
 
-    match &f.stale_binfmt {
-        None => {}
-        Some(Ok(v)) if v.is_empty() => out.push(check(
-            "stale binfmt entries",
+    out
+}
+
+/// Entries a killed zchroot left in the host's binfmt_misc; `None` when
+/// the host's table was not read.
+fn stale_binfmt_check(f: &Facts) -> Option<Check> {
+    let name = "stale binfmt entries";
+    Some(match f.stale_binfmt.as_ref()? {
+        Ok(v) if v.is_empty() => check(
+            name,
             Status::Ok,
             "none left in the host's binfmt_misc by a killed zchroot".into(),
             None,
-        )),
-        Some(Ok(v)) => out.push(check(
-            "stale binfmt entries",
+        ),
+        Ok(v) => check(
+            name,
             Status::Warn,
             format!(
                 "left in the host's binfmt_misc by a killed zchroot: {}",
                 v.join(", ")
             ),
             Some("zchroot doctor --fix (or any zchroot run) removes them".into()),
-        )),
-        Some(Err(e)) => out.push(check(
-            "stale binfmt entries",
+        ),
+        Err(e) => check(
+            name,
             Status::Warn,
             format!("cannot read the host's binfmt_misc: {e}"),
             None,
-        )),
-    }
+        ),
+    })
+}
 
-    out.push(match sysctl("dev.tty.legacy_tiocsti").as_deref() {
+/// Whether programs may push input into a terminal (TIOCSTI).
+fn tiocsti_check(f: &Facts) -> Check {
+    match sysctl(f, "dev.tty.legacy_tiocsti").as_deref() {
         Some("0") => check(
             "terminal injection",
             Status::Ok,
@@ -217,14 +247,13 @@ pub fn checks(f: &Facts, foreign: &[Arch]) -> Vec<Check> {
             "this kernel has no dev.tty.legacy_tiocsti (before 6.2): any program can inject input into a terminal it holds (TIOCSTI); zchroot blocks that itself with its own pty and a seccomp filter".into(),
             Some("Linux 6.2 or newer with dev.tty.legacy_tiocsti = 0".into()),
         ),
-    });
-
-    for d in &f.private_dirs {
-        out.push(private_dir(d, f.uid));
     }
+}
 
+/// Room for roots and builds under the data directory.
+fn disk_check(f: &Facts) -> Check {
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-    out.push(match f.free_bytes {
+    match f.free_bytes {
         Some(b) if b >= 4 << 30 => check(
             "free disk",
             Status::Ok,
@@ -247,8 +276,7 @@ pub fn checks(f: &Facts, foreign: &[Arch]) -> Vec<Check> {
             format!("cannot tell for {}", f.data_dir.display()),
             None,
         ),
-    });
-    out
+    }
 }
 
 /// Whether a state directory is private: a directory of the user's, mode

@@ -332,7 +332,7 @@ pub fn facts(data_dir: &Path, private: &[PathBuf]) -> Facts {
     }
     let free_bytes = nix::sys::statvfs::statvfs(&probe)
         .ok()
-        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64);
+        .map(|s| s.blocks_available() * s.fragment_size());
     Facts {
         kernel,
         kernel_version,

@@ -67,6 +67,8 @@ fn sha256_file(path: &Path) -> Option<String> {
 /// The qemu-user binary that runs `target`'s executables on `host`, from
 /// `release`'s archive; fetched on first use, then taken from the cache
 /// (trusted only while its hash matches the record).
+// Which binary (release, mirror, target, host) and the usual context
+// (manifests, dirs, download options, reporter); its one caller passes them.
 #[allow(clippy::too_many_arguments)]
 pub fn qemu_binary(
     manifests: &Manifests,

@@ -242,7 +242,11 @@ fn local_kernels(
 }
 
 /// Updates one target; `Err` only for what stops it as a whole (its
-/// indexes, its repository), per-kernel failures are in the summary.
+/// indexes, its repository), per-kernel failures are in the summary. The
+/// steps: find the kernels and the module, decide what to build, build,
+/// prune, write the metapackage, publish.
+// The arguments are the builder's own (see `kmod::build_dkms`) plus the
+// target, its name and how many kernels to keep.
 #[allow(clippy::too_many_arguments)]
 pub fn update_target(
     manifests: &Manifests,
@@ -256,11 +260,169 @@ pub fn update_target(
 ) -> Result<Summary, UpdateError> {
     check_repo(name, t, dirs, None)?;
     let repo = repo_of(name, t, dirs);
+    let probe = probe_spec(t, &repo);
+    let found = find_kernels(manifests, t, &probe, dirs, opts.clone(), reporter)?;
+    let file = |k: &KernelEntry| {
+        module_file_name(&found.module, &k.release, &found.module_version, &t.arch)
+    };
+    let mut summary = Summary {
+        target: name.to_string(),
+        seen: found.kernels.len(),
+        repo: repo.dir.clone(),
+        ..Default::default()
+    };
+    let missing: Vec<usize> = (0..found.kernels.len())
+        .filter(|&i| !repo.pool().join(file(&found.kernels[i])).exists())
+        .collect();
+    summary.present = found.kernels.len() - missing.len();
+    std::fs::create_dir_all(repo.pool()).map_err(|source| UpdateError::Io {
+        path: repo.pool(),
+        source,
+    })?;
+
+    let builder = Builder {
+        manifests,
+        dirs,
+        opts,
+        exe,
+        reporter,
+    };
+    for spec in build_calls(&probe, &found, &missing) {
+        builder.build(ModuleKind::of_target(&t.module), spec, &mut summary);
+    }
+
+    let built = prune_pool(&repo, &found.kernels, &file, keep, &mut summary)?;
+    let mut changed = !summary.built.is_empty() || !summary.pruned.is_empty();
+    if let Some(newest) = built
+        .iter()
+        .max_by(|a, b| version::compare(&a.version, &b.version))
+    {
+        let meta = MetaPackage {
+            module: found.module.clone(),
+            flavour: found.flavour.clone(),
+            arch: t.arch.clone(),
+            module_version: found.module_version.clone(),
+            newest: (*newest).clone(),
+            held: found.held.clone(),
+        };
+        changed |= write_meta(&repo, &meta)?;
+    }
+    let published = repo
+        .dir
+        .join("dists")
+        .join(&repo.suite)
+        .join("InRelease")
+        .exists();
+    if changed || !published {
+        repo::publish(&repo, SystemTime::now())?;
+        summary.published = true;
+    }
+    Ok(summary)
+}
+
+/// The build of the target's module with no kernels chosen yet: each
+/// build call copies it and names its kernels.
+fn probe_spec(t: &TargetFile, repo: &Repo) -> BuildSpec {
+    BuildSpec {
+        source: ModuleKind::of_target(&t.module).source_arg(&t.module),
+        sha256: None,
+        arch: t.arch.clone(),
+        release: t.suite.clone(),
+        mirror: t.mirror.clone(),
+        keyring: t.keyring.clone(),
+        kernels: vec![],
+        flavour: t.flavour.clone(),
+        out: repo.pool(),
+        package_version: None,
+        kernel_debs: vec![],
+        strategy: t.strategy,
+        sign: None,
+    }
+}
+
+/// What a target builds for: its kernels (with the board's own .debs of
+/// each, when it has them), the module and the package held back.
+struct Found {
+    kernels: Vec<KernelEntry>,
+    /// Per kernel, its .debs; empty when the kernels come from the suites.
+    locals: Vec<Vec<PathBuf>>,
+    held: String,
+    flavour: String,
+    module: String,
+    module_version: String,
+}
+
+/// Refreshes the target's suites and finds its kernels and the module's
+/// package name and version. The indexes are dropped before anything is
+/// built.
+fn find_kernels(
+    manifests: &Manifests,
+    t: &TargetFile,
+    probe: &BuildSpec,
+    dirs: &DataDirs,
+    opts: FetchOptions,
+    reporter: &dyn Reporter,
+) -> Result<Found, UpdateError> {
     let target = RootRecipe::new(manifests, &target_spec(t))?;
     let flavour = t
         .flavour
         .clone()
         .unwrap_or_else(|| target.arch.kernel_flavour.clone());
+    check_suites(t, &target)?;
+    let fetcher = target.fetcher(dirs, opts, reporter)?;
+    let indexes = target.update(&fetcher, reporter)?;
+
+    let scratch = tempfile::tempdir().map_err(|source| UpdateError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let source = kmod::source(probe, scratch.path())?;
+    let (module, module_version) =
+        expected_module(&source, &indexes.packages).ok_or_else(|| UpdateError::UnknownModule {
+            module: t.module.clone(),
+            release: t.suite.clone(),
+            arch: t.arch.clone(),
+        })?;
+
+    let (kernels, locals, held) = match &t.kernel_deb_dir {
+        Some(dir) => {
+            let l = local_kernels(dir, &t.arch)?;
+            let held = l
+                .last()
+                .map(|(k, _)| k.kernel.image_package.clone())
+                .unwrap_or_default();
+            let (k, d) = l
+                .into_iter()
+                .map(|(k, d)| {
+                    (
+                        KernelEntry {
+                            release: k.kernel.release,
+                            version: k.kernel.image_version,
+                        },
+                        d,
+                    )
+                })
+                .unzip();
+            (k, d, held)
+        }
+        None => (
+            kernels_of_suites(&indexes.packages, &flavour, &t.suites),
+            vec![],
+            format!("linux-image-{flavour}"),
+        ),
+    };
+    Ok(Found {
+        kernels,
+        locals,
+        held,
+        flavour,
+        module,
+        module_version,
+    })
+}
+
+/// Refuses suites the target's release does not have.
+fn check_suites(t: &TargetFile, target: &RootRecipe) -> Result<(), UpdateError> {
     for s in &t.suites {
         if !target.sources.iter().any(|x| &x.suite == s) {
             return Err(UpdateError::UnknownSuite {
@@ -275,143 +437,98 @@ pub fn update_target(
             });
         }
     }
-    let fetcher = target.fetcher(dirs, opts.clone(), reporter)?;
-    let indexes = target.update(&fetcher, reporter)?;
+    Ok(())
+}
 
-    // The source and what it will be called.
-    let kind = ModuleKind::of_target(&t.module);
-    let source_arg = kind.source_arg(&t.module);
-    let scratch = tempfile::tempdir().map_err(|source| UpdateError::Io {
-        path: std::env::temp_dir(),
-        source,
-    })?;
-    let probe = BuildSpec {
-        source: source_arg.clone(),
-        sha256: None,
-        arch: t.arch.clone(),
-        release: t.suite.clone(),
-        mirror: t.mirror.clone(),
-        keyring: t.keyring.clone(),
-        kernels: vec![],
-        flavour: t.flavour.clone(),
-        out: repo.pool(),
-        package_version: None,
-        kernel_debs: vec![],
-        strategy: t.strategy,
-        sign: None,
-    };
-    let source = kmod::source(&probe, scratch.path())?;
-    let (module, module_version) =
-        expected_module(&source, &indexes.packages).ok_or_else(|| UpdateError::UnknownModule {
-            module: t.module.clone(),
-            release: t.suite.clone(),
-            arch: t.arch.clone(),
-        })?;
-
-    // The kernels, and which are missing from the pool.
-    let (kernels, locals, held): (Vec<KernelEntry>, Vec<Vec<PathBuf>>, String) =
-        match &t.kernel_deb_dir {
-            Some(dir) => {
-                let l = local_kernels(dir, &t.arch)?;
-                let held = l
-                    .last()
-                    .map(|(k, _)| k.kernel.image_package.clone())
-                    .unwrap_or_default();
-                let (k, d) = l
-                    .into_iter()
-                    .map(|(k, d)| {
-                        (
-                            KernelEntry {
-                                release: k.kernel.release,
-                                version: k.kernel.image_version,
-                            },
-                            d,
-                        )
-                    })
-                    .unzip();
-                (k, d, held)
-            }
-            None => (
-                kernels_of_suites(&indexes.packages, &flavour, &t.suites),
-                vec![],
-                format!("linux-image-{flavour}"),
-            ),
-        };
-    drop(indexes);
-    drop(fetcher);
-    let file = |k: &KernelEntry| module_file_name(&module, &k.release, &module_version, &t.arch);
-    let mut summary = Summary {
-        target: name.to_string(),
-        seen: kernels.len(),
-        repo: repo.dir.clone(),
-        ..Default::default()
-    };
-    let missing: Vec<usize> = (0..kernels.len())
-        .filter(|&i| !repo.pool().join(file(&kernels[i])).exists())
-        .collect();
-    summary.present = kernels.len() - missing.len();
-    std::fs::create_dir_all(repo.pool()).map_err(|source| UpdateError::Io {
-        path: repo.pool(),
-        source,
-    })?;
-
-    // Build what is missing: one call for the archive's kernels, one per
-    // pair of the board's own .debs.
-    let mut calls: Vec<BuildSpec> = Vec::new();
-    if !missing.is_empty() {
-        let mut spec = probe.clone();
-        if locals.is_empty() {
-            spec.kernels = missing
-                .iter()
-                .map(|&i| kernels[i].release.clone())
-                .collect();
-            calls.push(spec);
-        } else {
-            for &i in &missing {
-                let mut s = spec.clone();
-                s.kernel_debs = locals[i].clone();
-                calls.push(s);
-            }
-        }
+/// What to build for the kernels at `missing` (indexes into
+/// `found.kernels`): one call for the archive's kernels, one per pair of
+/// the board's own .debs.
+fn build_calls(probe: &BuildSpec, found: &Found, missing: &[usize]) -> Vec<BuildSpec> {
+    if missing.is_empty() {
+        return vec![];
     }
-    for spec in calls {
+    if found.locals.is_empty() {
+        let mut spec = probe.clone();
+        spec.kernels = missing
+            .iter()
+            .map(|&i| found.kernels[i].release.clone())
+            .collect();
+        return vec![spec];
+    }
+    missing
+        .iter()
+        .map(|&i| {
+            let mut s = probe.clone();
+            s.kernel_debs = found.locals[i].clone();
+            s
+        })
+        .collect()
+}
+
+/// What the module builder needs besides the build itself.
+struct Builder<'a> {
+    manifests: &'a Manifests,
+    dirs: &'a DataDirs,
+    opts: FetchOptions,
+    exe: &'a Path,
+    reporter: &'a dyn Reporter,
+}
+
+impl Builder<'_> {
+    /// Runs one build call; what it built and what failed go into the
+    /// summary (a failure does not stop the other calls).
+    fn build(&self, kind: ModuleKind, spec: BuildSpec, summary: &mut Summary) {
         let results = if kind == ModuleKind::Zfs {
             kmod::build_zfs(
-                manifests,
+                self.manifests,
                 &kmod::ZfsSpec {
-                    base: spec.clone(),
+                    base: spec,
                     zfs: None,
                     zfs_source: None,
                 },
-                dirs,
-                opts.clone(),
-                exe,
-                reporter,
+                self.dirs,
+                self.opts.clone(),
+                self.exe,
+                self.reporter,
             )
             .map(|(r, _)| r)
         } else {
-            kmod::build_dkms(manifests, &spec, dirs, opts.clone(), exe, reporter)
+            kmod::build_dkms(
+                self.manifests,
+                &spec,
+                self.dirs,
+                self.opts.clone(),
+                self.exe,
+                self.reporter,
+            )
+        };
+        let mut fail = |e: String| {
+            self.reporter.note(&format!("error: {e}"));
+            summary.failed.push(e);
         };
         match results {
             Ok(rs) => {
                 for r in rs {
                     match r {
                         Ok(b) => summary.built.push(b.kernel.release),
-                        Err(e) => {
-                            reporter.note(&format!("error: {e}"));
-                            summary.failed.push(e.to_string());
-                        }
+                        Err(e) => fail(e.to_string()),
                     }
                 }
             }
-            Err(e) => {
-                reporter.note(&format!("error: {e}"));
-                summary.failed.push(e.to_string());
-            }
+            Err(e) => fail(e.to_string()),
         }
     }
+}
 
-    // What the pool holds now, pruned.
+/// Prunes the pool to the newest `keep` kernels' modules and returns the
+/// kernels whose module it still holds.
+fn prune_pool(
+    repo: &Repo,
+    kernels: &[KernelEntry],
+    file: &dyn Fn(&KernelEntry) -> String,
+    keep: usize,
+    summary: &mut Summary,
+) -> Result<Vec<KernelEntry>, UpdateError> {
     let built: Vec<(KernelEntry, String)> = kernels
         .iter()
         .filter(|k| repo.pool().join(file(k)).exists())
@@ -422,61 +539,38 @@ pub fn update_target(
         std::fs::remove_file(&p).map_err(|source| UpdateError::Io { path: p, source })?;
         summary.pruned.push(f);
     }
-    let built: Vec<&KernelEntry> = built
-        .iter()
+    Ok(built
+        .into_iter()
         .filter(|(_, f)| !summary.pruned.contains(f))
         .map(|(k, _)| k)
-        .collect();
+        .collect())
+}
 
-    // The metapackage follows the newest kernel built.
-    let mut changed = !summary.built.is_empty() || !summary.pruned.is_empty();
-    if let Some(newest) = built
-        .iter()
-        .max_by(|a, b| version::compare(&a.version, &b.version))
+/// Writes the metapackage (it follows the newest kernel built) unless the
+/// pool has it already, removing its older versions; whether it wrote.
+fn write_meta(repo: &Repo, meta: &MetaPackage) -> Result<bool, UpdateError> {
+    let path = repo.pool().join(meta.file_name());
+    if path.exists() {
+        return Ok(false);
+    }
+    let prefix = format!("{}_", meta.name());
+    for e in std::fs::read_dir(repo.pool())
+        .into_iter()
+        .flatten()
+        .flatten()
     {
-        let meta = MetaPackage {
-            module: module.clone(),
-            flavour: flavour.clone(),
-            arch: t.arch.clone(),
-            module_version: module_version.clone(),
-            newest: (*newest).clone(),
-            held: held.clone(),
-        };
-        let path = repo.pool().join(meta.file_name());
-        if !path.exists() {
-            let prefix = format!("{}_", meta.name());
-            for e in std::fs::read_dir(repo.pool())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                if e.file_name().to_string_lossy().starts_with(&prefix) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-            let bytes = meta
-                .build(package::source_date_epoch())
-                .map_err(BuildError::from)?;
-            crate::atomic::write_atomic(&path, &bytes, 0o644).map_err(|source| {
-                UpdateError::Io {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
-            changed = true;
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(e.path());
         }
     }
-    let published = repo
-        .dir
-        .join("dists")
-        .join(&repo.suite)
-        .join("InRelease")
-        .exists();
-    if changed || !published {
-        repo::publish(&repo, SystemTime::now())?;
-        summary.published = true;
-    }
-    Ok(summary)
+    let bytes = meta
+        .build(package::source_date_epoch())
+        .map_err(BuildError::from)?;
+    crate::atomic::write_atomic(&path, &bytes, 0o644).map_err(|source| UpdateError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(true)
 }
 
 /// The systemd user units that run `zchroot update` every `every`
@@ -517,6 +611,37 @@ mod tests {
             release: release.into(),
             version: version.into(),
         }
+    }
+
+    #[test]
+    fn builds_are_one_call_for_the_archive_kernels_and_one_per_board_kernel() {
+        let t: TargetFile = toml::from_str("arch = \"arm64\"\nsuite = \"trixie\"\n").unwrap();
+        let dirs = DataDirs {
+            state: "/s".into(),
+            cache: "/c".into(),
+        };
+        let probe = probe_spec(&t, &repo_of("board", &t, &dirs));
+        assert_eq!(probe.out, PathBuf::from("/s/repos/board/public/pool/main"));
+        let mut found = Found {
+            kernels: vec![k("a", "1"), k("b", "2"), k("c", "3")],
+            locals: vec![],
+            held: "linux-image-arm64".into(),
+            flavour: "arm64".into(),
+            module: "zfs-modules".into(),
+            module_version: "2.3.2-1".into(),
+        };
+        assert!(build_calls(&probe, &found, &[]).is_empty());
+        let calls = build_calls(&probe, &found, &[0, 2]);
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].kernels, ["a", "c"]);
+        found.locals = ["a", "b", "c"]
+            .iter()
+            .map(|n| vec![PathBuf::from(format!("{n}.deb"))])
+            .collect();
+        let calls = build_calls(&probe, &found, &[1, 2]);
+        let debs: Vec<_> = calls.iter().map(|c| c.kernel_debs.clone()).collect();
+        assert_eq!(debs, [[PathBuf::from("b.deb")], [PathBuf::from("c.deb")]]);
+        assert!(calls.iter().all(|c| c.kernels.is_empty()));
     }
 
     #[test]

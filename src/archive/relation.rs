@@ -661,7 +661,7 @@ mod tests {
     }
 
     #[test]
-    fn errors() {
+    fn errors_unknown_operators() {
         let f = |s: &str| s.to_owned();
         assert_eq!(
             err("foo (=> 1)"),
@@ -684,6 +684,11 @@ mod tests {
                 op: f("~=")
             }
         );
+    }
+
+    #[test]
+    fn errors_unclosed_parentheses() {
+        let f = |s: &str| s.to_owned();
         assert_eq!(
             err("foo (>= 1"),
             RelationError::UnclosedParen {
@@ -706,6 +711,11 @@ mod tests {
             err("foo ("),
             RelationError::UnclosedParen { field: f("foo (") }
         );
+    }
+
+    #[test]
+    fn errors_missing_versions() {
+        let f = |s: &str| s.to_owned();
         assert_eq!(
             err("foo (>= )"),
             RelationError::MissingVersion {
@@ -720,6 +730,11 @@ mod tests {
                 op: f("")
             }
         );
+    }
+
+    #[test]
+    fn errors_empty_names_and_arches_and_duplicate_versions() {
+        let f = |s: &str| s.to_owned();
         for field in ["a | , b", "| a", "a |", "a || b", "a, (>= 1)", "a, :amd64"] {
             assert_eq!(
                 err(field),
@@ -741,6 +756,11 @@ mod tests {
                 name: f("foo")
             }
         );
+    }
+
+    #[test]
+    fn errors_unclosed_arch_and_profile_lists() {
+        let f = |s: &str| s.to_owned();
         assert_eq!(
             err("foo [amd64, bar"),
             RelationError::UnclosedArchList {
@@ -753,6 +773,11 @@ mod tests {
                 field: f("foo <!nocheck")
             }
         );
+    }
+
+    #[test]
+    fn errors_unexpected_characters() {
+        let f = |s: &str| s.to_owned();
         assert_eq!(
             err("foo bar"),
             RelationError::Unexpected {

@@ -152,7 +152,7 @@ impl<T> std::ops::Deref for Verified<T> {
 /// What a signature check found, by signature.
 #[derive(Default)]
 struct Outcome {
-    good: Vec<(Fingerprint, Fingerprint)>, // (certificate, signing key)
+    good: Vec<GoodSignature>,
     unknown: Vec<String>,
     bad: Vec<String>,
 }
@@ -222,6 +222,9 @@ fn anyhow_msg(m: &str) -> openpgp::anyhow::Error {
     openpgp::anyhow::anyhow!("{m}")
 }
 
+/// A good signature: (certificate, signing key).
+type GoodSignature = (Fingerprint, Fingerprint);
+
 /// Checks the cleartext signature of an InRelease file and returns the
 /// signed body. Every signature must be good or by a key outside the
 /// keyring, and at least one must be good; anything else is an error.
@@ -230,7 +233,7 @@ fn verify_signature(
     keyring: &Keyring,
     url: &str,
     now: SystemTime,
-) -> Result<(Vec<u8>, Vec<(Fingerprint, Fingerprint)>), ReleaseError> {
+) -> Result<(Vec<u8>, Vec<GoodSignature>), ReleaseError> {
     let err = |message: String| ReleaseError::Signature {
         url: url.into(),
         keyring: keyring.origin.clone(),

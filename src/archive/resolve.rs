@@ -27,17 +27,9 @@ pub enum ResolveError {
         chain: String,
         why: String,
     },
-    #[error("{a} {a_version} {kind} '{relation}', which {b} {b_version} matches; both are needed ({a}: {a_chain}; {b}: {b_chain})")]
-    Conflict {
-        a: String,
-        a_version: String,
-        kind: &'static str,
-        relation: String,
-        b: String,
-        b_version: String,
-        a_chain: String,
-        b_chain: String,
-    },
+    /// Boxed: eight fields would make every resolver result that large.
+    #[error(transparent)]
+    Conflict(Box<Conflict>),
     #[error("{package} {version}: bad {field} field: {message}")]
     BadField {
         package: String,
@@ -45,6 +37,21 @@ pub enum ResolveError {
         field: &'static str,
         message: String,
     },
+}
+
+/// Two packages the resolution needs, one of which conflicts with or breaks
+/// the other.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{a} {a_version} {kind} '{relation}', which {b} {b_version} matches; both are needed ({a}: {a_chain}; {b}: {b_chain})")]
+pub struct Conflict {
+    pub a: String,
+    pub a_version: String,
+    pub kind: &'static str,
+    pub relation: String,
+    pub b: String,
+    pub b_version: String,
+    pub a_chain: String,
+    pub b_chain: String,
 }
 
 /// What to install.
@@ -246,7 +253,7 @@ pub fn resolve<'a>(
         let p = u.candidates[*name];
         let reason = if request.essential && p.essential {
             Reason::Essential
-        } else if request.priorities.iter().any(|x| *x == p.priority) {
+        } else if request.priorities.contains(&p.priority) {
             Reason::Priority(p.priority.clone())
         } else {
             continue;
@@ -387,7 +394,7 @@ fn pick<'a>(
                 .collect();
             why.push(format!("provided by {}", names.join(", ")));
         }
-        if u.candidates.get(r.name.as_str()).is_none() && provs.is_empty() {
+        if !u.candidates.contains_key(r.name.as_str()) && provs.is_empty() {
             why.push(format!("no package {} in {}", r.name, u.suites));
         }
     }
@@ -434,7 +441,7 @@ fn check_conflicts(u: &Universe, st: &State) -> Result<(), ResolveError> {
                         if std::ptr::eq(*p, q) || !satisfies(r, q, provs, u.arch) {
                             continue;
                         }
-                        return Err(ResolveError::Conflict {
+                        return Err(ResolveError::Conflict(Box::new(Conflict {
                             a: p.name.clone(),
                             a_version: p.version.clone(),
                             kind,
@@ -443,7 +450,7 @@ fn check_conflicts(u: &Universe, st: &State) -> Result<(), ResolveError> {
                             b_version: q.version.clone(),
                             a_chain: st.chain(&p.name),
                             b_chain: st.chain(&q.name),
-                        });
+                        })));
                     }
                 }
             }

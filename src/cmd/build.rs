@@ -8,27 +8,13 @@ use crate::kmod::{BuildError, BuildSpec, Built, ZfsSpec};
 pub type Builds = Vec<Result<Built, BuildError>>;
 
 pub fn build_dkms(ctx: &Ctx, spec: &BuildSpec) -> Result<Builds, CmdError> {
-    Ok(crate::kmod::build_dkms(
-        &ctx.manifests,
-        spec,
-        &ctx.dirs,
-        ctx.options.clone(),
-        &ctx.exe,
-        ctx.reporter,
-    )?)
+    ctx.call(crate::kmod::build_dkms, spec)
 }
 
 /// The builds, and the zfsutils-linux version matching the module when the
 /// module came from the suites.
 pub fn build_zfs(ctx: &Ctx, spec: &ZfsSpec) -> Result<(Builds, Option<String>), CmdError> {
-    Ok(crate::kmod::build_zfs(
-        &ctx.manifests,
-        spec,
-        &ctx.dirs,
-        ctx.options.clone(),
-        &ctx.exe,
-        ctx.reporter,
-    )?)
+    ctx.call(crate::kmod::build_zfs, spec)
 }
 
 /// The line on stderr that says what a built package holds.

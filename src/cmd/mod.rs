@@ -33,7 +33,28 @@ pub struct Ctx<'r> {
     pub reporter: &'r dyn Reporter,
 }
 
+/// A layer that builds something from a spec with what every builder
+/// takes: the manifests, the data directories, the download options,
+/// zchroot's own executable and the reporter.
+pub type Layer<S, T, E> =
+    fn(&Manifests, &S, &DataDirs, FetchOptions, &Path, &dyn Reporter) -> Result<T, E>;
+
 impl Ctx<'_> {
+    /// Calls `layer` on `spec` with this context.
+    pub fn call<S, T, E>(&self, layer: Layer<S, T, E>, spec: &S) -> Result<T, CmdError>
+    where
+        CmdError: From<E>,
+    {
+        Ok(layer(
+            &self.manifests,
+            spec,
+            &self.dirs,
+            self.options.clone(),
+            &self.exe,
+            self.reporter,
+        )?)
+    }
+
     /// The roots under the state directory.
     pub fn roots(&self) -> Roots {
         Roots::new(&self.dirs)

@@ -10,14 +10,7 @@ use crate::sandbox;
 
 /// Builds a root from the archive.
 pub fn create(ctx: &Ctx, spec: &CreateSpec) -> Result<Created, CmdError> {
-    Ok(crate::rootfs::create::create(
-        &ctx.manifests,
-        spec,
-        &ctx.dirs,
-        ctx.options.clone(),
-        &ctx.exe,
-        ctx.reporter,
-    )?)
+    ctx.call(crate::rootfs::create::create, spec)
 }
 
 /// The roots, with their size and when they were last used.
@@ -184,18 +177,7 @@ mod tests {
 
     fn listed(name: &str, size: u64, last_used: Option<u64>) -> Listed {
         Listed {
-            meta: RootMeta {
-                name: name.into(),
-                arch: "arm64".into(),
-                release: "trixie".into(),
-                variant: "minbase".into(),
-                include: vec![],
-                mirror: None,
-                keyring: None,
-                created: 0,
-                packages: 100,
-                owner: 1000,
-            },
+            meta: RootMeta::example(name),
             path: PathBuf::from("/r").join(name),
             size_bytes: size,
             last_used,

@@ -39,6 +39,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
+use std::ops::ControlFlow;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -167,11 +168,7 @@ pub fn read_control(deb: &Path) -> Result<String, DebError> {
 /// the names are safe to use as `/var/lib/dpkg/info/PKG.NAME`.
 pub fn control_files(deb: &Path) -> Result<ControlFiles, DebError> {
     with_member(deb, "control.tar", |reader, member| {
-        let read_err = |source| DebError::ReadMember {
-            path: deb.to_path_buf(),
-            member: member.to_string(),
-            source,
-        };
+        let read_err = read_err(deb, member);
         let bad = |entry: &[u8], reason| DebError::BadControlEntry {
             path: deb.to_path_buf(),
             entry: String::from_utf8_lossy(entry).into_owned(),
@@ -382,18 +379,9 @@ pub fn extract_data_with(
         dir_times: Vec::new(),
         out: Extraction::default(),
     };
-    with_member(deb, "data.tar", |reader, member| {
-        let read_err = |source| DebError::ReadMember {
-            path: deb.to_path_buf(),
-            member: member.to_string(),
-            source,
-        };
-        let mut archive = tar::Archive::new(reader);
-        for entry in archive.entries().map_err(read_err)? {
-            let entry = entry.map_err(read_err)?;
-            ex.entry(entry, member)?;
-        }
-        Ok(())
+    walk_data(deb, |entry, member| {
+        ex.entry(entry, member)?;
+        Ok(ControlFlow::<()>::Continue(()))
     })?;
     ex.set_dir_times()?;
     Ok(ex.out)
@@ -402,25 +390,17 @@ pub fn extract_data_with(
 /// The paths of the data member's entries, without `./` (`usr/bin/x`);
 /// directories end in `/`. Nothing is written to disk.
 pub fn data_paths(deb: &Path) -> Result<Vec<String>, DebError> {
-    with_member(deb, "data.tar", |reader, member| {
-        let read_err = |source| DebError::ReadMember {
-            path: deb.to_path_buf(),
-            member: member.to_string(),
-            source,
-        };
-        let mut out = Vec::new();
-        let mut archive = tar::Archive::new(reader);
-        for entry in archive.entries().map_err(read_err)? {
-            let entry = entry.map_err(read_err)?;
-            let name = entry.path_bytes();
-            let name = String::from_utf8_lossy(&name);
-            let name = name.trim_start_matches("./");
-            if !name.is_empty() {
-                out.push(name.to_string());
-            }
+    let mut out = Vec::new();
+    walk_data(deb, |entry, _| {
+        let name = entry.path_bytes();
+        let name = String::from_utf8_lossy(&name);
+        let name = name.trim_start_matches("./");
+        if !name.is_empty() {
+            out.push(name.to_string());
         }
-        Ok(out)
-    })
+        Ok(ControlFlow::<()>::Continue(()))
+    })?;
+    Ok(out)
 }
 
 /// The contents of one regular file of the data member (`usr/bin/x`, with
@@ -428,35 +408,53 @@ pub fn data_paths(deb: &Path) -> Result<Vec<String>, DebError> {
 /// Nothing is written to disk.
 pub fn read_data_file(deb: &Path, path: &str) -> Result<Option<Vec<u8>>, DebError> {
     let want = path.trim_start_matches("./").trim_start_matches('/');
+    walk_data(deb, |mut entry, member| {
+        let name = entry.path_bytes();
+        let name = String::from_utf8_lossy(&name);
+        if name.trim_start_matches("./") != want
+            || entry.header().entry_type() != tar::EntryType::Regular
+        {
+            return Ok(ControlFlow::Continue(()));
+        }
+        // The header's size is a claim: read at most the cap, and grow the
+        // buffer as data really comes.
+        let mut out = Vec::with_capacity(entry.size().min(1 << 20) as usize);
+        (&mut entry)
+            .take(MAX_DATA_FILE + 1)
+            .read_to_end(&mut out)
+            .map_err(read_err(deb, member))?;
+        if out.len() as u64 > MAX_DATA_FILE {
+            return Err(DebError::DataFileTooLarge {
+                path: deb.to_path_buf(),
+                entry: want.to_string(),
+                limit: MAX_DATA_FILE,
+            });
+        }
+        Ok(ControlFlow::Break(out))
+    })
+}
+
+/// The error for a failed read of `member` of `deb`.
+fn read_err<'a>(deb: &'a Path, member: &'a str) -> impl Fn(io::Error) -> DebError + Copy + 'a {
+    move |source| DebError::ReadMember {
+        path: deb.to_path_buf(),
+        member: member.to_string(),
+        source,
+    }
+}
+
+/// Walks the entries of the data member in order, calling `f` with each
+/// and the member's name until it returns `Break`, whose value it returns.
+fn walk_data<B>(
+    deb: &Path,
+    mut f: impl FnMut(tar::Entry<'_, &mut dyn Read>, &str) -> Result<ControlFlow<B>, DebError>,
+) -> Result<Option<B>, DebError> {
     with_member(deb, "data.tar", |reader, member| {
-        let read_err = |source| DebError::ReadMember {
-            path: deb.to_path_buf(),
-            member: member.to_string(),
-            source,
-        };
         let mut archive = tar::Archive::new(reader);
-        for entry in archive.entries().map_err(read_err)? {
-            let mut entry = entry.map_err(read_err)?;
-            let name = entry.path_bytes();
-            let name = String::from_utf8_lossy(&name);
-            if name.trim_start_matches("./") == want
-                && entry.header().entry_type() == tar::EntryType::Regular
-            {
-                // The header's size is a claim: read at most the cap, and
-                // grow the buffer as data really comes.
-                let mut out = Vec::with_capacity(entry.size().min(1 << 20) as usize);
-                (&mut entry)
-                    .take(MAX_DATA_FILE + 1)
-                    .read_to_end(&mut out)
-                    .map_err(read_err)?;
-                if out.len() as u64 > MAX_DATA_FILE {
-                    return Err(DebError::DataFileTooLarge {
-                        path: deb.to_path_buf(),
-                        entry: want.to_string(),
-                        limit: MAX_DATA_FILE,
-                    });
-                }
-                return Ok(Some(out));
+        for entry in archive.entries().map_err(read_err(deb, member))? {
+            let entry = entry.map_err(read_err(deb, member))?;
+            if let ControlFlow::Break(b) = f(entry, member)? {
+                return Ok(Some(b));
             }
         }
         Ok(None)
@@ -504,11 +502,7 @@ fn with_member<T>(
             .by_ref()
             .take(64)
             .read_to_end(&mut version)
-            .map_err(|source| DebError::ReadMember {
-                path: deb.to_path_buf(),
-                member: "debian-binary".to_string(),
-                source,
-            })?;
+            .map_err(read_err(deb, "debian-binary"))?;
         let version = String::from_utf8_lossy(&version).trim_end().to_string();
         if !version.starts_with("2.") {
             return Err(DebError::FormatVersion {
@@ -742,11 +736,7 @@ impl Extractor {
                 let header = entry.header();
                 let device = |f: io::Result<Option<u32>>| {
                     f.map(Option::unwrap_or_default)
-                        .map_err(|source| DebError::ReadMember {
-                            path: self.deb.clone(),
-                            member: member.to_string(),
-                            source,
-                        })
+                        .map_err(read_err(&self.deb, member))
                 };
                 // Device numbers only matter for devices (FIFOs often leave them blank).
                 let kind = match kind {
@@ -782,11 +772,7 @@ impl Extractor {
     }
 
     fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, member: &str) -> Result<Meta, DebError> {
-        let read_err = |source| DebError::ReadMember {
-            path: self.deb.clone(),
-            member: member.to_string(),
-            source,
-        };
+        let read_err = read_err(&self.deb, member);
         // The tar crate already applies pax uid/gid; pax mtime is done here.
         let header = entry.header();
         let mut meta = Meta {
@@ -1029,13 +1015,7 @@ impl Extractor {
                     Ok(0) => break,
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(source) => {
-                        return Err(DebError::ReadMember {
-                            path: self.deb.clone(),
-                            member: member.to_string(),
-                            source,
-                        })
-                    }
+                    Err(source) => return Err(read_err(&self.deb, member)(source)),
                 };
                 // Counted before it is written: never more than the limit on disk.
                 self.charge(n as u64)?;

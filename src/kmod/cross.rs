@@ -97,12 +97,13 @@ fn any<'a>(packages: &'a [Package], name: &str) -> Option<&'a Package> {
     packages.iter().find(|p| p.name == name)
 }
 
-/// The cross compiler and C library for `target` in the host's indexes.
+/// The cross compiler and C library for `target` in the host's indexes:
+/// a plan that installs just those.
 fn toolchain(
     host: &[Package],
     target: &Arch,
     compiler: &KernelCompiler,
-) -> Result<(Vec<String>, String, String, String), String> {
+) -> Result<CrossPlan, String> {
     let major = compiler.gcc_major.clone().ok_or_else(|| {
         format!(
             "the kernel was built by '{}', not a gcc zchroot can match",
@@ -119,7 +120,14 @@ fn toolchain(
     if any(host, &libc).is_none() {
         return Err(format!("the suites have no {libc}"));
     }
-    Ok((vec![gcc.clone(), libc], major, gcc, p.version.clone()))
+    Ok(CrossPlan {
+        install: vec![gcc.clone(), libc],
+        triplet: target.triplet.clone(),
+        gcc_major: major,
+        kernel_arch: target.kernel_arch.clone(),
+        compiler_package: gcc,
+        compiler_version: p.version.clone(),
+    })
 }
 
 /// The plan for a kernel of the archive: its headers package `headers`
@@ -165,16 +173,10 @@ pub fn plan_archive(
             "{headers} names no linux-kbuild package: its build helpers cannot be had for the host"
         ));
     }
-    let (tools, major, gcc, gcc_version) = toolchain(host_packages, target, compiler)?;
-    install.extend(tools);
-    Ok(CrossPlan {
-        install,
-        triplet: target.triplet.clone(),
-        gcc_major: major,
-        kernel_arch: target.kernel_arch.clone(),
-        compiler_package: gcc,
-        compiler_version: gcc_version,
-    })
+    let mut plan = toolchain(host_packages, target, compiler)?;
+    install.append(&mut plan.install);
+    plan.install = install;
+    Ok(plan)
 }
 
 /// The plan for the user's own headers .deb (`make bindeb-pkg`), whose
@@ -186,15 +188,7 @@ pub fn plan_local(
     target: &Arch,
     compiler: &KernelCompiler,
 ) -> Result<CrossPlan, String> {
-    let (install, major, gcc, gcc_version) = toolchain(host_packages, target, compiler)?;
-    Ok(CrossPlan {
-        install,
-        triplet: target.triplet.clone(),
-        gcc_major: major,
-        kernel_arch: target.kernel_arch.clone(),
-        compiler_package: gcc,
-        compiler_version: gcc_version,
-    })
+    toolchain(host_packages, target, compiler)
 }
 
 #[cfg(test)]
@@ -266,15 +260,18 @@ mod tests {
             pkg("libc6-dev-arm64-cross", "2.41-11cross1", "all", ""),
         ];
         let c = kernel_compiler(CONFIG).unwrap();
-        let p = plan_archive(
-            &target,
-            &host,
-            "linux-headers-6.12.118+deb13-arm64",
-            v,
-            &arm64(),
-            &c,
-        )
-        .unwrap();
+        let arch = arm64();
+        let plan = |host: &[Package]| {
+            plan_archive(
+                &target,
+                host,
+                "linux-headers-6.12.118+deb13-arm64",
+                v,
+                &arch,
+                &c,
+            )
+        };
+        let p = plan(&host).unwrap();
         assert_eq!(
             p.install,
             [
@@ -296,28 +293,12 @@ mod tests {
 
         // The helpers at another version: no plan, and the reason says why.
         host[1] = pkg("linux-kbuild-6.12.118+deb13", "6.12.118-2", "amd64", "");
-        let e = plan_archive(
-            &target,
-            &host,
-            "linux-headers-6.12.118+deb13-arm64",
-            v,
-            &arm64(),
-            &c,
-        )
-        .unwrap_err();
+        let e = plan(&host).unwrap_err();
         assert!(e.contains("linux-kbuild-6.12.118+deb13 6.12.118-1"), "{e}");
         // No cross compiler of the kernel's major version.
         host[1] = pkg("linux-kbuild-6.12.118+deb13", v, "amd64", "");
         host[2] = pkg("gcc-13-aarch64-linux-gnu", "13.3.0-1cross1", "amd64", "");
-        let e = plan_archive(
-            &target,
-            &host,
-            "linux-headers-6.12.118+deb13-arm64",
-            v,
-            &arm64(),
-            &c,
-        )
-        .unwrap_err();
+        let e = plan(&host).unwrap_err();
         assert!(e.contains("no gcc-14-aarch64-linux-gnu"), "{e}");
         let clang = kernel_compiler("CONFIG_CC_VERSION_TEXT=\"clang version 19\"\n").unwrap();
         assert!(plan_local(&host, &arm64(), &clang)

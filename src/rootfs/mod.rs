@@ -56,6 +56,25 @@ pub struct RootMeta {
     pub owner: u32,
 }
 
+#[cfg(test)]
+impl RootMeta {
+    /// The record of a trixie arm64 minbase root named `name`, for tests.
+    pub fn example(name: &str) -> Self {
+        RootMeta {
+            name: name.into(),
+            arch: "arm64".into(),
+            release: "trixie".into(),
+            variant: "minbase".into(),
+            include: vec![],
+            mirror: None,
+            keyring: None,
+            created: 0,
+            packages: 100,
+            owner: 1000,
+        }
+    }
+}
+
 pub fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
@@ -353,16 +372,10 @@ mod tests {
         assert!(e.contains("there are none yet"), "{e}");
         std::fs::create_dir_all(roots.tree("a")).unwrap();
         let meta = RootMeta {
-            name: "a".into(),
-            arch: "arm64".into(),
-            release: "trixie".into(),
-            variant: "minbase".into(),
-            include: vec![],
-            mirror: None,
-            keyring: None,
             created: 1,
             packages: 78,
             owner: 0,
+            ..RootMeta::example("a")
         };
         roots.write_meta(&roots.path("a"), &meta).unwrap();
         std::fs::create_dir_all(roots.dir.join(".staging-b-999999999")).unwrap();

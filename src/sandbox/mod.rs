@@ -198,16 +198,14 @@ pub fn plan(
     facts: &SandboxFacts,
 ) -> spawn::SandboxPlan {
     let binfmt_register = match &emulation {
-        Emulation::Sandboxed { interpreter } => {
-            Some(binfmt::register_line(&root_arch, interpreter))
-        }
+        Emulation::Sandboxed { interpreter } => Some(binfmt::register_line(root_arch, interpreter)),
         _ => None,
     };
     let host_binfmt = match &emulation {
         Emulation::HostTemporary { interpreter } => {
             let name = host_binfmt::entry_name(&root_arch.qemu, &host_binfmt::Owner::current());
             Some(spawn::HostBinfmt {
-                line: binfmt::register_line_named(&name, &root_arch, interpreter),
+                line: binfmt::register_line_named(&name, root_arch, interpreter),
                 name,
             })
         }

@@ -180,7 +180,7 @@ mod tests {
             return;
         }
         let fd = detached_mount("tmpfs").unwrap();
-        assert_eq!(fs_type(&fd).unwrap(), i64::from(libc::TMPFS_MAGIC));
+        assert_eq!(fs_type(&fd).unwrap(), libc::TMPFS_MAGIC);
         let e = detached_mount("no-such-fs").unwrap_err();
         assert_eq!(e.errno, Errno::ENODEV);
         assert!(e.to_string().starts_with("fsopen(\"no-such-fs\""), "{e}");

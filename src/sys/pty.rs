@@ -159,9 +159,10 @@ pub fn socketpair() -> SysResult<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Sends `fd` (SCM_RIGHTS) with one byte over the Unix socket `sock`.
-pub fn send_fd(sock: RawFd, fd: RawFd) -> SysResult<()> {
-    let mut byte = [b'p'];
+/// Calls `f` with a message of the one byte `byte` and a control buffer
+/// with room for one descriptor (SCM_RIGHTS), as [`send_fd`] and
+/// [`recv_fd`] exchange them. The buffers live until `f` returns.
+fn with_fd_message<R>(byte: &mut [u8; 1], f: impl FnOnce(&mut libc::msghdr) -> R) -> R {
     let mut iov = libc::iovec {
         iov_base: byte.as_mut_ptr().cast(),
         iov_len: 1,
@@ -175,16 +176,24 @@ pub fn send_fd(sock: RawFd, fd: RawFd) -> SysResult<()> {
     msg.msg_iovlen = 1;
     msg.msg_control = cbuf.as_mut_ptr().cast();
     msg.msg_controllen = space as _;
-    // SAFETY: msg_control points at `space` zeroed, aligned bytes, enough for
-    // one header and one fd; CMSG_FIRSTHDR is then non-null.
-    let r = unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
-        libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL)
-    };
+    f(&mut msg)
+}
+
+/// Sends `fd` (SCM_RIGHTS) with one byte over the Unix socket `sock`.
+pub fn send_fd(sock: RawFd, fd: RawFd) -> SysResult<()> {
+    let mut byte = [b'p'];
+    let r = with_fd_message(&mut byte, |msg| {
+        // SAFETY: msg_control points at `space` zeroed, aligned bytes,
+        // enough for one header and one fd; CMSG_FIRSTHDR is then non-null.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
+            libc::sendmsg(sock, msg, libc::MSG_NOSIGNAL)
+        }
+    });
     if r != 1 {
         return Err(last(format!("sendmsg({sock}, SCM_RIGHTS [{fd}])")));
     }
@@ -195,38 +204,29 @@ pub fn send_fd(sock: RawFd, fd: RawFd) -> SysResult<()> {
 /// closed the socket without sending one.
 pub fn recv_fd(sock: RawFd) -> SysResult<Option<OwnedFd>> {
     let mut byte = [0u8];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut cbuf = vec![0u64; space.div_ceil(8)];
-    // SAFETY: a plain C struct, filled in below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    // SAFETY: the buffers `msg` points at live through the call.
-    let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(last(format!("recvmsg({sock})")));
-    }
-    if n == 0 {
-        return Ok(None);
-    }
-    // SAFETY: the kernel filled msg_control; CMSG_FIRSTHDR/CMSG_DATA walk
-    // it within msg_controllen, and a received SCM_RIGHTS fd is ours.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        if c.is_null() || (*c).cmsg_level != libc::SOL_SOCKET || (*c).cmsg_type != libc::SCM_RIGHTS
-        {
+    with_fd_message(&mut byte, |msg| {
+        // SAFETY: the buffers `msg` points at live through the call.
+        let n = unsafe { libc::recvmsg(sock, msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            return Err(last(format!("recvmsg({sock})")));
+        }
+        if n == 0 {
             return Ok(None);
         }
-        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<RawFd>());
-        Ok(Some(OwnedFd::from_raw_fd(fd)))
-    }
+        // SAFETY: the kernel filled msg_control; CMSG_FIRSTHDR/CMSG_DATA walk
+        // it within msg_controllen, and a received SCM_RIGHTS fd is ours.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(msg);
+            if c.is_null()
+                || (*c).cmsg_level != libc::SOL_SOCKET
+                || (*c).cmsg_type != libc::SCM_RIGHTS
+            {
+                return Ok(None);
+            }
+            let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<RawFd>());
+            Ok(Some(OwnedFd::from_raw_fd(fd)))
+        }
+    })
 }
 
 /// Sets or clears O_NONBLOCK on a descriptor this process owns alone (never
