@@ -314,7 +314,11 @@ impl Exec<'_> {
             .map_err(|e| bad(format!("the build left no module name and version: {e}")))?;
         let mut lines = ident.lines();
         let (module, version) = match (lines.next(), lines.next()) {
-            (Some(m), Some(v)) if !m.is_empty() && !v.is_empty() => (m.to_string(), v.to_string()),
+            // Both come from the build (untrusted) and go into a file name
+            // and the package's fields: Debian's syntax only.
+            (Some(m), Some(v)) if valid_module_name(m) && valid_version(v) => {
+                (m.to_string(), v.to_string())
+            }
             _ => return Err(bad(format!("bad module name and version {ident:?}"))),
         };
         let mut files = Vec::new();
@@ -435,9 +439,41 @@ fn check_modules(arch: &Arch, release: &str, files: &[(String, Vec<u8>)]) -> Res
     Ok(signed)
 }
 
+/// A DKMS module name: letters, digits and `+ - . _`, starting with a
+/// letter or digit (nothing that could name a path).
+fn valid_module_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.as_bytes()[0].is_ascii_alphanumeric()
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-._".contains(&b))
+}
+
+/// A module version: letters, digits and `. + ~ - : _`, starting with a
+/// letter or digit (nothing that could name a path).
+fn valid_version(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 128
+        && v.as_bytes()[0].is_ascii_alphanumeric()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".+~-:_".contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_and_versions_from_a_build_are_checked() {
+        assert!(valid_module_name("zfs") && valid_module_name("v4l2loopback"));
+        assert!(valid_version("2.3.2-2") && valid_version("1:0.12.5+git~1"));
+        for bad in ["", "../x", "a/b", ".x", "-x"] {
+            assert!(!valid_module_name(bad), "{bad}");
+        }
+        for bad in ["", "../../x", "1/2", ".1", "1 2", "1\n2"] {
+            assert!(!valid_version(bad), "{bad}");
+        }
+    }
 
     fn arch(name: &str) -> Arch {
         crate::manifest::Manifests::embedded()
