@@ -245,6 +245,17 @@ fn mount_point(root: &Path, target: &Path, kind: Kind) -> Result<(OwnedFd, PathB
     Ok((fd, path))
 }
 
+/// A recursive bind of `source` on the mount point `at`.
+fn bind(source: &Path, at: &Path) -> Result<(), MountError> {
+    Ok(sys::mount(
+        Some(source),
+        at,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?)
+}
+
 /// Binds `source` on `target` read-only, submounts included (a copy of its
 /// tree made read-only before it is attached, on the confined mount point:
 /// no window where it is writable, no second lookup of `target`). Kernels
@@ -256,13 +267,7 @@ fn bind_readonly(root: &Path, source: &Path, target: &Path, kind: Kind) -> Resul
         Err(e) if e.errno != nix::errno::Errno::ENOSYS => return Err(e.into()),
         Err(_) => {}
     }
-    sys::mount(
-        Some(source),
-        &at,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )?;
+    bind(source, &at)?;
     drop(fd);
     let (_fd, at) = mount_point(root, target, kind)?;
     let keep = sys::locked_mount_flags(&at)?;
@@ -317,13 +322,7 @@ pub fn apply(step: &Step, root: &Path) -> Result<(), MountError> {
             readonly: false,
         } => {
             let (_fd, at) = mount_point(root, target, *kind)?;
-            sys::mount(
-                Some(source),
-                &at,
-                None,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None,
-            )?;
+            bind(source, &at)?;
         }
         Step::Tmpfs { target, options } => {
             let (_fd, at) = mount_point(root, target, Kind::Dir)?;
