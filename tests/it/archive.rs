@@ -392,3 +392,32 @@ impl Key {
         Key { cert }
     }
 }
+
+/// A signed test archive with one amd64 (native) suite, `test`, served on
+/// 127.0.0.1, and the manifests directory that trusts its key: what the
+/// tests that drive `create amd64 --suite test` against hostile or broken
+/// packages start from.
+pub struct NativeArchive {
+    pub archive: Archive,
+    /// Serves until dropped.
+    _server: crate::server::Server,
+    pub manifests: PathBuf,
+}
+
+impl NativeArchive {
+    /// Serves `packages` (made amd64) in suite `test`, signed by a new key.
+    pub fn serve(key_name: &str, packages: Vec<Pkg>) -> NativeArchive {
+        let key = Key::generate(key_name);
+        let archive = Archive::new();
+        let mut s = suite("test", packages);
+        s.packages.iter_mut().for_each(|p| p.arch = "amd64".into());
+        archive.add_suite_for(&key, &s, "amd64");
+        let server = crate::server::Server::start(archive.dir.path().to_owned());
+        let manifests = archive.manifests(&server.base, &["test"], &key);
+        NativeArchive {
+            archive,
+            _server: server,
+            manifests,
+        }
+    }
+}

@@ -7,9 +7,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::archive::{pkg, suite, Archive, Key};
+use crate::archive::{pkg, NativeArchive};
 use crate::common::{have_userns, is_root, require, Zchroot};
-use crate::server::Server;
 
 #[test]
 fn a_hostile_package_cannot_make_create_write_or_read_host_files() {
@@ -33,8 +32,6 @@ fn a_hostile_package_cannot_make_create_write_or_read_host_files() {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let abs = |p: &Path| p.to_str().unwrap().to_string();
 
-    let key = Key::generate("zchroot hostile archive");
-    let archive = Archive::new();
     let packages = vec![
         pkg("base-files", "13")
             .essential()
@@ -52,11 +49,8 @@ fn a_hostile_package_cannot_make_create_write_or_read_host_files() {
             .symlink("var/log/zchroot-create.log", &abs(&secret)),
         pkg("fake-dpkg", "1.0").essential().arch("amd64"),
     ];
-    let mut s = suite("test", packages);
-    s.packages.iter_mut().for_each(|p| p.arch = "amd64".into());
-    archive.add_suite_for(&key, &s, "amd64");
-    let server = Server::start(archive.dir.path().to_owned());
-    let manifests = archive.manifests(&server.base, &["test"], &key);
+    let served = NativeArchive::serve("zchroot hostile archive", packages);
+    let manifests = &served.manifests;
     let home = tempfile::tempdir().unwrap();
     let o = Zchroot::new(home.path())
         .command(&["-q", "--manifests", manifests.to_str().unwrap()])
@@ -110,19 +104,14 @@ fn the_roots_folder_is_private() {
     ) {
         return;
     }
-    let key = Key::generate("zchroot private archive");
-    let archive = Archive::new();
-    let mut s = suite(
-        "test",
+    let served = NativeArchive::serve(
+        "zchroot private archive",
         vec![
             pkg("base-files", "13").essential(),
             pkg("fake-dpkg", "1.0").essential(),
         ],
     );
-    s.packages.iter_mut().for_each(|p| p.arch = "amd64".into());
-    archive.add_suite_for(&key, &s, "amd64");
-    let server = Server::start(archive.dir.path().to_owned());
-    let manifests = archive.manifests(&server.base, &["test"], &key);
+    let manifests = &served.manifests;
     let home = tempfile::tempdir().unwrap();
     // An existing, world-readable roots folder (as older versions made it).
     std::fs::create_dir_all(home.path().join("state/roots")).unwrap();

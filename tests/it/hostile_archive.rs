@@ -7,12 +7,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use crate::archive::{pkg, suite, Archive, Key, SuiteSpec};
+use crate::archive::{pkg, suite, Archive, Key, NativeArchive, SuiteSpec};
 use crate::common::{
     have_userns, is_root, let_others_reach, require, require_test_user, Zchroot, ZCHROOT,
 };
 use crate::env::Env;
-use crate::server::Server;
 
 fn one_suite() -> Vec<SuiteSpec> {
     vec![suite(
@@ -240,22 +239,15 @@ fn create_refuses_a_package_that_unpacks_past_its_installed_size() {
     ) {
         return;
     }
-    let key = Key::generate("zchroot bomb archive");
-    let archive = Archive::new();
-    let s = suite(
-        "test",
-        vec![
-            pkg("base-files", "13").essential().arch("amd64"),
-            bomb("amd64"),
-        ],
+    let served = NativeArchive::serve(
+        "zchroot bomb archive",
+        vec![pkg("base-files", "13").essential(), bomb("amd64")],
     );
-    archive.add_suite_for(&key, &s, "amd64");
-    let server = Server::start(archive.dir.path().to_owned());
-    let manifests = archive.manifests(&server.base, &["test"], &key);
+    let manifests = &served.manifests;
     let home = tempfile::tempdir().unwrap();
     let o = Zchroot::new(home.path())
         .command(&["-q", "--manifests"])
-        .arg(&manifests)
+        .arg(manifests)
         .args(["create", "amd64", "--suite", "test", "--name", "bombed"])
         .output()
         .unwrap();
@@ -279,18 +271,11 @@ fn a_rootless_create_refuses_a_package_that_unpacks_past_its_installed_size() {
     let Some(u) = require_test_user() else {
         return;
     };
-    let key = Key::generate("zchroot bomb archive");
-    let archive = Archive::new();
-    let s = suite(
-        "test",
-        vec![
-            pkg("base-files", "13").essential().arch("amd64"),
-            bomb("amd64"),
-        ],
+    let served = NativeArchive::serve(
+        "zchroot bomb archive",
+        vec![pkg("base-files", "13").essential(), bomb("amd64")],
     );
-    archive.add_suite_for(&key, &s, "amd64");
-    let server = Server::start(archive.dir.path().to_owned());
-    let manifests = archive.manifests(&server.base, &["test"], &key);
+    let (archive, manifests) = (&served.archive, &served.manifests);
     let home = tempfile::tempdir().unwrap();
     for d in [archive.dir.path(), home.path()] {
         use std::os::unix::fs::PermissionsExt;
@@ -308,7 +293,7 @@ fn a_rootless_create_refuses_a_package_that_unpacks_past_its_installed_size() {
     let o = Zchroot::new(home.path())
         .user(&u.name)
         .command(&["-q", "--manifests"])
-        .arg(&manifests)
+        .arg(manifests)
         .args(["create", "amd64", "--suite", "test", "--name", "bombed"])
         .output()
         .unwrap();

@@ -6,12 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::archive::{pkg, suite, Archive, Key};
+use crate::archive::{pkg, NativeArchive};
 use crate::common::{
     have_userns, is_root, let_others_reach, require, require_root_and_debian, require_test_user,
     stderr, stdout, zchroot, zchroot_as, Zchroot,
 };
-use crate::server::Server;
 
 /// Names in `dir` (empty when it does not exist).
 fn entries(dir: &Path) -> Vec<String> {
@@ -226,17 +225,12 @@ fn a_failed_create_leaves_no_staging_and_keeps_its_log() {
     ) {
         return;
     }
-    let key = Key::generate("zchroot failing archive");
-    let archive = Archive::new();
     let packages = vec![
         pkg("base-files", "13").essential().arch("amd64"),
         pkg("fake-dpkg", "1.0").essential().arch("amd64"),
     ];
-    let mut s = suite("test", packages);
-    s.packages.iter_mut().for_each(|p| p.arch = "amd64".into());
-    archive.add_suite_for(&key, &s, "amd64");
-    let server = Server::start(archive.dir.path().to_owned());
-    let manifests = archive.manifests(&server.base, &["test"], &key);
+    let served = NativeArchive::serve("zchroot failing archive", packages);
+    let manifests = &served.manifests;
     let home = tempfile::tempdir().unwrap();
     let m = manifests.to_str().unwrap();
     let o = zchroot(
