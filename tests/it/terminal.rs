@@ -81,7 +81,9 @@ pub(crate) fn native_tree(dir: &Path, owner: Option<&str>) {
         chown(&tmp);
         std::fs::rename(&tmp, dir).unwrap();
     }
-    // Also in a tree left by an older test run.
+    // Also in a tree left by an older test run. root's home is private.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("root"), std::fs::Permissions::from_mode(0o700)).unwrap();
     for (file, text) in [("passwd", PASSWD), ("group", GROUP)] {
         let path = dir.join("etc").join(file);
         if !path.exists() {
