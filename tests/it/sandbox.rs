@@ -725,6 +725,13 @@ fn run_options(user: Option<&str>) {
         err(&o)
     );
 
+    // Rootless, ids above the subordinate range cannot be taken.
+    if user.is_some() {
+        let o = run(z(), &["--user", "70000", "true"]);
+        assert_eq!(o.status.code(), Some(125), "{}", err(&o));
+        assert!(err(&o).contains("uid 70000 is not mapped"), "{}", err(&o));
+    }
+
     // --workdir, and --cwd still; a missing one is 125, not 127.
     for opt in ["--workdir", "--cwd", "-w"] {
         let o = run(z(), &[opt, "/tmp", "pwd"]);
