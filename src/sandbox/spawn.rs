@@ -3,8 +3,9 @@
 //! ```text
 //! zchroot (parent)            writes the id maps, forwards signals, relays the terminal, waits
 //! └─ zchroot helper           fresh exec, single-threaded: setsid, unshare(USER|NS|PID|UTS|IPC[|NET])
-//!    └─ init (PID 1 inside)   mounts, pivot_root, reaps, forwards signals
-//!       └─ the command        setsid [, its own pty as controlling terminal], seccomp, exec
+//!    └─ init (PID 1 inside)   sethostname, mounts, pivot_root, reaps, forwards signals
+//!       └─ the command        setsid [, its own pty as controlling terminal], seccomp,
+//!                             [setgroups, setresgid, setresuid (--user),] chdir, exec
 //! ```
 //!
 //! The helper and init die with their parent (PR_SET_PDEATHSIG), the PID
