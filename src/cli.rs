@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use zchroot::cmd::roots::DestroyRequest;
-use zchroot::cmd::run::{Network, RunRequest};
+use zchroot::cmd::run::{EnvArg, Network, RunRequest};
 use zchroot::cmd::RootRef;
 use zchroot::export::ExportFormat;
 use zchroot::kmod::Strategy;
@@ -297,9 +297,6 @@ pub struct DestroyArgs {
 /// Which root to enter, and how.
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
-    /// A root made by `zchroot create`.
-    #[arg(required_unless_present = "dir", conflicts_with = "dir")]
-    pub name: Option<String>,
     /// A directory holding a root (any Debian-like tree) instead of a NAME.
     #[arg(long, value_name = "PATH")]
     pub dir: Option<PathBuf>,
@@ -319,22 +316,62 @@ pub struct SandboxArgs {
     /// The sandbox's network.
     #[arg(long, value_enum, default_value_t = Network::Host)]
     pub network: Network,
-    /// Working directory inside the root.
-    #[arg(long, default_value = "/")]
-    pub cwd: PathBuf,
+    /// Set NAME inside; a bare NAME passes the caller's value on (unset if
+    /// the caller has none). Repeatable.
+    #[arg(short, long, value_name = "NAME[=VALUE]")]
+    pub env: Vec<EnvArg>,
+    /// Run as USER[:GROUP]: names from the root's /etc/passwd and
+    /// /etc/group, or numbers (default: root).
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// Working directory inside the root (must exist; else exit 125).
+    #[arg(short, long, alias = "cwd", default_value = "/", value_name = "DIR")]
+    pub workdir: PathBuf,
 }
 
+/// Exit statuses and examples of `run`.
+const RUN_AFTER_HELP: &str = "\
+Exit status: the command's own (128+N if killed by signal N); 125 if zchroot cannot
+give it its --user or --workdir, 126 if it cannot be run, 127 if it is not found;
+1 if zchroot itself fails first (no such root, sandbox not possible), 2 for bad arguments.
+
+Examples:
+  zchroot run trixie-arm64 uname -m
+  zchroot run trixie-arm64 --user 1000 --workdir /tmp --env http_proxy -- apt-get update
+  zchroot run --dir /srv/rootfs --bind /src:/src:ro -- make -C /src";
+
+/// Examples of `shell`.
+const SHELL_AFTER_HELP: &str = "\
+Exit status: the shell's; 125, 126, 127, 1 and 2 as for `zchroot run`.
+
+Examples:
+  zchroot shell trixie-arm64
+  zchroot shell trixie-arm64 --user builder --bind $PWD:/work --workdir /work
+  zchroot shell --dir /srv/rootfs --network none";
+
 #[derive(Debug, Args)]
+#[command(after_help = RUN_AFTER_HELP)]
 pub struct RunArgs {
+    /// A root made by `zchroot create` (none with --dir).
+    #[arg(required_unless_present = "dir")]
+    pub name: Option<String>,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
-    /// The command and its arguments.
-    #[arg(last = true, required = true, value_name = "CMD")]
+    /// The command and its arguments (after NAME; `--` before it is optional).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
     pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = SHELL_AFTER_HELP)]
 pub struct ShellArgs {
+    /// A root made by `zchroot create`.
+    #[arg(required_unless_present = "dir", conflicts_with = "dir")]
+    pub name: Option<String>,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
 }
@@ -407,18 +444,57 @@ impl CreateArgs {
 }
 
 impl SandboxArgs {
-    pub fn request(&self, argv: Vec<String>) -> RunRequest {
+    fn request(&self, root: RootRef, argv: Vec<String>) -> RunRequest {
         RunRequest {
-            root: RootRef::from_args(self.name.as_deref(), self.dir.as_deref())
-                .expect("clap requires NAME or --dir"),
+            root,
             arch: self.arch.clone(),
             suite: self.suite.clone(),
             mirror: self.mirror.clone(),
             binds: self.bind.clone(),
             network: self.network,
-            cwd: self.cwd.clone(),
+            cwd: self.workdir.clone(),
+            user: self.user.clone(),
+            env: self.env.clone(),
             argv,
         }
+    }
+}
+
+impl RunArgs {
+    /// The request; exits with status 2 (as clap does) when no command is
+    /// given. With `--dir`, the word clap took as NAME starts the command.
+    pub fn request(&self) -> RunRequest {
+        let mut argv = self.command.clone();
+        let root = match (&self.sandbox.dir, &self.name) {
+            (Some(dir), name) => {
+                if let Some(first) = name {
+                    argv.insert(0, first.clone());
+                }
+                RootRef::Dir(dir.clone())
+            }
+            (None, Some(name)) => RootRef::Name(name.clone()),
+            (None, None) => unreachable!("clap requires NAME or --dir"),
+        };
+        if argv.is_empty() {
+            use clap::CommandFactory;
+            let mut cli = Cli::command();
+            cli.build();
+            let run = cli.find_subcommand_mut("run").expect("run exists");
+            run.error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "the command to run is missing: zchroot run NAME CMD [ARG]... (or --dir PATH CMD [ARG]...)",
+            )
+            .exit()
+        }
+        self.sandbox.request(root, argv)
+    }
+}
+
+impl ShellArgs {
+    pub fn request(&self, argv: Vec<String>) -> RunRequest {
+        let root = RootRef::from_args(self.name.as_deref(), self.sandbox.dir.as_deref())
+            .expect("clap requires NAME or --dir");
+        self.sandbox.request(root, argv)
     }
 }
 

@@ -123,6 +123,19 @@ fn repo(ctx: &Ctx, c: &RepoCommand) -> anyhow::Result<u8> {
     }
 }
 
+/// `run` and `shell`: the command's exit status, or zchroot's own (125 when
+/// the command's user cannot be found, with the error printed here).
+fn run_in_root(ctx: &Ctx, req: &cmd::run::RunRequest) -> anyhow::Result<u8> {
+    match cmd::run::run(ctx, req) {
+        Ok(code) => Ok(code),
+        Err(e @ cmd::run::RunError::Context(_)) => {
+            eprintln!("error: {e}");
+            Ok(e.exit_status())
+        }
+        Err(cmd::run::RunError::Cmd(e)) => Err(e.into()),
+    }
+}
+
 /// The command's own work, in the context made once for it.
 fn dispatch(ctx: &Ctx, cli: &Cli) -> anyhow::Result<u8> {
     match &cli.command {
@@ -139,14 +152,8 @@ fn dispatch(ctx: &Ctx, cli: &Cli) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        Command::Run(args) => Ok(cmd::run::run(
-            ctx,
-            &args.sandbox.request(args.command.clone()),
-        )?),
-        Command::Shell(args) => Ok(cmd::run::run(
-            ctx,
-            &args.sandbox.request(cmd::run::shell_argv()),
-        )?),
+        Command::Run(args) => run_in_root(ctx, &args.request()),
+        Command::Shell(args) => run_in_root(ctx, &args.request(cmd::run::shell_argv())),
         Command::Doctor(args) => {
             let d = cmd::doctor::doctor(ctx, args.fix)?;
             if let Some(f) = &d.fixed {

@@ -9,6 +9,7 @@ pub mod host_binfmt;
 pub mod idmap;
 pub mod mounts;
 pub mod spawn;
+pub mod user;
 
 use std::path::{Path, PathBuf};
 
@@ -74,13 +75,14 @@ pub enum Emulation {
 
 pub use crate::host::FORCE_HOST_BINFMT_ENV;
 
-/// The command's environment inside the root.
+/// `PATH` inside the root: Debian's default for root.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The command's environment inside the root, as root: nothing of the
+/// caller's but `TERM` (see [`run_as`] for `--user` and `--env`).
 pub fn command_env(term: Option<String>) -> Vec<(String, String)> {
     let mut env = vec![
-        (
-            "PATH".to_string(),
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-        ),
+        ("PATH".to_string(), DEFAULT_PATH.to_string()),
         ("HOME".to_string(), "/root".to_string()),
         ("USER".to_string(), "root".to_string()),
         ("LOGNAME".to_string(), "root".to_string()),
@@ -90,6 +92,76 @@ pub fn command_env(term: Option<String>) -> Vec<(String, String)> {
         env.push(("TERM".to_string(), t));
     }
     env
+}
+
+/// Sets `name` in `env` to `value` (in place, if it is there), or removes it.
+fn set_var(env: &mut Vec<(String, String)>, name: &str, value: Option<&str>) {
+    match (env.iter().position(|(k, _)| k == name), value) {
+        (Some(i), Some(v)) => env[i].1 = v.to_string(),
+        (None, Some(v)) => env.push((name.to_string(), v.to_string())),
+        (Some(i), None) => {
+            env.remove(i);
+        }
+        (None, None) => {}
+    }
+}
+
+/// Makes a plan's command run as `user` (`HOME`, `USER`, `LOGNAME` follow
+/// it; a number without a passwd entry gets no `USER`), then sets `extra`
+/// (`--env`) on top of everything.
+pub fn run_as(
+    plan: &mut spawn::SandboxPlan,
+    user: Option<user::Identity>,
+    extra: &[(String, String)],
+) {
+    if let Some(u) = &user {
+        set_var(&mut plan.env, "HOME", Some(&u.home));
+        set_var(&mut plan.env, "USER", u.name.as_deref());
+        set_var(&mut plan.env, "LOGNAME", u.name.as_deref());
+    }
+    plan.user = user;
+    for (k, v) in extra {
+        set_var(&mut plan.env, k, Some(v));
+    }
+}
+
+/// A valid hostname from a root's name: letters, digits and `-` in labels
+/// of at most 63 characters split by `.`, no label starting or ending with
+/// `-`, 64 characters at most (the kernel's limit); `zchroot` if nothing
+/// is left.
+pub fn hostname_for(name: &str) -> String {
+    let mapped: String = name
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '-' | '.' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '-',
+        })
+        .collect();
+    let labels: Vec<String> = mapped
+        .split('.')
+        .map(|l| {
+            let l: String = l.chars().take(63).collect();
+            l.trim_matches('-').to_string()
+        })
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut out = String::new();
+    for l in labels {
+        let sep = usize::from(!out.is_empty());
+        if out.len() + sep + l.len() > 64 {
+            break;
+        }
+        if sep == 1 {
+            out.push('.');
+        }
+        out.push_str(&l);
+    }
+    if out.is_empty() {
+        "zchroot".into()
+    } else {
+        out
+    }
 }
 
 /// How the root's binaries can run, before qemu is fetched.
@@ -233,6 +305,7 @@ pub fn plan(
         argv: spec.argv.clone(),
         env: command_env(facts.term.clone()),
         cwd: spec.cwd.clone(),
+        user: None,
         job: spawn::Job::Command,
         stdio: spawn::Stdio::Batch,
         host_binfmt,
@@ -251,6 +324,67 @@ mod tests {
             is_root,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn hostnames_are_made_valid() {
+        assert_eq!(hostname_for("trixie-arm64"), "trixie-arm64");
+        assert_eq!(hostname_for("Build_Box.v2"), "build-box.v2");
+        assert_eq!(hostname_for("-x-"), "x");
+        assert_eq!(hostname_for("a..b."), "a.b");
+        assert_eq!(hostname_for("___"), "zchroot");
+        assert_eq!(hostname_for(""), "zchroot");
+        let long = "a".repeat(70);
+        assert_eq!(hostname_for(&long), "a".repeat(63));
+        let labels = format!("{0}.{0}", "b".repeat(40));
+        assert_eq!(hostname_for(&labels), "b".repeat(40), "64 at most");
+    }
+
+    #[test]
+    fn the_user_and_env_options_change_the_commands_environment() {
+        let mut plan = spawn::SandboxPlan::host_job(spawn::Job::Command);
+        plan.env = command_env(Some("xterm".into()));
+        let named = user::Identity {
+            uid: 1000,
+            gid: 1000,
+            groups: vec![1000],
+            name: Some("builder".into()),
+            home: "/home/builder".into(),
+        };
+        let extra = [
+            ("http_proxy".to_string(), "http://p:3128".to_string()),
+            ("LANG".to_string(), "de_DE.UTF-8".to_string()),
+        ];
+        run_as(&mut plan, Some(named.clone()), &extra);
+        let get = |p: &spawn::SandboxPlan, k: &str| {
+            p.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        };
+        assert_eq!(get(&plan, "HOME").as_deref(), Some("/home/builder"));
+        assert_eq!(get(&plan, "USER").as_deref(), Some("builder"));
+        assert_eq!(get(&plan, "LOGNAME").as_deref(), Some("builder"));
+        assert_eq!(get(&plan, "LANG").as_deref(), Some("de_DE.UTF-8"));
+        assert_eq!(get(&plan, "http_proxy").as_deref(), Some("http://p:3128"));
+        assert_eq!(get(&plan, "TERM").as_deref(), Some("xterm"));
+        assert_eq!(plan.env.len(), 7, "{:?}", plan.env);
+        assert_eq!(plan.user, Some(named.clone()));
+        // A number without a passwd entry: no USER, no LOGNAME.
+        let mut plan = spawn::SandboxPlan::host_job(spawn::Job::Command);
+        plan.env = command_env(None);
+        let anon = user::Identity {
+            name: None,
+            home: "/".into(),
+            ..named
+        };
+        run_as(&mut plan, Some(anon), &[]);
+        assert_eq!(get(&plan, "HOME").as_deref(), Some("/"));
+        assert_eq!(get(&plan, "USER"), None);
+        assert_eq!(get(&plan, "LOGNAME"), None);
+        // Without --user, root's.
+        let mut plan = spawn::SandboxPlan::host_job(spawn::Job::Command);
+        plan.env = command_env(None);
+        run_as(&mut plan, None, &[]);
+        assert_eq!(get(&plan, "HOME").as_deref(), Some("/root"));
+        assert_eq!(plan.user, None);
     }
 
     #[test]

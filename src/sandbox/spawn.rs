@@ -3,8 +3,9 @@
 //! ```text
 //! zchroot (parent)            writes the id maps, forwards signals, relays the terminal, waits
 //! └─ zchroot helper           fresh exec, single-threaded: setsid, unshare(USER|NS|PID|UTS|IPC[|NET])
-//!    └─ init (PID 1 inside)   mounts, pivot_root, reaps, forwards signals
-//!       └─ the command        setsid [, its own pty as controlling terminal], seccomp, exec
+//!    └─ init (PID 1 inside)   sethostname, mounts, pivot_root, reaps, forwards signals
+//!       └─ the command        setsid [, its own pty as controlling terminal], seccomp,
+//!                             [setgroups, setresgid, setresuid (--user),] chdir, exec
 //! ```
 //!
 //! The helper and init die with their parent (PR_SET_PDEATHSIG), the PID
@@ -40,6 +41,14 @@ pub const PLAN_ENV: &str = "ZCHROOT_SANDBOX_PLAN";
 pub const HELPER_ARG: &str = "__sandbox-helper";
 /// Exit status of init when setting the sandbox up failed.
 const SETUP_FAILED: i32 = 125;
+/// Exit status of `run` when zchroot cannot give the command its context
+/// (the `--user`, the working directory), as podman's 125; 126: the command
+/// cannot be run, 127: it was not found.
+pub const CONTEXT_FAILED: i32 = 125;
+/// Starts the message of a command whose context could not be set up, so
+/// that zchroot tells it from a failure of the sandbox itself (both exit
+/// 125 inside).
+const CONTEXT_MARK: &str = "context: ";
 /// File descriptors of the helper: 3 reads from the parent, 4 writes to it.
 const FD_FROM_PARENT: i32 = 3;
 const FD_TO_PARENT: i32 = 4;
@@ -62,6 +71,9 @@ pub struct SandboxPlan {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
+    /// Who the command runs as (`None`: root of the user namespace).
+    #[serde(default)]
+    pub user: Option<super::user::Identity>,
     /// What init does once the namespaces exist.
     pub job: Job,
     /// An entry the parent registers in the host's binfmt_misc for the run
@@ -137,6 +149,7 @@ impl SandboxPlan {
             argv: vec![],
             env: vec![],
             cwd: PathBuf::from("/"),
+            user: None,
             job,
             host_binfmt: None,
             stdio: Stdio::Batch,
@@ -439,6 +452,10 @@ pub fn run(exe: &Path, plan: &SandboxPlan, maps: &IdMaps) -> Result<i32, SpawnEr
         } else {
             messages
         })),
+        Ok(()) if messages.starts_with(CONTEXT_MARK) => {
+            eprintln_to_stderr(&messages[CONTEXT_MARK.len()..]);
+            Ok(code)
+        }
         Ok(()) if code == SETUP_FAILED && !messages.is_empty() => Err(SpawnError::Setup(messages)),
         Ok(()) => {
             if !messages.is_empty() {
@@ -622,47 +639,7 @@ fn init_main(plan: &SandboxPlan, set: &SigSet, ttys: &[RawFd]) -> ! {
     sys::set_cloexec(FD_TO_PARENT);
     match sys::fork() {
         Err(e) => fail(SETUP_FAILED, &e.to_string()),
-        Ok(sys::Forked::Child) => {
-            // The command starts with no signal blocked.
-            let _ = sys::set_signal_mask(&SigSet::empty());
-            // A session of its own, away from init's.
-            if let Err(e) = sys::pty::setsid() {
-                fail(SETUP_FAILED, &e.to_string());
-            }
-            if !ttys.is_empty() {
-                if let Err(e) = take_pty(ttys) {
-                    fail(SETUP_FAILED, &format!("giving the command a terminal: {e}"));
-                }
-            }
-            if let Err(e) = sys::chdir(&plan.cwd) {
-                fail(127, &e.to_string());
-            }
-            for (k, _) in std::env::vars_os() {
-                std::env::remove_var(k);
-            }
-            for (k, v) in &plan.env {
-                std::env::set_var(k, v);
-            }
-            if let Err(e) = sys::seccomp::deny_terminal_injection() {
-                fail(SETUP_FAILED, &e.to_string());
-            }
-            // Last, since installing the filter needed it: without
-            // CAP_SYS_ADMIN the command cannot remount a read-only bind
-            // read-write or mount over the sandbox's own mounts.
-            if let Err(e) = sys::caps::drop_sys_admin() {
-                fail(SETUP_FAILED, &e.to_string());
-            }
-            let e = sys::execvp(&plan.argv);
-            let code = if e.errno == nix::errno::Errno::ENOENT {
-                127
-            } else {
-                126
-            };
-            fail(
-                code,
-                &format!("cannot run {:?}: {}", plan.argv[0], e.errno.desc()),
-            )
-        }
+        Ok(sys::Forked::Child) => command_main(plan, ttys),
         Ok(sys::Forked::Parent(cmd)) => {
             sys::close_fd(FD_TO_PARENT);
             if !ttys.is_empty() {
@@ -674,14 +651,86 @@ fn init_main(plan: &SandboxPlan, set: &SigSet, ttys: &[RawFd]) -> ! {
     }
 }
 
+/// The command's process, forked by init: a session and a terminal of its
+/// own, the environment, the seccomp filter, no `CAP_SYS_ADMIN`, the user
+/// and the working directory, then exec. A user or working directory that
+/// cannot be taken exits [`CONTEXT_FAILED`], a command that cannot run 126,
+/// one not found 127, each with a message for zchroot to print.
+fn command_main(plan: &SandboxPlan, ttys: &[RawFd]) -> ! {
+    // The command starts with no signal blocked.
+    let _ = sys::set_signal_mask(&SigSet::empty());
+    // A session of its own, away from init's.
+    if let Err(e) = sys::pty::setsid() {
+        fail(SETUP_FAILED, &e.to_string());
+    }
+    if !ttys.is_empty() {
+        let owner = plan.user.as_ref().map(|u| u.uid);
+        if let Err(e) = take_pty(ttys, owner) {
+            fail(SETUP_FAILED, &format!("giving the command a terminal: {e}"));
+        }
+    }
+    for (k, _) in std::env::vars_os() {
+        std::env::remove_var(k);
+    }
+    for (k, v) in &plan.env {
+        std::env::set_var(k, v);
+    }
+    if let Err(e) = sys::seccomp::deny_terminal_injection() {
+        fail(SETUP_FAILED, &e.to_string());
+    }
+    // After the filter, which needed it: without CAP_SYS_ADMIN the command
+    // cannot remount a read-only bind read-write or mount over the
+    // sandbox's own mounts.
+    if let Err(e) = sys::caps::drop_sys_admin() {
+        fail(SETUP_FAILED, &e.to_string());
+    }
+    if let Some(u) = &plan.user {
+        if let Err(e) = sys::become_user(u.uid, u.gid, &u.groups) {
+            fail(
+                CONTEXT_FAILED,
+                &format!(
+                    "{CONTEXT_MARK}cannot run as uid {} gid {}: {e}",
+                    u.uid, u.gid
+                ),
+            );
+        }
+    }
+    // As the user: a directory they cannot enter is refused as it would be
+    // at a login.
+    if let Err(e) = sys::chdir(&plan.cwd) {
+        fail(
+            CONTEXT_FAILED,
+            &format!(
+                "{CONTEXT_MARK}cannot enter the working directory {} inside the root: {}",
+                plan.cwd.display(),
+                e.errno.desc()
+            ),
+        );
+    }
+    let e = sys::execvp(&plan.argv);
+    let code = if e.errno == nix::errno::Errno::ENOENT {
+        127
+    } else {
+        126
+    };
+    fail(
+        code,
+        &format!("cannot run {:?}: {}", plan.argv[0], e.errno.desc()),
+    )
+}
+
 /// In the command's process (a session leader without a terminal, after
 /// pivot_root): makes a pty in the sandbox's devpts, takes it as the
-/// controlling terminal on `ttys`, sends the master to zchroot and waits
-/// until zchroot has set the window size and the caller's terminal up.
-fn take_pty(ttys: &[RawFd]) -> Result<(), sys::SysError> {
+/// controlling terminal on `ttys` (given to `owner`, the `--user`, if
+/// any), sends the master to zchroot and waits until zchroot has set the
+/// window size and the caller's terminal up.
+fn take_pty(ttys: &[RawFd], owner: Option<u32>) -> Result<(), sys::SysError> {
     use sys::pty;
     let (master, slave) = pty::open_pty(Path::new(PTMX))?;
     pty::set_controlling_terminal(slave.as_raw_fd())?;
+    if let Some(uid) = owner {
+        pty::give_to(slave.as_raw_fd(), uid)?;
+    }
     for fd in ttys {
         pty::dup2(slave.as_raw_fd(), *fd)?;
     }

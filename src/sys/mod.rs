@@ -92,6 +92,17 @@ pub fn become_root(keep_groups: bool) -> SysResult<()> {
         .map_err(err(|| "setresuid(0, 0, 0)".to_string()))
 }
 
+/// Becomes `uid` and `gid` with the supplementary `groups` (ids of the
+/// user namespace). A uid other than 0 leaves no capability behind.
+pub fn become_user(uid: u32, gid: u32, groups: &[u32]) -> SysResult<()> {
+    let gids: Vec<Gid> = groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&gids).map_err(err(|| format!("setgroups({groups:?})")))?;
+    let g = Gid::from_raw(gid);
+    nix::unistd::setresgid(g, g, g).map_err(err(|| format!("setresgid({gid}, {gid}, {gid})")))?;
+    let u = Uid::from_raw(uid);
+    nix::unistd::setresuid(u, u, u).map_err(err(|| format!("setresuid({uid}, {uid}, {uid})")))
+}
+
 /// Asks the kernel to send `sig` to this process when its parent dies.
 pub fn set_parent_death_signal(sig: Signal) -> SysResult<()> {
     nix::sys::prctl::set_pdeathsig(sig).map_err(err(|| format!("prctl(PR_SET_PDEATHSIG, {sig})")))

@@ -76,6 +76,16 @@ pub fn set_controlling_terminal(fd: RawFd) -> SysResult<()> {
     Ok(())
 }
 
+/// Gives terminal `fd` to `uid` (its group stays), as login does, so that
+/// a command run as that user can reopen its terminal by name.
+pub fn give_to(fd: RawFd, uid: u32) -> SysResult<()> {
+    // SAFETY: fchown only takes the descriptor number and ids.
+    if unsafe { libc::fchown(fd, uid, u32::MAX) } != 0 {
+        return Err(last(format!("fchown({fd}, {uid}, -1)")));
+    }
+    Ok(())
+}
+
 /// Makes `to` a copy of `from` (close-on-exec cleared on the copy).
 pub fn dup2(from: RawFd, to: RawFd) -> SysResult<()> {
     // SAFETY: dup2 only manipulates descriptor numbers.

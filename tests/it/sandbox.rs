@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    have_command, host_binfmt_lock, let_others_reach, module_dir, require, require_root_and_debian,
-    require_test_user, stdout as text, Zchroot,
+    have_command, host_binfmt_lock, let_others_reach, module_dir, require, require_root,
+    require_root_and_debian, require_test_user, stdout as text, Zchroot,
 };
 use zchroot::archive::fetch::FetchOptions;
 use zchroot::manifest::Manifests;
@@ -114,8 +114,9 @@ fn arm64_root_runs_under_qemu_as_root() {
     assert_eq!(text(&o), "aarch64");
     let o = run_root(&[BUSYBOX, "id", "-u"]);
     assert_eq!(text(&o), "0");
+    // A --dir root without /etc/hostname is named after its directory.
     let o = run_root(&[BUSYBOX, "hostname"]);
-    assert_eq!(text(&o), "zchroot");
+    assert_eq!(text(&o), "busybox-arm64");
     // PID namespace: the command is not PID 1, and sees few processes.
     let o = run_root(&[BUSYBOX, "sh", "-c", "echo $$"]);
     assert_eq!(text(&o), "2");
@@ -602,4 +603,196 @@ fn export_writes_owners_as_inside_the_root_rootless() {
         .file_name()
         .to_string_lossy()
         .contains("bad")));
+}
+
+/// A native root (see `terminal::native_tree`) registered as `name` in a
+/// zchroot home of its own, as `create` leaves one; zchroot as `user`.
+fn named_native_root(user: Option<&str>, name: &str) -> Zchroot {
+    let who = user.unwrap_or("root");
+    let home = shared_dir().join(format!("home-options-{who}"));
+    let dir = home.join("state/roots").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    crate::terminal::native_tree(&dir.join("root"), user);
+    let owner = match user {
+        Some(u) => nix::unistd::User::from_name(u)
+            .unwrap()
+            .unwrap()
+            .uid
+            .as_raw(),
+        None => 0,
+    };
+    std::fs::write(
+        dir.join("zchroot.toml"),
+        format!(
+            "name = \"{name}\"\narch = \"{}\"\nrelease = \"trixie\"\nvariant = \"minbase\"\n\
+             created = 0\npackages = 0\nowner = {owner}\n",
+            crate::terminal::host_arch()
+        ),
+    )
+    .unwrap();
+    let_others_reach(&home);
+    match user {
+        Some(u) => {
+            assert!(Command::new("chown")
+                .args(["-R", &format!("{u}:")])
+                .arg(&home)
+                .status()
+                .unwrap()
+                .success());
+            Zchroot::new(&home).user(u)
+        }
+        None => Zchroot::new(&home),
+    }
+}
+
+/// `--env`, `--user`, `--workdir`, the hostname and a command without
+/// `--` (issue 15), as root or as `user`.
+fn run_options(user: Option<&str>) {
+    let name = "opts_box";
+    let base = [
+        "-q",
+        "run",
+        name,
+        "--bind",
+        "/usr:/usr:ro",
+        "--network",
+        "none",
+    ];
+    let run = |z: Zchroot, args: &[&str]| {
+        let mut v = base.to_vec();
+        v.extend_from_slice(args);
+        z.run(&v)
+    };
+    let err = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let z = || named_native_root(user, name);
+
+    // --env: set, passed through, not set when the caller has none; the
+    // rest of the caller's environment (http_proxy too) stays outside.
+    let o = run(
+        z().env("FROM_CALLER", "yes")
+            .env("http_proxy", "http://proxy.invalid:3128"),
+        &[
+            "-e",
+            "A=1",
+            "--env",
+            "FROM_CALLER",
+            "--env",
+            "NOT_IN_CALLER",
+            "sh",
+            "-c",
+            "echo A=$A C=$FROM_CALLER N=${NOT_IN_CALLER-unset} P=${http_proxy-unset} H=$HOME U=$USER",
+        ],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(text(&o), "A=1 C=yes N=unset P=unset H=/root U=root");
+
+    // --user by name: ids, groups and HOME/USER/LOGNAME from the root's
+    // /etc/passwd and /etc/group.
+    let o = run(
+        z(),
+        &[
+            "--user",
+            "builder",
+            "sh",
+            "-c",
+            "id -u; id -g; id -G; echo $HOME $USER $LOGNAME",
+        ],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(
+        text(&o),
+        "1000\n1000\n1000 50\n/home/builder builder builder"
+    );
+    // By number, with a group; no passwd entry: HOME=/, no USER.
+    let o = run(
+        z(),
+        &[
+            "-u",
+            "1234:50",
+            "sh",
+            "-c",
+            "id -u; id -g; echo $HOME ${USER-unset}",
+        ],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(text(&o), "1234\n50\n/ unset");
+    // An unknown user: 125, naming the root and the user.
+    let o = run(z(), &["--user", "nosuch", "true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", err(&o));
+    assert!(
+        err(&o).contains(&format!("root {name} has no user 'nosuch'")),
+        "{}",
+        err(&o)
+    );
+
+    // Rootless, ids above the subordinate range cannot be taken.
+    if user.is_some() {
+        let o = run(z(), &["--user", "70000", "true"]);
+        assert_eq!(o.status.code(), Some(125), "{}", err(&o));
+        assert!(err(&o).contains("uid 70000 is not mapped"), "{}", err(&o));
+    }
+
+    // --workdir, and --cwd still; a missing one is 125, not 127.
+    for opt in ["--workdir", "--cwd", "-w"] {
+        let o = run(z(), &[opt, "/tmp", "pwd"]);
+        assert_eq!(text(&o), "/tmp", "{opt}: {}", err(&o));
+    }
+    let o = run(z(), &["--workdir", "/nope", "true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", err(&o));
+    assert!(
+        err(&o).contains("cannot enter the working directory /nope"),
+        "{}",
+        err(&o)
+    );
+    // One the user may not enter (root's home, 0700).
+    let o = run(z(), &["-u", "builder", "-w", "/root", "true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", err(&o));
+    let o = run(z(), &["/no/such/command"]);
+    assert_eq!(o.status.code(), Some(127), "{}", err(&o));
+
+    // The hostname is the root's name, made a valid hostname.
+    let o = run(z(), &["uname", "-n"]);
+    assert_eq!(text(&o), "opts-box", "{}", err(&o));
+    // `--` is still accepted; with --dir, the first word is the command.
+    let o = run(z(), &["--", "sh", "-c", "exit 7"]);
+    assert_eq!(o.status.code(), Some(7), "{}", err(&o));
+    let tree = shared_dir()
+        .join(format!("home-options-{}", user.unwrap_or("root")))
+        .join("state/roots")
+        .join(name)
+        .join("root");
+    let arch = crate::terminal::host_arch();
+    let o = z().run(&[
+        "-q",
+        "run",
+        "--dir",
+        tree.to_str().unwrap(),
+        "--arch",
+        &arch,
+        "--bind",
+        "/usr:/usr:ro",
+        "sh",
+        "-c",
+        "uname -n; echo $0",
+    ]);
+    assert_eq!(text(&o), "opts-box\nsh", "{}", err(&o));
+}
+
+#[test]
+fn run_takes_env_user_workdir_and_names_the_host_after_the_root() {
+    if !require_root("to run the sandbox as root") {
+        return;
+    }
+    run_options(None);
+}
+
+#[test]
+fn run_takes_env_user_workdir_and_names_the_host_after_the_root_rootless() {
+    if !require_root("to become the test user") {
+        return;
+    }
+    let Some(u) = require_test_user() else {
+        return;
+    };
+    run_options(Some(&u.name));
 }

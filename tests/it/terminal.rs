@@ -49,13 +49,26 @@ pub(crate) fn host_arch() -> String {
     String::from_utf8(o.stdout).unwrap().trim().to_string()
 }
 
-/// A root of a few directories and usrmerge links; /usr comes from the
-/// host at run time. Owned by `owner` when given (as a rootless create
-/// leaves a root).
-pub(crate) fn native_root(owner: Option<&str>) -> PathBuf {
-    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = MAKING.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = test_dir().join(format!("root-{}", owner.unwrap_or("root")));
+/// The users of the test roots: root, and `builder` (1000) in `staff` (50)
+/// too; for `--user`.
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
+    builder:x:1000:1000:Builder:/home/builder:/bin/sh\n";
+const GROUP: &str = "root:x:0:\ntty:x:5:\nstaff:x:50:builder\nbuilder:x:1000:\n";
+
+/// Makes `dir` (if missing, atomically) a root of a few directories,
+/// usrmerge links and the users above; /usr comes from the host at run
+/// time. Owned by `owner` when given (as a rootless create leaves a root).
+pub(crate) fn native_tree(dir: &Path, owner: Option<&str>) {
+    let chown = |path: &Path| {
+        if let Some(user) = owner {
+            assert!(Command::new("chown")
+                .args(["-R", &format!("{user}:")])
+                .arg(path)
+                .status()
+                .unwrap()
+                .success());
+        }
+    };
     if !dir.exists() {
         let tmp = dir.with_extension("tmp");
         let _ = std::fs::remove_dir_all(&tmp);
@@ -65,16 +78,29 @@ pub(crate) fn native_root(owner: Option<&str>) -> PathBuf {
         for l in ["bin", "sbin", "lib", "lib64"] {
             std::os::unix::fs::symlink(format!("usr/{l}"), tmp.join(l)).unwrap();
         }
-        if let Some(user) = owner {
-            assert!(Command::new("chown")
-                .args(["-R", &format!("{user}:")])
-                .arg(&tmp)
-                .status()
-                .unwrap()
-                .success());
-        }
-        std::fs::rename(&tmp, &dir).unwrap();
+        chown(&tmp);
+        std::fs::rename(&tmp, dir).unwrap();
     }
+    // Also in a tree left by an older test run. root's home is private.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("root"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    for (file, text) in [("passwd", PASSWD), ("group", GROUP)] {
+        let path = dir.join("etc").join(file);
+        if !path.exists() {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, text).unwrap();
+            chown(&tmp);
+            std::fs::rename(&tmp, &path).unwrap();
+        }
+    }
+}
+
+/// The shared native root (see [`native_tree`]).
+pub(crate) fn native_root(owner: Option<&str>) -> PathBuf {
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = MAKING.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = test_dir().join(format!("root-{}", owner.unwrap_or("root")));
+    native_tree(&dir, owner);
     let_others_reach(&dir);
     dir
 }
@@ -486,4 +512,71 @@ fn a_batch_run_reads_no_keyboard_and_holds_no_terminal() {
     assert!(shown.contains("tty: Operation not permitted"), "{shown}");
     assert!(!shown.contains(MARKER), "{shown}");
     assert!(term.queued_input().contains("typed ahead"));
+}
+
+/// `tty` in `shell` (issue 15): the shell's terminal is the sandbox's pty,
+/// named by its path there, and (with `--user`) the user's.
+fn tty_works_in_a_shell(user: Option<&str>, inside: Option<&str>) {
+    let root = native_root(user);
+    let arch = host_arch();
+    let term = Term::new(24, 80);
+    let mut args = vec![
+        "-q",
+        "shell",
+        "--dir",
+        root.to_str().unwrap(),
+        "--arch",
+        &arch,
+        "--bind",
+        "/usr:/usr:ro",
+        "--network",
+        "none",
+    ];
+    if let Some(u) = inside {
+        args.extend(["--user", u]);
+    }
+    // Spelled so that the terminal's echo of the line cannot match.
+    let line = b"tty; ls -ln \"$(tty)\" | cut -d' ' -f3; echo W$((1+1)); exit 3\n";
+    let mut typed = false;
+    let (status, shown) = run_on(&term, user, &args, true, |t, so_far| {
+        // The prompt (bash's default, the root has no /etc/profile).
+        if !typed && (so_far.contains("$ ") || so_far.contains("# ")) {
+            pty::write_all(t.master.as_raw_fd(), line).unwrap();
+            typed = true;
+        }
+    });
+    // Without bash's bracketed-paste switches.
+    let shown = shown.replace("\x1b[?2004l", "").replace("\x1b[?2004h", "");
+    assert_eq!(status.code(), Some(3), "{shown}");
+    assert!(!shown.contains("not a tty"), "{shown}");
+    let lines: Vec<&str> = shown.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == "/dev/pts/0")
+        .unwrap_or_else(|| panic!("tty did not print /dev/pts/0: {shown}"));
+    // The pty belongs to the shell's user (uid 1000 for builder).
+    let owner = if inside.is_some() { "1000" } else { "0" };
+    assert_eq!(lines.get(at + 1), Some(&owner), "{shown}");
+    assert!(shown.contains("W2"), "{shown}");
+}
+
+#[test]
+fn tty_names_the_shells_terminal() {
+    if !can_run() {
+        return;
+    }
+    tty_works_in_a_shell(None, None);
+    tty_works_in_a_shell(None, Some("builder"));
+}
+
+#[test]
+fn tty_names_the_shells_terminal_rootless() {
+    if !can_run() {
+        return;
+    }
+    let Some(u) = require_test_user() else {
+        return;
+    };
+    tty_works_in_a_shell(Some(&u.name), None);
+    tty_works_in_a_shell(Some(&u.name), Some("builder"));
 }
