@@ -25,8 +25,8 @@ pub enum SpecError {
     Resolve(#[from] resolve::ResolveError),
     #[error("bad package name '{0}' in --include: names are lowercase letters, digits and + - .")]
     BadName(String),
-    #[error("--mirror {0}: expected an http:// URL such as http://deb.debian.org/debian")]
-    BadMirror(String),
+    #[error("--mirror {0}: {1}")]
+    BadMirror(String, String),
 }
 
 /// The user's choices, as given on the command line.
@@ -70,9 +70,12 @@ impl RootRecipe {
             }
         }
         if let Some(m) = &spec.mirror {
-            if !m.starts_with("http://") || m.len() <= "http://".len() {
-                return Err(SpecError::BadMirror(m.clone()));
-            }
+            crate::archive::fetch::check_mirror(m).map_err(|e| match e {
+                crate::archive::fetch::FetchError::BadUrl { message, .. } => {
+                    SpecError::BadMirror(m.clone(), message)
+                }
+                e => SpecError::BadMirror(m.clone(), e.to_string()),
+            })?;
         }
         let keyring = match &spec.keyring {
             Some(path) => refresh::keyring_from_file(path)?,
@@ -150,7 +153,9 @@ impl RootRecipe {
             refresh::package_downloads(packages.iter().copied()).map_err(RefreshError::from)?;
         let bytes = downloads.iter().map(|d| d.size).sum();
         reporter.phase(Phase::Download, downloads.len() as u64, bytes);
-        let paths = fetcher.fetch_all(&downloads).map_err(RefreshError::from)?;
+        let paths = fetcher
+            .fetch_all(&downloads)
+            .map_err(|e| RefreshError::from(refresh::name_missing(e, packages)))?;
         reporter.finish();
         Ok(paths)
     }

@@ -454,8 +454,8 @@ fn cli_bad_input_exits_1_names_what_exists_and_writes_nothing() {
             "unknown variant 'huge' of trixie: known are buildd, minbase",
         ),
         (
-            &["resolve", "arm64", "--mirror", "https://x/debian"],
-            "--mirror https://x/debian: expected an http:// URL",
+            &["resolve", "arm64", "--mirror", "ftp://x/debian"],
+            "--mirror ftp://x/debian: ftp:// is not supported",
         ),
     ];
     for (args, msg) in cases {
