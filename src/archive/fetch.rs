@@ -754,13 +754,16 @@ fn chain_of(e: &(dyn std::error::Error + 'static)) -> (String, bool) {
     let mut tls = false;
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = cur {
-        // hyper-rustls hands rustls's error on inside an io::Error, whose
-        // source() skips it: look inside too.
-        let inner = s
+        // hyper-rustls hands rustls's error on inside io::Errors, whose
+        // source() skips it: look inside them.
+        let mut inner = s;
+        while let Some(i) = inner
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            .map(|i| i as &(dyn std::error::Error + 'static));
-        tls |= s.is::<rustls::Error>() || inner.is_some_and(|i| i.is::<rustls::Error>());
+        {
+            inner = i;
+        }
+        tls |= inner.is::<rustls::Error>();
         if !std::ptr::eq(s, e) {
             m.push_str(": ");
             m.push_str(&s.to_string());

@@ -1,0 +1,335 @@
+//! The network around the archive: an `https://` mirror on 127.0.0.1 with a
+//! CA made here (trusted through `SSL_CERT_FILE`, refused with another
+//! CA), a mirror whose host name does not resolve reached through an HTTP
+//! proxy on 127.0.0.1 that forwards to the test archive, a dead proxy named
+//! in the error, and the user's config file (`mirror`, `proxy`, unknown
+//! keys).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::archive::{pkg, suite, Archive, Key};
+use crate::common::{stderr, stdout, text, Zchroot};
+use crate::server::Server;
+
+/// A CA and a `localhost` certificate it signed: the CA's PEM and the
+/// server's TLS configuration.
+struct TestCa {
+    pem: String,
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, name);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone(), ca.der().clone()], key)
+            .unwrap();
+        TestCa {
+            pem: ca.pem(),
+            server: Arc::new(server),
+        }
+    }
+
+    /// The CA's certificate in a file, for `SSL_CERT_FILE`.
+    fn file(&self, dir: &Path, name: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, &self.pem).unwrap();
+        p
+    }
+}
+
+/// A signed archive with one arm64 suite, `test`, and manifests that
+/// point at it under `base` (a URL the test serves it at, or not).
+fn archive(base: impl FnOnce(&Archive) -> String) -> (Archive, PathBuf, String) {
+    let key = Key::generate("zchroot network test");
+    let archive = Archive::new();
+    archive.add_suite(
+        &key,
+        &suite(
+            "test",
+            vec![
+                pkg("base-files", "13").essential().depends("libc6"),
+                pkg("libc6", "2.41-1"),
+            ],
+        ),
+    );
+    let base = base(&archive);
+    let manifests = archive.manifests(&base, &["test"], &key);
+    (archive, manifests, base)
+}
+
+/// zchroot in `home` with no proxy from this process's environment.
+fn zchroot_in(home: &Path) -> Zchroot {
+    let mut z = Zchroot::new(home);
+    for v in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+    ] {
+        z = z.env(v, "");
+    }
+    z
+}
+
+fn resolve_args(manifests: &Path, download: bool) -> Vec<String> {
+    let mut a: Vec<String> = ["-q", "--manifests", manifests.to_str().unwrap()]
+        .iter()
+        .chain(&["resolve", "arm64", "--suite", "test"])
+        .map(|s| s.to_string())
+        .collect();
+    if download {
+        a.push("--download".into());
+    }
+    a
+}
+
+#[test]
+fn an_https_mirror_is_verified_against_the_system_ca_store() {
+    let ca = TestCa::new("zchroot test CA");
+    let mut server = None;
+    let (_archive, manifests, base) = archive(|a| {
+        let s = Server::start_tls(a.dir.path().to_owned(), ca.server.clone());
+        let base = s.base.clone();
+        server = Some(s);
+        base
+    });
+    assert!(base.starts_with("https://localhost:"), "{base}");
+    let tmp = tempfile::tempdir().unwrap();
+    let good = ca.file(tmp.path(), "ca.pem");
+
+    // Trusted through SSL_CERT_FILE: the indexes and the packages come
+    // over TLS, and are still checked by signature and hash.
+    let home = tmp.path().join("home");
+    let out = zchroot_in(&home)
+        .env("SSL_CERT_FILE", &good)
+        .run(&resolve_args(&manifests, true));
+    assert!(out.status.success(), "{}", text(&out));
+    let listed = stdout(&out);
+    assert!(
+        listed.contains("base-files") && listed.contains("libc6"),
+        "{listed}"
+    );
+    let blobs = std::fs::read_dir(home.join("cache/blobs"))
+        .unwrap()
+        .filter(|e| {
+            let n = e.as_ref().unwrap().file_name();
+            n.len() == 64
+        })
+        .count();
+    assert!(
+        blobs >= 3,
+        "index and two packages in the cache, got {blobs}"
+    );
+
+    // Another CA: refused, naming the URL and the certificate problem,
+    // with what to do; no retries of a certificate.
+    let other = TestCa::new("another CA").file(tmp.path(), "other.pem");
+    let out = zchroot_in(&tmp.path().join("home2"))
+        .env("SSL_CERT_FILE", &other)
+        .run(&resolve_args(&manifests, false));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("{base}/debian/dists/test/InRelease: TLS")),
+        "{err}"
+    );
+    assert!(err.contains("certificate"), "{err}");
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    assert!(
+        err.contains("help: ") && err.contains("SSL_CERT_FILE"),
+        "{err}"
+    );
+    assert!(!err.contains("retrying"), "{err}");
+}
+
+/// An HTTP proxy on 127.0.0.1: takes `GET http://HOST/PATH`, forwards
+/// `GET /PATH` to `backend` (whatever HOST says: the proxy "resolves"
+/// it), and records the URLs asked for.
+struct Proxy {
+    url: String,
+    asked: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proxy {
+    fn start(backend: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let (backend, seen) = (backend.clone(), seen.clone());
+                std::thread::spawn(move || {
+                    let _ = forward(conn, &backend, &seen);
+                });
+            }
+        });
+        Proxy { url, asked }
+    }
+}
+
+/// Reads a request or response head: the first line and the header lines.
+fn head(r: &mut impl BufRead) -> std::io::Result<Option<(String, Vec<String>)>> {
+    let mut first = String::new();
+    if r.read_line(&mut first)? == 0 {
+        return Ok(None);
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h)?;
+        let h = h.trim_end().to_string();
+        if h.is_empty() {
+            return Ok(Some((first.trim_end().to_string(), headers)));
+        }
+        headers.push(h);
+    }
+}
+
+fn forward(client: TcpStream, backend: &str, seen: &Mutex<Vec<String>>) -> std::io::Result<()> {
+    let mut from_client = BufReader::new(client.try_clone()?);
+    let mut to_client = client;
+    let origin = TcpStream::connect(backend)?;
+    let mut from_origin = BufReader::new(origin.try_clone()?);
+    let mut to_origin = origin;
+    while let Some((line, headers)) = head(&mut from_client)? {
+        let mut parts = line.split_whitespace();
+        let (method, url) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        seen.lock().unwrap().push(url.to_string());
+        let path = url
+            .strip_prefix("http://")
+            .and_then(|r| r.find('/').map(|i| &r[i..]))
+            .unwrap_or("/");
+        let mut req = format!("{method} {path} HTTP/1.1\r\n");
+        for h in headers
+            .iter()
+            .filter(|h| !h.to_ascii_lowercase().starts_with("proxy-"))
+        {
+            req.push_str(&format!("{h}\r\n"));
+        }
+        req.push_str("\r\n");
+        to_origin.write_all(req.as_bytes())?;
+        let Some((status, headers)) = head(&mut from_origin)? else {
+            return Ok(());
+        };
+        let length: u64 = headers
+            .iter()
+            .find_map(|h| {
+                let (k, v) = h.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        let mut out = format!("{status}\r\n");
+        for h in &headers {
+            out.push_str(&format!("{h}\r\n"));
+        }
+        out.push_str("\r\n");
+        to_client.write_all(out.as_bytes())?;
+        std::io::copy(&mut (&mut from_origin).take(length), &mut to_client)?;
+        to_client.flush()?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_mirror_whose_name_does_not_resolve_works_through_a_proxy() {
+    let mut server = None;
+    let (_archive, manifests, _) = archive(|a| {
+        server = Some(Server::start(a.dir.path().to_owned()));
+        // Not resolvable here (.invalid): only the proxy can reach it.
+        "http://archive.invalid".into()
+    });
+    let backend = server
+        .as_ref()
+        .unwrap()
+        .base
+        .trim_start_matches("http://")
+        .to_string();
+    let proxy = Proxy::start(backend);
+    let tmp = tempfile::tempdir().unwrap();
+
+    // Without the proxy: the name does not resolve, and the error says
+    // what a proxy-only network needs.
+    let out = zchroot_in(&tmp.path().join("direct")).run(&resolve_args(&manifests, false));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot resolve host of http://archive.invalid/debian"),
+        "{err}"
+    );
+    assert!(err.contains("http_proxy"), "{err}");
+
+    // Through the proxy (http_proxy): indexes and packages.
+    let out = zchroot_in(&tmp.path().join("proxied"))
+        .env("http_proxy", &proxy.url)
+        .run(&resolve_args(&manifests, true));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).contains("libc6"), "{}", text(&out));
+    let asked = proxy.asked.lock().unwrap().clone();
+    assert!(
+        asked.contains(&"http://archive.invalid/debian/dists/test/InRelease".to_string()),
+        "{asked:?}"
+    );
+    assert!(asked.iter().any(|u| u.ends_with(".deb")), "{asked:?}");
+
+    // The config file's proxy does the same, for a run without http_proxy.
+    let home = tmp.path().join("configured");
+    std::fs::create_dir_all(home.join("config")).unwrap();
+    std::fs::write(
+        home.join("config/config.toml"),
+        format!("proxy = \"{}\"\n", proxy.url),
+    )
+    .unwrap();
+    let out = zchroot_in(&home).run(&resolve_args(&manifests, false));
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A dead proxy is named in the error, with what to check.
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let out = zchroot_in(&tmp.path().join("dead"))
+        .env("http_proxy", &dead_url)
+        .run(&resolve_args(&manifests, false));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("http://archive.invalid/debian/dists/test/InRelease"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("(through the proxy {dead_url})")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("help: check that the proxy {dead_url} is up")),
+        "{err}"
+    );
+}
