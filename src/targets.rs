@@ -51,6 +51,10 @@ pub struct TargetFile {
     pub kernel_deb_dir: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<String>,
+    /// The security archive's mirror (`security-mirror`; default: the
+    /// config file's, or the release's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_mirror: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyring: Option<PathBuf>,
     /// Where the repository is published (default: the state directory).
@@ -83,6 +87,12 @@ pub fn parse(text: &str, path: &Path) -> Result<TargetFile, TargetsError> {
         path: path.into(),
         message: e.message().to_string(),
     })?;
+    if let Some(m) = &t.security_mirror {
+        crate::archive::fetch::check_mirror(m).map_err(|why| TargetsError::Bad {
+            path: path.into(),
+            message: format!("security-mirror = {m:?}: {why}"),
+        })?;
+    }
     Ok(t)
 }
 

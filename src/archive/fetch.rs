@@ -111,8 +111,13 @@ impl FetchError {
 
 /// Checks a mirror URL before anything is fetched: `http://` or
 /// `https://` with a host; other schemes are refused saying what to use.
-pub fn check_mirror(url: &str) -> Result<(), FetchError> {
-    host_of(url).map(|_| ())
+/// The error is the reason alone (the caller names the option or key).
+pub fn check_mirror(url: &str) -> Result<(), String> {
+    match host_of(url) {
+        Ok(_) => Ok(()),
+        Err(FetchError::BadUrl { message, .. }) => Err(message),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// A file to download and what it must be.

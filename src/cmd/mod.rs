@@ -39,7 +39,55 @@ pub struct Ctx<'r> {
 pub type Layer<S, T, E> =
     fn(&Manifests, &S, &DataDirs, FetchOptions, &Path, &dyn Reporter) -> Result<T, E>;
 
-impl Ctx<'_> {
+/// What the command line says about the network; the user's config file
+/// fills in what it leaves out.
+#[derive(Debug, Clone, Default)]
+pub struct NetArgs {
+    /// `--parallel`.
+    pub parallel: Option<usize>,
+    /// `--security-mirror`.
+    pub security_mirror: Option<String>,
+}
+
+impl<'r> Ctx<'r> {
+    /// The context of a command: the data directories from `env`, the
+    /// user's config file read (see [`crate::config`]), and the command
+    /// line's network options over it.
+    pub fn load(
+        manifests: Manifests,
+        env: DirsEnv,
+        net: &NetArgs,
+        exe: PathBuf,
+        reporter: &'r dyn Reporter,
+    ) -> Result<Self, CmdError> {
+        let dirs = DataDirs::resolve(&env)?;
+        let config = crate::config::load(&DataDirs::config_file(&env)?)?;
+        if let Some(m) = &net.security_mirror {
+            crate::archive::fetch::check_mirror(m).map_err(|message| CmdError::BadMirror {
+                option: "--security-mirror",
+                url: m.clone(),
+                message,
+            })?;
+        }
+        let defaults = FetchOptions::default();
+        let options = FetchOptions {
+            parallel: net
+                .parallel
+                .or(config.parallel_downloads.map(usize::from))
+                .unwrap_or(defaults.parallel),
+            proxy: config.proxy.clone(),
+            ..defaults
+        };
+        Ok(Ctx {
+            manifests: manifests.with_mirrors(config.mirrors(net.security_mirror.as_deref())),
+            env,
+            dirs,
+            options,
+            exe,
+            reporter,
+        })
+    }
+
     /// Calls `layer` on `spec` with this context.
     pub fn call<S, T, E>(&self, layer: Layer<S, T, E>, spec: &S) -> Result<T, CmdError>
     where
@@ -153,6 +201,14 @@ pub fn find_root(ctx: &Ctx, root: &RootRef, hold: Hold) -> Result<Found, CmdErro
 pub enum CmdError {
     #[error(transparent)]
     Paths(#[from] PathsError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{option} {url}: {message}")]
+    BadMirror {
+        option: &'static str,
+        url: String,
+        message: String,
+    },
     #[error(transparent)]
     Manifest(#[from] crate::manifest::ManifestError),
     #[error(transparent)]

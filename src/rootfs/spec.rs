@@ -70,12 +70,8 @@ impl RootRecipe {
             }
         }
         if let Some(m) = &spec.mirror {
-            crate::archive::fetch::check_mirror(m).map_err(|e| match e {
-                crate::archive::fetch::FetchError::BadUrl { message, .. } => {
-                    SpecError::BadMirror(m.clone(), message)
-                }
-                e => SpecError::BadMirror(m.clone(), e.to_string()),
-            })?;
+            crate::archive::fetch::check_mirror(m)
+                .map_err(|why| SpecError::BadMirror(m.clone(), why))?;
         }
         let keyring = match &spec.keyring {
             Some(path) => refresh::keyring_from_file(path)?,
