@@ -272,6 +272,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_security_mirror_is_kept_as_security_mirror_and_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let ts = Targets::new(d.path());
+        let t = parse(
+            "arch = \"arm64\"\nsuite = \"trixie\"\nsecurity-mirror = \"http://cache:3142/debian-security\"\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(
+            t.security_mirror.as_deref(),
+            Some("http://cache:3142/debian-security")
+        );
+        let path = ts.save("pi", &t, false).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("security-mirror = \"http://cache:3142/debian-security\""),
+            "{text}"
+        );
+        assert_eq!(ts.load("pi").unwrap(), t);
+        let e = parse(
+            "arch = \"arm64\"\nsuite = \"trixie\"\nsecurity-mirror = \"file:///srv\"\n",
+            Path::new("pi.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("pi.toml: security-mirror = \"file:///srv\": file:// is not supported"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn targets_round_trip_and_defaults_apply() {
         let d = tempfile::tempdir().unwrap();
         let ts = Targets::new(d.path());

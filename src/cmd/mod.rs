@@ -341,6 +341,60 @@ mod tests {
     }
 
     #[test]
+    fn the_config_file_fills_in_what_the_command_line_leaves_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let env = DirsEnv {
+            zchroot_home: Some(tmp.path().to_path_buf()),
+            ..Default::default()
+        };
+        let load = |net: &NetArgs| {
+            Ctx::load(
+                Manifests::embedded(),
+                env.clone(),
+                net,
+                "/usr/bin/zchroot".into(),
+                &crate::report::Silent,
+            )
+        };
+        // No file: the defaults.
+        let ctx = load(&NetArgs::default()).unwrap();
+        assert_eq!(ctx.options.parallel, FetchOptions::default().parallel);
+        assert_eq!(ctx.options.proxy, None);
+        std::fs::create_dir_all(tmp.path().join("config")).unwrap();
+        std::fs::write(
+            tmp.path().join("config/config.toml"),
+            "parallel-downloads = 7\nproxy = \"http://p:3128\"\nmirror = \"http://m/debian\"\nsecurity-mirror = \"http://s/debian-security\"\n",
+        )
+        .unwrap();
+        let ctx = load(&NetArgs::default()).unwrap();
+        assert_eq!(ctx.options.parallel, 7);
+        assert_eq!(ctx.options.proxy.as_deref(), Some("http://p:3128"));
+        let trixie = ctx.manifests.release("trixie").unwrap();
+        assert_eq!(trixie.sources[0].mirror, "http://m/debian");
+        assert_eq!(trixie.sources[2].mirror, "http://s/debian-security");
+        // The command line wins.
+        let ctx = load(&NetArgs {
+            parallel: Some(2),
+            security_mirror: Some("https://given/debian-security".into()),
+        })
+        .unwrap();
+        assert_eq!(ctx.options.parallel, 2);
+        let trixie = ctx.manifests.release("trixie").unwrap();
+        assert_eq!(trixie.sources[2].mirror, "https://given/debian-security");
+        let e = load(&NetArgs {
+            security_mirror: Some("ftp://x".into()),
+            ..Default::default()
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            e.starts_with("--security-mirror ftp://x: ftp:// is not supported"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_named_root_that_does_not_exist_is_refused_and_a_dir_is_taken_as_is() {
         let tmp = tempfile::tempdir().unwrap();
         let ctx = test_ctx(tmp.path());

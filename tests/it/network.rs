@@ -333,3 +333,138 @@ fn a_mirror_whose_name_does_not_resolve_works_through_a_proxy() {
         "{err}"
     );
 }
+
+/// The test archive with two suites: `test` (the archive role) and
+/// `test-security` (the security role), both at mirrors that do not
+/// resolve, and the server that really has them.
+fn two_roles() -> (Archive, Server, PathBuf) {
+    let key = Key::generate("zchroot mirror map test");
+    let archive = Archive::new();
+    archive.add_suite(
+        &key,
+        &suite("test", vec![pkg("base-files", "13").essential()]),
+    );
+    archive.add_suite(
+        &key,
+        &suite(
+            "test-security",
+            vec![pkg("base-files", "13+s1").essential()],
+        ),
+    );
+    let server = Server::start(archive.dir.path().to_owned());
+    let manifests = archive.manifests("http://archive.invalid", &["test", "test-security"], &key);
+    let path = manifests.join("test.toml");
+    let toml = std::fs::read_to_string(&path).unwrap().replace(
+        "role = \"archive\"\nmirror = \"http://archive.invalid/debian\"\nsuite = \"test-security\"",
+        "role = \"security\"\nmirror = \"http://security.invalid/debian\"\nsuite = \"test-security\"",
+    );
+    assert!(toml.contains("role = \"security\""), "{toml}");
+    std::fs::write(&path, toml).unwrap();
+    (archive, server, manifests)
+}
+
+fn write_config(home: &Path, text: &str) {
+    std::fs::create_dir_all(home.join("config")).unwrap();
+    std::fs::write(home.join("config/config.toml"), text).unwrap();
+}
+
+#[test]
+fn the_config_file_and_security_mirror_replace_each_archive_and_the_command_line_wins() {
+    let (_archive, server, manifests) = two_roles();
+    let real = format!("{}/debian", server.base);
+    let tmp = tempfile::tempdir().unwrap();
+    let args = resolve_args(&manifests, false);
+    let with = |extra: &[&str]| -> Vec<String> {
+        args.iter()
+            .cloned()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect()
+    };
+
+    // --mirror covers the main archive only: the security one still fails.
+    let home = tmp.path().join("a");
+    let out = zchroot_in(&home).run(&with(&["--mirror", &real]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("http://security.invalid/debian"), "{err}");
+
+    // --security-mirror covers it.
+    let out = zchroot_in(&home).run(&with(&["--mirror", &real, "--security-mirror", &real]));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).contains("13+s1"), "{:?}", out);
+
+    // The config file's mirror and security-mirror do the same...
+    let home = tmp.path().join("b");
+    write_config(
+        &home,
+        &format!("mirror = \"{real}\"\nsecurity-mirror = \"{real}/\"\nparallel-downloads = 2\n"),
+    );
+    let out = zchroot_in(&home).run(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).contains("13+s1"), "{}", text(&out));
+
+    // ...and the command line wins over it.
+    let out = zchroot_in(&home).run(&with(&["--security-mirror", "http://given.invalid/debian"]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("http://given.invalid/debian"), "{err}");
+
+    // A scheme zchroot does not speak is refused before anything is fetched.
+    let out = zchroot_in(&home).run(&with(&["--security-mirror", "ftp://x/debian"]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--security-mirror ftp://x/debian: ftp:// is not supported"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unknown_key_in_the_config_file_is_an_error_naming_file_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("h");
+    write_config(
+        &home,
+        "mirror = \"http://deb.debian.org/debian\"\nparallel = 8\n",
+    );
+    let out = zchroot_in(&home).run(&["list"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let file = home.join("config/config.toml");
+    assert!(
+        err.contains(&format!("{}: unknown key 'parallel'", file.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("help: the keys are mirror, security-mirror, parallel-downloads, proxy"),
+        "{err}"
+    );
+
+    // A user's file is under XDG_CONFIG_HOME (root's is /etc/zchroot's).
+    let Some(user) = crate::common::require_test_user() else {
+        return;
+    };
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let xdg = tmp.path().join("xdg");
+    std::fs::create_dir_all(xdg.join("zchroot")).unwrap();
+    let file = xdg.join("zchroot/config.toml");
+    std::fs::write(&file, "proxy = \"socks5://p:1080\"\n").unwrap();
+    let out = std::process::Command::new("runuser")
+        .args(["-u", &user.name, "--", "env", "-u", "ZCHROOT_HOME"])
+        .arg(format!("HOME={}", tmp.path().display()))
+        .arg(format!("XDG_CONFIG_HOME={}", xdg.display()))
+        .args([crate::common::ZCHROOT, "list"])
+        .current_dir("/")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: proxy = \"socks5://p:1080\": expected an http:// URL",
+            file.display()
+        )),
+        "{err}"
+    );
+}
