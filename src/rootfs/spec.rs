@@ -81,14 +81,19 @@ impl RootRecipe {
             )
             .map_err(|e| SpecError::Update(e.into()))?,
         };
+        let sources = release.sources_with_mirror(spec.mirror.as_deref());
         let mut packages = variant.packages.clone();
-        for p in &spec.include {
+        // apt in the root checks an https mirror against ca-certificates
+        // (as mmdebstrap adds it).
+        let https = sources.iter().any(|s| s.mirror.starts_with("https://"));
+        let extra = https.then(|| "ca-certificates".to_string());
+        for p in spec.include.iter().chain(&extra) {
             if !packages.contains(p) {
                 packages.push(p.clone());
             }
         }
         Ok(RootRecipe {
-            sources: release.sources_with_mirror(spec.mirror.as_deref()),
+            sources,
             arch,
             variant: spec.variant.clone(),
             request: Request {
@@ -182,6 +187,16 @@ mod tests {
         .unwrap();
         assert_eq!(t.arch.qemu, "aarch64");
         assert_eq!(t.request.packages, ["apt", "zfs-dkms"]);
+        // An https mirror brings ca-certificates, for apt in the root.
+        let t = RootRecipe::new(
+            &Manifests::embedded(),
+            &RootSpec {
+                mirror: Some("https://deb.debian.org/debian".into()),
+                ..spec()
+            },
+        )
+        .unwrap();
+        assert_eq!(t.request.packages, ["apt", "ca-certificates"]);
         assert!(t.request.essential);
         assert_eq!(t.sources.len(), 3);
         assert!(!t.keyring.fingerprints().is_empty());

@@ -71,6 +71,7 @@ fn archive(base: impl FnOnce(&Archive) -> String) -> (Archive, PathBuf, String) 
             vec![
                 pkg("base-files", "13").essential().depends("libc6"),
                 pkg("libc6", "2.41-1"),
+                pkg("ca-certificates", "20250419"),
             ],
         ),
     );
