@@ -93,6 +93,19 @@ impl FetchError {
         matches!(self, FetchError::Http { .. })
     }
 
+    /// The error without its URL and help (for a line that names the URL).
+    fn brief(&self) -> String {
+        match self {
+            FetchError::Http {
+                message,
+                via: Some(p),
+                ..
+            } => format!("{message} (through the proxy {p})"),
+            FetchError::Http { message, .. } => message.clone(),
+            e => e.to_string(),
+        }
+    }
+
     /// Says what a missing file is (the fetcher knows only its URL).
     pub fn missing_is(self, what: &str) -> Self {
         match self {
@@ -466,8 +479,10 @@ impl<'r> Fetcher<'r> {
             tries += 1;
             match f() {
                 Err(e) if e.transient() && tries < self.opts.tries => {
-                    self.reporter
-                        .note(&format!("retrying {url} after: {e} (try {tries})"));
+                    self.reporter.note(&format!(
+                        "retrying {url} after: {} (try {tries})",
+                        e.brief()
+                    ));
                     std::thread::sleep(delay);
                     delay *= 2;
                 }

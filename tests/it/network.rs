@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::archive::{pkg, suite, Archive, Key};
-use crate::common::{stderr, stdout, text, Zchroot};
+use crate::common::{have_userns, is_root, require, stderr, stdout, text, Zchroot};
 use crate::server::Server;
 
 /// A CA and a `localhost` certificate it signed: the CA's PEM and the
@@ -59,22 +59,19 @@ impl TestCa {
     }
 }
 
-/// A signed archive with one arm64 suite, `test`, and manifests that
-/// point at it under `base` (a URL the test serves it at, or not).
+/// A signed archive with one amd64 (native: `create` needs no qemu) suite,
+/// `test`, and manifests that point at it under `base` (a URL the test
+/// serves it at, or not).
 fn archive(base: impl FnOnce(&Archive) -> String) -> (Archive, PathBuf, String) {
     let key = Key::generate("zchroot network test");
     let archive = Archive::new();
-    archive.add_suite(
-        &key,
-        &suite(
-            "test",
-            vec![
-                pkg("base-files", "13").essential().depends("libc6"),
-                pkg("libc6", "2.41-1"),
-                pkg("ca-certificates", "20250419"),
-            ],
-        ),
-    );
+    let packages = vec![
+        pkg("base-files", "13").essential().depends("libc6"),
+        pkg("libc6", "2.41-1"),
+        pkg("ca-certificates", "20250419"),
+    ];
+    let packages = packages.into_iter().map(|p| p.arch("amd64")).collect();
+    archive.add_suite_for(&key, &suite("test", packages), "amd64");
     let base = base(&archive);
     let manifests = archive.manifests(&base, &["test"], &key);
     (archive, manifests, base)
@@ -101,7 +98,7 @@ fn zchroot_in(home: &Path) -> Zchroot {
 fn resolve_args(manifests: &Path, download: bool) -> Vec<String> {
     let mut a: Vec<String> = ["-q", "--manifests", manifests.to_str().unwrap()]
         .iter()
-        .chain(&["resolve", "arm64", "--suite", "test"])
+        .chain(&["resolve", "amd64", "--suite", "test"])
         .map(|s| s.to_string())
         .collect();
     if download {
@@ -147,6 +144,27 @@ fn an_https_mirror_is_verified_against_the_system_ca_store() {
         blobs >= 3,
         "index and two packages in the cache, got {blobs}"
     );
+
+    // create fetches the same way: it gets as far as installing (the test
+    // packages have no dpkg, so that step fails).
+    if require(
+        is_root() || have_userns(),
+        "root or user namespaces (create)",
+        "run the tests as root, as CI does",
+    ) {
+        let out = zchroot_in(&home).env("SSL_CERT_FILE", &good).run(
+            &["-q", "--manifests", manifests.to_str().unwrap()]
+                .iter()
+                .chain(&["create", "amd64", "--suite", "test", "--name", "tls"])
+                .collect::<Vec<_>>(),
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("installing the packages inside the root failed"),
+            "{err}"
+        );
+    }
 
     // Another CA: refused, naming the URL and the certificate problem,
     // with what to do; no retries of a certificate.
@@ -341,16 +359,12 @@ fn a_mirror_whose_name_does_not_resolve_works_through_a_proxy() {
 fn two_roles() -> (Archive, Server, PathBuf) {
     let key = Key::generate("zchroot mirror map test");
     let archive = Archive::new();
-    archive.add_suite(
+    let base_files = |v: &str| pkg("base-files", v).essential().arch("amd64");
+    archive.add_suite_for(&key, &suite("test", vec![base_files("13")]), "amd64");
+    archive.add_suite_for(
         &key,
-        &suite("test", vec![pkg("base-files", "13").essential()]),
-    );
-    archive.add_suite(
-        &key,
-        &suite(
-            "test-security",
-            vec![pkg("base-files", "13+s1").essential()],
-        ),
+        &suite("test-security", vec![base_files("13+s1")]),
+        "amd64",
     );
     let server = Server::start(archive.dir.path().to_owned());
     let manifests = archive.manifests("http://archive.invalid", &["test", "test-security"], &key);
