@@ -1,9 +1,9 @@
 //! The network around the archive: an `https://` mirror on 127.0.0.1 with a
 //! CA made here (trusted through `SSL_CERT_FILE`, refused with another
-//! CA), a mirror whose host name does not resolve reached through an HTTP
-//! proxy on 127.0.0.1 that forwards to the test archive, a dead proxy named
-//! in the error, and the user's config file (`mirror`, `proxy`, unknown
-//! keys).
+//! CA, reached through `https_proxy` too), a mirror whose host name does
+//! not resolve reached through an HTTP proxy on 127.0.0.1 that forwards to
+//! the test archive, a dead proxy named in the error, the security
+//! archive's mirror, and the user's config file.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -145,6 +145,18 @@ fn an_https_mirror_is_verified_against_the_system_ca_store() {
         "index and two packages in the cache, got {blobs}"
     );
 
+    // Through an https_proxy (CONNECT): the proxy makes the connection,
+    // the certificate is still checked end to end.
+    let proxy = Proxy::start("127.0.0.1:1".into());
+    let out = zchroot_in(&tmp.path().join("proxied"))
+        .env("SSL_CERT_FILE", &good)
+        .env("https_proxy", &proxy.url)
+        .run(&resolve_args(&manifests, true));
+    assert!(out.status.success(), "{}", text(&out));
+    let authority = base.trim_start_matches("https://");
+    let asked = proxy.asked.lock().unwrap().clone();
+    assert!(asked.contains(&format!("CONNECT {authority}")), "{asked:?}");
+
     // create fetches the same way: it gets as far as installing (the test
     // packages have no dpkg, so that step fails).
     if require(
@@ -235,10 +247,26 @@ fn head(r: &mut impl BufRead) -> std::io::Result<Option<(String, Vec<String>)>> 
 fn forward(client: TcpStream, backend: &str, seen: &Mutex<Vec<String>>) -> std::io::Result<()> {
     let mut from_client = BufReader::new(client.try_clone()?);
     let mut to_client = client;
+    let Some(first) = head(&mut from_client)? else {
+        return Ok(());
+    };
+    if let Some(target) = first.0.strip_prefix("CONNECT ") {
+        let target = target.split_whitespace().next().unwrap_or("");
+        seen.lock().unwrap().push(format!("CONNECT {target}"));
+        return tunnel(from_client, to_client, target);
+    }
     let origin = TcpStream::connect(backend)?;
     let mut from_origin = BufReader::new(origin.try_clone()?);
     let mut to_origin = origin;
-    while let Some((line, headers)) = head(&mut from_client)? {
+    let mut next = Some(first);
+    loop {
+        let (line, headers) = match next.take() {
+            Some(h) => h,
+            None => match head(&mut from_client)? {
+                Some(h) => h,
+                None => return Ok(()),
+            },
+        };
         let mut parts = line.split_whitespace();
         let (method, url) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
         seen.lock().unwrap().push(url.to_string());
@@ -275,6 +303,30 @@ fn forward(client: TcpStream, backend: &str, seen: &Mutex<Vec<String>>) -> std::
         std::io::copy(&mut (&mut from_origin).take(length), &mut to_client)?;
         to_client.flush()?;
     }
+}
+
+/// `CONNECT HOST:PORT`: a tunnel to PORT on 127.0.0.1 (whatever HOST is),
+/// bytes both ways until either side closes.
+fn tunnel(
+    mut from_client: BufReader<TcpStream>,
+    mut to_client: TcpStream,
+    target: &str,
+) -> std::io::Result<()> {
+    let port: u16 = target
+        .rsplit(':')
+        .next()
+        .unwrap_or("")
+        .parse()
+        .unwrap_or(443);
+    let origin = TcpStream::connect(("127.0.0.1", port))?;
+    to_client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
+    let mut up = origin.try_clone()?;
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_client, &mut up);
+        let _ = up.shutdown(std::net::Shutdown::Write);
+    });
+    let mut down = origin;
+    std::io::copy(&mut down, &mut to_client)?;
     Ok(())
 }
 
