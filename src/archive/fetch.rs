@@ -329,11 +329,12 @@ fn no_proxy_matches(entry: &str, host: &str) -> bool {
         return in_network(ip, net, bits);
     }
     let entry = entry.trim_start_matches('.');
-    let entry = entry
-        .strip_prefix('[')
-        .and_then(|e| e.split_once(']'))
-        .map(|(e, _)| e)
-        .unwrap_or(entry);
+    // `[::1]:80`, `host:8080`: the host part (a port is not told apart).
+    let entry = match entry.strip_prefix('[') {
+        Some(e) => e.split_once(']').map(|(e, _)| e).unwrap_or(e),
+        None if entry.matches(':').count() == 1 => entry.split(':').next().unwrap_or(entry),
+        None => entry,
+    };
     host == entry || host.ends_with(&format!(".{entry}"))
 }
 
@@ -909,7 +910,7 @@ mod tests {
                 ("http_proxy", "http://u:secret@p:3128"),
                 (
                     "no_proxy",
-                    "localhost, .example.org,10.0.0.0/8,[::1],debian.net",
+                    "localhost:8080, .example.org,10.0.0.0/8,[::1],debian.net,fe80::1",
                 ),
             ]),
             None,
@@ -921,6 +922,7 @@ mod tests {
             "http://10.1.2.3/d",
             "http://[::1]:80/d",
             "http://ftp.debian.net/debian",
+            "http://[fe80::1]/debian",
         ] {
             assert_eq!(p.proxy_for(direct), None, "{direct}");
         }
