@@ -126,6 +126,10 @@ pub struct TargetAddArgs {
     pub kernel_deb_dir: Option<PathBuf>,
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,
+    /// Use this mirror instead of the release's security archive
+    /// (http:// or https://; kept in the target's file).
+    #[arg(long, value_name = "URL")]
+    pub security_mirror: Option<String>,
     #[arg(long, value_name = "FILE")]
     pub keyring: Option<PathBuf>,
     /// Publish the repository here (default: under the state directory).
@@ -270,6 +274,10 @@ pub struct BuildArgs {
     pub sign_cert: Option<PathBuf>,
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,
+    /// Use this mirror instead of the release's security archive
+    /// (http:// or https://).
+    #[arg(long, value_name = "URL")]
+    pub security_mirror: Option<String>,
     #[arg(long, value_name = "FILE")]
     pub keyring: Option<PathBuf>,
 }
@@ -307,7 +315,7 @@ pub struct SandboxArgs {
     /// (default: the root's own, or trixie for --dir).
     #[arg(long)]
     pub suite: Option<String>,
-    /// Mirror for fetching qemu-user (http://).
+    /// Mirror for fetching qemu-user (http:// or https://).
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,
     /// Bind a host path into the root: HOST[:GUEST][:ro]. Repeatable.
@@ -390,15 +398,21 @@ pub struct TargetArgs {
     /// More packages, comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "PKG,...")]
     pub include: Vec<String>,
-    /// Use this mirror instead of the release's main archive (http://...).
+    /// Use this mirror instead of the release's main archive (http:// or
+    /// https://; default: `mirror` of the config file).
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,
+    /// Use this mirror instead of the release's security archive (default:
+    /// `security-mirror` of the config file).
+    #[arg(long, value_name = "URL")]
+    pub security_mirror: Option<String>,
     /// Verify Release files against this keyring instead of the release's.
     #[arg(long, value_name = "FILE")]
     pub keyring: Option<PathBuf>,
-    /// Downloads at once.
-    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub parallel: u16,
+    /// Downloads at once (default: `parallel-downloads` of the config
+    /// file, or 4).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: Option<u16>,
 }
 
 #[derive(Debug, Args)]
@@ -526,6 +540,7 @@ impl TargetAddArgs {
             suites: self.suites.clone(),
             kernel_deb_dir: self.kernel_deb_dir.clone(),
             mirror: self.mirror.clone(),
+            security_mirror: self.security_mirror.clone(),
             keyring: self.keyring.clone(),
             repo: self.repo.clone(),
             strategy: self.strategy,

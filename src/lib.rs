@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod atomic;
 pub mod cmd;
+pub mod config;
 pub mod deb;
 pub mod doctor;
 pub mod enter;

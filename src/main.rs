@@ -10,10 +10,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
-use zchroot::archive::fetch::FetchOptions;
 use zchroot::cmd::{self, Ctx};
 use zchroot::manifest::Manifests;
-use zchroot::paths::{DataDirs, DirsEnv};
+use zchroot::paths::DirsEnv;
 use zchroot::report::Reporter;
 use zchroot::sandbox;
 
@@ -231,22 +230,23 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         &bars
     };
     let env = DirsEnv::from_process();
-    let options = match &cli.command {
+    // The network options on the command line; the config file fills in
+    // the rest (Ctx::load).
+    let net = match &cli.command {
         Command::Resolve(cli::ResolveArgs { target, .. })
-        | Command::Create(cli::CreateArgs { target, .. }) => FetchOptions {
-            parallel: target.parallel as usize,
-            ..FetchOptions::default()
+        | Command::Create(cli::CreateArgs { target, .. }) => cmd::NetArgs {
+            parallel: target.parallel.map(usize::from),
+            security_mirror: target.security_mirror.clone(),
         },
-        _ => FetchOptions::default(),
+        Command::BuildDkms(cli::BuildDkmsArgs { build, .. })
+        | Command::BuildZfs(cli::BuildZfsArgs { build, .. }) => cmd::NetArgs {
+            security_mirror: build.security_mirror.clone(),
+            ..Default::default()
+        },
+        _ => cmd::NetArgs::default(),
     };
-    let ctx = Ctx {
-        manifests,
-        dirs: DataDirs::resolve(&env)?,
-        env,
-        options,
-        exe: std::env::current_exe().context("finding zchroot's own executable")?,
-        reporter,
-    };
+    let exe = std::env::current_exe().context("finding zchroot's own executable")?;
+    let ctx = Ctx::load(manifests, env, &net, exe, reporter)?;
     if matches!(
         cli.command,
         Command::Run(_)

@@ -41,6 +41,33 @@ pub enum ManifestError {
 pub struct Manifests {
     origin: String,
     files: BTreeMap<String, Vec<u8>>,
+    /// Mirrors that replace the releases' own (see [`MirrorMap`]).
+    mirrors: MirrorMap,
+}
+
+/// Mirrors that replace the releases' own, by role: the config file's
+/// `mirror` and `security-mirror`, and `--security-mirror` (or a target's
+/// `security-mirror`). `--mirror` is applied over it, to the archive role.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MirrorMap {
+    pub archive: Option<String>,
+    pub security: Option<String>,
+}
+
+impl MirrorMap {
+    /// `release` with its sources' mirrors replaced as the map says.
+    fn apply(&self, mut release: Release) -> Release {
+        for s in &mut release.sources {
+            let m = match s.role {
+                Role::Archive => &self.archive,
+                Role::Security => &self.security,
+            };
+            if let Some(m) = m {
+                s.mirror = m.trim_end_matches('/').to_string();
+            }
+        }
+        release
+    }
 }
 
 /// Where a source's mirror comes from: `--mirror` replaces `archive` mirrors
@@ -152,7 +179,19 @@ impl Manifests {
                 .iter()
                 .map(|(p, b)| (p.to_string(), b.to_vec()))
                 .collect(),
+            mirrors: MirrorMap::default(),
         }
+    }
+
+    /// The same manifests with their releases' mirrors replaced by `mirrors`.
+    pub fn with_mirrors(mut self, mirrors: MirrorMap) -> Self {
+        self.mirrors = mirrors;
+        self
+    }
+
+    /// The mirrors that replace the releases' own.
+    pub fn mirrors(&self) -> &MirrorMap {
+        &self.mirrors
     }
 
     /// Manifests read from a directory laid out like `rootfs-manifests/`.
@@ -181,6 +220,7 @@ impl Manifests {
         Ok(Manifests {
             origin: dir.display().to_string(),
             files,
+            mirrors: MirrorMap::default(),
         })
     }
 
@@ -242,7 +282,7 @@ impl Manifests {
         for key in &release.keyring {
             self.file(key)?;
         }
-        Ok(release)
+        Ok(self.mirrors.apply(release))
     }
 
     pub fn architectures(&self) -> Result<Vec<Arch>, ManifestError> {
@@ -408,6 +448,27 @@ mod tests {
             );
             assert_eq!(&arch.elf_mask[18..20], b"\xff\xff", "{}", arch.name);
         }
+    }
+
+    #[test]
+    fn a_mirror_map_replaces_each_role_and_mirror_wins_for_the_archive() {
+        let m = Manifests::embedded().with_mirrors(MirrorMap {
+            archive: Some("http://cache:3142/debian/".into()),
+            security: Some("https://sec.example/debian-security".into()),
+        });
+        let r = m.release("trixie").unwrap();
+        let mirrors: Vec<_> = r.sources.iter().map(|s| s.mirror.as_str()).collect();
+        assert_eq!(
+            mirrors,
+            [
+                "http://cache:3142/debian",
+                "http://cache:3142/debian",
+                "https://sec.example/debian-security"
+            ]
+        );
+        let s = r.sources_with_mirror(Some("http://given/debian"));
+        assert_eq!(s[0].mirror, "http://given/debian");
+        assert_eq!(s[2].mirror, "https://sec.example/debian-security");
     }
 
     #[test]

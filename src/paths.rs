@@ -98,6 +98,12 @@ impl DataDirs {
         }
     }
 
+    /// The user's config file: `config.toml` in the [`config`](Self::config)
+    /// directory, beside `targets/`.
+    pub fn config_file(env: &DirsEnv) -> Result<PathBuf, PathsError> {
+        Ok(Self::config(env)?.join("config.toml"))
+    }
+
     /// Content-addressed downloads: `cache/blobs/<sha256>`.
     pub fn blobs(&self) -> PathBuf {
         self.cache.join("blobs")
@@ -176,6 +182,10 @@ mod tests {
         assert_eq!(
             DataDirs::config(&env).unwrap(),
             PathBuf::from("/cfg/zchroot")
+        );
+        assert_eq!(
+            DataDirs::config_file(&env).unwrap(),
+            PathBuf::from("/cfg/zchroot/config.toml")
         );
     }
 }

@@ -51,6 +51,10 @@ pub struct TargetFile {
     pub kernel_deb_dir: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<String>,
+    /// The security archive's mirror (`security-mirror`; default: the
+    /// config file's, or the release's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_mirror: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyring: Option<PathBuf>,
     /// Where the repository is published (default: the state directory).
@@ -83,6 +87,12 @@ pub fn parse(text: &str, path: &Path) -> Result<TargetFile, TargetsError> {
         path: path.into(),
         message: e.message().to_string(),
     })?;
+    if let Some(m) = &t.security_mirror {
+        crate::archive::fetch::check_mirror(m).map_err(|why| TargetsError::Bad {
+            path: path.into(),
+            message: format!("security-mirror = {m:?}: {why}"),
+        })?;
+    }
     Ok(t)
 }
 
@@ -260,6 +270,38 @@ impl Targets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_security_mirror_is_kept_as_security_mirror_and_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let ts = Targets::new(d.path());
+        let t = parse(
+            "arch = \"arm64\"\nsuite = \"trixie\"\nsecurity-mirror = \"http://cache:3142/debian-security\"\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(
+            t.security_mirror.as_deref(),
+            Some("http://cache:3142/debian-security")
+        );
+        let path = ts.save("pi", &t, false).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("security-mirror = \"http://cache:3142/debian-security\""),
+            "{text}"
+        );
+        assert_eq!(ts.load("pi").unwrap(), t);
+        let e = parse(
+            "arch = \"arm64\"\nsuite = \"trixie\"\nsecurity-mirror = \"file:///srv\"\n",
+            Path::new("pi.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("pi.toml: security-mirror = \"file:///srv\": file:// is not supported"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn targets_round_trip_and_defaults_apply() {

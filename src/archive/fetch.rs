@@ -4,15 +4,20 @@
 //! a symlink) while it is hashed, resumed with a Range request after a
 //! dropped connection, and renamed to its final name only when its size and
 //! hash match. A cached file is trusted only by its hash.
+//!
+//! Mirrors are `http://` or `https://` (rustls, trusting the system's CA
+//! store); the archive is verified by its signature and hashes either way.
+//! A proxy (the environment's, or `proxy` of the config file) resolves the
+//! mirror's name itself, and every error through it names it.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::net::ToSocketAddrs;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use sha2::Digest;
@@ -23,16 +28,34 @@ use crate::report::Reporter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("{url}: {message}")]
-    Http { url: String, message: String },
-    #[error("{url}: size mismatch: expected {expected} bytes, got {got}")]
+    #[error("{url}: {message}{}", via_text(via))]
+    Http {
+        url: String,
+        message: String,
+        /// The proxy the request went through, if any.
+        via: Option<String>,
+    },
+    #[error("{what} is not on the mirror: {url} answered {status}{}\nhelp: check the mirror's address (--mirror, --security-mirror or the config file) and that it carries this suite and architecture; a mirror in the middle of an update can lack a file for a while: try again later", via_text(via))]
+    NotFound {
+        /// What is missing, said as a Debian user would (`suite 'trixie'`,
+        /// `trixie-updates main/binary-arm64/Packages.xz`, a .deb).
+        what: String,
+        url: String,
+        status: String,
+        via: Option<String>,
+    },
+    #[error("{url}: TLS: {message}\nhelp: the mirror's certificate is not trusted by the system's CA store (/etc/ssl/certs; SSL_CERT_FILE or SSL_CERT_DIR name others): add its CA there, or use an http:// mirror (the archive is verified by its signature either way)")]
+    Tls { url: String, message: String },
+    #[error("{name}: size mismatch: expected {expected} bytes, got {got} (from {url})")]
     SizeMismatch {
+        name: String,
         url: String,
         expected: u64,
         got: u64,
     },
-    #[error("{url}: SHA256 mismatch: expected {expected}, got {calculated}")]
+    #[error("{name}: SHA256 mismatch: expected {expected}, got {calculated} (from {url})\nhelp: the mirror sent a damaged or changed file; try again, or use another mirror")]
     ChecksumFailed {
+        name: String,
         url: String,
         expected: Sha256,
         calculated: Sha256,
@@ -46,17 +69,66 @@ pub enum FetchError {
         source: std::io::Error,
     },
     #[error(
-        "cannot resolve host of {url}: {message}\nhelp: check the network and the --mirror address"
+        "cannot resolve host of {url}: {message}\nhelp: check the network and the mirror's address; on a network reached only through a proxy, set http_proxy/https_proxy (or `proxy` in the config file): the proxy then resolves names"
     )]
     Resolve { url: String, message: String },
     #[error("{url}: unsupported URL: {message}")]
     BadUrl { url: String, message: String },
 }
 
+/// ` (through the proxy P)` and what to check, when a proxy was used.
+fn via_text(via: &Option<String>) -> String {
+    match via {
+        Some(p) => format!(
+            " (through the proxy {p})\nhelp: check that the proxy {p} is up and reaches the mirror; it comes from http_proxy/https_proxy/all_proxy (no_proxy exempts hosts) or from `proxy` in the config file"
+        ),
+        None => String::new(),
+    }
+}
+
 impl FetchError {
     /// Worth another try: network trouble and server errors, not checksums.
     fn transient(&self) -> bool {
         matches!(self, FetchError::Http { .. })
+    }
+
+    /// The error without its URL and help (for a line that names the URL).
+    fn brief(&self) -> String {
+        match self {
+            FetchError::Http {
+                message,
+                via: Some(p),
+                ..
+            } => format!("{message} (through the proxy {p})"),
+            FetchError::Http { message, .. } => message.clone(),
+            e => e.to_string(),
+        }
+    }
+
+    /// Says what a missing file is (the fetcher knows only its URL).
+    pub fn missing_is(self, what: &str) -> Self {
+        match self {
+            FetchError::NotFound {
+                url, status, via, ..
+            } => FetchError::NotFound {
+                what: what.into(),
+                url,
+                status,
+                via,
+            },
+            e => e,
+        }
+    }
+}
+
+/// Checks a mirror URL before anything is fetched: `http://` or
+/// `https://` with a host; other schemes are refused saying what to use.
+/// The error is the reason alone (the caller names the option or key).
+pub fn check_mirror(url: &str) -> Result<(), String> {
+    match host_of(url) {
+        Ok(_) => Ok(()),
+        Err(FetchError::BadUrl { message, .. }) => Err(message),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -83,6 +155,9 @@ pub struct FetchOptions {
     pub backoff: Duration,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// The config file's `proxy`, for URLs the environment's proxy
+    /// variables leave out.
+    pub proxy: Option<String>,
 }
 
 impl Default for FetchOptions {
@@ -93,6 +168,7 @@ impl Default for FetchOptions {
             backoff: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(20),
             read_timeout: Duration::from_secs(60),
+            proxy: None,
         }
     }
 }
@@ -103,83 +179,244 @@ pub struct Fetcher<'r> {
     /// Where the last accepted InRelease dates are kept, if anywhere.
     release_dates: Option<super::dates::ReleaseDates>,
     opts: FetchOptions,
+    proxies: Arc<Proxies>,
     reporter: &'r dyn Reporter,
 }
 
-/// The host and port of an http URL.
+/// The host and port of an `http://` or `https://` URL.
 fn host_of(url: &str) -> Result<(String, u16), FetchError> {
     let bad = |message: &str| FetchError::BadUrl {
         url: url.into(),
         message: message.into(),
     };
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| bad("only http:// mirrors are supported (the archive is verified by its signature, so https adds nothing to integrity)"))?;
+    let (rest, default_port) = if let Some(r) = url.strip_prefix("http://") {
+        (r, 80)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (r, 443)
+    } else {
+        return Err(bad(unsupported_scheme(url)));
+    };
     let authority = rest.split('/').next().unwrap_or("");
-    if authority.is_empty() || authority.contains('@') {
-        return Err(bad("no host"));
+    if authority.is_empty() {
+        return Err(bad("no host (e.g. http://deb.debian.org/debian)"));
+    }
+    if authority.contains('@') {
+        return Err(bad(
+            "a user name or password in a mirror URL is not supported",
+        ));
     }
     if let Some(v6) = authority.strip_prefix('[') {
         let (host, after) = v6.split_once(']').ok_or_else(|| bad("bad IPv6 address"))?;
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse().map_err(|_| bad("bad port"))?,
-            None => 80,
+            None => default_port,
         };
         return Ok((host.to_string(), port));
     }
     match authority.rsplit_once(':') {
         Some((h, p)) => Ok((h.to_string(), p.parse().map_err(|_| bad("bad port"))?)),
-        None => Ok((authority.to_string(), 80)),
+        None => Ok((authority.to_string(), default_port)),
     }
+}
+
+/// Why a URL's scheme is refused, and what to use instead.
+fn unsupported_scheme(url: &str) -> &'static str {
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("ftp") => "ftp:// is not supported (Debian's mirrors stopped serving FTP in 2017): use the mirror's http:// or https:// address",
+        Some("file") => "file:// is not supported: zchroot fetches over HTTP only; serve the directory (e.g. python3 -m http.server -d DIR 8000) and give http://127.0.0.1:8000",
+        Some("tor+http") | Some("tor+https") | Some("mirror") | Some("mirror+http") => "apt's transport methods are not supported: give a plain http:// or https:// mirror",
+        _ => "expected an http:// or https:// mirror such as http://deb.debian.org/debian",
+    }
+}
+
+/// The proxies to use, as the environment and the config file say: for a
+/// URL, `http_proxy` (or `https_proxy`), then `all_proxy` (lowercase names
+/// first, then uppercase), then the config file's `proxy`; none for a host
+/// that `no_proxy` names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Proxies {
+    http: Option<String>,
+    https: Option<String>,
+    no_proxy: Vec<String>,
+}
+
+impl Proxies {
+    /// From `var` (the environment, or a test's) and the config's proxy.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>, configured: Option<&str>) -> Proxies {
+        let get = |names: &[&str]| {
+            names
+                .iter()
+                .filter_map(|n| var(n))
+                .map(|v| v.trim().to_string())
+                .find(|v| !v.is_empty())
+                .or_else(|| configured.map(String::from))
+                .map(|p| with_scheme(&p))
+        };
+        Proxies {
+            http: get(&["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]),
+            https: get(&["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]),
+            no_proxy: ["no_proxy", "NO_PROXY"]
+                .iter()
+                .filter_map(|n| var(n))
+                .find(|v| !v.trim().is_empty())
+                .map(|v| {
+                    v.split(',')
+                        .map(|e| e.trim().to_ascii_lowercase())
+                        .filter(|e| !e.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// From the process environment and the config's proxy.
+    pub fn from_env(configured: Option<&str>) -> Proxies {
+        Proxies::from_vars(|n| std::env::var(n).ok(), configured)
+    }
+
+    /// The proxy `url` goes through, if any.
+    pub fn proxy_for(&self, url: &str) -> Option<&str> {
+        let proxy = if url.starts_with("https://") {
+            self.https.as_deref()
+        } else {
+            self.http.as_deref()
+        }?;
+        let host = host_of(url).ok()?.0.to_ascii_lowercase();
+        (!self.no_proxy.iter().any(|e| no_proxy_matches(e, &host))).then_some(proxy)
+    }
+
+    /// The proxy as errors show it: without a user name or password.
+    fn shown(&self, url: &str) -> Option<String> {
+        self.proxy_for(url).map(without_userinfo)
+    }
+}
+
+/// `proxy:3128` is `http://proxy:3128`, as curl takes it.
+fn with_scheme(p: &str) -> String {
+    if p.contains("://") {
+        p.to_string()
+    } else {
+        format!("http://{p}")
+    }
+}
+
+fn without_userinfo(p: &str) -> String {
+    match p.split_once("://") {
+        Some((scheme, rest)) => match rest.split('/').next().and_then(|a| a.rsplit_once('@')) {
+            Some((_, host)) => format!("{scheme}://{host}"),
+            None => p.to_string(),
+        },
+        None => p.to_string(),
+    }
+}
+
+/// One `no_proxy` entry against a host: `*`, a domain (and its
+/// subdomains; a leading `.` is the same), an address, or a network
+/// (`10.0.0.0/8`).
+fn no_proxy_matches(entry: &str, host: &str) -> bool {
+    if entry == "*" {
+        return true;
+    }
+    if let Some((net, bits)) = entry.split_once('/') {
+        let (Ok(net), Ok(bits), Ok(ip)) = (
+            net.parse::<IpAddr>(),
+            bits.parse::<u32>(),
+            host.parse::<IpAddr>(),
+        ) else {
+            return false;
+        };
+        return in_network(ip, net, bits);
+    }
+    let entry = entry.trim_start_matches('.');
+    // `[::1]:80`, `host:8080`: the host part (a port is not told apart).
+    let entry = match entry.strip_prefix('[') {
+        Some(e) => e.split_once(']').map(|(e, _)| e).unwrap_or(e),
+        None if entry.matches(':').count() == 1 => entry.split(':').next().unwrap_or(entry),
+        None => entry,
+    };
+    host == entry || host.ends_with(&format!(".{entry}"))
+}
+
+fn in_network(ip: IpAddr, net: IpAddr, bits: u32) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) if bits <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) if bits <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// rustls with the ring provider, trusting the system's CA store (read
+/// once; `SSL_CERT_FILE` and `SSL_CERT_DIR` name others).
+fn tls_config() -> Result<rustls::ClientConfig, String> {
+    static ROOTS: OnceLock<Arc<rustls::RootCertStore>> = OnceLock::new();
+    let roots = ROOTS.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        // Unreadable or bad certificates are skipped, as curl does; a
+        // mirror they would have vouched for fails with its own error.
+        let found = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(found.certs);
+        Arc::new(roots)
+    });
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth())
 }
 
 impl<'r> Fetcher<'r> {
     /// A fetcher for these mirrors. Each mirror's host is resolved once here
     /// (with a few tries: this also rides out a dropped DNS answer) and
-    /// pinned for the whole run.
+    /// pinned for the whole run, except where a proxy is used: the proxy
+    /// resolves names then.
     pub fn new(
         blobs: &Path,
         mirrors: &[String],
         opts: FetchOptions,
         reporter: &'r dyn Reporter,
     ) -> Result<Self, FetchError> {
+        let proxies = Arc::new(Proxies::from_env(opts.proxy.as_deref()));
+        let client_err = |message: String| FetchError::Http {
+            url: mirrors.join(", "),
+            message: format!("building the HTTP client: {message}"),
+            via: None,
+        };
+        let tls = tls_config().map_err(client_err)?;
+        let chooser = proxies.clone();
         let mut builder = reqwest::blocking::Client::builder()
             .connect_timeout(opts.connect_timeout)
             // In the blocking client this bounds each read, not the whole body.
             .timeout(opts.read_timeout)
             .user_agent(concat!("zchroot/", env!("CARGO_PKG_VERSION")))
-            .pool_max_idle_per_host(opts.parallel.max(1));
+            .pool_max_idle_per_host(opts.parallel.max(1))
+            .tls_backend_preconfigured(tls)
+            // One place decides on proxies (so that errors can name them).
+            .no_proxy()
+            .proxy(reqwest::Proxy::custom(move |url| {
+                chooser.proxy_for(url.as_str()).map(String::from)
+            }));
         let mut seen = HashMap::new();
         for mirror in mirrors {
             let (host, port) = host_of(mirror)?;
-            if seen.contains_key(&host) || host.parse::<std::net::IpAddr>().is_ok() {
+            if seen.contains_key(&host)
+                || host.parse::<IpAddr>().is_ok()
+                || proxies.proxy_for(mirror).is_some()
+            {
                 continue;
             }
-            let mut last = String::new();
-            let mut addrs = Vec::new();
-            for attempt in 0..3 {
-                match (host.as_str(), port).to_socket_addrs() {
-                    Ok(a) => {
-                        addrs = a.collect();
-                        break;
-                    }
-                    Err(e) => last = e.to_string(),
-                }
-                std::thread::sleep(Duration::from_millis(300 * (attempt + 1)));
-            }
-            if addrs.is_empty() {
-                return Err(FetchError::Resolve {
-                    url: mirror.clone(),
-                    message: last,
-                });
-            }
+            let addrs = resolve_host(mirror, &host, port)?;
             builder = builder.resolve_to_addrs(&host, &addrs);
             seen.insert(host, ());
         }
-        let client = builder.build().map_err(|e| FetchError::Http {
-            url: mirrors.join(", "),
-            message: format!("building the HTTP client: {e}"),
-        })?;
+        let client = builder.build().map_err(|e| client_err(e.to_string()))?;
         crate::paths::create_private_dir_all(blobs).map_err(|source| FetchError::Io {
             path: blobs.into(),
             source,
@@ -189,6 +426,7 @@ impl<'r> Fetcher<'r> {
             blobs: blobs.to_owned(),
             release_dates: None,
             opts,
+            proxies,
             reporter,
         })
     }
@@ -219,7 +457,7 @@ impl<'r> Fetcher<'r> {
             let mut body = Vec::new();
             resp.take(limit + 1)
                 .read_to_end(&mut body)
-                .map_err(|e| http_err(url, e))?;
+                .map_err(|e| self.http_err(url, &e))?;
             if body.len() as u64 > limit {
                 return Err(FetchError::TooLarge {
                     url: url.into(),
@@ -241,13 +479,32 @@ impl<'r> Fetcher<'r> {
             tries += 1;
             match f() {
                 Err(e) if e.transient() && tries < self.opts.tries => {
-                    self.reporter
-                        .note(&format!("retrying {url} after: {e} (try {tries})"));
+                    self.reporter.note(&format!(
+                        "retrying {url} after: {} (try {tries})",
+                        e.brief()
+                    ));
                     std::thread::sleep(delay);
                     delay *= 2;
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// A transfer error, naming the proxy when one was used; a TLS failure
+    /// on its own (no retry will mend a certificate).
+    fn http_err(&self, url: &str, e: &(dyn std::error::Error + 'static)) -> FetchError {
+        let (message, tls) = chain_of(e);
+        if tls {
+            return FetchError::Tls {
+                url: url.into(),
+                message,
+            };
+        }
+        FetchError::Http {
+            url: url.into(),
+            message,
+            via: self.proxies.shown(url),
         }
     }
 
@@ -260,22 +517,26 @@ impl<'r> Fetcher<'r> {
         if let Some(from) = range_from {
             req = req.header(reqwest::header::RANGE, format!("bytes={from}-"));
         }
-        let resp = req.send().map_err(|e| http_err(url, e))?;
+        let resp = req.send().map_err(|e| self.http_err(url, &e))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
         }
-        let message = format!("HTTP {status}");
-        if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
+        let via = self.proxies.shown(url);
+        let code = status.as_u16();
+        if status.is_server_error() || code == 408 || code == 429 {
             Err(FetchError::Http {
                 url: url.into(),
-                message,
+                message: format!("HTTP {status}"),
+                via,
             })
         } else {
             // 404 and friends will not change on a retry.
-            Err(FetchError::BadUrl {
+            Err(FetchError::NotFound {
+                what: url.rsplit('/').next().unwrap_or(url).to_string(),
                 url: url.into(),
-                message,
+                status: format!("HTTP {status}"),
+                via,
             })
         }
     }
@@ -302,11 +563,12 @@ impl<'r> Fetcher<'r> {
         }
         let partial = self.blobs.join(format!("{}.partial", d.sha256.to_hex()));
         let mut result = self.with_tries(&d.url, || self.fetch_once(&d.url, d, &partial));
-        if let (Err(FetchError::BadUrl { .. }), Some(alt)) = (&result, &d.alt_url) {
+        if let (Err(FetchError::NotFound { .. }), Some(alt)) = (&result, &d.alt_url) {
             self.reporter
                 .note(&format!("{} not found, trying {alt}", d.url));
             result = self.with_tries(alt, || self.fetch_once(alt, d, &partial));
         }
+        let result = result.map_err(|e| e.missing_is(&d.name));
         match result {
             Ok(()) => {
                 fs::rename(&partial, &dest).map_err(|source| FetchError::Io {
@@ -405,12 +667,13 @@ impl<'r> Fetcher<'r> {
                     Ok(n) => n,
                     Err(e) => {
                         out.flush().map_err(io)?;
-                        return Err(http_err(url, e));
+                        return Err(self.http_err(url, &e));
                     }
                 };
                 have += n as u64;
                 if have > d.size {
                     return Err(FetchError::SizeMismatch {
+                        name: d.name.clone(),
                         url: url.to_string(),
                         expected: d.size,
                         got: have,
@@ -427,11 +690,13 @@ impl<'r> Fetcher<'r> {
             return Err(FetchError::Http {
                 url: url.to_string(),
                 message: format!("connection closed after {have} of {} bytes", d.size),
+                via: self.proxies.shown(url),
             });
         }
         let calculated = Sha256::from_hasher(hasher);
         if calculated != d.sha256 {
             return Err(FetchError::ChecksumFailed {
+                name: d.name.clone(),
                 url: url.to_string(),
                 expected: d.sha256,
                 calculated,
@@ -481,25 +746,51 @@ impl<'r> Fetcher<'r> {
     }
 }
 
-fn http_err(url: &str, e: impl std::fmt::Display + std::any::Any) -> FetchError {
-    // reqwest's Display hides the cause; walk the chain when we can.
-    let any: &dyn std::any::Any = &e;
-    let message = if let Some(re) = any.downcast_ref::<reqwest::Error>() {
-        let mut m = re.to_string();
-        let mut src = std::error::Error::source(re);
-        while let Some(s) = src {
+/// The addresses of a mirror's host, with a few tries.
+fn resolve_host(mirror: &str, host: &str, port: u16) -> Result<Vec<SocketAddr>, FetchError> {
+    let mut last = String::new();
+    for attempt in 0..3 {
+        match (host, port).to_socket_addrs() {
+            Ok(a) => {
+                let addrs: Vec<_> = a.collect();
+                if !addrs.is_empty() {
+                    return Ok(addrs);
+                }
+                last = "no address".into();
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(300 * (attempt + 1)));
+    }
+    Err(FetchError::Resolve {
+        url: mirror.into(),
+        message: last,
+    })
+}
+
+/// The error chain of `e` as one line, and whether TLS failed in it.
+fn chain_of(e: &(dyn std::error::Error + 'static)) -> (String, bool) {
+    let mut m = e.to_string();
+    let mut tls = false;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = cur {
+        // hyper-rustls hands rustls's error on inside io::Errors, whose
+        // source() skips it: look inside them.
+        let mut inner = s;
+        while let Some(i) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            inner = i;
+        }
+        tls |= inner.is::<rustls::Error>();
+        if !std::ptr::eq(s, e) {
             m.push_str(": ");
             m.push_str(&s.to_string());
-            src = s.source();
         }
-        m
-    } else {
-        e.to_string()
-    };
-    FetchError::Http {
-        url: url.into(),
-        message,
+        cur = s.source();
     }
+    (m, tls)
 }
 
 fn hash_into(f: &mut File, hasher: &mut sha2::Sha256) -> std::io::Result<u64> {
@@ -526,6 +817,7 @@ pub fn check_file(path: &Path, d: &Download) -> Result<(), FetchError> {
     let got = hash_into(&mut f, &mut hasher).map_err(io)?;
     if got != d.size {
         return Err(FetchError::SizeMismatch {
+            name: d.name.clone(),
             url: path.display().to_string(),
             expected: d.size,
             got,
@@ -534,6 +826,7 @@ pub fn check_file(path: &Path, d: &Download) -> Result<(), FetchError> {
     let calculated = Sha256::from_hasher(hasher);
     if calculated != d.sha256 {
         return Err(FetchError::ChecksumFailed {
+            name: d.name.clone(),
             url: path.display().to_string(),
             expected: d.sha256,
             calculated,
@@ -557,10 +850,112 @@ mod tests {
             ("127.0.0.1".into(), 8080)
         );
         assert_eq!(host_of("http://[::1]:81/x").unwrap(), ("::1".into(), 81));
-        let e = host_of("https://deb.debian.org/debian")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("only http:// mirrors"), "{e}");
-        assert!(host_of("ftp://x").is_err());
+        assert_eq!(
+            host_of("https://deb.debian.org/debian").unwrap(),
+            ("deb.debian.org".into(), 443)
+        );
+        let e = |u: &str| host_of(u).unwrap_err().to_string();
+        assert!(
+            e("ftp://x/debian").contains("stopped serving FTP"),
+            "{}",
+            e("ftp://x")
+        );
+        assert!(e("file:///srv/debian").contains("python3 -m http.server"));
+        assert!(e("deb.debian.org/debian").contains("expected an http:// or https://"));
+        assert!(e("http://user:pw@x/debian").contains("password"));
+        assert!(e("https:///debian").contains("no host"));
+    }
+
+    fn vars(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn proxies_come_from_the_environment_then_the_config() {
+        let p = Proxies::from_vars(
+            vars(&[
+                ("http_proxy", "proxy:3128"),
+                ("HTTPS_PROXY", "http://s:8080"),
+            ]),
+            Some("http://cfg:1"),
+        );
+        assert_eq!(
+            p.proxy_for("http://deb.debian.org/debian"),
+            Some("http://proxy:3128")
+        );
+        assert_eq!(
+            p.proxy_for("https://deb.debian.org/debian"),
+            Some("http://s:8080")
+        );
+        let p = Proxies::from_vars(vars(&[("http_proxy", "")]), Some("http://cfg:1"));
+        assert_eq!(p.proxy_for("https://x/"), Some("http://cfg:1"));
+        assert_eq!(p.proxy_for("http://x/"), Some("http://cfg:1"));
+        let p = Proxies::from_vars(vars(&[("ALL_PROXY", "http://all:3")]), None);
+        assert_eq!(p.proxy_for("http://x/"), Some("http://all:3"));
+        assert_eq!(
+            Proxies::from_vars(vars(&[]), None).proxy_for("http://x/"),
+            None
+        );
+    }
+
+    #[test]
+    fn no_proxy_exempts_domains_addresses_and_networks() {
+        let p = Proxies::from_vars(
+            vars(&[
+                ("http_proxy", "http://u:secret@p:3128"),
+                (
+                    "no_proxy",
+                    "localhost:8080, .example.org,10.0.0.0/8,[::1],debian.net,fe80::1",
+                ),
+            ]),
+            None,
+        );
+        for direct in [
+            "http://localhost:8080/d",
+            "http://a.example.org/d",
+            "http://example.org/d",
+            "http://10.1.2.3/d",
+            "http://[::1]:80/d",
+            "http://ftp.debian.net/debian",
+            "http://[fe80::1]/debian",
+        ] {
+            assert_eq!(p.proxy_for(direct), None, "{direct}");
+        }
+        for proxied in [
+            "http://11.0.0.1/d",
+            "http://notexample.org/d",
+            "http://deb.debian.org/",
+        ] {
+            assert!(p.proxy_for(proxied).is_some(), "{proxied}");
+        }
+        // Errors show the proxy without its password.
+        assert_eq!(
+            p.shown("http://deb.debian.org/").as_deref(),
+            Some("http://p:3128")
+        );
+        let all = Proxies::from_vars(vars(&[("http_proxy", "p:1"), ("NO_PROXY", "*")]), None);
+        assert_eq!(all.proxy_for("http://deb.debian.org/"), None);
+    }
+
+    #[test]
+    fn a_missing_file_says_what_it_is_and_a_proxy_error_names_the_proxy() {
+        let e = FetchError::NotFound {
+            what: "x".into(),
+            url: "http://m/debian/dists/t/InRelease".into(),
+            status: "HTTP 404 Not Found".into(),
+            via: Some("http://p:3128".into()),
+        }
+        .missing_is("suite 't'")
+        .to_string();
+        assert!(
+            e.starts_with("suite 't' is not on the mirror: http://m/debian/dists/t/InRelease answered HTTP 404 Not Found (through the proxy http://p:3128)"),
+            "{e}"
+        );
+        assert!(e.contains("\nhelp: "), "{e}");
     }
 }

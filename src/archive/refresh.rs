@@ -64,7 +64,9 @@ pub fn refresh(
     for source in sources {
         let base = format!("{}/dists/{}", source.mirror, source.suite);
         let url = format!("{base}/InRelease");
-        let data = fetcher.get(&url, INRELEASE_LIMIT)?;
+        let data = fetcher
+            .get(&url, INRELEASE_LIMIT)
+            .map_err(|e| e.missing_is(&format!("suite '{}' (its InRelease)", source.suite)))?;
         let verified = release::verify_inrelease(&data, keyring, &source.suite, &url, now)?;
         // Not older than the last one accepted: no replay of an old file.
         if let Some(dates) = fetcher.release_dates() {
@@ -100,7 +102,9 @@ pub fn refresh(
                             .then(|| format!("{base}/{}", file.path)),
                         size: file.entry.size,
                         sha256: file.entry.sha256,
-                        name: format!("{}/{}", source.suite, file.path),
+                        // As a Debian user names it: `trixie-updates
+                        // main/binary-arm64/Packages.xz`.
+                        name: format!("{} {}", source.suite, file.path),
                     },
                     file,
                     origin,
@@ -123,8 +127,9 @@ pub fn refresh(
             path: path.clone(),
             source,
         })?;
-        let text = index::decompress(&data, file.compression, &d.url)?;
-        packages.extend(index::parse_packages(&text, origin, &d.url)?);
+        let what = format!("{} (from {})", d.name, d.url);
+        let text = index::decompress(&data, file.compression, &what)?;
+        packages.extend(index::parse_packages(&text, origin, &what)?);
     }
     Ok(Indexes { suites, packages })
 }
@@ -161,6 +166,28 @@ pub fn package_downloads<'a>(
             })
         })
         .collect()
+}
+
+/// A package file the mirror lacks, named with its package, version,
+/// suite and component (the fetcher knows only the file's name).
+pub fn name_missing(e: FetchError, packages: &[&Package]) -> FetchError {
+    let FetchError::NotFound { url, .. } = &e else {
+        return e;
+    };
+    match packages.iter().find(|p| &p.url() == url) {
+        Some(p) => {
+            let what = format!(
+                "{} {} ({}, {} {})",
+                p.name,
+                p.version,
+                p.filename.rsplit('/').next().unwrap_or(&p.filename),
+                p.origin.suite,
+                p.origin.component
+            );
+            e.missing_is(&what)
+        }
+        None => e,
+    }
 }
 
 /// Reads a keyring file given with `--keyring`.

@@ -17,6 +17,13 @@ pub fn target_add(
     force: bool,
 ) -> Result<PathBuf, CmdError> {
     let t = absolute(target)?;
+    if let Some(m) = &t.security_mirror {
+        crate::archive::fetch::check_mirror(m).map_err(|message| CmdError::BadMirror {
+            option: "--security-mirror",
+            url: m.clone(),
+            message,
+        })?;
+    }
     let config = ctx.config_dir()?;
     crate::update::check_repo(name, &t, &ctx.dirs, Some(&config))?;
     Ok(ctx.targets()?.save(name, &t, force)?)
@@ -97,8 +104,19 @@ pub fn update(
     }
     for name in &names {
         let t = ts.load(name)?;
+        // The target's own security mirror, over the config file's.
+        let manifests = ctx
+            .manifests
+            .clone()
+            .with_mirrors(crate::manifest::MirrorMap {
+                security: t
+                    .security_mirror
+                    .clone()
+                    .or_else(|| ctx.manifests.mirrors().security.clone()),
+                ..ctx.manifests.mirrors().clone()
+            });
         let r = crate::update::update_target(
-            &ctx.manifests,
+            &manifests,
             name,
             &t,
             keep,
@@ -228,6 +246,7 @@ mod tests {
             suites: vec![],
             kernel_deb_dir: Some("debs".into()),
             mirror: None,
+            security_mirror: None,
             keyring: None,
             repo: Some("/srv/repo".into()),
             strategy: crate::kmod::Strategy::Auto,

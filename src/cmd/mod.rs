@@ -39,7 +39,55 @@ pub struct Ctx<'r> {
 pub type Layer<S, T, E> =
     fn(&Manifests, &S, &DataDirs, FetchOptions, &Path, &dyn Reporter) -> Result<T, E>;
 
-impl Ctx<'_> {
+/// What the command line says about the network; the user's config file
+/// fills in what it leaves out.
+#[derive(Debug, Clone, Default)]
+pub struct NetArgs {
+    /// `--parallel`.
+    pub parallel: Option<usize>,
+    /// `--security-mirror`.
+    pub security_mirror: Option<String>,
+}
+
+impl<'r> Ctx<'r> {
+    /// The context of a command: the data directories from `env`, the
+    /// user's config file read (see [`crate::config`]), and the command
+    /// line's network options over it.
+    pub fn load(
+        manifests: Manifests,
+        env: DirsEnv,
+        net: &NetArgs,
+        exe: PathBuf,
+        reporter: &'r dyn Reporter,
+    ) -> Result<Self, CmdError> {
+        let dirs = DataDirs::resolve(&env)?;
+        let config = crate::config::load(&DataDirs::config_file(&env)?)?;
+        if let Some(m) = &net.security_mirror {
+            crate::archive::fetch::check_mirror(m).map_err(|message| CmdError::BadMirror {
+                option: "--security-mirror",
+                url: m.clone(),
+                message,
+            })?;
+        }
+        let defaults = FetchOptions::default();
+        let options = FetchOptions {
+            parallel: net
+                .parallel
+                .or(config.parallel_downloads.map(usize::from))
+                .unwrap_or(defaults.parallel),
+            proxy: config.proxy.clone(),
+            ..defaults
+        };
+        Ok(Ctx {
+            manifests: manifests.with_mirrors(config.mirrors(net.security_mirror.as_deref())),
+            env,
+            dirs,
+            options,
+            exe,
+            reporter,
+        })
+    }
+
     /// Calls `layer` on `spec` with this context.
     pub fn call<S, T, E>(&self, layer: Layer<S, T, E>, spec: &S) -> Result<T, CmdError>
     where
@@ -153,6 +201,14 @@ pub fn find_root(ctx: &Ctx, root: &RootRef, hold: Hold) -> Result<Found, CmdErro
 pub enum CmdError {
     #[error(transparent)]
     Paths(#[from] PathsError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{option} {url}: {message}")]
+    BadMirror {
+        option: &'static str,
+        url: String,
+        message: String,
+    },
     #[error(transparent)]
     Manifest(#[from] crate::manifest::ManifestError),
     #[error(transparent)]
@@ -282,6 +338,60 @@ mod tests {
             Some(RootRef::Name("a".into()))
         );
         assert_eq!(RootRef::from_args(None, None), None);
+    }
+
+    #[test]
+    fn the_config_file_fills_in_what_the_command_line_leaves_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let env = DirsEnv {
+            zchroot_home: Some(tmp.path().to_path_buf()),
+            ..Default::default()
+        };
+        let load = |net: &NetArgs| {
+            Ctx::load(
+                Manifests::embedded(),
+                env.clone(),
+                net,
+                "/usr/bin/zchroot".into(),
+                &crate::report::Silent,
+            )
+        };
+        // No file: the defaults.
+        let ctx = load(&NetArgs::default()).unwrap();
+        assert_eq!(ctx.options.parallel, FetchOptions::default().parallel);
+        assert_eq!(ctx.options.proxy, None);
+        std::fs::create_dir_all(tmp.path().join("config")).unwrap();
+        std::fs::write(
+            tmp.path().join("config/config.toml"),
+            "parallel-downloads = 7\nproxy = \"http://p:3128\"\nmirror = \"http://m/debian\"\nsecurity-mirror = \"http://s/debian-security\"\n",
+        )
+        .unwrap();
+        let ctx = load(&NetArgs::default()).unwrap();
+        assert_eq!(ctx.options.parallel, 7);
+        assert_eq!(ctx.options.proxy.as_deref(), Some("http://p:3128"));
+        let trixie = ctx.manifests.release("trixie").unwrap();
+        assert_eq!(trixie.sources[0].mirror, "http://m/debian");
+        assert_eq!(trixie.sources[2].mirror, "http://s/debian-security");
+        // The command line wins.
+        let ctx = load(&NetArgs {
+            parallel: Some(2),
+            security_mirror: Some("https://given/debian-security".into()),
+        })
+        .unwrap();
+        assert_eq!(ctx.options.parallel, 2);
+        let trixie = ctx.manifests.release("trixie").unwrap();
+        assert_eq!(trixie.sources[2].mirror, "https://given/debian-security");
+        let e = load(&NetArgs {
+            security_mirror: Some("ftp://x".into()),
+            ..Default::default()
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            e.starts_with("--security-mirror ftp://x: ftp:// is not supported"),
+            "{e}"
+        );
     }
 
     #[test]

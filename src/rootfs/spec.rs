@@ -25,8 +25,8 @@ pub enum SpecError {
     Resolve(#[from] resolve::ResolveError),
     #[error("bad package name '{0}' in --include: names are lowercase letters, digits and + - .")]
     BadName(String),
-    #[error("--mirror {0}: expected an http:// URL such as http://deb.debian.org/debian")]
-    BadMirror(String),
+    #[error("--mirror {0}: {1}")]
+    BadMirror(String, String),
 }
 
 /// The user's choices, as given on the command line.
@@ -70,9 +70,8 @@ impl RootRecipe {
             }
         }
         if let Some(m) = &spec.mirror {
-            if !m.starts_with("http://") || m.len() <= "http://".len() {
-                return Err(SpecError::BadMirror(m.clone()));
-            }
+            crate::archive::fetch::check_mirror(m)
+                .map_err(|why| SpecError::BadMirror(m.clone(), why))?;
         }
         let keyring = match &spec.keyring {
             Some(path) => refresh::keyring_from_file(path)?,
@@ -82,14 +81,19 @@ impl RootRecipe {
             )
             .map_err(|e| SpecError::Update(e.into()))?,
         };
+        let sources = release.sources_with_mirror(spec.mirror.as_deref());
         let mut packages = variant.packages.clone();
-        for p in &spec.include {
+        // apt in the root checks an https mirror against ca-certificates
+        // (as mmdebstrap adds it).
+        let https = sources.iter().any(|s| s.mirror.starts_with("https://"));
+        let extra = https.then(|| "ca-certificates".to_string());
+        for p in spec.include.iter().chain(&extra) {
             if !packages.contains(p) {
                 packages.push(p.clone());
             }
         }
         Ok(RootRecipe {
-            sources: release.sources_with_mirror(spec.mirror.as_deref()),
+            sources,
             arch,
             variant: spec.variant.clone(),
             request: Request {
@@ -150,7 +154,9 @@ impl RootRecipe {
             refresh::package_downloads(packages.iter().copied()).map_err(RefreshError::from)?;
         let bytes = downloads.iter().map(|d| d.size).sum();
         reporter.phase(Phase::Download, downloads.len() as u64, bytes);
-        let paths = fetcher.fetch_all(&downloads).map_err(RefreshError::from)?;
+        let paths = fetcher
+            .fetch_all(&downloads)
+            .map_err(|e| RefreshError::from(refresh::name_missing(e, packages)))?;
         reporter.finish();
         Ok(paths)
     }
@@ -181,6 +187,16 @@ mod tests {
         .unwrap();
         assert_eq!(t.arch.qemu, "aarch64");
         assert_eq!(t.request.packages, ["apt", "zfs-dkms"]);
+        // An https mirror brings ca-certificates, for apt in the root.
+        let t = RootRecipe::new(
+            &Manifests::embedded(),
+            &RootSpec {
+                mirror: Some("https://deb.debian.org/debian".into()),
+                ..spec()
+            },
+        )
+        .unwrap();
+        assert_eq!(t.request.packages, ["apt", "ca-certificates"]);
         assert!(t.request.essential);
         assert_eq!(t.sources.len(), 3);
         assert!(!t.keyring.fingerprints().is_empty());

@@ -198,6 +198,11 @@ fn a_changed_byte_in_a_packages_index_fails() {
     let e = env.resolve(&[]).unwrap_err();
     assert!(e.contains(&format!("by-hash/SHA256/{hash}")), "{e}");
     assert!(e.contains("SHA256 mismatch"), "{e}");
+    // Named as a Debian user names an index, not only by its hash.
+    assert!(
+        e.starts_with("stable main/binary-arm64/Packages.xz: SHA256 mismatch"),
+        "{e}"
+    );
     assert!(
         !env.final_blobs().contains(&hash),
         "{:?}",
@@ -357,6 +362,56 @@ fn by_hash_missing_falls_back_to_the_plain_path() {
 }
 
 #[test]
+fn a_missing_file_says_which_file_of_which_suite_and_the_url() {
+    // A suite the mirror lacks.
+    let env = Env::new(&universe());
+    std::fs::remove_file(env.archive.root().join("dists/stable-security/InRelease")).unwrap();
+    let e = env.resolve(&[]).unwrap_err();
+    let url = format!("{}/debian/dists/stable-security/InRelease", env.server.base);
+    assert!(
+        e.starts_with(&format!(
+            "suite 'stable-security' (its InRelease) is not on the mirror: {url} answered HTTP 404 Not Found"
+        )),
+        "{e}"
+    );
+    assert!(e.contains("\nhelp: check the mirror's address"), "{e}");
+    assert!(!e.contains("unsupported URL"), "{e}");
+
+    // An index the Release lists, gone from by-hash and its plain path.
+    let env = Env::new(&universe());
+    let dir = env.archive.root().join("dists/stable/main/binary-arm64");
+    std::fs::remove_dir_all(dir.join("by-hash")).unwrap();
+    std::fs::remove_file(dir.join("Packages.xz")).unwrap();
+    let e = env.resolve(&[]).unwrap_err();
+    assert!(
+        e.starts_with("stable main/binary-arm64/Packages.xz is not on the mirror: "),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!(
+            "{}/debian/dists/stable/main/binary-arm64/Packages.xz answered HTTP 404",
+            env.server.base
+        )),
+        "{e}"
+    );
+
+    // A package the index lists, gone from the pool.
+    let env = Env::new(&universe());
+    let app = universe_pkg("app");
+    std::fs::remove_file(env.pool_path(&app)).unwrap();
+    let e = env.download(&["app"]).unwrap_err();
+    assert!(
+        e.starts_with(&format!(
+            "app 1.0 ({}, stable main) is not on the mirror: {}/debian/pool/main/a/app/{} answered HTTP 404 Not Found",
+            app.deb_name(),
+            env.server.base,
+            app.deb_name()
+        )),
+        "{e}"
+    );
+}
+
+#[test]
 fn gz_index_is_accepted_without_xz() {
     let mut u = universe();
     u[0].by_hash = false;
@@ -454,8 +509,8 @@ fn cli_bad_input_exits_1_names_what_exists_and_writes_nothing() {
             "unknown variant 'huge' of trixie: known are buildd, minbase",
         ),
         (
-            &["resolve", "arm64", "--mirror", "https://x/debian"],
-            "--mirror https://x/debian: expected an http:// URL",
+            &["resolve", "arm64", "--mirror", "ftp://x/debian"],
+            "--mirror ftp://x/debian: ftp:// is not supported",
         ),
     ];
     for (args, msg) in cases {

@@ -1,9 +1,10 @@
 //! A real HTTP/1.1 server on 127.0.0.1 serving a directory, with faults that
 //! tests switch on per path: a connection dropped after N bytes (once or
-//! every time), and a count of requests and Range requests per path.
+//! every time), and a count of requests and Range requests per path. Over
+//! TLS too, with a certificate a test makes ([`Server::start_tls`]).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +37,21 @@ pub struct Server {
 
 impl Server {
     pub fn start(root: PathBuf) -> Server {
+        Server::start_with(root, None)
+    }
+
+    /// The same over TLS with `tls`'s certificate, at `https://localhost:PORT`.
+    pub fn start_tls(root: PathBuf, tls: Arc<rustls::ServerConfig>) -> Server {
+        Server::start_with(root, Some(tls))
+    }
+
+    fn start_with(root: PathBuf, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let host = if tls.is_some() {
+            "localhost"
+        } else {
+            "127.0.0.1"
+        };
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Mutex::new(Shared::default()));
@@ -48,15 +64,22 @@ impl Server {
                         return;
                     }
                     let Ok(conn) = conn else { continue };
-                    let (root, shared) = (root.clone(), shared.clone());
+                    let (root, shared, tls) = (root.clone(), shared.clone(), tls.clone());
                     thread::spawn(move || {
-                        let _ = serve(conn, &root, &shared);
+                        let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                        let _ = match tls {
+                            None => serve(conn, &root, &shared),
+                            Some(tls) => match rustls::ServerConnection::new(tls) {
+                                Ok(c) => serve(rustls::StreamOwned::new(c, conn), &root, &shared),
+                                Err(_) => Ok(()),
+                            },
+                        };
                     });
                 }
             });
         }
         Server {
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("{scheme}://{host}:{port}"),
             shared,
             stop,
             port,
@@ -95,10 +118,14 @@ impl Drop for Server {
     }
 }
 
-fn serve(conn: TcpStream, root: &std::path::Path, shared: &Mutex<Shared>) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut out = conn;
+/// HTTP over a plain or TLS connection; the response is written through
+/// the reader's stream (a request is read whole before it is answered).
+fn serve(
+    conn: impl Read + Write,
+    root: &std::path::Path,
+    shared: &Mutex<Shared>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn);
     loop {
         let mut request_line = String::new();
         if reader.read_line(&mut request_line)? == 0 {
@@ -152,11 +179,11 @@ fn serve(conn: TcpStream, root: &std::path::Path, shared: &Mutex<Shared>) -> std
         let Some(body) = file else {
             let msg = b"not found\n";
             write!(
-                out,
+                reader.get_mut(),
                 "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n",
                 msg.len()
             )?;
-            out.write_all(msg)?;
+            reader.get_mut().write_all(msg)?;
             continue;
         };
         let (status, slice) = match range_from {
@@ -175,15 +202,14 @@ fn serve(conn: TcpStream, root: &std::path::Path, shared: &Mutex<Shared>) -> std
             ));
         }
         head.push_str("Connection: keep-alive\r\n\r\n");
-        out.write_all(head.as_bytes())?;
+        reader.get_mut().write_all(head.as_bytes())?;
         if let Some(n) = fault {
-            out.write_all(&slice[..n.min(slice.len())])?;
-            out.flush()?;
+            reader.get_mut().write_all(&slice[..n.min(slice.len())])?;
+            reader.get_mut().flush()?;
             // Drop the connection mid-body.
-            let _ = out.shutdown(std::net::Shutdown::Both);
             return Ok(());
         }
-        out.write_all(slice)?;
-        out.flush()?;
+        reader.get_mut().write_all(slice)?;
+        reader.get_mut().flush()?;
     }
 }
