@@ -111,6 +111,7 @@ impl Exec<'_> {
                 target: super::root_spec(self.spec, &root_arch.name),
                 name: Some(root_name.clone()),
                 force: false,
+                hooks: Default::default(),
             };
             match create::create(
                 self.manifests,

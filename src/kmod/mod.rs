@@ -164,6 +164,8 @@ pub struct BuildSpec {
     pub strategy: Strategy,
     /// The user's signing key (PEM) and certificate (DER or PEM).
     pub sign: Option<(PathBuf, PathBuf)>,
+    /// `--suites` of the build roots (e.g. `+trixie-backports`).
+    pub suites: Vec<String>,
 }
 
 /// One module package made.
@@ -199,6 +201,8 @@ fn root_spec(spec: &BuildSpec, arch: &str) -> RootSpec {
         include: vec!["dkms".into()],
         mirror: spec.mirror.clone(),
         keyring: spec.keyring.clone(),
+        suites: spec.suites.clone(),
+        components: vec![],
     }
 }
 

@@ -11,7 +11,7 @@ use crate::archive::index::Package;
 use crate::archive::refresh::{self, Indexes, RefreshError};
 use crate::archive::release::Keyring;
 use crate::archive::resolve::{self, Request, Resolution};
-use crate::manifest::{Arch, ManifestError, Manifests, Release, Source};
+use crate::manifest::{Arch, ManifestError, Manifests, Release, Source, SourceChoice};
 use crate::paths::DataDirs;
 use crate::report::{Phase, Reporter};
 
@@ -25,6 +25,14 @@ pub enum SpecError {
     Resolve(#[from] resolve::ResolveError),
     #[error("bad package name '{0}' in --include: names are lowercase letters, digits and + - .")]
     BadName(String),
+    #[error("bad version '{version}' of {name} in --include: versions are letters, digits and . + ~ : -")]
+    BadVersion { name: String, version: String },
+    #[error("unknown package '{name}': it is in {found}, which is not enabled\nhelp: add --components {suggest}")]
+    NotEnabled {
+        name: String,
+        found: String,
+        suggest: String,
+    },
     #[error("--mirror {0}: expected an http:// URL such as http://deb.debian.org/debian")]
     BadMirror(String),
 }
@@ -35,9 +43,14 @@ pub struct RootSpec {
     pub arch: String,
     pub release: String,
     pub variant: String,
+    /// Package names, each optionally `NAME=VERSION`.
     pub include: Vec<String>,
     pub mirror: Option<String>,
     pub keyring: Option<PathBuf>,
+    /// `--suites`: `NAME` picks suites, `+NAME` adds an opt-in one.
+    pub suites: Vec<String>,
+    /// `--components` for every suite (empty: the manifest's).
+    pub components: Vec<String>,
 }
 
 /// A checked target.
@@ -58,17 +71,42 @@ fn valid_package_name(n: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
 }
 
+fn valid_version(v: &str) -> bool {
+    !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".+~:-".contains(&b))
+}
+
+/// `--include` entries as (name, pinned version), checked.
+pub fn parse_include(include: &[String]) -> Result<Vec<(String, Option<String>)>, SpecError> {
+    include
+        .iter()
+        .map(|entry| {
+            let (name, version) = match entry.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (entry.as_str(), None),
+            };
+            if !valid_package_name(name) {
+                return Err(SpecError::BadName(name.into()));
+            }
+            if let Some(v) = version.filter(|v| !valid_version(v)) {
+                return Err(SpecError::BadVersion {
+                    name: name.into(),
+                    version: v.into(),
+                });
+            }
+            Ok((name.to_string(), version.map(String::from)))
+        })
+        .collect()
+}
+
 impl RootRecipe {
     /// Checks a spec against the manifests. Touches no file but `--keyring`.
     pub fn new(manifests: &Manifests, spec: &RootSpec) -> Result<Self, SpecError> {
         let arch = manifests.arch(&spec.arch)?;
         let release = manifests.release(&spec.release)?;
         let variant = release.variant(&spec.variant)?.clone();
-        for name in &spec.include {
-            if !valid_package_name(name) {
-                return Err(SpecError::BadName(name.clone()));
-            }
-        }
+        let include = parse_include(&spec.include)?;
         if let Some(m) = &spec.mirror {
             if !m.starts_with("http://") || m.len() <= "http://".len() {
                 return Err(SpecError::BadMirror(m.clone()));
@@ -83,20 +121,36 @@ impl RootRecipe {
             .map_err(|e| SpecError::Update(e.into()))?,
         };
         let mut packages = variant.packages.clone();
-        for p in &spec.include {
+        for (p, _) in &include {
             if !packages.contains(p) {
                 packages.push(p.clone());
             }
         }
+        let sources = release.select_sources(
+            spec.mirror.as_deref(),
+            &SourceChoice {
+                suites: spec.suites.clone(),
+                components: spec.components.clone(),
+            },
+        )?;
         Ok(RootRecipe {
-            sources: release.sources_with_mirror(spec.mirror.as_deref()),
             arch,
             variant: spec.variant.clone(),
             request: Request {
                 essential: variant.essential,
                 priorities: variant.priorities.clone(),
                 packages,
+                versions: include
+                    .into_iter()
+                    .filter_map(|(n, v)| Some((n, v?)))
+                    .collect(),
+                fallback_suites: sources
+                    .iter()
+                    .filter(|s| s.optional)
+                    .map(|s| s.suite.clone())
+                    .collect(),
             },
+            sources,
             release,
             keyring,
         })
@@ -139,6 +193,86 @@ impl RootRecipe {
         Ok(plan)
     }
 
+    /// What the Essential set alone resolves to, with the same pins and
+    /// opt-in suites as the whole request.
+    pub fn essential_request(&self) -> Request {
+        Request {
+            essential: true,
+            versions: self.request.versions.clone(),
+            fallback_suites: self.request.fallback_suites.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// [`Self::resolve`], and when a requested package is unknown, a look
+    /// at the components that are not enabled (their indexes are fetched
+    /// only then) to say which one has it.
+    pub fn resolve_explained<'a>(
+        &'a self,
+        fetcher: &Fetcher,
+        indexes: &'a Indexes,
+        reporter: &dyn Reporter,
+    ) -> Result<Resolution<'a>, SpecError> {
+        match self.resolve(indexes, reporter) {
+            Err(SpecError::Resolve(e)) => {
+                reporter.finish();
+                let hint = match &e {
+                    resolve::ResolveError::UnknownPackage { name, .. } => {
+                        self.not_enabled(fetcher, indexes, name, reporter)
+                    }
+                    _ => None,
+                };
+                Err(hint.unwrap_or(SpecError::Resolve(e)))
+            }
+            other => other,
+        }
+    }
+
+    /// The components of each suite's Release that are not enabled.
+    pub fn other_components(&self, indexes: &Indexes) -> Vec<Source> {
+        indexes
+            .suites
+            .iter()
+            .filter_map(|s| {
+                let others: Vec<String> = s
+                    .release
+                    .components
+                    .iter()
+                    .filter(|c| !s.source.components.contains(c))
+                    .cloned()
+                    .collect();
+                (!others.is_empty()).then(|| Source {
+                    components: others,
+                    ..s.source.clone()
+                })
+            })
+            .collect()
+    }
+
+    /// The error saying which components not enabled have `name`, if any.
+    fn not_enabled(
+        &self,
+        fetcher: &Fetcher,
+        indexes: &Indexes,
+        name: &str,
+        reporter: &dyn Reporter,
+    ) -> Option<SpecError> {
+        let others = self.other_components(indexes);
+        if others.is_empty() {
+            return None;
+        }
+        let more = refresh::refresh(
+            fetcher,
+            &others,
+            &self.keyring,
+            &self.arch.name,
+            SystemTime::now(),
+            reporter,
+        )
+        .ok()?;
+        not_enabled_error(&self.sources, &more.packages, &self.arch.name, name)
+    }
+
     /// Downloads the resolved packages into the cache, verified.
     pub fn download(
         &self,
@@ -154,6 +288,42 @@ impl RootRecipe {
         reporter.finish();
         Ok(paths)
     }
+}
+
+/// The "not enabled" error when `packages` (of components not enabled)
+/// have `name` for `arch`: the components that have it, and the
+/// `--components` list that adds them to the enabled ones.
+pub fn not_enabled_error(
+    enabled: &[Source],
+    packages: &[Package],
+    arch: &str,
+    name: &str,
+) -> Option<SpecError> {
+    let mut found: Vec<&str> = packages
+        .iter()
+        .filter(|p| p.name == name && (p.arch == arch || p.arch == "all"))
+        .map(|p| p.origin.component.as_str())
+        .collect();
+    found.sort();
+    found.dedup();
+    if found.is_empty() {
+        return None;
+    }
+    let mut suggest: Vec<&str> = Vec::new();
+    for c in enabled
+        .iter()
+        .flat_map(|s| s.components.iter().map(|c| c.as_str()))
+        .chain(found.iter().copied())
+    {
+        if !suggest.contains(&c) {
+            suggest.push(c);
+        }
+    }
+    Some(SpecError::NotEnabled {
+        name: name.into(),
+        found: found.join(" and "),
+        suggest: suggest.join(","),
+    })
 }
 
 #[cfg(test)]
@@ -184,6 +354,62 @@ mod tests {
         assert!(t.request.essential);
         assert_eq!(t.sources.len(), 3);
         assert!(!t.keyring.fingerprints().is_empty());
+    }
+
+    #[test]
+    fn include_pins_versions_and_suites_add_opt_in_ones() {
+        let t = RootRecipe::new(
+            &Manifests::embedded(),
+            &RootSpec {
+                include: vec!["zfs-dkms=2.3.2-2~bpo13+1".into(), "less".into()],
+                suites: vec!["+trixie-backports".into()],
+                components: vec!["main".into(), "non-free-firmware".into()],
+                ..spec()
+            },
+        )
+        .unwrap();
+        assert_eq!(t.request.packages, ["apt", "zfs-dkms", "less"]);
+        assert_eq!(
+            t.request.versions.get("zfs-dkms").map(String::as_str),
+            Some("2.3.2-2~bpo13+1")
+        );
+        assert_eq!(t.request.fallback_suites, ["trixie-backports"]);
+        assert_eq!(t.sources.len(), 4);
+        assert!(t
+            .sources
+            .iter()
+            .all(|s| s.components == ["main", "non-free-firmware"]));
+        let e = t.essential_request();
+        assert!(e.essential && e.packages.is_empty());
+        assert_eq!(e.versions, t.request.versions);
+        assert_eq!(
+            parse_include(&["ab=1:2.0~rc1".into()]).unwrap(),
+            [("ab".to_string(), Some("1:2.0~rc1".to_string()))]
+        );
+        assert!(parse_include(&["ab=".into()])
+            .unwrap_err()
+            .to_string()
+            .starts_with("bad version '' of ab in --include"));
+        assert!(parse_include(&["ab=1 2".into()]).is_err());
+    }
+
+    #[test]
+    fn a_package_of_a_component_not_enabled_is_named_with_the_fix() {
+        let t = RootRecipe::new(&Manifests::embedded(), &spec()).unwrap();
+        let mut fw = Package::for_test("raspi-firmware", "1.0", "all", "trixie", "");
+        fw.origin = std::sync::Arc::new(crate::archive::index::Origin {
+            mirror: "http://deb.debian.org/debian".into(),
+            suite: "trixie".into(),
+            component: "non-free-firmware".into(),
+        });
+        let e = not_enabled_error(&t.sources, &[fw.clone()], "arm64", "raspi-firmware")
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            e,
+            "unknown package 'raspi-firmware': it is in non-free-firmware, which is not enabled\nhelp: add --components main,contrib,non-free-firmware"
+        );
+        assert!(not_enabled_error(&t.sources, &[fw], "arm64", "other").is_none());
     }
 
     #[test]
