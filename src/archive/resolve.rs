@@ -19,12 +19,12 @@ pub enum ResolveError {
         suites: String,
         arch: String,
     },
-    #[error("{name} has no version {version} in {suites} for {arch}: available are {available}")]
+    /// `within` is "SUITES for ARCH".
+    #[error("{name} has no version {version} in {within}: available are {available}")]
     UnknownVersion {
         name: String,
         version: String,
-        suites: String,
-        arch: String,
+        within: String,
         available: String,
     },
     #[error("'{name}' is a virtual package provided by {providers}: name one of them")]
@@ -167,8 +167,7 @@ impl<'a> Universe<'a> {
                     return Err(ResolveError::UnknownVersion {
                         name: name.clone(),
                         version: wanted.clone(),
-                        suites,
-                        arch: arch.into(),
+                        within: format!("{suites} for {arch}"),
                         available: versions
                             .iter()
                             .map(|p| format!("{} ({})", p.version, p.origin.suite))
