@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::archive::{pkg, sha256_hex, Archive, NativeArchive, Pkg};
+use crate::archive::{pkg, sha256_hex, suite, Archive, Key, NativeArchive, Pkg};
 use crate::common::{have_userns, is_root, require, stderr, stdout, zchroot};
 
 /// The host's files a test root is made of (Debian amd64: dash is
@@ -337,5 +337,92 @@ fn components_are_fetched_when_enabled_and_named_when_not() {
     assert!(
         err.contains("non-free/binary-amd64") && err.contains("main non-free-firmware"),
         "{err}"
+    );
+}
+
+#[test]
+fn an_opt_in_suite_is_used_only_when_asked_for_and_only_where_needed() {
+    // Two amd64 suites: `test`, and `test-backports`, which the release
+    // lists as opt-in. Resolving needs no root: no skip.
+    let key = Key::generate("zchroot backports archive");
+    let archive = Archive::new();
+    let amd64 = |mut v: Vec<Pkg>| {
+        v.iter_mut().for_each(|p| p.arch = "amd64".into());
+        v
+    };
+    let main = suite("test", amd64(vec![pkg("hello", "1.0")]));
+    let bpo = suite(
+        "test-backports",
+        amd64(vec![pkg("hello", "2.0"), pkg("only-bpo", "1.0")]),
+    );
+    archive.add_suite_for(&key, &main, "amd64");
+    archive.add_suite_for(&key, &bpo, "amd64");
+    let server = crate::server::Server::start(archive.dir.path().to_owned());
+    let manifests = archive.manifests(&server.base, &["test"], &key);
+    let release = manifests.join("test.toml");
+    let mut toml = read(&release);
+    toml.push_str(&format!(
+        "[[sources]]\nrole = \"archive\"\nmirror = \"{}/debian\"\nsuite = \"test-backports\"\ncomponents = [\"main\"]\noptional = true\n",
+        server.base
+    ));
+    std::fs::write(&release, toml).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let resolve = |args: &[&str]| {
+        let m = manifests.to_str().unwrap();
+        let mut all = vec![
+            "-q",
+            "--manifests",
+            m,
+            "resolve",
+            "amd64",
+            "--suite",
+            "test",
+        ];
+        all.extend_from_slice(args);
+        zchroot(home.path(), &all)
+    };
+    let lines = |o: &std::process::Output| {
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(o));
+        stdout(o).lines().map(String::from).collect::<Vec<_>>()
+    };
+    // Not asked for: not fetched.
+    assert_eq!(
+        lines(&resolve(&["--include", "hello"])),
+        ["hello 1.0 amd64 test"]
+    );
+    let o = resolve(&["--include", "only-bpo"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("unknown package 'only-bpo'"),
+        "{}",
+        stderr(&o)
+    );
+    // Asked for: a package there is only there; the rest stays as it was.
+    assert_eq!(
+        lines(&resolve(&[
+            "--suites",
+            "+test-backports",
+            "--include",
+            "hello,only-bpo"
+        ])),
+        ["hello 1.0 amd64 test", "only-bpo 1.0 amd64 test-backports"]
+    );
+    // ...unless asked for by version.
+    assert_eq!(
+        lines(&resolve(&[
+            "--suites",
+            "+test-backports",
+            "--include",
+            "hello=2.0"
+        ])),
+        ["hello 2.0 amd64 test-backports"]
+    );
+    let o = resolve(&["--suites", "+test-bpo"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o)
+            .contains("unknown suite 'test-bpo' of test: known are test, +test-backports (opt-in)"),
+        "{}",
+        stderr(&o)
     );
 }
