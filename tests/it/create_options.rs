@@ -8,7 +8,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::archive::{pkg, sha256_hex, suite, Archive, Key, NativeArchive, Pkg};
-use crate::common::{have_userns, is_root, require, stderr, stdout, zchroot};
+use crate::common::{
+    have_userns, is_root, let_others_reach, require, require_test_user, stderr, stdout, zchroot,
+    zchroot_as,
+};
 
 /// The host's files a test root is made of (Debian amd64: dash is
 /// Essential there), by their path in the root.
@@ -425,4 +428,74 @@ fn an_opt_in_suite_is_used_only_when_asked_for_and_only_where_needed() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn rootless_hooks_reach_the_root_as_the_user_and_inside_as_its_root() {
+    if !ready() || !crate::common::require_root("to run zchroot as the test user") {
+        return;
+    }
+    let Some(u) = require_test_user() else {
+        return;
+    };
+    let served = NativeArchive::serve("zchroot rootless hooks archive", base());
+    let home = crate::common::module_dir("create_options").join("rootless");
+    if home.exists() {
+        let _ = zchroot_as(&u.name, &home, &["-q", "destroy", "--all"]);
+        std::fs::remove_dir_all(&home).unwrap();
+    }
+    std::fs::create_dir_all(&home).unwrap();
+    // The manifests where the user can read them.
+    let manifests = home.join("manifests");
+    assert!(std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&served.manifests)
+        .arg(&manifests)
+        .status()
+        .unwrap()
+        .success());
+    assert!(std::process::Command::new("chown")
+        .args(["-R", &u.name])
+        .arg(&home)
+        .status()
+        .unwrap()
+        .success());
+    let_others_reach(&home);
+    let o = home.display().to_string();
+    let r = zchroot_as(
+        &u.name,
+        &home,
+        &[
+            "-q",
+            "--manifests",
+            manifests.to_str().unwrap(),
+            "create",
+            "amd64",
+            "--suite",
+            "test",
+            "--name",
+            "r",
+            "--setup-hook",
+            &format!("echo \"$1\" > {o}/setup"),
+            "--customize-hook",
+            "echo host > \"$1/etc/from-host\"",
+            "--customize-hook",
+            "chroot:echo inside > /etc/from-inside",
+        ],
+    );
+    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
+    let t = tree(&home, "r");
+    assert!(read(&home.join("setup")).trim().ends_with("/root"));
+    use std::os::unix::fs::MetadataExt;
+    for (file, text) in [("etc/from-host", "host\n"), ("etc/from-inside", "inside\n")] {
+        assert_eq!(read(&t.join(file)), text);
+        // uid 0 inside is the user outside.
+        assert_eq!(
+            std::fs::metadata(t.join(file)).unwrap().uid(),
+            u.uid,
+            "{file}"
+        );
+    }
+    let r = zchroot_as(&u.name, &home, &["-q", "destroy", "--all"]);
+    assert!(r.status.success(), "{}", stderr(&r));
 }
