@@ -11,7 +11,7 @@ use crate::archive::index::Package;
 use crate::archive::refresh::{self, Indexes, RefreshError};
 use crate::archive::release::Keyring;
 use crate::archive::resolve::{self, Request, Resolution};
-use crate::manifest::{Arch, ManifestError, Manifests, Release, Source, SourceChoice};
+use crate::manifest::{Arch, ManifestError, Manifests, Release, Role, Source, SourceChoice};
 use crate::paths::DataDirs;
 use crate::report::{Phase, Reporter};
 
@@ -27,7 +27,9 @@ pub enum SpecError {
     BadName(String),
     #[error("bad version '{version}' of {name} in --include: versions are letters, digits and . + ~ : -")]
     BadVersion { name: String, version: String },
-    #[error("unknown package '{name}': it is in {found}, which is not enabled\nhelp: add --components {suggest}")]
+    #[error(
+        "unknown package '{name}': it is in {found}, which is not enabled\nhelp: add {suggest}"
+    )]
     NotEnabled {
         name: String,
         found: String,
@@ -249,7 +251,27 @@ impl RootRecipe {
             .collect()
     }
 
-    /// The error saying which components not enabled have `name`, if any.
+    /// The release's opt-in suites that are not enabled, with the
+    /// enabled components and the archive mirror in use.
+    pub fn opt_in_not_enabled(&self) -> Vec<Source> {
+        let mirror = self.sources.iter().find(|s| s.role == Role::Archive);
+        self.release
+            .sources
+            .iter()
+            .filter(|s| s.optional && !self.sources.iter().any(|e| e.suite == s.suite))
+            .map(|s| Source {
+                mirror: match (s.role, mirror) {
+                    (Role::Archive, Some(m)) => m.mirror.clone(),
+                    _ => s.mirror.clone(),
+                },
+                components: mirror.map_or(s.components.clone(), |m| m.components.clone()),
+                ..s.clone()
+            })
+            .collect()
+    }
+
+    /// The error saying which components or opt-in suites not enabled
+    /// have `name`, if any.
     fn not_enabled(
         &self,
         fetcher: &Fetcher,
@@ -257,20 +279,26 @@ impl RootRecipe {
         name: &str,
         reporter: &dyn Reporter,
     ) -> Option<SpecError> {
-        let others = self.other_components(indexes);
-        if others.is_empty() {
-            return None;
-        }
-        let more = refresh::refresh(
-            fetcher,
-            &others,
-            &self.keyring,
-            &self.arch.name,
-            SystemTime::now(),
-            reporter,
-        )
-        .ok()?;
-        not_enabled_error(&self.sources, &more.packages, &self.arch.name, name)
+        // Apart, so that a mirror without one of them spoils nothing.
+        let fetch = |sources: Vec<Source>| -> Vec<Package> {
+            if sources.is_empty() {
+                return vec![];
+            }
+            let now = SystemTime::now();
+            refresh::refresh(
+                fetcher,
+                &sources,
+                &self.keyring,
+                &self.arch.name,
+                now,
+                reporter,
+            )
+            .map(|i| i.packages)
+            .unwrap_or_default()
+        };
+        let mut more = fetch(self.other_components(indexes));
+        more.extend(fetch(self.opt_in_not_enabled()));
+        not_enabled_error(&self.sources, &more, &self.arch.name, name)
     }
 
     /// Downloads the resolved packages into the cache, verified.
@@ -290,24 +318,47 @@ impl RootRecipe {
     }
 }
 
-/// The "not enabled" error when `packages` (of components not enabled)
-/// have `name` for `arch`: the components that have it, and the
-/// `--components` list that adds them to the enabled ones.
+fn sorted(mut v: Vec<&str>) -> Vec<&str> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The "not enabled" error when `packages` (of components or opt-in
+/// suites not enabled) have `name` for `arch`: the components that have it
+/// and the `--components` list that adds them to the enabled ones; else
+/// the opt-in suites that have it and the `--suites` that adds them.
 pub fn not_enabled_error(
     enabled: &[Source],
     packages: &[Package],
     arch: &str,
     name: &str,
 ) -> Option<SpecError> {
-    let mut found: Vec<&str> = packages
+    let hits = packages
         .iter()
-        .filter(|p| p.name == name && (p.arch == arch || p.arch == "all"))
-        .map(|p| p.origin.component.as_str())
-        .collect();
-    found.sort();
-    found.dedup();
+        .filter(|p| p.name == name && (p.arch == arch || p.arch == "all"));
+    let (in_enabled, in_opt_in): (Vec<&Package>, Vec<&Package>) =
+        hits.partition(|p| enabled.iter().any(|s| s.suite == p.origin.suite));
+    let found = sorted(
+        in_enabled
+            .iter()
+            .map(|p| p.origin.component.as_str())
+            .collect(),
+    );
     if found.is_empty() {
-        return None;
+        let suites = sorted(in_opt_in.iter().map(|p| p.origin.suite.as_str()).collect());
+        return (!suites.is_empty()).then(|| SpecError::NotEnabled {
+            name: name.into(),
+            found: suites.join(" and "),
+            suggest: format!(
+                "--suites {}",
+                suites
+                    .iter()
+                    .map(|s| format!("+{s}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        });
     }
     let mut suggest: Vec<&str> = Vec::new();
     for c in enabled
@@ -322,7 +373,7 @@ pub fn not_enabled_error(
     Some(SpecError::NotEnabled {
         name: name.into(),
         found: found.join(" and "),
-        suggest: suggest.join(","),
+        suggest: format!("--components {}", suggest.join(",")),
     })
 }
 
@@ -410,6 +461,18 @@ mod tests {
             "unknown package 'raspi-firmware': it is in non-free-firmware, which is not enabled\nhelp: add --components main,contrib,non-free-firmware"
         );
         assert!(not_enabled_error(&t.sources, &[fw], "arm64", "other").is_none());
+        let bpo = Package::for_test("only-bpo", "1.0", "all", "trixie-backports", "");
+        let e = not_enabled_error(&t.sources, &[bpo], "arm64", "only-bpo")
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            e,
+            "unknown package 'only-bpo': it is in trixie-backports, which is not enabled\nhelp: add --suites +trixie-backports"
+        );
+        let opt_in = t.opt_in_not_enabled();
+        assert_eq!(opt_in.len(), 1);
+        assert_eq!(opt_in[0].suite, "trixie-backports");
+        assert_eq!(opt_in[0].components, ["main", "contrib"]);
     }
 
     #[test]

@@ -396,7 +396,7 @@ fn an_opt_in_suite_is_used_only_when_asked_for_and_only_where_needed() {
     let o = resolve(&["--include", "only-bpo"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("unknown package 'only-bpo'"),
+        stderr(&o).contains("unknown package 'only-bpo': it is in test-backports, which is not enabled\nhelp: add --suites +test-backports"),
         "{}",
         stderr(&o)
     );
