@@ -205,6 +205,26 @@ pub struct CreateArgs {
     /// Replace a root of the same name.
     #[arg(long)]
     pub force: bool,
+    /// Run CMD (sh -c, $1 = the root's directory) on the host once the empty
+    /// tree is made; repeatable.
+    #[arg(long, value_name = "CMD")]
+    pub setup_hook: Vec<String>,
+    /// Run CMD once the Essential set is installed; `chroot:CMD` runs it
+    /// inside the root; repeatable.
+    #[arg(long, value_name = "CMD")]
+    pub essential_hook: Vec<String>,
+    /// Run CMD at the end, before the root gets its name; `chroot:CMD` runs
+    /// it inside the root; repeatable.
+    #[arg(long, value_name = "CMD")]
+    pub customize_hook: Vec<String>,
+    /// An apt.conf line for the root (/etc/apt/apt.conf.d/99zchroot);
+    /// repeatable.
+    #[arg(long, value_name = "OPT")]
+    pub aptopt: Vec<String>,
+    /// A dpkg.cfg line for the root (/etc/dpkg/dpkg.cfg.d/99zchroot), in
+    /// effect while it is made; repeatable.
+    #[arg(long, value_name = "OPT")]
+    pub dpkgopt: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -272,6 +292,10 @@ pub struct BuildArgs {
     /// The X.509 certificate (DER or PEM) of --sign-key.
     #[arg(long, value_name = "FILE", requires = "sign_key")]
     pub sign_cert: Option<PathBuf>,
+    /// Suites of the build roots (default: the release's); +SUITE adds an
+    /// opt-in one, e.g. +trixie-backports for a newer ZFS.
+    #[arg(long, value_delimiter = ',', value_name = "[+]SUITE,...")]
+    pub suites: Vec<String>,
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,
     /// Use this mirror instead of the release's security archive
@@ -395,9 +419,17 @@ pub struct TargetArgs {
     /// Package set to start from (minbase, buildd).
     #[arg(long, default_value = "minbase")]
     pub variant: String,
-    /// More packages, comma-separated.
-    #[arg(long, value_delimiter = ',', value_name = "PKG,...")]
+    /// More packages, comma-separated; PKG=VERSION pins a version.
+    #[arg(long, value_delimiter = ',', value_name = "PKG[=VERSION],...")]
     pub include: Vec<String>,
+    /// Archive components for every suite (default: the release's, main
+    /// and contrib), e.g. main,contrib,non-free,non-free-firmware.
+    #[arg(long, value_delimiter = ',', value_name = "COMPONENT,...")]
+    pub components: Vec<String>,
+    /// Suites to use (default: the release's); +SUITE adds an opt-in one,
+    /// e.g. +trixie-backports.
+    #[arg(long, value_delimiter = ',', value_name = "[+]SUITE,...")]
+    pub suites: Vec<String>,
     /// Use this mirror instead of the release's main archive (http:// or
     /// https://; default: `mirror` of the config file).
     #[arg(long, value_name = "URL")]
@@ -443,8 +475,15 @@ impl TargetArgs {
                 .collect(),
             mirror: self.mirror.clone(),
             keyring: self.keyring.clone(),
+            suites: nonempty(&self.suites),
+            components: nonempty(&self.components),
         }
     }
+}
+
+/// A comma-separated list without its empty items.
+fn nonempty(v: &[String]) -> Vec<String> {
+    v.iter().filter(|s| !s.is_empty()).cloned().collect()
 }
 
 impl CreateArgs {
@@ -453,6 +492,13 @@ impl CreateArgs {
             target: self.target.spec(),
             name: self.name.clone(),
             force: self.force,
+            hooks: zchroot::rootfs::hooks::HookSpec {
+                setup: self.setup_hook.clone(),
+                essential: self.essential_hook.clone(),
+                customize: self.customize_hook.clone(),
+                aptopt: self.aptopt.clone(),
+                dpkgopt: self.dpkgopt.clone(),
+            },
         }
     }
 }
@@ -565,6 +611,7 @@ impl BuildArgs {
             kernel_debs: self.kernel_debs.clone(),
             strategy: self.strategy,
             sign: self.sign_key.clone().zip(self.sign_cert.clone()),
+            suites: nonempty(&self.suites),
         }
     }
 }

@@ -24,6 +24,14 @@ pub enum ManifestError {
         release: String,
         known: String,
     },
+    #[error("unknown suite '{name}' of {release}: known are {known}\nhelp: name the suites to use, or add one to the defaults with +SUITE (e.g. --suites +{release}-backports)")]
+    UnknownSuite {
+        name: String,
+        release: String,
+        known: String,
+    },
+    #[error("bad component '{0}': components are lowercase letters, digits and - (main, contrib, non-free, non-free-firmware)")]
+    BadComponent(String),
     #[error("manifest file {path} is missing from {origin}")]
     MissingFile { path: String, origin: String },
     #[error("invalid manifest {path}: {message}")]
@@ -86,6 +94,10 @@ pub struct Source {
     pub mirror: String,
     pub suite: String,
     pub components: Vec<String>,
+    /// Used only when asked for (`--suites +SUITE`), e.g. backports; its
+    /// packages are candidates only where no other suite has the package.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -359,10 +371,12 @@ impl Release {
             })
     }
 
-    /// The sources with `--mirror` applied to the archive-role ones.
+    /// The default sources (not the optional ones) with `--mirror` applied
+    /// to the archive-role ones.
     pub fn sources_with_mirror(&self, mirror: Option<&str>) -> Vec<Source> {
         self.sources
             .iter()
+            .filter(|s| !s.optional)
             .map(|s| match (mirror, s.role) {
                 (Some(m), Role::Archive) => Source {
                     mirror: m.trim_end_matches('/').to_string(),
@@ -374,9 +388,137 @@ impl Release {
     }
 }
 
+/// What `--suites` and `--components` ask for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceChoice {
+    /// Suites as given: `NAME` picks exactly the named suites, `+NAME` adds
+    /// one to the defaults (or to the named ones); empty: the defaults.
+    pub suites: Vec<String>,
+    /// Components for every suite; empty: each suite's own from the manifest.
+    pub components: Vec<String>,
+}
+
+fn valid_component(c: &str) -> bool {
+    !c.is_empty()
+        && c.as_bytes()[0].is_ascii_lowercase()
+        && c.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+impl Release {
+    /// The sources a choice of suites and components selects, in the
+    /// manifest's order, with `--mirror` applied.
+    pub fn select_sources(
+        &self,
+        mirror: Option<&str>,
+        choice: &SourceChoice,
+    ) -> Result<Vec<Source>, ManifestError> {
+        for c in &choice.components {
+            if !valid_component(c) {
+                return Err(ManifestError::BadComponent(c.clone()));
+            }
+        }
+        let names: Vec<&str> = choice.suites.iter().map(|s| s.as_str()).collect();
+        for n in &names {
+            let bare = n.strip_prefix('+').unwrap_or(n);
+            if !self.sources.iter().any(|s| s.suite == bare) {
+                return Err(ManifestError::UnknownSuite {
+                    name: bare.into(),
+                    release: self.release.clone(),
+                    known: self.suite_names().join(", "),
+                });
+            }
+        }
+        let exact = names.iter().any(|n| !n.starts_with('+'));
+        let wanted = |s: &Source| {
+            names.contains(&s.suite.as_str())
+                || names.contains(&format!("+{}", s.suite).as_str())
+                || (!exact && !s.optional)
+        };
+        Ok(self
+            .sources
+            .iter()
+            .filter(|s| wanted(s))
+            .map(|s| Source {
+                mirror: match (mirror, s.role) {
+                    (Some(m), Role::Archive) => m.trim_end_matches('/').to_string(),
+                    _ => s.mirror.clone(),
+                },
+                components: if choice.components.is_empty() {
+                    s.components.clone()
+                } else {
+                    choice.components.clone()
+                },
+                ..s.clone()
+            })
+            .collect())
+    }
+
+    /// Every suite of the release, optional ones as `+SUITE (opt-in)`.
+    fn suite_names(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .map(|s| {
+                if s.optional {
+                    format!("+{} (opt-in)", s.suite)
+                } else {
+                    s.suite.clone()
+                }
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suites_and_components_are_chosen_from_the_release() {
+        let r = Manifests::embedded().release("trixie").unwrap();
+        let pick = |suites: &[&str], components: &[&str]| {
+            r.select_sources(
+                Some("http://m/debian/"),
+                &SourceChoice {
+                    suites: suites.iter().map(|s| s.to_string()).collect(),
+                    components: components.iter().map(|s| s.to_string()).collect(),
+                },
+            )
+            .map(|v| {
+                v.iter()
+                    .map(|s| format!("{} {} {}", s.mirror, s.suite, s.components.join(",")))
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(
+            pick(&[], &[]).unwrap(),
+            [
+                "http://m/debian trixie main,contrib",
+                "http://m/debian trixie-updates main,contrib",
+                "http://deb.debian.org/debian-security trixie-security main,contrib"
+            ]
+        );
+        let with_bpo = pick(&["+trixie-backports"], &["main", "non-free-firmware"]).unwrap();
+        assert_eq!(with_bpo.len(), 4);
+        assert_eq!(
+            with_bpo[3],
+            "http://m/debian trixie-backports main,non-free-firmware"
+        );
+        assert_eq!(
+            pick(&["trixie", "+trixie-backports"], &[]).unwrap(),
+            [
+                "http://m/debian trixie main,contrib",
+                "http://m/debian trixie-backports main,contrib"
+            ]
+        );
+        let e = pick(&["+trixie-backport"], &[]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("unknown suite 'trixie-backport' of trixie: known are trixie, trixie-updates, trixie-security, +trixie-backports (opt-in)\nhelp: "),
+            "{e}"
+        );
+        let e = pick(&[], &["Non Free"]).unwrap_err().to_string();
+        assert!(e.starts_with("bad component 'Non Free'"), "{e}");
+    }
 
     #[test]
     fn embedded_releases_parse_and_name_their_suites() {
@@ -386,7 +528,11 @@ mod tests {
         assert!(releases.contains(&"bookworm".to_string()), "{releases:?}");
         for name in &releases {
             let r = m.release(name).unwrap();
-            let suites: Vec<_> = r.sources.iter().map(|s| s.suite.as_str()).collect();
+            let suites: Vec<_> = r
+                .sources_with_mirror(None)
+                .iter()
+                .map(|s| s.suite.clone())
+                .collect();
             assert_eq!(
                 suites,
                 [
@@ -395,6 +541,9 @@ mod tests {
                     format!("{name}-security")
                 ]
             );
+            let optional: Vec<_> = r.sources.iter().filter(|s| s.optional).collect();
+            assert_eq!(optional.len(), 1);
+            assert_eq!(optional[0].suite, format!("{name}-backports"));
             for s in &r.sources {
                 assert_eq!(s.components, ["main", "contrib"]);
             }

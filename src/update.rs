@@ -203,7 +203,31 @@ fn target_spec(t: &TargetFile) -> RootSpec {
         include: vec![],
         mirror: t.mirror.clone(),
         keyring: t.keyring.clone(),
+        suites: opt_in_suites(&t.suites),
+        components: vec![],
     }
+}
+
+/// A target's `suites` as the roots take them: only the opt-in `+SUITE`
+/// ones (plain names choose which suites' kernels to follow).
+fn opt_in_suites(suites: &[String]) -> Vec<String> {
+    suites
+        .iter()
+        .filter(|s| s.starts_with('+'))
+        .cloned()
+        .collect()
+}
+
+/// The suites whose kernels a target follows: the plain names and the
+/// opt-in ones; all fetched suites (empty) when only opt-in ones are named.
+fn followed_suites(suites: &[String]) -> Vec<String> {
+    if suites.iter().all(|s| s.starts_with('+')) {
+        return vec![];
+    }
+    suites
+        .iter()
+        .map(|s| s.trim_start_matches('+').to_string())
+        .collect()
 }
 
 /// The board's own kernels: the .debs of `dir`, grouped by version into
@@ -337,6 +361,7 @@ fn probe_spec(t: &TargetFile, repo: &Repo) -> BuildSpec {
         kernel_debs: vec![],
         strategy: t.strategy,
         sign: None,
+        suites: opt_in_suites(&t.suites),
     }
 }
 
@@ -406,7 +431,7 @@ fn find_kernels(
             (k, d, held)
         }
         None => (
-            kernels_of_suites(&indexes.packages, &flavour, &t.suites),
+            kernels_of_suites(&indexes.packages, &flavour, &followed_suites(&t.suites)),
             vec![],
             format!("linux-image-{flavour}"),
         ),
@@ -424,6 +449,7 @@ fn find_kernels(
 /// Refuses suites the target's release does not have.
 fn check_suites(t: &TargetFile, target: &RootRecipe) -> Result<(), UpdateError> {
     for s in &t.suites {
+        let s = &s.trim_start_matches('+').to_string();
         if !target.sources.iter().any(|x| &x.suite == s) {
             return Err(UpdateError::UnknownSuite {
                 suite: s.clone(),
@@ -662,6 +688,18 @@ mod tests {
             [k("6.12.57+deb13-arm64", "6.12.57-1")]
         );
         assert!(kernels_of_suites(&p, "rpi", &[]).is_empty());
+    }
+
+    #[test]
+    fn opt_in_suites_are_fetched_and_followed() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let bpo = v(&["+trixie-backports"]);
+        assert_eq!(opt_in_suites(&bpo), bpo);
+        assert!(followed_suites(&bpo).is_empty(), "all fetched suites");
+        let both = v(&["trixie", "+trixie-backports"]);
+        assert_eq!(opt_in_suites(&both), bpo);
+        assert_eq!(followed_suites(&both), v(&["trixie", "trixie-backports"]));
+        assert!(opt_in_suites(&v(&["trixie"])).is_empty());
     }
 
     #[test]

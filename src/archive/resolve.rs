@@ -19,6 +19,14 @@ pub enum ResolveError {
         suites: String,
         arch: String,
     },
+    /// `within` is "SUITES for ARCH".
+    #[error("{name} has no version {version} in {within}: available are {available}")]
+    UnknownVersion {
+        name: String,
+        version: String,
+        within: String,
+        available: String,
+    },
     #[error("'{name}' is a virtual package provided by {providers}: name one of them")]
     VirtualRequest { name: String, providers: String },
     #[error("cannot satisfy '{relation}', needed by {chain}: {why}")]
@@ -63,6 +71,12 @@ pub struct Request {
     pub priorities: Vec<String>,
     /// These packages by name.
     pub packages: Vec<String>,
+    /// Exact versions for some names (`--include NAME=VERSION`): that
+    /// version is the name's candidate, for the request and its dependants.
+    pub versions: BTreeMap<String, String>,
+    /// Suites whose packages are candidates only where no other suite has
+    /// the name (opt-in suites such as backports, as apt's NotAutomatic).
+    pub fallback_suites: Vec<String>,
 }
 
 /// Why a package is in the set.
@@ -104,20 +118,62 @@ fn priority_rank(p: &str) -> usize {
 }
 
 impl<'a> Universe<'a> {
-    fn new(packages: &'a [Package], arch: &'a str) -> Result<Self, ResolveError> {
+    fn new(
+        packages: &'a [Package],
+        arch: &'a str,
+        request: &Request,
+    ) -> Result<Self, ResolveError> {
         let mut candidates: HashMap<&str, &Package> = HashMap::new();
         let mut suites: Vec<&str> = Vec::new();
         for p in packages {
             if !suites.contains(&p.origin.suite.as_str()) {
                 suites.push(&p.origin.suite);
             }
-            if p.arch != arch && p.arch != "all" {
-                continue;
+        }
+        let usable = |p: &&Package| p.arch == arch || p.arch == "all";
+        let fallback = |p: &&Package| request.fallback_suites.contains(&p.origin.suite);
+        // The highest version of the ordinary suites, then the opt-in ones
+        // for names the ordinary suites lack.
+        for first in [true, false] {
+            let mut found: HashMap<&str, &Package> = HashMap::new();
+            for p in packages.iter().filter(usable) {
+                if fallback(&p) == first || (!first && candidates.contains_key(p.name.as_str())) {
+                    continue;
+                }
+                match found.get(p.name.as_str()) {
+                    Some(c) if version::compare(&c.version, &p.version).is_ge() => {}
+                    _ => {
+                        found.insert(&p.name, p);
+                    }
+                }
             }
-            match candidates.get(p.name.as_str()) {
-                Some(c) if version::compare(&c.version, &p.version).is_ge() => {}
-                _ => {
+            candidates.extend(found);
+        }
+        let suites = suites.join(", ");
+        for (name, wanted) in &request.versions {
+            let versions: Vec<&Package> = packages
+                .iter()
+                .filter(usable)
+                .filter(|p| &p.name == name)
+                .collect();
+            if versions.is_empty() {
+                continue; // the request reports the unknown name
+            }
+            match versions.iter().find(|p| &p.version == wanted) {
+                Some(p) => {
                     candidates.insert(&p.name, p);
+                }
+                None => {
+                    return Err(ResolveError::UnknownVersion {
+                        name: name.clone(),
+                        version: wanted.clone(),
+                        within: format!("{suites} for {arch}"),
+                        available: versions
+                            .iter()
+                            .map(|p| format!("{} ({})", p.version, p.origin.suite))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
                 }
             }
         }
@@ -142,7 +198,7 @@ impl<'a> Universe<'a> {
             arch,
             candidates,
             providers,
-            suites: suites.join(", "),
+            suites,
         })
     }
 }
@@ -240,7 +296,7 @@ pub fn resolve<'a>(
     arch: &'a str,
     request: &Request,
 ) -> Result<Resolution<'a>, ResolveError> {
-    let u = Universe::new(packages, arch)?;
+    let u = Universe::new(packages, arch, request)?;
     let mut st = State {
         chosen: BTreeMap::new(),
     };
@@ -457,4 +513,102 @@ fn check_conflicts(u: &Universe, st: &State) -> Result<(), ResolveError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names_versions(r: &Resolution) -> Vec<String> {
+        r.packages
+            .iter()
+            .map(|(p, _)| format!("{} {} {}", p.name, p.version, p.origin.suite))
+            .collect()
+    }
+
+    fn archive() -> Vec<Package> {
+        vec![
+            Package::for_test("app", "1.0", "amd64", "stable", "lib (>= 1.0)"),
+            Package::for_test("app", "2.0", "amd64", "stable-updates", "lib (>= 2.0)"),
+            Package::for_test("app", "3.0", "amd64", "stable-backports", "lib (>= 3.0)"),
+            Package::for_test("lib", "1.0", "amd64", "stable", ""),
+            Package::for_test("lib", "2.0", "amd64", "stable", ""),
+            Package::for_test("lib", "3.0", "amd64", "stable-backports", ""),
+            Package::for_test("only-bpo", "1.0", "amd64", "stable-backports", ""),
+        ]
+    }
+
+    fn request(packages: &[&str], versions: &[(&str, &str)], fallback: &[&str]) -> Request {
+        Request {
+            packages: packages.iter().map(|s| s.to_string()).collect(),
+            versions: versions
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            fallback_suites: fallback.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_pinned_version_is_the_candidate_for_dependants_too() {
+        let a = archive();
+        let bpo = ["stable-backports"];
+        let r = resolve(&a, "amd64", &request(&["app"], &[("app", "1.0")], &bpo)).unwrap();
+        assert_eq!(names_versions(&r), ["app 1.0 stable", "lib 2.0 stable"]);
+        let r = resolve(
+            &a,
+            "amd64",
+            &request(&["app", "lib"], &[("app", "1.0"), ("lib", "1.0")], &[]),
+        )
+        .unwrap();
+        assert_eq!(names_versions(&r), ["app 1.0 stable", "lib 1.0 stable"]);
+    }
+
+    #[test]
+    fn a_missing_version_names_the_versions_available() {
+        let a = archive();
+        let e = resolve(&a, "amd64", &request(&["app"], &[("app", "9.9")], &[]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "app has no version 9.9 in stable, stable-updates, stable-backports for amd64: available are 1.0 (stable), 2.0 (stable-updates), 3.0 (stable-backports)"
+        );
+    }
+
+    #[test]
+    fn opt_in_suites_only_fill_gaps_unless_pinned() {
+        let a = archive();
+        let bpo = ["stable-backports"];
+        let r = resolve(&a, "amd64", &request(&["app", "only-bpo"], &[], &bpo)).unwrap();
+        assert_eq!(
+            names_versions(&r),
+            [
+                "app 2.0 stable-updates",
+                "lib 2.0 stable",
+                "only-bpo 1.0 stable-backports"
+            ]
+        );
+        // Pinned to the backport, which needs the backported lib: a
+        // dependency is not taken from the opt-in suite unasked.
+        let e = resolve(&a, "amd64", &request(&["app"], &[("app", "3.0")], &bpo)).unwrap_err();
+        assert!(matches!(e, ResolveError::Unsatisfiable { .. }), "{e}");
+        let r = resolve(
+            &a,
+            "amd64",
+            &request(&["app"], &[("app", "3.0"), ("lib", "3.0")], &bpo),
+        )
+        .unwrap();
+        assert_eq!(
+            names_versions(&r),
+            ["app 3.0 stable-backports", "lib 3.0 stable-backports"]
+        );
+        // Without the fallback mark, the highest version wins as before.
+        let r = resolve(&a, "amd64", &request(&["app"], &[], &[])).unwrap();
+        assert_eq!(
+            names_versions(&r),
+            ["app 3.0 stable-backports", "lib 3.0 stable-backports"]
+        );
+    }
 }

@@ -40,7 +40,7 @@ pub fn resolve(ctx: &Ctx, spec: &RootSpec, download: bool) -> Result<Resolved, C
     let target = RootRecipe::new(&ctx.manifests, spec)?;
     let fetcher = target.fetcher(&ctx.dirs, ctx.options.clone(), ctx.reporter)?;
     let indexes = target.update(&fetcher, ctx.reporter)?;
-    let plan = target.resolve(&indexes, ctx.reporter)?;
+    let plan = target.resolve_explained(&fetcher, &indexes, ctx.reporter)?;
     let packages: Vec<_> = plan.packages.iter().map(|(p, _)| *p).collect();
     let paths = if download {
         Some(target.download(&fetcher, &packages, ctx.reporter)?)

@@ -102,7 +102,11 @@ impl Exec<'_> {
     /// on first use and holding its lock.
     fn build_in(&self, root_arch: &Arch, plan: &BuildPlan) -> Result<Built, BuildError> {
         let roots = Roots::new(self.dirs);
-        let root_name = super::build_root_name(&self.target.release.release, &root_arch.name);
+        let root_name = super::build_root_name_with(
+            &self.target.release.release,
+            &root_arch.name,
+            &self.spec.suites,
+        );
         if !roots.exists(&root_name) {
             self.reporter.note(&format!(
                 "creating the build root {root_name} (buildd + dkms)"
@@ -111,6 +115,7 @@ impl Exec<'_> {
                 target: super::root_spec(self.spec, &root_arch.name),
                 name: Some(root_name.clone()),
                 force: false,
+                hooks: Default::default(),
             };
             match create::create(
                 self.manifests,

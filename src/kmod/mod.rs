@@ -164,6 +164,8 @@ pub struct BuildSpec {
     pub strategy: Strategy,
     /// The user's signing key (PEM) and certificate (DER or PEM).
     pub sign: Option<(PathBuf, PathBuf)>,
+    /// `--suites` of the build roots (e.g. `+trixie-backports`).
+    pub suites: Vec<String>,
 }
 
 /// One module package made.
@@ -199,12 +201,25 @@ fn root_spec(spec: &BuildSpec, arch: &str) -> RootSpec {
         include: vec!["dkms".into()],
         mirror: spec.mirror.clone(),
         keyring: spec.keyring.clone(),
+        suites: spec.suites.clone(),
+        components: vec![],
     }
 }
 
 /// The name of the build root for a release and architecture.
 pub fn build_root_name(release: &str, arch: &str) -> String {
     format!("{release}-{arch}-dkms")
+}
+
+/// The build root's name when `--suites` are given: its apt sources
+/// differ, so each choice of suites has a root of its own.
+pub fn build_root_name_with(release: &str, arch: &str, suites: &[String]) -> String {
+    let mut name = build_root_name(release, arch);
+    for s in suites {
+        name.push('-');
+        name.push_str(s.trim_start_matches('+'));
+    }
+    name
 }
 
 fn unpack_tarball(tarball: &Path, dest: &Path) -> Result<PathBuf, BuildError> {
@@ -630,4 +645,20 @@ pub struct ZfsSpec {
     pub zfs: Option<String>,
     /// An upstream release tarball instead (with `base.sha256`).
     pub zfs_source: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_roots_with_opt_in_suites_have_names_of_their_own() {
+        assert_eq!(
+            build_root_name_with("trixie", "arm64", &[]),
+            "trixie-arm64-dkms"
+        );
+        let with = build_root_name_with("trixie", "arm64", &["+trixie-backports".into()]);
+        assert_eq!(with, "trixie-arm64-dkms-trixie-backports");
+        crate::rootfs::Roots::check_name(&with).unwrap();
+    }
 }

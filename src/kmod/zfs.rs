@@ -21,7 +21,7 @@ pub enum ZfsError {
     NoZfs { release: String, arch: String },
     #[error("ZFS {wanted} is not in the suites; available: {available}")]
     UnknownVersion { wanted: String, available: String },
-    #[error("ZFS {zfs} supports Linux {}.{} to {}.{}, not {kernel}\nhelp: build for a kernel in that range (--kernel), or pick a ZFS that supports {kernel} (--zfs VERSION, e.g. from backports)", min.0, min.1, max.0, max.1)]
+    #[error("ZFS {zfs} supports Linux {}.{} to {}.{}, not {kernel}\nhelp: build for a kernel in that range (--kernel), or pick a ZFS that supports {kernel} (--zfs VERSION); backports has newer ones: add `--suites +RELEASE-backports`, e.g. `zchroot build-zfs --suites +trixie-backports --zfs VERSION`", min.0, min.1, max.0, max.1)]
     KernelOutOfRange {
         zfs: String,
         kernel: String,

@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 
 use crate::archive::fetch::FetchOptions;
 use crate::archive::index::Package;
-use crate::archive::resolve::{self, Request};
+use crate::archive::resolve;
 use crate::host;
 use crate::manifest::Manifests;
 use crate::paths::DataDirs;
 use crate::report::{Phase, Reporter};
 use crate::rootdir::RootDir;
+use crate::rootfs::hooks::{self, HookPhase};
 use crate::rootfs::spec::{RootRecipe, RootSpec, SpecError};
 use crate::sandbox::idmap::IdMaps;
 use crate::sandbox::mounts::Bind;
@@ -39,6 +40,8 @@ pub enum CreateError {
     Configure { code: i32, log: String },
     #[error(transparent)]
     Root(#[from] crate::rootdir::RootDirError),
+    #[error(transparent)]
+    Hook(#[from] hooks::HookError),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -60,6 +63,8 @@ pub struct CreateSpec {
     pub target: RootSpec,
     pub name: Option<String>,
     pub force: bool,
+    /// Hooks and apt/dpkg options (`--*-hook`, `--aptopt`, `--dpkgopt`).
+    pub hooks: hooks::HookSpec,
 }
 
 /// A finished root.
@@ -202,10 +207,12 @@ pub fn install_script(essential: &[String], rest: &[Vec<String>], apt_update: bo
     let mut s = String::from(
         "set -e\nexport DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true\n",
     );
-    s.push_str(&format!(
-        "dpkg --force-depends --force-confold --install {}\n",
-        essential.join(" ")
-    ));
+    if !essential.is_empty() {
+        s.push_str(&format!(
+            "dpkg --force-depends --force-confold --install {}\n",
+            essential.join(" ")
+        ));
+    }
     for batch in rest.iter().filter(|b| !b.is_empty()) {
         s.push_str(&format!(
             "dpkg --force-confold --install {}\n",
@@ -401,7 +408,7 @@ fn install_run(
         argv: vec![
             "/bin/sh".into(),
             "-c".into(),
-            format!("exec >/{LOG_IN_ROOT} 2>&1\n{script}"),
+            format!("exec >>/{LOG_IN_ROOT} 2>&1\n{script}"),
         ],
         cwd: "/".into(),
     }
@@ -417,6 +424,7 @@ pub fn create(
     reporter: &dyn Reporter,
 ) -> Result<Created, CreateError> {
     let t = RootRecipe::new(manifests, &spec.target)?;
+    let hooks = spec.hooks.plan()?;
     let name = spec
         .name
         .clone()
@@ -447,19 +455,12 @@ pub fn create(
     // Resolve and download.
     let fetcher = t.fetcher(dirs, opts.clone(), reporter)?;
     let indexes = t.update(&fetcher, reporter)?;
-    let plan = t.resolve(&indexes, reporter)?;
+    let plan = t.resolve_explained(&fetcher, &indexes, reporter)?;
     let all: Vec<&Package> = plan.packages.iter().map(|(p, _)| *p).collect();
     // The Essential packages and what they need: unpacked first, so that the
     // root's own dpkg can run.
-    let essential_plan = resolve::resolve(
-        &indexes.packages,
-        &t.arch.name,
-        &Request {
-            essential: true,
-            ..Default::default()
-        },
-    )
-    .map_err(SpecError::from)?;
+    let essential_plan = resolve::resolve(&indexes.packages, &t.arch.name, &t.essential_request())
+        .map_err(SpecError::from)?;
     let essential: Vec<&Package> = essential_plan.packages.iter().map(|(p, _)| *p).collect();
     let paths = t.download(&fetcher, &all, reporter)?;
     drop(fetcher);
@@ -481,6 +482,9 @@ pub fn create(
     };
     let tree = staging_dir.join("root");
     let root_dir = make_tree(&staging_dir, &tree, &t.arch.name)?;
+    let hook_env = hooks::HookEnv::of(&t, &name, &tree, spec.target.mirror.clone());
+    let hook_ctx = hooks::HookCtx::new(hook_env, manifests, dirs, &opts, exe, reporter);
+    hooks.run(HookPhase::Setup, &hook_ctx)?;
 
     // Unpack the Essential set natively: base-files first (it holds the
     // merged-/usr links), ownership as the packages say (inside the user
@@ -496,18 +500,25 @@ pub fn create(
     reporter.finish();
 
     write_system_files(&root_dir, manifests, &t, spec, &name)?;
+    hooks.write_options(&root_dir)?;
 
     // Install everything with the root's own dpkg, inside the sandbox.
-    reporter.phase(Phase::Configure, 0, 0);
     let batches = dpkg_batches(&order, &all, &essential);
-    let script = install_script(&batches[0], &batches[1..], true);
-    let run = install_run(&t, spec, dirs, &name, &tree, &script);
-    let (plan, maps2, _) = crate::enter::prepare(manifests, &run, dirs, opts, reporter)?;
-    let code = spawn::run(exe, &plan, &maps2).map_err(SandboxError::from)?;
-    reporter.finish();
-    if code != 0 {
-        return Err(failed_install(dirs, &name, &root_dir, code));
+    for (script, then) in hooks.install_stages(&batches) {
+        reporter.phase(Phase::Configure, 0, 0);
+        let run = install_run(&t, spec, dirs, &name, &tree, &script);
+        let (plan, maps2, _) =
+            crate::enter::prepare(manifests, &run, dirs, opts.clone(), reporter)?;
+        let code = spawn::run(exe, &plan, &maps2).map_err(SandboxError::from)?;
+        reporter.finish();
+        if code != 0 {
+            return Err(failed_install(dirs, &name, &root_dir, code));
+        }
+        if let Some(phase) = then {
+            hooks.run(phase, &hook_ctx)?;
+        }
     }
+    hooks.run(HookPhase::Customize, &hook_ctx)?;
     // Tidy: the bind point and the no-services policy go.
     let _ = root_dir.remove(Path::new(DEBS_IN_ROOT));
     root_dir.remove(Path::new("usr/sbin/policy-rc.d"))?;

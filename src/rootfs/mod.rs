@@ -3,6 +3,7 @@
 //! and leftovers of interrupted runs.
 
 pub mod create;
+pub mod hooks;
 pub mod spec;
 
 use std::fs::{File, OpenOptions};

@@ -30,6 +30,8 @@ pub struct Pkg {
     pub entries: Vec<Entry>,
     /// Written in the index instead of the real SHA256 (a hostile index).
     pub index_sha256: Option<String>,
+    /// The archive component that holds it (`main` unless set).
+    pub component: String,
 }
 
 /// A data.tar entry of a test package.
@@ -48,6 +50,7 @@ pub fn pkg(name: &str, version: &str) -> Pkg {
         fields: vec![],
         entries: vec![],
         index_sha256: None,
+        component: "main".into(),
     }
 }
 
@@ -85,6 +88,10 @@ impl Pkg {
     /// The index names this (any text) as the package's SHA256.
     pub fn index_sha256(mut self, v: &str) -> Self {
         self.index_sha256 = Some(v.into());
+        self
+    }
+    pub fn component(mut self, c: &str) -> Self {
+        self.component = c.into();
         self
     }
     pub fn arch(mut self, a: &str) -> Self {
@@ -248,30 +255,76 @@ impl Archive {
     /// The same, with the index for architecture `arch`.
     pub fn add_suite_for(&self, key: &Key, s: &SuiteSpec, arch: &str) {
         let root = self.root();
-        let mut packages = String::new();
+        let dists = root.join("dists").join(&s.suite);
+        // Every component a package names, `main` always.
+        let mut components = vec!["main".to_string()];
         for p in &s.packages {
-            let deb = Self::build_deb(p);
-            let first = &p.name[..1];
-            let rel = format!("pool/main/{first}/{}/{}", p.name, p.deb_name());
-            let path = root.join(&rel);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, &deb).unwrap();
-            packages.push_str(&format!(
-                "Package: {}\nVersion: {}\nArchitecture: {}\nMaintainer: Test <t@example.invalid>\n",
-                p.name, p.version, p.arch
-            ));
-            for (k, v) in &p.fields {
-                packages.push_str(&format!("{k}: {v}\n"));
+            if !components.contains(&p.component) {
+                components.push(p.component.clone());
             }
-            packages.push_str(&format!(
-                "Description: test package {}\nFilename: {rel}\nSize: {}\nSHA256: {}\n\n",
-                p.name,
-                deb.len(),
-                p.index_sha256.clone().unwrap_or_else(|| sha256_hex(&deb))
+        }
+        let mut sums = String::new();
+        for component in &components {
+            let mut packages = String::new();
+            for p in s.packages.iter().filter(|p| &p.component == component) {
+                let deb = Self::build_deb(p);
+                let first = &p.name[..1];
+                let rel = format!("pool/{component}/{first}/{}/{}", p.name, p.deb_name());
+                let path = root.join(&rel);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, &deb).unwrap();
+                packages.push_str(&format!(
+                    "Package: {}\nVersion: {}\nArchitecture: {}\nMaintainer: Test <t@example.invalid>\n",
+                    p.name, p.version, p.arch
+                ));
+                for (k, v) in &p.fields {
+                    packages.push_str(&format!("{k}: {v}\n"));
+                }
+                packages.push_str(&format!(
+                    "Description: test package {}\nFilename: {rel}\nSize: {}\nSHA256: {}\n\n",
+                    p.name,
+                    deb.len(),
+                    p.index_sha256.clone().unwrap_or_else(|| sha256_hex(&deb))
+                ));
+            }
+            sums.push_str(&Self::write_index(
+                &dists, component, arch, &packages, s.by_hash,
             ));
         }
-        let dists = root.join("dists").join(&s.suite);
-        let bin = dists.join(format!("main/binary-{arch}"));
+        let mut release = format!(
+            "Origin: Test\nLabel: Test\nSuite: {}\nCodename: {}\nDate: {}\n",
+            s.suite,
+            s.codename,
+            format_date(s.date)
+        );
+        if let Some(v) = s.valid_until {
+            release.push_str(&format!("Valid-Until: {}\n", format_date(v)));
+        }
+        if s.by_hash {
+            release.push_str("Acquire-By-Hash: yes\n");
+        }
+        release.push_str(&format!(
+            "No-Support-for-Architecture-all: Packages\nArchitectures: {arch}\nComponents: {}\nSHA256:\n{sums}",
+            components.join(" ")
+        ));
+        std::fs::write(dists.join("Release"), &release).unwrap();
+        std::fs::write(
+            dists.join("InRelease"),
+            key.clearsign(release.as_bytes(), s.signed_at.unwrap_or(s.date)),
+        )
+        .unwrap();
+    }
+
+    /// Writes one component's Packages indexes (plain, xz, gz, by-hash)
+    /// and returns their Release SHA256 lines.
+    fn write_index(
+        dists: &Path,
+        component: &str,
+        arch: &str,
+        packages: &str,
+        by_hash: bool,
+    ) -> String {
+        let bin = dists.join(format!("{component}/binary-{arch}"));
         std::fs::create_dir_all(bin.join("by-hash/SHA256")).unwrap();
         let mut xz = Vec::new();
         {
@@ -293,35 +346,15 @@ impl Archive {
         ] {
             let hash = sha256_hex(data);
             std::fs::write(bin.join(name), data).unwrap();
-            if s.by_hash {
+            if by_hash {
                 std::fs::write(bin.join("by-hash/SHA256").join(&hash), data).unwrap();
             }
             sums.push_str(&format!(
-                " {hash} {} main/binary-{arch}/{name}\n",
+                " {hash} {} {component}/binary-{arch}/{name}\n",
                 data.len()
             ));
         }
-        let mut release = format!(
-            "Origin: Test\nLabel: Test\nSuite: {}\nCodename: {}\nDate: {}\n",
-            s.suite,
-            s.codename,
-            format_date(s.date)
-        );
-        if let Some(v) = s.valid_until {
-            release.push_str(&format!("Valid-Until: {}\n", format_date(v)));
-        }
-        if s.by_hash {
-            release.push_str("Acquire-By-Hash: yes\n");
-        }
-        release.push_str(&format!(
-            "No-Support-for-Architecture-all: Packages\nArchitectures: {arch}\nComponents: main\nSHA256:\n{sums}"
-        ));
-        std::fs::write(dists.join("Release"), &release).unwrap();
-        std::fs::write(
-            dists.join("InRelease"),
-            key.clearsign(release.as_bytes(), s.signed_at.unwrap_or(s.date)),
-        )
-        .unwrap();
+        sums
     }
 
     /// A manifests directory with one release, `test`, whose sources are

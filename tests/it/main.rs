@@ -9,6 +9,7 @@ mod archive_client;
 mod build;
 mod common;
 mod confined;
+mod create_options;
 mod debian;
 mod env;
 mod host_binfmt;

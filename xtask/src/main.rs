@@ -486,6 +486,7 @@ fn arm64_kernels(home: &Path) -> Result<Vec<String>> {
             include: vec![],
             mirror: None,
             keyring: None,
+            ..Default::default()
         },
     )?;
     let dirs = zchroot::paths::DataDirs::resolve(&zchroot::paths::DirsEnv {
