@@ -612,7 +612,9 @@ mod tests {
             [
                 "http://cache:3142/debian",
                 "http://cache:3142/debian",
-                "https://sec.example/debian-security"
+                "https://sec.example/debian-security",
+                // trixie-backports, opt-in, from the main archive
+                "http://cache:3142/debian"
             ]
         );
         let s = r.sources_with_mirror(Some("http://given/debian"));
