@@ -498,12 +498,15 @@ pub fn create(
     write_system_files(&root_dir, manifests, &t, spec, &name)?;
 
     // Install everything with the root's own dpkg, inside the sandbox.
-    reporter.phase(Phase::Configure, 0, 0);
     let batches = dpkg_batches(&order, &all, &essential);
     let script = install_script(&batches[0], &batches[1..], true);
     let run = install_run(&t, spec, dirs, &name, &tree, &script);
     let (plan, maps2, _) = crate::enter::prepare(manifests, &run, dirs, opts, reporter)?;
-    let code = spawn::run(exe, &plan, &maps2).map_err(SandboxError::from)?;
+    reporter.phase(Phase::Configure, all.len() as u64, 0);
+    let log = Path::new(LOG_IN_ROOT);
+    let code =
+        super::dpkg_progress::follow(&root_dir, log, reporter, || spawn::run(exe, &plan, &maps2))
+            .map_err(SandboxError::from)?;
     reporter.finish();
     if code != 0 {
         return Err(failed_install(dirs, &name, &root_dir, code));
