@@ -269,7 +269,8 @@ impl Drop for Bars {
 fn counts(s: &Status, finished: bool) -> String {
     let mut parts = Vec::new();
     if s.total > 0 {
-        parts.push(match finished {
+        // A phase that reports no items as they finish gives its total.
+        parts.push(match finished && s.done > 0 {
             true => format!("{}/{} {}", s.done, s.total, s.phase.noun()),
             false => format!("{} {}", s.total, s.phase.noun()),
         });
@@ -374,6 +375,10 @@ impl Reporter for Lines {
     fn item_started(&self, what: &str) {
         if let Some(l) = self.active.lock().unwrap().as_mut() {
             l.status.current = what.to_string();
+            // A phase that counts nothing (a build) says what it works on.
+            if l.status.total == 0 {
+                eprintln!("{}: {}", l.status.phase.name(), sanitize(what));
+            }
         }
     }
     fn note(&self, message: &str) {

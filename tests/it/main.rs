@@ -13,6 +13,7 @@ mod debian;
 mod env;
 mod host_binfmt;
 mod hostile_archive;
+mod progress;
 mod readonly;
 mod repo_hardening;
 mod rootfs;
