@@ -200,7 +200,7 @@ fn dispatch(ctx: &Ctx, cli: &Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Export(args) => {
-            let out = cmd::roots::export(ctx, &args.root(), args.format, &args.output)
+            let out = cmd::roots::export(ctx, &args.root(), &args.request(), &args.output)
                 .context("export failed")?;
             println!("{}", out.display());
             Ok(0)

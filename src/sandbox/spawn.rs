@@ -120,7 +120,7 @@ pub enum Job {
     /// Write the tree at `root` out as a tarball or an image.
     Export {
         root: PathBuf,
-        format: crate::export::ExportFormat,
+        plan: crate::export::ExportPlan,
         out: PathBuf,
     },
 }
@@ -614,7 +614,7 @@ fn init_main(plan: &SandboxPlan, set: &SigSet, ttys: &[RawFd]) -> ! {
             Ok(()) => std::process::exit(0),
             Err(e) => fail(SETUP_FAILED, &e.to_string()),
         },
-        Job::Export { root, format, out } => match crate::export::export(root, *format, out) {
+        Job::Export { root, plan, out } => match crate::export::export(root, plan, out) {
             Ok(()) => std::process::exit(0),
             Err(e) => fail(SETUP_FAILED, &e.to_string()),
         },
