@@ -11,6 +11,7 @@ mod common;
 mod confined;
 mod debian;
 mod env;
+mod export;
 mod host_binfmt;
 mod hostile_archive;
 mod progress;
