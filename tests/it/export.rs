@@ -331,3 +331,85 @@ fn bad_output_and_size_say_what_is_wrong() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_rootless_export_writes_owners_as_inside_in_each_format() {
+    if !require_root("to make a root owned by the test user's ids")
+        || !require(
+            have_command("tar2sqfs") && have_command("sqfs2tar"),
+            "squashfs-tools-ng (tar2sqfs, sqfs2tar)",
+            "apt-get install squashfs-tools-ng",
+        )
+    {
+        return;
+    }
+    let Some(u) = crate::common::require_test_user() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    crate::common::let_others_reach(d.path());
+    let root = make_root(d.path());
+    // As a rootless create leaves it: the user's uid is root inside, its
+    // subordinate ids the others (etc/secret is 1000:1001 inside).
+    let o = Command::new("chown")
+        .args(["-R", "-h", &format!("{}:", u.name)])
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(o.success());
+    std::os::unix::fs::lchown(
+        root.join("etc/secret"),
+        Some(u.subuid + 999),
+        Some(u.subgid + 1000),
+    )
+    .unwrap();
+    let outdir = d.path().join("out");
+    std::fs::create_dir(&outdir).unwrap();
+    let _ = Command::new("chown").arg(&u.name).arg(&outdir).status();
+    let home = d.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let _ = Command::new("chown").arg(&u.name).arg(&home).status();
+    let mut want = tree_entries(&root, false);
+    for (name, e) in want.iter_mut() {
+        (e.uid, e.gid) = if name == "etc/secret" {
+            (1000, 1001)
+        } else {
+            (0, 0)
+        };
+    }
+    for name in ["r.tar.zst", "r.sqfs"] {
+        let out = outdir.join(name);
+        let o = crate::common::zchroot_as(
+            &u.name,
+            &home,
+            &[
+                "-q",
+                "export",
+                "--dir",
+                root.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let tar = match name {
+            "r.sqfs" => {
+                let back = Command::new("sqfs2tar").arg(&out).output().unwrap();
+                assert!(back.status.success());
+                back.stdout
+            }
+            _ => {
+                let mut v = Vec::new();
+                let f = std::fs::File::open(&out).unwrap();
+                ruzstd::decoding::StreamingDecoder::new(f)
+                    .unwrap()
+                    .read_to_end(&mut v)
+                    .unwrap();
+                v
+            }
+        };
+        assert_eq!(tar_entries(&tar[..]), want, "{name}");
+    }
+}
