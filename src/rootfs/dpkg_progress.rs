@@ -21,6 +21,10 @@ pub enum DpkgEvent {
     Unpacking(String),
     /// A package is being configured (its postinst runs).
     SettingUp(String),
+    /// A package's triggers run (`ldconfig` for libc-bin, and so on).
+    Triggers(String),
+    /// apt fetches its lists (`apt-get update`).
+    AptUpdate,
 }
 
 /// The package name of dpkg's `NAME[:ARCH]` (no version, no arch).
@@ -43,6 +47,15 @@ pub fn parse_line(line: &str) -> Option<DpkgEvent> {
     if let Some(rest) = line.strip_prefix("Setting up ") {
         return package_name(rest.split(' ').next()?).map(DpkgEvent::SettingUp);
     }
+    if let Some(rest) = line.strip_prefix("Processing triggers for ") {
+        return package_name(rest.split(' ').next()?).map(DpkgEvent::Triggers);
+    }
+    if ["Hit:", "Get:", "Ign:", "Reading package lists"]
+        .iter()
+        .any(|p| line.starts_with(p))
+    {
+        return Some(DpkgEvent::AptUpdate);
+    }
     // --status-fd: "processing: unpack: NAME:ARCH", "processing: configure: NAME:ARCH".
     let rest = line.strip_prefix("processing: ")?;
     let (action, pkg) = rest.split_once(": ")?;
@@ -50,6 +63,7 @@ pub fn parse_line(line: &str) -> Option<DpkgEvent> {
     match action {
         "unpack" | "install" | "upgrade" => Some(DpkgEvent::Unpacking(name)),
         "configure" => Some(DpkgEvent::SettingUp(name)),
+        "trigproc" => Some(DpkgEvent::Triggers(name)),
         _ => None,
     }
 }
@@ -79,6 +93,8 @@ impl<'r> Counter<'r> {
                 }
                 self.reporter.item_started(&format!("setting up {n}"));
             }
+            Some(DpkgEvent::Triggers(n)) => self.reporter.item_started(&format!("triggers of {n}")),
+            Some(DpkgEvent::AptUpdate) => self.reporter.item_started("apt-get update"),
             None => {}
         }
     }
@@ -163,10 +179,22 @@ mod tests {
                 "processing: unpack: dpkg:arm64",
                 Some(Unpacking("dpkg".into())),
             ),
-            ("processing: trigproc: man-db:arm64", None),
+            (
+                "processing: trigproc: man-db:arm64",
+                Some(Triggers("man-db".into())),
+            ),
+            (
+                "Processing triggers for libc-bin (2.41-12) ...",
+                Some(Triggers("libc-bin".into())),
+            ),
+            (
+                "Get:1 http://deb.debian.org/debian trixie InRelease [140 kB]",
+                Some(AptUpdate),
+            ),
+            ("Reading package lists...", Some(AptUpdate)),
             ("Preparing to unpack .../libc6.deb ...", None),
             ("Setting up \x1b[2J (1) ...", None),
-            ("Processing triggers for libc-bin (2.41-12) ...", None),
+            ("Selecting previously unselected package libc6.", None),
         ] {
             assert_eq!(parse_line(line), want, "{line}");
         }
