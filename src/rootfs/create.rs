@@ -502,11 +502,12 @@ pub fn create(
     let script = install_script(&batches[0], &batches[1..], true);
     let run = install_run(&t, spec, dirs, &name, &tree, &script);
     let (plan, maps2, _) = crate::enter::prepare(manifests, &run, dirs, opts, reporter)?;
-    reporter.phase(Phase::Configure, all.len() as u64, 0);
-    let log = Path::new(LOG_IN_ROOT);
-    let code =
-        super::dpkg_progress::follow(&root_dir, log, reporter, || spawn::run(exe, &plan, &maps2))
-            .map_err(SandboxError::from)?;
+    let (log, n) = (Path::new(LOG_IN_ROOT), all.len() as u64);
+    reporter.phase(Phase::Configure, n, 0);
+    let code = super::dpkg_progress::follow(&root_dir, log, n, reporter, || {
+        spawn::run(exe, &plan, &maps2)
+    })
+    .map_err(SandboxError::from)?;
     reporter.finish();
     if code != 0 {
         return Err(failed_install(dirs, &name, &root_dir, code));

@@ -70,23 +70,34 @@ pub fn parse_line(line: &str) -> Option<DpkgEvent> {
 
 /// Turns events into reporter calls: a package counts once, when it is
 /// set up (so the count never passes the number of packages), and the
-/// current step is shown meanwhile.
+/// current step is shown meanwhile, with how many of the `total` are
+/// unpacked while dpkg unpacks (a batch is unpacked whole before any of it
+/// is set up).
 pub struct Counter<'r> {
     reporter: &'r dyn Reporter,
+    total: u64,
+    unpacked: HashSet<String>,
     set_up: HashSet<String>,
 }
 
 impl<'r> Counter<'r> {
-    pub fn new(reporter: &'r dyn Reporter) -> Self {
+    pub fn new(reporter: &'r dyn Reporter, total: u64) -> Self {
         Counter {
             reporter,
+            total,
+            unpacked: HashSet::new(),
             set_up: HashSet::new(),
         }
     }
 
     pub fn line(&mut self, line: &str) {
         match parse_line(line) {
-            Some(DpkgEvent::Unpacking(n)) => self.reporter.item_started(&format!("unpacking {n}")),
+            Some(DpkgEvent::Unpacking(n)) => {
+                self.unpacked.insert(n.clone());
+                let k = self.unpacked.len();
+                self.reporter
+                    .item_started(&format!("unpacking {k}/{}: {n}", self.total));
+            }
             Some(DpkgEvent::SettingUp(n)) => {
                 if self.set_up.insert(n.clone()) {
                     self.reporter.item_done(&n);
@@ -106,18 +117,20 @@ const POLL: Duration = Duration::from_millis(200);
 const LINE_MAX: usize = 4096;
 
 /// Runs `work` while following the log `rel` in `root` (which `work`'s
-/// sandbox writes), telling `reporter` what dpkg does. Display only: a
-/// log that does not appear, or is not a regular file, shows nothing.
+/// sandbox writes), telling `reporter` what dpkg does with the `total`
+/// packages. Display only: a log that does not appear, or is not a regular
+/// file, shows nothing.
 pub fn follow<T>(
     root: &RootDir,
     rel: &Path,
+    total: u64,
     reporter: &dyn Reporter,
     work: impl FnOnce() -> T,
 ) -> T {
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
-            let mut counter = Counter::new(reporter);
+            let mut counter = Counter::new(reporter, total);
             let mut file = None;
             let mut pending: Vec<u8> = Vec::new();
             let mut buf = vec![0u8; 64 * 1024];
@@ -214,7 +227,7 @@ mod tests {
     #[test]
     fn a_package_counts_once_when_it_is_set_up() {
         let r = Record::default();
-        let mut c = Counter::new(&r);
+        let mut c = Counter::new(&r, 2);
         for l in [
             "Unpacking a (1) ...",
             "Setting up a (1) ...",
@@ -226,7 +239,7 @@ mod tests {
         assert_eq!(
             *r.0.lock().unwrap(),
             [
-                "unpacking a",
+                "unpacking 1/2: a",
                 "done a",
                 "setting up a",
                 "setting up a",
@@ -242,7 +255,7 @@ mod tests {
         let root = RootDir::open(d.path()).unwrap();
         let r = Record::default();
         let log = d.path().join("var/log/x.log");
-        follow(&root, Path::new("var/log/x.log"), &r, || {
+        follow(&root, Path::new("var/log/x.log"), 2, &r, || {
             std::thread::sleep(POLL);
             std::fs::create_dir_all(log.parent().unwrap()).unwrap();
             std::fs::write(&log, "Setting up a (1) ...\nSetting up b (1) ...\nSetting").unwrap();
