@@ -375,9 +375,13 @@ impl Reporter for Lines {
     fn item_started(&self, what: &str) {
         if let Some(l) = self.active.lock().unwrap().as_mut() {
             l.status.current = what.to_string();
-            // A phase that counts nothing (a build) says what it works on.
+            // A phase that counts nothing (a build) says what it works on;
+            // a counted one where it is, now and then.
             if l.status.total == 0 {
                 eprintln!("{}: {}", l.status.phase.name(), sanitize(what));
+            } else if !self.verbose && l.last_line.elapsed() >= STILL_EVERY {
+                eprintln!("{}", still_line(&l.status, l.started.elapsed()));
+                l.last_line = Instant::now();
             }
         }
     }
