@@ -58,8 +58,9 @@ pub enum Command {
     Shell(ShellArgs),
     /// What this host supports and what zchroot will use, with fixes.
     Doctor(DoctorArgs),
-    /// Write a root out as a tarball or an ext4 image, ownership as inside
-    /// the root (rootless too; no mounting, no loop devices).
+    /// Write a root out as a tarball (plain, .gz, .xz, .zst), a squashfs or
+    /// an ext4 image, ownership as inside the root (rootless too; no
+    /// mounting, no loop devices).
     Export(ExportArgs),
     /// The boards zchroot keeps modules for (config: targets/NAME.toml).
     #[command(subcommand)]
@@ -74,6 +75,10 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  zchroot export trixie-arm64 -o trixie-arm64.tar.zst
+  zchroot export trixie-arm64 -o /srv/images/board.sqfs
+  zchroot export trixie-arm64 -o board.img --size 2G --include-apt-lists")]
 pub struct ExportArgs {
     /// A root made by `zchroot create`.
     #[arg(required_unless_present = "dir", conflicts_with = "dir")]
@@ -81,12 +86,19 @@ pub struct ExportArgs {
     /// A directory holding a root instead of a NAME.
     #[arg(long, value_name = "PATH")]
     pub dir: Option<PathBuf>,
-    /// What to write.
-    #[arg(long, value_enum, default_value_t = ExportFormat::Tar)]
-    pub format: ExportFormat,
-    /// The file to write.
+    /// What to write; without it, the file name says (.tar, .tar.gz,
+    /// .tar.xz, .tar.zst, .squashfs/.sqfs, .ext4/.img; any other: tar).
+    #[arg(long, value_enum)]
+    pub format: Option<ExportFormat>,
+    /// The file to write; a tarball is compressed as its name says.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+    /// The size of an ext4 image, e.g. 2G or 512M (default: what the root needs, plus a quarter).
+    #[arg(long, value_name = "SIZE", value_parser = zchroot::export::parse_size)]
+    pub size: Option<u64>,
+    /// Keep apt's package lists and downloaded .debs (left out by default, as mmdebstrap does).
+    #[arg(long)]
+    pub include_apt_lists: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -562,6 +574,14 @@ impl ExportArgs {
     pub fn root(&self) -> RootRef {
         RootRef::from_args(self.name.as_deref(), self.dir.as_deref())
             .expect("clap requires NAME or --dir")
+    }
+
+    pub fn request(&self) -> zchroot::cmd::roots::ExportRequest {
+        zchroot::cmd::roots::ExportRequest {
+            format: self.format,
+            size_kib: self.size,
+            include_apt_lists: self.include_apt_lists,
+        }
     }
 }
 

@@ -1,9 +1,11 @@
-//! `zchroot export`: a root written out as a tarball or an ext4 image,
-//! ownership as inside the root. No mounting and no loop devices: the
-//! tarball is written here, the image by e2fsprogs' `mke2fs -d`. For a
-//! rootless user both run inside the user namespace (a sandbox job), where
-//! the files' owners read as they are inside the root and every file can be
-//! read.
+//! `zchroot export`: a root written out as a tarball (plain, gzip, xz or
+//! zstd, chosen from the file name as mmdebstrap does), a squashfs image
+//! (the same tar stream fed to squashfs-tools-ng's `tar2sqfs`) or an ext4
+//! image (e2fsprogs' `mke2fs -d`), ownership as inside the root. No
+//! mounting and no loop devices. For a rootless user this runs inside the
+//! user namespace (a sandbox job), where the files' owners read as they are
+//! inside the root and every file can be read. apt's lists and download
+//! cache are left out unless asked for, as mmdebstrap leaves them out.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -20,10 +22,35 @@ use crate::atomic::AtomicFile;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum ExportFormat {
-    /// A tarball.
+    /// A tarball, compressed as its name says (.tar.gz, .tar.xz, .tar.zst).
     Tar,
+    /// A squashfs image (needs squashfs-tools-ng's tar2sqfs).
+    Squashfs,
     /// An ext4 image (needs e2fsprogs' mke2fs).
     Ext4,
+}
+
+/// How a tarball is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compression {
+    /// Not compressed.
+    Plain,
+    Gzip,
+    Xz,
+    Zstd,
+}
+
+/// What an export writes, decided before anything is read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportPlan {
+    pub format: ExportFormat,
+    /// Tarballs only.
+    pub compression: Compression,
+    /// The ext4 image's size in KiB (else as much as the root needs).
+    pub size_kib: Option<u64>,
+    /// Keep apt's lists and download cache.
+    pub include_apt_lists: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +67,29 @@ pub enum ExportError {
     NoMke2fs,
     #[error("mke2fs failed ({status}): {stderr}")]
     Mke2fs { status: String, stderr: String },
+    #[error("debugfs failed leaving apt's lists out of the image ({status}): {stderr}")]
+    Debugfs { status: String, stderr: String },
+    #[error(
+        "tar2sqfs is not installed: a squashfs image needs it\nhelp: sudo apt-get install squashfs-tools-ng"
+    )]
+    NoTar2sqfs,
+    #[error("tar2sqfs failed ({status}): {stderr}")]
+    Tar2sqfs { status: String, stderr: String },
+    #[error("zstd compression failed: {0}")]
+    Zstd(String),
+    #[error(
+        "the output directory {} does not exist\nhelp: create it first (mkdir -p {}), or give -o a path in an existing directory",
+        dir.display(), dir.display()
+    )]
+    NoOutputDir { dir: PathBuf },
+    #[error("{} is not a directory: the output file cannot be written in it", dir.display())]
+    OutputDirNotADir { dir: PathBuf },
+    #[error("--size is for ext4 images only; {} is written as {format}", out.display())]
+    SizeNotExt4 { out: PathBuf, format: &'static str },
+    #[error(
+        "the root holds {needed_mib} MiB of files: an image of {size_mib} MiB cannot hold them\nhelp: give a larger --size, or leave it out to size the image to the root"
+    )]
+    SizeTooSmall { size_mib: u64, needed_mib: u64 },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
@@ -47,6 +97,134 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
         path: path.to_owned(),
         source,
     }
+}
+
+/// The format and compression a file name asks for, as mmdebstrap reads
+/// it: `.tar`, `.tar.gz`/`.tgz`, `.tar.xz`/`.txz`, `.tar.zst`/`.tzst`,
+/// `.squashfs`/`.sqfs`, `.ext4`/`.img`. `None` for any other name.
+pub fn format_of_name(out: &Path) -> Option<(ExportFormat, Compression)> {
+    let name = out.file_name()?.to_str()?.to_ascii_lowercase();
+    let ends = |exts: &[&str]| exts.iter().any(|e| name.ends_with(e));
+    Some(if ends(&[".tar"]) {
+        (ExportFormat::Tar, Compression::Plain)
+    } else if ends(&[".tar.gz", ".tgz"]) {
+        (ExportFormat::Tar, Compression::Gzip)
+    } else if ends(&[".tar.xz", ".txz"]) {
+        (ExportFormat::Tar, Compression::Xz)
+    } else if ends(&[".tar.zst", ".tzst"]) {
+        (ExportFormat::Tar, Compression::Zstd)
+    } else if ends(&[".squashfs", ".sqfs"]) {
+        (ExportFormat::Squashfs, Compression::Plain)
+    } else if ends(&[".ext4", ".img"]) {
+        (ExportFormat::Ext4, Compression::Plain)
+    } else {
+        return None;
+    })
+}
+
+/// The export of `out`: `format` (from `--format`) wins over the name; a
+/// tarball is compressed as its name says whichever way its format was
+/// chosen; a name that says nothing is a plain tarball.
+pub fn plan(
+    format: Option<ExportFormat>,
+    size_kib: Option<u64>,
+    include_apt_lists: bool,
+    out: &Path,
+) -> Result<ExportPlan, ExportError> {
+    let named = format_of_name(out);
+    let format = format
+        .or(named.map(|(f, _)| f))
+        .unwrap_or(ExportFormat::Tar);
+    let compression = match (format, named) {
+        (ExportFormat::Tar, Some((ExportFormat::Tar, c))) => c,
+        _ => Compression::Plain,
+    };
+    if size_kib.is_some() && format != ExportFormat::Ext4 {
+        return Err(ExportError::SizeNotExt4 {
+            out: out.to_owned(),
+            format: match format {
+                ExportFormat::Tar => "a tarball",
+                _ => "a squashfs image",
+            },
+        });
+    }
+    Ok(ExportPlan {
+        format,
+        compression,
+        size_kib,
+        include_apt_lists,
+    })
+}
+
+/// `--size`: a number of bytes with an optional binary suffix (`K`, `M`,
+/// `G`, `T`, as mke2fs reads them; `2G`, `512M`), in KiB. Made for clap.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => {
+            return Err(format!(
+                "'{s}': a size is a number with K, M, G or T (e.g. 2G)"
+            ))
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}': a size is a number with K, M, G or T (e.g. 2G)"))?;
+    let bytes = n
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("'{s}' is too large"))?;
+    if bytes < 1 << 20 {
+        return Err(format!(
+            "'{s}' is too small for an ext4 image (at least 1M)"
+        ));
+    }
+    Ok(bytes / 1024)
+}
+
+/// The output's directory must exist (nothing is made for it): its own
+/// error, before any root is read.
+pub fn check_output_dir(out: &Path) -> Result<(), ExportError> {
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => return Ok(()),
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(ExportError::OutputDirNotADir {
+            dir: dir.to_owned(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ExportError::NoOutputDir {
+            dir: dir.to_owned(),
+        }),
+        Err(e) => Err(ExportError::Io {
+            path: dir.to_owned(),
+            source: e,
+        }),
+    }
+}
+
+/// Whether the entry `rel` (a directory when `is_dir`) is apt's lists or
+/// download cache, left out by default as mmdebstrap leaves them: the
+/// files under `var/lib/apt/lists` and `var/cache/apt/archives`, and
+/// `var/cache/apt/*.bin`. The directories stay, so apt works at once.
+pub fn is_apt_cache(rel: &Path, is_dir: bool) -> bool {
+    if is_dir {
+        return false;
+    }
+    let under = |dir: &str| rel.starts_with(dir) && rel != Path::new(dir);
+    under("var/lib/apt/lists")
+        || under("var/cache/apt/archives")
+        || (rel.parent() == Some(Path::new("var/cache/apt"))
+            && rel.extension().is_some_and(|e| e == "bin"))
 }
 
 /// Every path under `root` (relative, sorted, parents first), not crossing
@@ -83,8 +261,9 @@ pub fn walk(root: &Path) -> Result<Vec<PathBuf>, ExportError> {
 }
 
 /// Writes the tree at `root` as a tar stream (GNU format, owners numeric,
-/// hard links kept, device nodes as they are) into `out`.
-pub fn write_tar(root: &Path, out: impl Write) -> Result<(), ExportError> {
+/// hard links kept, device nodes as they are) into `out`; apt's lists and
+/// cache ([`is_apt_cache`]) only when `include_apt_lists`.
+pub fn write_tar(root: &Path, out: impl Write, include_apt_lists: bool) -> Result<(), ExportError> {
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Complete);
     b.follow_symlinks(false);
@@ -95,6 +274,9 @@ pub fn write_tar(root: &Path, out: impl Write) -> Result<(), ExportError> {
     for p in paths {
         let full = root.join(&p);
         let m = std::fs::symlink_metadata(&full).map_err(io(&full))?;
+        if !include_apt_lists && is_apt_cache(&p, m.is_dir()) {
+            continue;
+        }
         entries.push((p, m));
     }
     for (rel, m) in entries {
@@ -181,51 +363,276 @@ pub fn mke2fs_argv(root: &Path, image: &Path, size_kib: u64) -> Vec<String> {
     ]
 }
 
+/// The debugfs commands that remove `paths` (relative to the image's
+/// root) from an image. A name debugfs could read as more than one
+/// argument or command (a root names its own files) is not removed.
+pub fn debugfs_removals(paths: &[PathBuf]) -> String {
+    let safe = |p: &str| {
+        p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+~:@%=,-/".contains(&b))
+    };
+    paths
+        .iter()
+        .filter_map(|p| p.to_str())
+        .filter(|p| safe(p))
+        .map(|p| format!("rm \"/{p}\"\n"))
+        .collect()
+}
+
+/// The tar2sqfs command line that makes `image` from a tar on stdin:
+/// quiet, time stamps kept, a record it cannot read is an error.
+pub fn tar2sqfs_argv(image: &Path) -> Vec<String> {
+    ["tar2sqfs", "--quiet", "--force", "--no-skip"]
+        .into_iter()
+        .map(String::from)
+        .chain([image.display().to_string()])
+        .collect()
+}
+
 /// The path mke2fs is given for the image: the exclusively created
 /// temporary file, inherited as this descriptor (never a name in the
 /// output's directory that someone else could swap).
 const IMAGE_FD: i32 = 3;
 
-/// Writes `root` to `out` in `format`. Runs where the owners read as they
-/// should be written (inside the user namespace when rootless). The output
-/// is written to a file created exclusively under a random name next to
-/// `out` and renamed over `out` when complete, so nothing planted in a
-/// shared directory is followed or overwritten.
-pub fn export(root: &Path, format: ExportFormat, out: &Path) -> Result<(), ExportError> {
+/// A failed tool's status and the end of what it said.
+fn failure(o: &std::process::Output) -> (String, String) {
+    (
+        o.status.to_string(),
+        String::from_utf8_lossy(&o.stderr).trim().to_string(),
+    )
+}
+
+/// A `Write` that hands chunks to another thread (which reads them with
+/// [`ChunkReader`]): the zstd encoder reads its input, the tar writer writes.
+struct ChunkWriter(std::sync::mpsc::SyncSender<Vec<u8>>);
+
+impl Write for ChunkWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .send(buf.to_vec())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(c) => (self.chunk, self.at) = (c, 0),
+                Err(_) => return Ok(0), // the writer is done
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// A `Write` that keeps its first error instead of returning it (the zstd
+/// encoder panics on one); checked when the encoder is done.
+struct KeepError<W> {
+    inner: W,
+    error: Option<std::io::Error>,
+}
+
+impl<W: Write> Write for KeepError<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.error.is_none() {
+            if let Err(e) = self.inner.write_all(buf) {
+                self.error = Some(e);
+            }
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.error.is_none() {
+            if let Err(e) = self.inner.flush() {
+                self.error = Some(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes the tarball of `root` into `out`, compressed with `c`.
+pub fn write_tarball(
+    root: &Path,
+    out: &mut dyn Write,
+    c: Compression,
+    include_apt_lists: bool,
+) -> Result<(), ExportError> {
+    let err = |e: std::io::Error| ExportError::Io {
+        path: root.to_owned(),
+        source: e,
+    };
+    match c {
+        Compression::Plain => write_tar(root, out, include_apt_lists),
+        Compression::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+            write_tar(root, &mut e, include_apt_lists)?;
+            e.finish().map(drop).map_err(err)
+        }
+        Compression::Xz => {
+            let mut e = liblzma::write::XzEncoder::new(out, 6);
+            write_tar(root, &mut e, include_apt_lists)?;
+            e.finish().map(drop).map_err(err)
+        }
+        Compression::Zstd => {
+            let (tx, rx) = std::sync::mpsc::sync_channel(16);
+            let mut sink = KeepError {
+                inner: out,
+                error: None,
+            };
+            let tarred = std::thread::scope(|s| {
+                let tarrer = s.spawn(move || write_tar(root, ChunkWriter(tx), include_apt_lists));
+                let reader = ChunkReader {
+                    rx,
+                    chunk: Vec::new(),
+                    at: 0,
+                };
+                // Reads until the tar writer is done (or has failed).
+                let level = ruzstd::encoding::CompressionLevel::Fastest;
+                ruzstd::encoding::compress(reader, &mut sink, level);
+                tarrer
+                    .join()
+                    .map_err(|_| ExportError::Zstd("the tar writer stopped".into()))?
+            });
+            tarred?;
+            match sink.error {
+                Some(e) => Err(err(e)),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+/// Makes the squashfs image at `image_fd` from the tar stream of `root`.
+fn write_squashfs(root: &Path, image_fd: i32, include_apt_lists: bool) -> Result<(), ExportError> {
+    let argv = tar2sqfs_argv(&PathBuf::from(format!("/dev/fd/{IMAGE_FD}")));
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    crate::sys::dup2_in_child(&mut cmd, image_fd, IMAGE_FD);
+    let mut child = cmd.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ExportError::NoTar2sqfs,
+        _ => ExportError::Io {
+            path: PathBuf::from("tar2sqfs"),
+            source: e,
+        },
+    })?;
+    let stdin = child.stdin.take().expect("piped");
+    let tarred = write_tar(root, std::io::BufWriter::new(stdin), include_apt_lists);
+    let o = child
+        .wait_with_output()
+        .map_err(io(Path::new("tar2sqfs")))?;
+    if !o.status.success() {
+        let (status, stderr) = failure(&o);
+        return Err(ExportError::Tar2sqfs { status, stderr });
+    }
+    tarred
+}
+
+/// Makes the ext4 image at `image_fd` from `root` (of `size_kib`, else as
+/// large as the root needs), then removes apt's lists and cache from it
+/// unless `include_apt_lists`.
+fn write_ext4(
+    root: &Path,
+    image_fd: i32,
+    size_kib: Option<u64>,
+    include_apt_lists: bool,
+) -> Result<(), ExportError> {
+    let paths = walk(root)?;
+    let mut bytes = 0;
+    let mut left_out = Vec::new();
+    for p in &paths {
+        if let Ok(m) = std::fs::symlink_metadata(root.join(p)) {
+            bytes += m.len();
+            if !include_apt_lists && is_apt_cache(p, m.is_dir()) {
+                left_out.push(p.clone());
+            }
+        }
+    }
+    let size_kib = match size_kib {
+        Some(k) if k < bytes / 1024 => {
+            return Err(ExportError::SizeTooSmall {
+                size_mib: k / 1024,
+                needed_mib: bytes.div_ceil(1 << 20),
+            })
+        }
+        Some(k) => k,
+        None => ext4_size_kib(bytes, paths.len() as u64),
+    };
+    let image = PathBuf::from(format!("/dev/fd/{IMAGE_FD}"));
+    let argv = mke2fs_argv(root, &image, size_kib);
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    crate::sys::dup2_in_child(&mut cmd, image_fd, IMAGE_FD);
+    let o = cmd.output().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ExportError::NoMke2fs,
+        _ => ExportError::Io {
+            path: PathBuf::from("mke2fs"),
+            source: e,
+        },
+    })?;
+    if !o.status.success() {
+        let (status, stderr) = failure(&o);
+        return Err(ExportError::Mke2fs { status, stderr });
+    }
+    let script = debugfs_removals(&left_out);
+    if script.is_empty() {
+        return Ok(());
+    }
+    let mut cmd = std::process::Command::new("debugfs");
+    cmd.args(["-w", "-f", "-"])
+        .arg(&image)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    crate::sys::dup2_in_child(&mut cmd, image_fd, IMAGE_FD);
+    let mut child = cmd.spawn().map_err(io(Path::new("debugfs")))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let written = stdin.write_all(script.as_bytes());
+    drop(stdin);
+    let o = child.wait_with_output().map_err(io(Path::new("debugfs")))?;
+    written.map_err(io(Path::new("debugfs")))?;
+    if !o.status.success() {
+        let (status, stderr) = failure(&o);
+        return Err(ExportError::Debugfs { status, stderr });
+    }
+    Ok(())
+}
+
+/// Writes `root` to `out` as `plan` says. Runs where the owners read as
+/// they should be written (inside the user namespace when rootless). The
+/// output is written to a file created exclusively under a random name
+/// next to `out` and renamed over `out` when complete, so nothing planted
+/// in a shared directory is followed or overwritten, and a failed export
+/// leaves nothing.
+pub fn export(root: &Path, plan: &ExportPlan, out: &Path) -> Result<(), ExportError> {
+    check_output_dir(out)?;
     let mut tmp = AtomicFile::new(out, 0o644).map_err(io(out))?;
-    match format {
+    let apt = plan.include_apt_lists;
+    match plan.format {
         ExportFormat::Tar => {
             let mut w = std::io::BufWriter::new(&mut tmp);
-            write_tar(root, &mut w)?;
+            write_tarball(root, &mut w, plan.compression, apt)?;
             w.flush().map_err(io(out))?;
         }
-        ExportFormat::Ext4 => {
-            let paths = walk(root)?;
-            let mut bytes = 0;
-            for p in &paths {
-                if let Ok(m) = std::fs::symlink_metadata(root.join(p)) {
-                    bytes += m.len();
-                }
-            }
-            let image = PathBuf::from(format!("/dev/fd/{IMAGE_FD}"));
-            let argv = mke2fs_argv(root, &image, ext4_size_kib(bytes, paths.len() as u64));
-            let mut cmd = std::process::Command::new(&argv[0]);
-            cmd.args(&argv[1..]);
-            crate::sys::dup2_in_child(&mut cmd, tmp.file().as_raw_fd(), IMAGE_FD);
-            let o = cmd.output().map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => ExportError::NoMke2fs,
-                _ => ExportError::Io {
-                    path: PathBuf::from("mke2fs"),
-                    source: e,
-                },
-            })?;
-            if !o.status.success() {
-                return Err(ExportError::Mke2fs {
-                    status: o.status.to_string(),
-                    stderr: String::from_utf8_lossy(&o.stderr).trim().to_string(),
-                });
-            }
-        }
+        ExportFormat::Squashfs => write_squashfs(root, tmp.file().as_raw_fd(), apt)?,
+        ExportFormat::Ext4 => write_ext4(root, tmp.file().as_raw_fd(), plan.size_kib, apt)?,
     }
     tmp.commit().map_err(io(out))
 }
@@ -247,7 +654,7 @@ mod tests {
             ["etc", "etc/a", "etc/sub", "etc/sub/b", "etc/sub/c"].map(PathBuf::from)
         );
         let mut out = Vec::new();
-        write_tar(&r, &mut out).unwrap();
+        write_tar(&r, &mut out, true).unwrap();
         let mut a = tar::Archive::new(&out[..]);
         let uid = std::fs::metadata(&r).unwrap().uid() as u64;
         let mut seen = Vec::new();
@@ -280,6 +687,153 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn the_file_name_says_the_format_unless_format_is_given() {
+        use Compression::{Gzip, Plain, Xz, Zstd};
+        use ExportFormat::*;
+        let p = |f: Option<ExportFormat>, name: &str| {
+            let p = plan(f, None, false, Path::new(name)).unwrap();
+            (p.format, p.compression)
+        };
+        assert_eq!(p(None, "/o/r.tar"), (Tar, Plain));
+        assert_eq!(p(None, "r.tar.gz"), (Tar, Gzip));
+        assert_eq!(p(None, "r.TGZ"), (Tar, Gzip));
+        assert_eq!(p(None, "r.tar.xz"), (Tar, Xz));
+        assert_eq!(p(None, "r.tar.zst"), (Tar, Zstd));
+        assert_eq!(p(None, "r.sqfs"), (Squashfs, Plain));
+        assert_eq!(p(None, "r.squashfs"), (Squashfs, Plain));
+        assert_eq!(p(None, "r.img"), (Ext4, Plain));
+        assert_eq!(p(None, "r.ext4"), (Ext4, Plain));
+        assert_eq!(p(None, "rootfs"), (Tar, Plain));
+        // --format wins; a tarball is still compressed as its name says.
+        assert_eq!(p(Some(Ext4), "r.tar.gz"), (Ext4, Plain));
+        assert_eq!(p(Some(Squashfs), "r.tar"), (Squashfs, Plain));
+        assert_eq!(p(Some(Tar), "r.tar.zst"), (Tar, Zstd));
+        assert_eq!(p(Some(Tar), "r.img"), (Tar, Plain));
+        // --size is for ext4 only.
+        assert!(plan(None, Some(1024), false, Path::new("r.img")).is_ok());
+        let e = plan(None, Some(1024), false, Path::new("r.tar.gz")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--size is for ext4 images only; r.tar.gz is written as a tarball"
+        );
+    }
+
+    #[test]
+    fn sizes_are_read_as_mke2fs_reads_them() {
+        assert_eq!(parse_size("2G"), Ok(2 << 20));
+        assert_eq!(parse_size("512M"), Ok(512 << 10));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1048576"), Ok(1024));
+        assert_eq!(parse_size("1t"), Ok(1 << 30));
+        for bad in ["", "2X", "G", "-1G", "1.5G"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert!(parse_size("512K").unwrap_err().contains("too small"));
+        assert!(parse_size("99999999999T")
+            .unwrap_err()
+            .contains("too large"));
+    }
+
+    #[test]
+    fn apt_lists_and_cache_are_files_under_their_directories() {
+        let f = |p: &str, dir: bool| is_apt_cache(Path::new(p), dir);
+        assert!(f(
+            "var/lib/apt/lists/deb.debian.org_debian_dists_trixie_InRelease",
+            false
+        ));
+        assert!(f("var/lib/apt/lists/lock", false));
+        assert!(f("var/cache/apt/archives/hello_2.10_arm64.deb", false));
+        assert!(f("var/cache/apt/pkgcache.bin", false));
+        assert!(f("var/cache/apt/srcpkgcache.bin", false));
+        assert!(!f("var/lib/apt/lists", true));
+        assert!(!f("var/lib/apt/lists/partial", true));
+        assert!(!f("var/cache/apt/archives/partial", true));
+        assert!(!f("var/lib/apt/extended_states", false));
+        assert!(!f("var/cache/apt/other", false));
+        assert!(!f("etc/apt/sources.list.d/debian.sources", false));
+    }
+
+    #[test]
+    fn debugfs_is_given_only_plain_names() {
+        let s = debugfs_removals(&[
+            PathBuf::from("var/lib/apt/lists/deb.debian.org_debian_dists_trixie_InRelease"),
+            PathBuf::from("var/lib/apt/lists/x\"\nrm /etc/passwd"),
+            PathBuf::from("var/lib/apt/lists/a b"),
+        ]);
+        assert_eq!(
+            s,
+            "rm \"/var/lib/apt/lists/deb.debian.org_debian_dists_trixie_InRelease\"\n"
+        );
+    }
+
+    #[test]
+    fn a_missing_output_directory_has_its_own_error() {
+        let d = tempfile::tempdir().unwrap();
+        let e = check_output_dir(&d.path().join("nope/r.tar")).unwrap_err();
+        assert!(matches!(e, ExportError::NoOutputDir { .. }));
+        assert!(
+            e.to_string().contains("help: create it first (mkdir -p "),
+            "{e}"
+        );
+        std::fs::write(d.path().join("file"), "").unwrap();
+        let e = check_output_dir(&d.path().join("file/r.tar")).unwrap_err();
+        assert!(matches!(e, ExportError::OutputDirNotADir { .. }), "{e}");
+        assert!(check_output_dir(&d.path().join("r.tar")).is_ok());
+        assert!(check_output_dir(Path::new("r.tar")).is_ok());
+    }
+
+    #[test]
+    fn each_compression_reads_back_as_the_same_tar() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path().join("root");
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::create_dir_all(r.join("var/lib/apt/lists/partial")).unwrap();
+        std::fs::write(r.join("etc/a"), "hello ".repeat(10_000)).unwrap();
+        std::fs::write(r.join("var/lib/apt/lists/x_Packages"), "P").unwrap();
+        let mut plain = Vec::new();
+        write_tar(&r, &mut plain, false).unwrap();
+        let names = |t: &[u8]| -> Vec<String> {
+            tar::Archive::new(t)
+                .entries()
+                .unwrap()
+                .map(|e| e.unwrap().path().unwrap().display().to_string())
+                .collect()
+        };
+        assert_eq!(
+            names(&plain),
+            [
+                ".",
+                "etc/",
+                "etc/a",
+                "var/",
+                "var/lib/",
+                "var/lib/apt/",
+                "var/lib/apt/lists/",
+                "var/lib/apt/lists/partial/"
+            ]
+        );
+        for c in [Compression::Gzip, Compression::Xz, Compression::Zstd] {
+            let mut out = Vec::new();
+            write_tarball(&r, &mut out, c, false).unwrap();
+            assert!(out.len() < plain.len() / 4, "{c:?} compresses");
+            let mut back = Vec::new();
+            use std::io::Read;
+            match c {
+                Compression::Gzip => flate2::read::GzDecoder::new(&out[..]).read_to_end(&mut back),
+                Compression::Xz => liblzma::read::XzDecoder::new(&out[..]).read_to_end(&mut back),
+                _ => ruzstd::decoding::StreamingDecoder::new(&out[..])
+                    .unwrap()
+                    .read_to_end(&mut back),
+            }
+            .unwrap();
+            assert_eq!(back, plain, "{c:?}");
+        }
+        let mut with = Vec::new();
+        write_tarball(&r, &mut with, Compression::Plain, true).unwrap();
+        assert!(names(&with).contains(&"var/lib/apt/lists/x_Packages".to_string()));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use zchroot::report::Reporter;
 use zchroot::sandbox;
 
 use cli::{Cli, Command, RepoCommand, TargetCommand};
-use progress::{Bars, WarningsOnly};
+use progress::{Bars, Lines, WarningsOnly};
 
 /// Prints what was built; exit status 1 if any kernel failed.
 fn report_builds(results: cmd::build::Builds, arch: &str) -> u8 {
@@ -206,7 +206,7 @@ fn dispatch(ctx: &Ctx, cli: &Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Export(args) => {
-            let out = cmd::roots::export(ctx, &args.root(), args.format, &args.output)
+            let out = cmd::roots::export(ctx, &args.root(), &args.request(), &args.output)
                 .context("export failed")?;
             println!("{}", out.display());
             Ok(0)
@@ -222,12 +222,16 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Some(dir) => Manifests::from_dir(dir)?,
         None => Manifests::embedded(),
     };
-    let bars;
+    let (bars, lines);
     let reporter: &dyn Reporter = if cli.quiet {
         &WarningsOnly
-    } else {
+    } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         bars = Bars::new(cli.verbose);
         &bars
+    } else {
+        // A log (CI, cron, a pipe): plain lines, no bars.
+        lines = Lines::new(cli.verbose);
+        &lines
     };
     let env = DirsEnv::from_process();
     // The network options on the command line; the config file fills in

@@ -24,6 +24,16 @@ impl Phase {
             Phase::Build => "build",
         }
     }
+
+    /// What the phase counts, for a log line (`download: 12 files`).
+    pub fn noun(self) -> &'static str {
+        match self {
+            Phase::Update => "suites",
+            Phase::Download => "files",
+            Phase::Resolve | Phase::Unpack | Phase::Configure => "packages",
+            Phase::Build => "items",
+        }
+    }
 }
 
 /// Receives progress. Implementations must be cheap and thread-safe: the
@@ -35,6 +45,9 @@ pub trait Reporter: Send + Sync {
     fn bytes(&self, _n: u64) {}
     /// One item (a file, a package) finished.
     fn item_done(&self, _name: &str) {}
+    /// Work on an item began: what the display shows as current (a
+    /// package name, `unpacking NAME`) until the next item.
+    fn item_started(&self, _what: &str) {}
     /// A notable event worth a line in verbose output (a retry, a cache hit).
     fn note(&self, _message: &str) {}
     /// Something the user should see even without `-v`: a fall-back, a

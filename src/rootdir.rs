@@ -343,6 +343,23 @@ impl RootDir {
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    /// Opens the regular file `rel` for reading (never a final symlink, a
+    /// fifo or a device), to follow what something inside writes to it.
+    pub fn open_regular(&self, rel: &Path) -> Result<std::fs::File, RootDirError> {
+        let fd = self
+            .resolve(
+                rel,
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
+                Mode::empty(),
+            )
+            .map_err(self.err("open", rel))?;
+        let st = stat::fstat(fd.as_fd()).map_err(self.err("fstat", rel))?;
+        if kind_of(st.st_mode) != Kind::File {
+            return Err(self.err("open", rel)(Errno::EINVAL));
+        }
+        Ok(std::fs::File::from(fd))
+    }
+
     /// Removes the file, symlink or empty directory `rel` (never following
     /// a final symlink); a missing entry is not an error.
     pub fn remove(&self, rel: &Path) -> Result<(), RootDirError> {

@@ -132,14 +132,33 @@ pub fn render_destroyed(d: &Destroyed) -> Result<String, String> {
     }
 }
 
-/// Writes a root out as `format` to `output`; returns the absolute path
-/// written.
+/// What `export` was asked for besides the root and the file.
+#[derive(Debug, Clone, Default)]
+pub struct ExportRequest {
+    /// `--format` (else from the file name).
+    pub format: Option<ExportFormat>,
+    /// `--size` of an ext4 image, in KiB.
+    pub size_kib: Option<u64>,
+    /// `--include-apt-lists`.
+    pub include_apt_lists: bool,
+}
+
+/// Writes a root out as `request` says to `output`; returns the absolute
+/// path written.
 pub fn export(
     ctx: &Ctx,
     root: &RootRef,
-    format: ExportFormat,
+    request: &ExportRequest,
     output: &Path,
 ) -> Result<PathBuf, CmdError> {
+    // What is wrong with the output is said before a root is looked at.
+    crate::export::check_output_dir(output)?;
+    let plan = crate::export::plan(
+        request.format,
+        request.size_kib,
+        request.include_apt_lists,
+        output,
+    )?;
     let found = find_root(ctx, root, super::Hold::Exclusive)?;
     let tree = std::fs::canonicalize(&found.tree)
         .ok()
@@ -156,7 +175,7 @@ pub fn export(
         // the root and every file can be read.
         let job = sandbox::spawn::Job::Export {
             root: tree,
-            format,
+            plan,
             out: out.clone(),
         };
         match sandbox::spawn::run(&ctx.exe, &sandbox::spawn::SandboxPlan::host_job(job), &maps)? {
@@ -164,7 +183,7 @@ pub fn export(
             code => return Err(CmdError::ExportJob { code }),
         }
     } else {
-        crate::export::export(&tree, format, &out)?;
+        crate::export::export(&tree, &plan, &out)?;
     }
     drop(found.lock);
     Ok(out)

@@ -255,8 +255,6 @@ impl Exec<'_> {
             ],
             cwd: "/".into(),
         };
-        self.reporter.phase(Phase::Build, 0, 0);
-        self.reporter.note(&format!("building for {}", k.release));
         let (splan, maps, _) = crate::enter::prepare(
             self.manifests,
             &run,
@@ -264,6 +262,9 @@ impl Exec<'_> {
             self.opts.clone(),
             self.reporter,
         )?;
+        self.reporter.phase(Phase::Build, 0, 0);
+        self.reporter
+            .item_started(&format!("building for {}", k.release));
         let code = spawn::run(self.exe, &splan, &maps).map_err(sandbox::SandboxError::from)?;
         self.reporter.finish();
         // The log is the sandbox's file: read confined, a regular file

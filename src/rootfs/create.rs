@@ -504,12 +504,18 @@ pub fn create(
 
     // Install everything with the root's own dpkg, inside the sandbox.
     let batches = dpkg_batches(&order, &all, &essential);
+    let (log, n) = (Path::new(LOG_IN_ROOT), all.len() as u64);
     for (script, then) in hooks.install_stages(&batches) {
-        reporter.phase(Phase::Configure, 0, 0);
         let run = install_run(&t, spec, dirs, &name, &tree, &script);
         let (plan, maps2, _) =
             crate::enter::prepare(manifests, &run, dirs, opts.clone(), reporter)?;
-        let code = spawn::run(exe, &plan, &maps2).map_err(SandboxError::from)?;
+        // The log is appended to by each stage and read from its start, so
+        // the count goes on where the last stage left it.
+        reporter.phase(Phase::Configure, n, 0);
+        let code = super::dpkg_progress::follow(&root_dir, log, n, reporter, || {
+            spawn::run(exe, &plan, &maps2)
+        })
+        .map_err(SandboxError::from)?;
         reporter.finish();
         if code != 0 {
             return Err(failed_install(dirs, &name, &root_dir, code));

@@ -3,6 +3,7 @@
 //! and leftovers of interrupted runs.
 
 pub mod create;
+pub mod dpkg_progress;
 pub mod hooks;
 pub mod spec;
 

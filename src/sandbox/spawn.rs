@@ -132,7 +132,7 @@ pub enum Job {
     /// Write the tree at `root` out as a tarball or an image.
     Export {
         root: PathBuf,
-        format: crate::export::ExportFormat,
+        plan: crate::export::ExportPlan,
         out: PathBuf,
     },
 }
@@ -262,6 +262,7 @@ fn relay_and_wait(child: Pid, set: &SigSet, sock: OwnedFd, ttys: &[RawFd]) -> i3
     let mut sock = Some(sock);
     let mut master: Option<OwnedFd> = None;
     let mut _raw: Option<pty::RawMode> = None;
+    let mut _quiet_master: Option<OwnedFd> = None;
     let mut reading_stdin = stdin_is_tty;
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = [0u8; 8192];
@@ -317,8 +318,12 @@ fn relay_and_wait(child: Pid, set: &SigSet, sock: OwnedFd, ttys: &[RawFd]) -> i3
                         let _ = pty::write_all(out, &buf[..n]);
                     }
                     Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
-                    // No slave open any more (EIO): nothing left to relay.
-                    _ => master = None,
+                    // No slave open any more (EIO): nothing left to relay
+                    // for now. The master stays open: closing it would
+                    // hang up the sandbox's session (a command that sent
+                    // its output to a file, as `create`'s install does,
+                    // would die of SIGHUP).
+                    _ => _quiet_master = master.take(),
                 }
             }
         }
@@ -626,7 +631,7 @@ fn init_main(plan: &SandboxPlan, set: &SigSet, ttys: &[RawFd]) -> ! {
             Ok(()) => std::process::exit(0),
             Err(e) => fail(SETUP_FAILED, &e.to_string()),
         },
-        Job::Export { root, format, out } => match crate::export::export(root, *format, out) {
+        Job::Export { root, plan, out } => match crate::export::export(root, plan, out) {
             Ok(()) => std::process::exit(0),
             Err(e) => fail(SETUP_FAILED, &e.to_string()),
         },

@@ -106,13 +106,13 @@ pub(crate) fn native_root(owner: Option<&str>) -> PathBuf {
 }
 
 /// A pty pair of the test's own: the slave is zchroot's terminal.
-struct Term {
+pub(crate) struct Term {
     master: OwnedFd,
     slave: OwnedFd,
 }
 
 impl Term {
-    fn new(rows: u16, cols: u16) -> Term {
+    pub(crate) fn new(rows: u16, cols: u16) -> Term {
         let (master, slave) = pty::open_pty(Path::new("/dev/ptmx")).unwrap();
         let t = Term { master, slave };
         t.resize(rows, cols);
@@ -184,6 +184,18 @@ fn run_on(
     user: Option<&str>,
     args: &[&str],
     stdio_on_term: bool,
+    during: impl FnMut(&Term, &str),
+) -> (ExitStatus, String) {
+    let (status, out) = run_on_raw(term, user, args, stdio_on_term, during);
+    (status, out.replace('\r', ""))
+}
+
+/// [`run_on`], with what the terminal got exactly (carriage returns kept).
+pub(crate) fn run_on_raw(
+    term: &Term,
+    user: Option<&str>,
+    args: &[&str],
+    stdio_on_term: bool,
     mut during: impl FnMut(&Term, &str),
 ) -> (ExitStatus, String) {
     let home = test_dir().join(format!("home-{}", user.unwrap_or("root")));
@@ -246,7 +258,7 @@ fn run_on(
         child.stderr.take().unwrap().read_to_end(&mut s).unwrap();
         out.extend_from_slice(&s);
     }
-    (status, String::from_utf8_lossy(&out).replace('\r', ""))
+    (status, String::from_utf8_lossy(&out).into_owned())
 }
 
 fn run_args<'a>(root: &'a str, arch: &'a str, cmd: &[&'a str]) -> Vec<&'a str> {
