@@ -4,6 +4,7 @@
 
 pub mod create;
 pub mod spec;
+pub mod template;
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::MetadataExt;
