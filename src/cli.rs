@@ -201,6 +201,10 @@ pub struct CreateArgs {
     /// Replace a root of the same name.
     #[arg(long)]
     pub force: bool,
+    /// Build the root anew even when a template of the same package set is
+    /// in the cache (and keep the result as the new template).
+    #[arg(long)]
+    pub no_template: bool,
 }
 
 #[derive(Debug, Args)]
@@ -279,6 +283,10 @@ pub struct ListArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// List the root templates in the cache (what a later `create` of the
+    /// same package set copies), with their size, instead of the roots.
+    #[arg(long)]
+    pub templates: bool,
 }
 
 #[derive(Debug, Args)]
@@ -289,7 +297,8 @@ pub struct DestroyArgs {
     /// Remove every root.
     #[arg(long, conflicts_with = "names")]
     pub all: bool,
-    /// Also empty the download cache (packages, indexes, qemu).
+    /// Also empty the download cache (packages, indexes, qemu, root
+    /// templates).
     #[arg(long)]
     pub purge_cache: bool,
 }
@@ -402,6 +411,7 @@ impl CreateArgs {
             target: self.target.spec(),
             name: self.name.clone(),
             force: self.force,
+            use_template: !self.no_template,
         }
     }
 }

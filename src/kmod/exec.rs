@@ -111,6 +111,9 @@ impl Exec<'_> {
                 target: super::root_spec(self.spec, &root_arch.name),
                 name: Some(root_name.clone()),
                 force: false,
+                // A build root made before (destroyed since, or for another
+                // target of the same release) is copied from its template.
+                use_template: true,
             };
             match create::create(
                 self.manifests,

@@ -21,6 +21,7 @@ use crate::sandbox::mounts::Bind;
 use crate::sandbox::spawn::{self, Job, SandboxPlan};
 use crate::sandbox::{self, RunSpec, SandboxError};
 
+use super::template::{KeyInputs, Template};
 use super::{RootMeta, Roots, RootsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,8 @@ pub enum CreateError {
     Configure { code: i32, log: String },
     #[error(transparent)]
     Root(#[from] crate::rootdir::RootDirError),
+    #[error(transparent)]
+    Template(#[from] super::template::TemplateError),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -60,6 +63,9 @@ pub struct CreateSpec {
     pub target: RootSpec,
     pub name: Option<String>,
     pub force: bool,
+    /// Copy the root from its template when there is one (`--no-template`:
+    /// build cold, and keep the result as the new template).
+    pub use_template: bool,
 }
 
 /// A finished root.
@@ -407,6 +413,91 @@ fn install_run(
     }
 }
 
+/// What `list` says of a root, written when it is complete.
+fn root_meta(t: &RootRecipe, spec: &CreateSpec, name: &str, packages: usize) -> RootMeta {
+    RootMeta {
+        name: name.to_owned(),
+        arch: t.arch.name.clone(),
+        release: t.release.release.clone(),
+        variant: t.variant.clone(),
+        include: spec.target.include.clone(),
+        mirror: spec.target.mirror.clone(),
+        keyring: spec.target.keyring.clone(),
+        created: super::now(),
+        packages,
+        owner: host::user().1,
+    }
+}
+
+/// The template a root of this recipe and package set is kept as
+/// (`rootfs::template`): keyed on everything that shapes its tree.
+fn template_of(
+    dirs: &DataDirs,
+    manifests: &Manifests,
+    t: &RootRecipe,
+    spec: &CreateSpec,
+    all: &[&Package],
+    maps: &IdMaps,
+) -> Result<Template, CreateError> {
+    let keyring = match &spec.target.keyring {
+        Some(p) => std::fs::read(p).map_err(io(p))?,
+        None => manifests.keyring(&t.release).map_err(SpecError::from)?,
+    };
+    let keyring_rel = format!("/etc/apt/keyrings/zchroot-{}.pgp", t.release.release);
+    let inputs = KeyInputs {
+        arch: t.arch.name.clone(),
+        release: t.release.release.clone(),
+        variant: t.variant.clone(),
+        include: spec.target.include.clone(),
+        recipe: format!("{:?}\n{:?}\n{:?}", t.arch, t.release, t.request),
+        packages: all.iter().map(|p| KeyInputs::package(p)).collect(),
+        sources: sources_file(t, &keyring_rel),
+        keyring: crate::archive::hash::Sha256::digest(&keyring).to_hex(),
+        ids: KeyInputs::ids(maps),
+    };
+    Ok(Template::new(dirs, &inputs))
+}
+
+/// A root copied from its template: only its hostname is its own.
+fn from_template(
+    template: &Template,
+    roots: &Roots,
+    meta: &RootMeta,
+    exe: &Path,
+    maps: &IdMaps,
+    reporter: &dyn Reporter,
+) -> Result<Created, CreateError> {
+    reporter.note(&format!(
+        "copying the root from its template {} (no download, no install; --no-template builds it anew)",
+        template.meta.key
+    ));
+    reporter.phase(Phase::Unpack, 0, 0);
+    let staging_dir = roots.staging(&meta.name);
+    std::fs::create_dir(&staging_dir).map_err(io(&staging_dir))?;
+    let mut staging = Staging {
+        path: staging_dir.clone(),
+        exe,
+        maps,
+        armed: true,
+    };
+    let tree = staging_dir.join("root");
+    template.restore(&tree, exe, maps)?;
+    reporter.finish();
+    let root_dir = RootDir::open(&tree)?;
+    root_dir.write(
+        Path::new("etc/hostname"),
+        format!("{}\n", meta.name).as_bytes(),
+        0o644,
+    )?;
+    roots.write_meta(&staging_dir, meta)?;
+    appear(roots, &meta.name, &mut staging)?;
+    Ok(Created {
+        path: roots.tree(&meta.name),
+        name: meta.name.clone(),
+        packages: meta.packages,
+    })
+}
+
 /// Builds a root. `exe` is zchroot's own executable (the sandbox helper).
 pub fn create(
     manifests: &Manifests,
@@ -449,6 +540,11 @@ pub fn create(
     let indexes = t.update(&fetcher, reporter)?;
     let plan = t.resolve(&indexes, reporter)?;
     let all: Vec<&Package> = plan.packages.iter().map(|(p, _)| *p).collect();
+    let meta = root_meta(&t, spec, &name, all.len());
+    let template = template_of(dirs, manifests, &t, spec, &all, &maps)?;
+    if spec.use_template && template.find().is_some() {
+        return from_template(&template, &roots, &meta, exe, &maps, reporter);
+    }
     // The Essential packages and what they need: unpacked first, so that the
     // root's own dpkg can run.
     let essential_plan = resolve::resolve(
@@ -512,18 +608,12 @@ pub fn create(
     let _ = root_dir.remove(Path::new(DEBS_IN_ROOT));
     root_dir.remove(Path::new("usr/sbin/policy-rc.d"))?;
 
-    let meta = RootMeta {
-        name: name.clone(),
-        arch: t.arch.name.clone(),
-        release: t.release.release.clone(),
-        variant: t.variant.clone(),
-        include: spec.target.include.clone(),
-        mirror: spec.target.mirror.clone(),
-        keyring: spec.target.keyring.clone(),
-        created: super::now(),
-        packages: all.len(),
-        owner: host::user().1,
-    };
+    // Kept as the template of its key (a failure to keep it is no failure).
+    if let Err(e) = template.store(&tree, exe, &maps, !spec.use_template) {
+        reporter.warn(&format!(
+            "the root was made, but not kept as a template: {e}"
+        ));
+    }
     roots.write_meta(&staging_dir, &meta)?;
 
     appear(&roots, &name, &mut staging)?;

@@ -39,6 +39,7 @@ use crate::archive::hash::Sha256;
 use crate::archive::index::Package;
 use crate::paths::DataDirs;
 use crate::sandbox::idmap::IdMaps;
+use crate::sandbox::spawn::{self, Job, SandboxPlan};
 use crate::sys::{self, SysError};
 
 /// Bumped when what a template holds, or how it is used, changes.
@@ -228,6 +229,126 @@ pub fn render_list(rows: &[ListedTemplate]) -> String {
         ));
     }
     out
+}
+
+/// Copies the tree `from` to `to` as the owner of its files: inside the
+/// user namespace when rootless (a sandbox job), else here.
+pub fn copy_as_owner(
+    exe: &Path,
+    maps: &IdMaps,
+    from: &Path,
+    to: &Path,
+) -> Result<(), TemplateError> {
+    if !maps.helpers {
+        return copy_tree(from, to).map(|_| ());
+    }
+    let job = Job::CopyTree {
+        from: from.to_owned(),
+        to: to.to_owned(),
+    };
+    let failed = |message: String| TemplateError::Job {
+        path: from.to_owned(),
+        message,
+    };
+    match spawn::run(exe, &SandboxPlan::host_job(job), maps) {
+        Ok(0) => Ok(()),
+        Ok(code) => Err(failed(format!("exit status {code}"))),
+        Err(e) => Err(failed(e.to_string())),
+    }
+}
+
+/// The template of a root about to be made: its key and what it holds.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub templates: Templates,
+    pub meta: TemplateMeta,
+}
+
+impl Template {
+    /// The template for `inputs` (see [`key`]).
+    pub fn new(dirs: &DataDirs, inputs: &KeyInputs) -> Template {
+        Template {
+            templates: Templates::new(dirs),
+            meta: TemplateMeta {
+                key: key(inputs),
+                arch: inputs.arch.clone(),
+                release: inputs.release.clone(),
+                variant: inputs.variant.clone(),
+                include: inputs.include.clone(),
+                packages: inputs.packages.len(),
+                created: super::now(),
+            },
+        }
+    }
+
+    /// The template's tree, when one was made before.
+    pub fn find(&self) -> Option<PathBuf> {
+        self.templates.find(&self.meta.key)
+    }
+
+    /// Copies the template's tree to `tree` (a new directory).
+    pub fn restore(&self, tree: &Path, exe: &Path, maps: &IdMaps) -> Result<(), TemplateError> {
+        let from = self.templates.dir.join(&self.meta.key).join("root");
+        copy_as_owner(exe, maps, &from, tree)
+    }
+
+    /// Keeps a copy of the finished `tree` as this template, unless there is
+    /// one (or always, with `replace`). Assembled beside the templates and
+    /// renamed into place when complete; on failure nothing is left.
+    pub fn store(
+        &self,
+        tree: &Path,
+        exe: &Path,
+        maps: &IdMaps,
+        replace: bool,
+    ) -> Result<(), TemplateError> {
+        let final_dir = self.templates.dir.join(&self.meta.key);
+        if self.find().is_some() && !replace {
+            return Ok(());
+        }
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| TemplateError::Io { path, source }
+        };
+        crate::paths::create_private_dir_all(&self.templates.dir)
+            .map_err(io(&self.templates.dir))?;
+        let staging = self.templates.staging(&self.meta.key);
+        std::fs::create_dir(&staging).map_err(io(&staging))?;
+        let done = (|| {
+            copy_as_owner(exe, maps, tree, &staging.join("root"))?;
+            let record = staging.join("template.toml");
+            let text = toml::to_string(&self.meta).expect("the record serializes");
+            std::fs::write(&record, text).map_err(io(&record))?;
+            if final_dir.exists() {
+                let aside = self.templates.dir.join(format!(
+                    ".old-{}-{}",
+                    self.meta.key,
+                    std::process::id()
+                ));
+                std::fs::rename(&final_dir, &aside).map_err(io(&final_dir))?;
+                remove_as_owner(exe, maps, &aside).map_err(|message| TemplateError::Job {
+                    path: aside.clone(),
+                    message,
+                })?;
+            }
+            std::fs::rename(&staging, &final_dir).map_err(io(&final_dir))
+        })();
+        if done.is_err() {
+            let _ = remove_as_owner(exe, maps, &staging);
+        }
+        done
+    }
+}
+
+/// Removes every template (`destroy --purge-cache`): their files belong to
+/// the root's owners, so as those (inside the user namespace when rootless).
+pub fn remove_all(dirs: &DataDirs, exe: &Path, maps: &IdMaps) -> Result<(), TemplateError> {
+    let dir = Templates::new(dirs).dir;
+    remove_as_owner(exe, maps, &dir).map_err(|message| TemplateError::Job { path: dir, message })
+}
+
+fn remove_as_owner(exe: &Path, maps: &IdMaps, path: &Path) -> Result<(), String> {
+    super::create::remove_as_owner(exe, maps, path, None)
 }
 
 /// What a copy did.
