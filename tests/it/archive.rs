@@ -399,6 +399,8 @@ impl Key {
 /// packages start from.
 pub struct NativeArchive {
     pub archive: Archive,
+    /// The key the suite is signed with (to publish it again, changed).
+    pub key: Key,
     /// Serves until dropped.
     _server: crate::server::Server,
     pub manifests: PathBuf,
@@ -416,6 +418,7 @@ impl NativeArchive {
         let manifests = archive.manifests(&server.base, &["test"], &key);
         NativeArchive {
             archive,
+            key,
             _server: server,
             manifests,
         }
