@@ -179,6 +179,25 @@ impl Templates {
             .join(format!(".staging-{key}-{}", std::process::id()))
     }
 
+    /// What interrupted runs left (`.staging-KEY-PID`, `.old-KEY-PID`)
+    /// whose process is gone.
+    pub fn leftovers(&self) -> Vec<PathBuf> {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return vec![];
+        };
+        rd.flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let n = p.file_name().unwrap_or_default().to_string_lossy();
+                (n.starts_with(".staging-") || n.starts_with(".old-"))
+                    && match n.rsplit('-').next().and_then(|s| s.parse::<u32>().ok()) {
+                        Some(pid) => !Path::new(&format!("/proc/{pid}")).exists(),
+                        None => true,
+                    }
+            })
+            .collect()
+    }
+
     /// The complete templates, with their size on disk.
     pub fn list(&self) -> Result<Vec<ListedTemplate>, TemplateError> {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
@@ -205,7 +224,7 @@ impl Templates {
                 meta,
             });
         }
-        out.sort_by(|a, b| a.meta.created.cmp(&b.meta.created));
+        out.sort_by_key(|a| a.meta.created);
         Ok(out)
     }
 }
@@ -312,6 +331,9 @@ impl Template {
         };
         crate::paths::create_private_dir_all(&self.templates.dir)
             .map_err(io(&self.templates.dir))?;
+        for old in self.templates.leftovers() {
+            let _ = remove_as_owner(exe, maps, &old);
+        }
         let staging = self.templates.staging(&self.meta.key);
         std::fs::create_dir(&staging).map_err(io(&staging))?;
         let done = (|| {
@@ -319,6 +341,15 @@ impl Template {
             let record = staging.join("template.toml");
             let text = toml::to_string(&self.meta).expect("the record serializes");
             std::fs::write(&record, text).map_err(io(&record))?;
+            if final_dir.exists() && !replace {
+                // Another create of the same key kept it meanwhile.
+                return remove_as_owner(exe, maps, &staging).map_err(|message| {
+                    TemplateError::Job {
+                        path: staging.clone(),
+                        message,
+                    }
+                });
+            }
             if final_dir.exists() {
                 let aside = self.templates.dir.join(format!(
                     ".old-{}-{}",
@@ -653,17 +684,17 @@ mod tests {
         let mut swapped = inputs();
         swapped.packages.reverse();
         assert_eq!(key(&swapped), base);
-        let changes: Vec<Box<dyn Fn(&mut KeyInputs)>> = vec![
-            Box::new(|i| i.arch = "armhf".into()),
-            Box::new(|i| i.release = "forky".into()),
-            Box::new(|i| i.variant = "buildd".into()),
-            Box::new(|i| i.include = vec!["vim".into()]),
-            Box::new(|i| i.recipe = "r2".into()),
-            Box::new(|i| i.packages[0] = "a 1.1 arm64 00".into()),
-            Box::new(|i| i.packages.push("c 1 arm64 22".into())),
-            Box::new(|i| i.sources = "Types: deb\nComponents: main\n".into()),
-            Box::new(|i| i.keyring = "kj".into()),
-            Box::new(|i| i.ids = "uid 0:100000:65536".into()),
+        let changes: [fn(&mut KeyInputs); 10] = [
+            |i| i.arch = "armhf".into(),
+            |i| i.release = "forky".into(),
+            |i| i.variant = "buildd".into(),
+            |i| i.include = vec!["vim".into()],
+            |i| i.recipe = "r2".into(),
+            |i| i.packages[0] = "a 1.1 arm64 00".into(),
+            |i| i.packages.push("c 1 arm64 22".into()),
+            |i| i.sources = "Types: deb\nComponents: main\n".into(),
+            |i| i.keyring = "kj".into(),
+            |i| i.ids = "uid 0:100000:65536".into(),
         ];
         let mut seen = std::collections::HashSet::from([base]);
         for change in changes {
@@ -731,7 +762,9 @@ mod tests {
         assert!(t.list().unwrap().is_empty());
         std::fs::create_dir_all(t.dir.join("k/root/etc")).unwrap();
         std::fs::create_dir_all(t.staging("j")).unwrap();
+        std::fs::create_dir_all(t.dir.join(".staging-i-999999999")).unwrap();
         assert!(t.find("k").is_none(), "no record: half made");
+        assert_eq!(t.leftovers(), [t.dir.join(".staging-i-999999999")]);
         let meta = TemplateMeta {
             key: "k".repeat(64),
             arch: "amd64".into(),
