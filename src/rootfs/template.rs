@@ -29,7 +29,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{Flock, FlockArg, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid};
@@ -308,7 +308,28 @@ impl Template {
     /// Copies the template's tree to `tree` (a new directory).
     pub fn restore(&self, tree: &Path, exe: &Path, maps: &IdMaps) -> Result<(), TemplateError> {
         let from = self.templates.dir.join(&self.meta.key).join("root");
+        // Shared: a `--no-template` create does not replace it meanwhile.
+        let _lock = self.lock(FlockArg::LockShared)?;
         copy_as_owner(exe, maps, &from, tree)
+    }
+
+    /// The lock of this key (`KEY.lock` beside the templates): shared while
+    /// a template is copied, exclusive while it is put in place.
+    fn lock(&self, arg: FlockArg) -> Result<Flock<std::fs::File>, TemplateError> {
+        let path = self.templates.dir.join(format!("{}.lock", self.meta.key));
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| TemplateError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Flock::lock(f, arg).map_err(|(_, e)| TemplateError::Io {
+            path,
+            source: e.into(),
+        })
     }
 
     /// Keeps a copy of the finished `tree` as this template, unless there is
@@ -341,6 +362,7 @@ impl Template {
             let record = staging.join("template.toml");
             let text = toml::to_string(&self.meta).expect("the record serializes");
             std::fs::write(&record, text).map_err(io(&record))?;
+            let _lock = self.lock(FlockArg::LockExclusive)?;
             if final_dir.exists() && !replace {
                 // Another create of the same key kept it meanwhile.
                 return remove_as_owner(exe, maps, &staging).map_err(|message| {
