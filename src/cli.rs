@@ -237,6 +237,10 @@ pub struct CreateArgs {
     /// effect while it is made; repeatable.
     #[arg(long, value_name = "OPT")]
     pub dpkgopt: Vec<String>,
+    /// Build the root anew even when a template of the same package set is
+    /// in the cache (and keep the result as the new template).
+    #[arg(long)]
+    pub no_template: bool,
 }
 
 #[derive(Debug, Args)]
@@ -323,6 +327,10 @@ pub struct ListArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// List the root templates in the cache (what a later `create` of the
+    /// same package set copies), with their size, instead of the roots.
+    #[arg(long)]
+    pub templates: bool,
 }
 
 #[derive(Debug, Args)]
@@ -333,7 +341,8 @@ pub struct DestroyArgs {
     /// Remove every root.
     #[arg(long, conflicts_with = "names")]
     pub all: bool,
-    /// Also empty the download cache (packages, indexes, qemu).
+    /// Also empty the download cache (packages, indexes, qemu, root
+    /// templates).
     #[arg(long)]
     pub purge_cache: bool,
 }
@@ -511,6 +520,7 @@ impl CreateArgs {
                 aptopt: self.aptopt.clone(),
                 dpkgopt: self.dpkgopt.clone(),
             },
+            use_template: !self.no_template,
         }
     }
 }

@@ -170,6 +170,15 @@ fn dispatch(ctx: &Ctx, cli: &Cli) -> anyhow::Result<u8> {
             println!("{} {}", c.name, c.path.display());
             Ok(0)
         }
+        Command::List(args) if args.templates => {
+            let rows = cmd::roots::list_templates(ctx)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", zchroot::rootfs::template::render_list(&rows));
+            }
+            Ok(0)
+        }
         Command::List(args) => {
             let rows = cmd::roots::list(ctx)?;
             if args.json {

@@ -235,6 +235,8 @@ pub enum CmdError {
     Key(#[from] crate::repo::key::KeyError),
     #[error(transparent)]
     Teardown(#[from] crate::teardown::TeardownError),
+    #[error(transparent)]
+    Template(#[from] crate::rootfs::template::TemplateError),
     #[error("{}", path.display())]
     Io {
         path: PathBuf,

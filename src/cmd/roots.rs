@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use super::{find_root, io, CmdError, Ctx, RootRef};
 use crate::export::ExportFormat;
 use crate::rootfs::create::{remove_as_owner, CreateSpec, Created};
+use crate::rootfs::template::{ListedTemplate, Templates};
 use crate::rootfs::{Listed, Roots};
 use crate::sandbox;
 
@@ -16,6 +17,11 @@ pub fn create(ctx: &Ctx, spec: &CreateSpec) -> Result<Created, CmdError> {
 /// The roots, with their size and when they were last used.
 pub fn list(ctx: &Ctx) -> Result<Vec<Listed>, CmdError> {
     Ok(ctx.roots().list()?)
+}
+
+/// The root templates in the cache, with their size.
+pub fn list_templates(ctx: &Ctx) -> Result<Vec<ListedTemplate>, CmdError> {
+    Ok(Templates::new(&ctx.dirs).list()?)
 }
 
 /// The table `zchroot list` prints.
@@ -107,6 +113,8 @@ pub fn destroy(
         let _ = crate::teardown::remove_tree(&ctx.dirs.state.join("locks"));
     }
     if req.purge_cache {
+        // The templates' files belong to the roots' owners: removed as them.
+        crate::rootfs::template::remove_all(&ctx.dirs, &ctx.exe, &maps)?;
         crate::teardown::remove_tree(&ctx.dirs.cache)?;
         done(Destroyed::Cache(ctx.dirs.cache.clone()));
         if req.all {

@@ -116,6 +116,9 @@ impl Exec<'_> {
                 name: Some(root_name.clone()),
                 force: false,
                 hooks: Default::default(),
+                // A build root made before (destroyed since, or for another
+                // target of the same release) is copied from its template.
+                use_template: true,
             };
             match create::create(
                 self.manifests,

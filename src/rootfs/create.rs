@@ -22,6 +22,7 @@ use crate::sandbox::mounts::Bind;
 use crate::sandbox::spawn::{self, Job, SandboxPlan};
 use crate::sandbox::{self, RunSpec, SandboxError};
 
+use super::template::{KeyInputs, Template};
 use super::{RootMeta, Roots, RootsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,8 @@ pub enum CreateError {
     Root(#[from] crate::rootdir::RootDirError),
     #[error(transparent)]
     Hook(#[from] hooks::HookError),
+    #[error(transparent)]
+    Template(#[from] super::template::TemplateError),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -65,6 +68,9 @@ pub struct CreateSpec {
     pub force: bool,
     /// Hooks and apt/dpkg options (`--*-hook`, `--aptopt`, `--dpkgopt`).
     pub hooks: hooks::HookSpec,
+    /// Copy the root from its template when there is one (`--no-template`:
+    /// build cold, and keep the result as the new template).
+    pub use_template: bool,
 }
 
 /// A finished root.
@@ -414,6 +420,95 @@ fn install_run(
     }
 }
 
+/// What `list` says of a root, written when it is complete.
+fn root_meta(t: &RootRecipe, spec: &CreateSpec, name: &str, packages: usize) -> RootMeta {
+    RootMeta {
+        name: name.to_owned(),
+        arch: t.arch.name.clone(),
+        release: t.release.release.clone(),
+        variant: t.variant.clone(),
+        include: spec.target.include.clone(),
+        mirror: spec.target.mirror.clone(),
+        keyring: spec.target.keyring.clone(),
+        created: super::now(),
+        packages,
+        owner: host::user().1,
+    }
+}
+
+/// The template a root of this recipe and package set is kept as
+/// (`rootfs::template`): keyed on everything that shapes its tree.
+fn template_of(
+    dirs: &DataDirs,
+    manifests: &Manifests,
+    t: &RootRecipe,
+    spec: &CreateSpec,
+    all: &[&Package],
+    maps: &IdMaps,
+) -> Result<Template, CreateError> {
+    let keyring = match &spec.target.keyring {
+        Some(p) => std::fs::read(p).map_err(io(p))?,
+        None => manifests.keyring(&t.release).map_err(SpecError::from)?,
+    };
+    let keyring_rel = format!("/etc/apt/keyrings/zchroot-{}.pgp", t.release.release);
+    let inputs = KeyInputs {
+        arch: t.arch.name.clone(),
+        release: t.release.release.clone(),
+        variant: t.variant.clone(),
+        include: spec.target.include.clone(),
+        // --aptopt/--dpkgopt are files in the tree (and shape the install).
+        recipe: format!(
+            "{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+            t.arch, t.release, t.request, spec.hooks.aptopt, spec.hooks.dpkgopt
+        ),
+        packages: all.iter().map(|p| KeyInputs::package(p)).collect(),
+        sources: sources_file(t, &keyring_rel),
+        keyring: crate::archive::hash::Sha256::digest(&keyring).to_hex(),
+        ids: KeyInputs::ids(maps),
+    };
+    Ok(Template::new(dirs, &inputs))
+}
+
+/// A root copied from its template: only its hostname is its own.
+fn from_template(
+    template: &Template,
+    roots: &Roots,
+    meta: &RootMeta,
+    exe: &Path,
+    maps: &IdMaps,
+    reporter: &dyn Reporter,
+) -> Result<Created, CreateError> {
+    reporter.note(&format!(
+        "copying the root from its template {} (no download, no install; --no-template builds it anew)",
+        template.meta.key
+    ));
+    reporter.phase(Phase::Unpack, 0, 0);
+    let staging_dir = roots.staging(&meta.name);
+    std::fs::create_dir(&staging_dir).map_err(io(&staging_dir))?;
+    let mut staging = Staging {
+        path: staging_dir.clone(),
+        exe,
+        maps,
+        armed: true,
+    };
+    let tree = staging_dir.join("root");
+    template.restore(&tree, exe, maps)?;
+    reporter.finish();
+    let root_dir = RootDir::open(&tree)?;
+    root_dir.write(
+        Path::new("etc/hostname"),
+        format!("{}\n", meta.name).as_bytes(),
+        0o644,
+    )?;
+    roots.write_meta(&staging_dir, meta)?;
+    appear(roots, &meta.name, &mut staging)?;
+    Ok(Created {
+        path: roots.tree(&meta.name),
+        name: meta.name.clone(),
+        packages: meta.packages,
+    })
+}
+
 /// Builds a root. `exe` is zchroot's own executable (the sandbox helper).
 pub fn create(
     manifests: &Manifests,
@@ -457,6 +552,13 @@ pub fn create(
     let indexes = t.update(&fetcher, reporter)?;
     let plan = t.resolve_explained(&fetcher, &indexes, reporter)?;
     let all: Vec<&Package> = plan.packages.iter().map(|(p, _)| *p).collect();
+    let meta = root_meta(&t, spec, &name, all.len());
+    let template = template_of(dirs, manifests, &t, spec, &all, &maps)?;
+    // Hooks may do anything to the tree: such a root is not templated.
+    let templated = !spec.hooks.has_hooks();
+    if templated && spec.use_template && template.find().is_some() {
+        return from_template(&template, &roots, &meta, exe, &maps, reporter);
+    }
     // The Essential packages and what they need: unpacked first, so that the
     // root's own dpkg can run.
     let essential_plan = resolve::resolve(&indexes.packages, &t.arch.name, &t.essential_request())
@@ -529,18 +631,14 @@ pub fn create(
     let _ = root_dir.remove(Path::new(DEBS_IN_ROOT));
     root_dir.remove(Path::new("usr/sbin/policy-rc.d"))?;
 
-    let meta = RootMeta {
-        name: name.clone(),
-        arch: t.arch.name.clone(),
-        release: t.release.release.clone(),
-        variant: t.variant.clone(),
-        include: spec.target.include.clone(),
-        mirror: spec.target.mirror.clone(),
-        keyring: spec.target.keyring.clone(),
-        created: super::now(),
-        packages: all.len(),
-        owner: host::user().1,
-    };
+    // Kept as the template of its key (a failure to keep it is no failure).
+    if templated {
+        if let Err(e) = template.store(&tree, exe, &maps, !spec.use_template) {
+            reporter.warn(&format!(
+                "the root was made, but not kept as a template: {e}"
+            ));
+        }
+    }
     roots.write_meta(&staging_dir, &meta)?;
 
     appear(&roots, &name, &mut staging)?;

@@ -158,6 +158,12 @@ fn option_line(flag: &str, line: &str) -> Result<String, HookError> {
 }
 
 impl HookSpec {
+    /// Whether any hook is given. A hook may do anything to the tree, so
+    /// such a root is neither copied from a template nor kept as one.
+    pub fn has_hooks(&self) -> bool {
+        !(self.setup.is_empty() && self.essential.is_empty() && self.customize.is_empty())
+    }
+
     /// Checks the hooks and options; nothing is run or written.
     pub fn plan(&self) -> Result<HookPlan, HookError> {
         let mut hooks = Vec::new();

@@ -6,6 +6,7 @@ pub mod create;
 pub mod dpkg_progress;
 pub mod hooks;
 pub mod spec;
+pub mod template;
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::MetadataExt;

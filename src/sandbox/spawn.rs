@@ -129,6 +129,9 @@ pub enum Job {
         path: PathBuf,
         aside: Option<PathBuf>,
     },
+    /// Copy the tree `from` to the new directory `to` (a root template),
+    /// owners as they are.
+    CopyTree { from: PathBuf, to: PathBuf },
     /// Write the tree at `root` out as a tarball or an image.
     Export {
         root: PathBuf,
@@ -629,6 +632,10 @@ fn init_main(plan: &SandboxPlan, set: &SigSet, ttys: &[RawFd]) -> ! {
             None => crate::teardown::remove_tree(path),
         } {
             Ok(()) => std::process::exit(0),
+            Err(e) => fail(SETUP_FAILED, &e.to_string()),
+        },
+        Job::CopyTree { from, to } => match crate::rootfs::template::copy_tree(from, to) {
+            Ok(_) => std::process::exit(0),
             Err(e) => fail(SETUP_FAILED, &e.to_string()),
         },
         Job::Export { root, plan, out } => match crate::export::export(root, plan, out) {

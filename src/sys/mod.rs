@@ -3,6 +3,7 @@
 //! `mount("proc", "/r/proc", "proc", ..) => EPERM`.
 
 pub mod caps;
+pub mod copy;
 pub mod fsmount;
 pub mod pty;
 pub mod seccomp;

@@ -432,6 +432,8 @@ impl Key {
 /// packages start from.
 pub struct NativeArchive {
     pub archive: Archive,
+    /// The key the suite is signed with (to publish it again, changed).
+    pub key: Key,
     /// Serves until dropped.
     _server: crate::server::Server,
     pub manifests: PathBuf,
@@ -449,6 +451,7 @@ impl NativeArchive {
         let manifests = archive.manifests(&server.base, &["test"], &key);
         NativeArchive {
             archive,
+            key,
             _server: server,
             manifests,
         }

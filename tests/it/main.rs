@@ -23,5 +23,6 @@ mod rootfs;
 mod sandbox;
 mod server;
 mod teardown;
+mod template;
 mod terminal;
 mod update;
