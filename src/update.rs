@@ -856,6 +856,53 @@ mod tests {
     }
 
     #[test]
+    fn the_module_and_flavour_are_looked_up_in_the_indexes_with_suggestions() {
+        let t: TargetFile = toml::from_str("arch = \"arm64\"\nrelease = \"trixie\"\n").unwrap();
+        let recipe = check_local(&Manifests::embedded(), &t).unwrap();
+        let p = |name: &str| Package::for_test(name, "1", "arm64", "trixie", "");
+        let packages = vec![
+            p("zfs-dkms"),
+            p("zfs-dkms-dbg"),
+            p("linux-image-arm64"),
+            p("linux-image-rt-arm64"),
+            p("linux-image-arm64-dbg"),
+            p("linux-image-6.12.57+deb13-arm64"),
+        ];
+        check_with_indexes(&t, &recipe, &packages).unwrap();
+        let bad = |t: TargetFile| check_with_indexes(&t, &recipe, &packages).unwrap_err();
+        let e = bad(TargetFile {
+            module: "zfs-dkmss".into(),
+            ..t.clone()
+        });
+        assert_eq!(e.key, "module");
+        assert_eq!(e.message, "unknown module 'zfs-dkmss': no package zfs-dkmss in trixie, trixie-updates, trixie-security for arm64; did you mean zfs-dkms?");
+        let e = bad(TargetFile {
+            module: "nvidia-dkms".into(),
+            ..t.clone()
+        });
+        assert!(!e.message.contains("did you mean"), "{e}");
+        let e = bad(TargetFile {
+            flavour: Some("rpi".into()),
+            ..t.clone()
+        });
+        assert_eq!(e.key, "flavour");
+        assert!(
+            e.message.ends_with("for arm64: known are arm64, rt-arm64"),
+            "{e}"
+        );
+        // The board's own kernels need no flavour of the archive.
+        let own = TargetFile {
+            flavour: Some("rpi".into()),
+            kernel_deb_dir: Some("/".into()),
+            ..t.clone()
+        };
+        check_with_indexes(&own, &recipe, &packages).unwrap();
+        assert_eq!(edit_distance("zfs-dkmss", "zfs-dkms"), 1);
+        assert_eq!(edit_distance("", "ab"), 2);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
     fn pruning_keeps_the_newest_per_series() {
         let built = vec![
             (k("6.12.57+deb13-arm64", "6.12.57-1"), "a".to_string()),
