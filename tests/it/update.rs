@@ -526,3 +526,49 @@ fn the_timer_units_pass_systemd_analyze_verify() {
         assert!(text(&o).contains("crontab"), "{}", text(&o));
     }
 }
+
+/// Counts what a phase announced and what was done in it.
+#[derive(Default)]
+struct Counts {
+    /// (total announced, items done) per phase, in order.
+    phases: std::sync::Mutex<Vec<(u64, u64)>>,
+}
+
+impl zchroot::report::Reporter for Counts {
+    fn phase(&self, _: zchroot::report::Phase, items: u64, _: u64) {
+        self.phases.lock().unwrap().push((items, 0));
+    }
+    fn item_done(&self, _: &str) {
+        if let Some(last) = self.phases.lock().unwrap().last_mut() {
+            last.1 += 1;
+        }
+    }
+}
+
+#[test]
+fn the_index_update_never_counts_past_its_total() {
+    let na = NativeArchive::serve("counts", vec![pkg("hello-dkms", "1.0-1")]);
+    let manifests = zchroot::manifest::Manifests::from_dir(&na.manifests).unwrap();
+    let spec = zchroot::rootfs::spec::RootSpec {
+        arch: "amd64".into(),
+        release: "test".into(),
+        variant: "minbase".into(),
+        ..Default::default()
+    };
+    let recipe = zchroot::rootfs::spec::RootRecipe::new(&manifests, &spec).unwrap();
+    let h = tempfile::tempdir().unwrap();
+    let dirs = zchroot::paths::DataDirs {
+        state: h.path().join("state"),
+        cache: h.path().join("cache"),
+    };
+    let counts = Counts::default();
+    let fetcher = recipe
+        .fetcher(&dirs, Default::default(), &counts)
+        .unwrap();
+    let indexes = recipe.update(&fetcher, &counts).unwrap();
+    assert!(!indexes.packages.is_empty());
+    let phases = counts.phases.lock().unwrap().clone();
+    // The Release file of the one suite, then its Packages index: each
+    // phase ends at its total, never past it.
+    assert_eq!(phases, [(1, 1), (1, 1)]);
+}
