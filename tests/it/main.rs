@@ -13,6 +13,7 @@ mod debian;
 mod env;
 mod host_binfmt;
 mod hostile_archive;
+mod json;
 mod readonly;
 mod repo_hardening;
 mod rootfs;

@@ -562,9 +562,7 @@ fn the_index_update_never_counts_past_its_total() {
         cache: h.path().join("cache"),
     };
     let counts = Counts::default();
-    let fetcher = recipe
-        .fetcher(&dirs, Default::default(), &counts)
-        .unwrap();
+    let fetcher = recipe.fetcher(&dirs, Default::default(), &counts).unwrap();
     let indexes = recipe.update(&fetcher, &counts).unwrap();
     assert!(!indexes.packages.is_empty());
     let phases = counts.phases.lock().unwrap().clone();
