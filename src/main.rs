@@ -263,6 +263,18 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         exe: std::env::current_exe().context("finding zchroot's own executable")?,
         reporter,
     };
+    // A command that writes says first which directory it cannot write.
+    if !matches!(
+        cli.command,
+        Command::Doctor(_)
+            | Command::List(_)
+            | Command::Target(TargetCommand::List | TargetCommand::Show { .. })
+    ) {
+        ctx.dirs.check_writable()?;
+    }
+    if let Command::Target(TargetCommand::Add(_) | TargetCommand::Remove { .. }) = cli.command {
+        zchroot::paths::check_writable("config", &ctx.config_dir()?)?;
+    }
     if matches!(
         cli.command,
         Command::Run(_)

@@ -10,6 +10,7 @@ mod build;
 mod common;
 mod confined;
 mod debian;
+mod doctor;
 mod env;
 mod host_binfmt;
 mod hostile_archive;
