@@ -11,7 +11,8 @@ use crate::sandbox::binfmt;
 use crate::sandbox::host_binfmt as binfmt_stale;
 use crate::sandbox::idmap::find_range;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// Ordered: the worse, the greater.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Ok,

@@ -45,15 +45,26 @@ pub fn doctor(ctx: &Ctx, fix: bool) -> Result<Diagnosis, CmdError> {
     if let Ok(config) = ctx.config_dir() {
         dirs.push(("config", config));
     }
-    let writable = dirs
+    let writable: Vec<Writable> = dirs
         .iter()
-        .map(|(what, dir)| writable_check(&Writable::probe(what, dir), &facts.user));
+        .map(|(what, dir)| Writable::probe(what, dir))
+        .collect();
     // Before the free disk, which is only worth having where zchroot can write.
     let at = list
         .iter()
         .position(|c| c.name == "free disk")
         .unwrap_or(list.len());
-    list.splice(at..at, writable);
+    list.splice(
+        at..at,
+        writable.iter().map(|w| writable_check(w, &facts.user)),
+    );
+    if writable[0].refused.is_some() {
+        for c in list.iter_mut().filter(|c| c.name == "free disk") {
+            c.status = c.status.max(Status::Warn);
+            c.detail
+                .push_str(", but zchroot cannot write there (see writable)");
+        }
+    }
     Ok(Diagnosis {
         fixed,
         checks: list,

@@ -68,6 +68,11 @@ fn an_unwritable_data_directory_is_named_with_what_to_do() {
         "{t}"
     );
 
+    assert!(
+        t.contains("warn free disk") && t.contains("but zchroot cannot write there"),
+        "{t}"
+    );
+
     for args in [
         &["target", "add", "b", "--no-archive-check"][..],
         &["resolve", "amd64"],
