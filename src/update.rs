@@ -483,14 +483,20 @@ fn check_module_form(module: &str) -> Result<(), Problem> {
         )
         .help("unpack the tarball into a directory and give that"));
     }
-    if module.ends_with("-dkms") && !module.contains('/') {
+    // A package name: whether it is a *-dkms package of the archive is
+    // [`check_with_indexes`]'s (which can say what is close).
+    if !module.contains('/') {
         return Ok(());
     }
-    Err(Problem::new(
+    Err(not_a_module(module))
+}
+
+fn not_a_module(module: &str) -> Problem {
+    Problem::new(
         "module",
         format!("'{module}' is neither zfs, a directory with a dkms.conf, nor a Debian package name ending in -dkms"),
     )
-    .help(MODULE_HELP))
+    .help(MODULE_HELP)
 }
 
 /// The checks that need the archive's indexes (`packages`, of the recipe's
@@ -513,16 +519,22 @@ pub fn check_with_indexes(
         ModuleKind::Dkms if Path::new(&t.module).is_dir() => None,
         ModuleKind::Dkms => Some(t.module.clone()),
     };
-    if let Some(name) = package.filter(|n| !has(n)) {
+    if let Some(name) = package.filter(|n| !n.ends_with("-dkms") || !has(n)) {
         let dkms = packages
             .iter()
             .map(|p| p.name.as_str())
             .filter(|n| n.ends_with("-dkms"));
         let close = closest(&name, dkms);
-        let mut message = format!(
-            "unknown module '{}': no package {name} in {suites} for {}",
-            t.module, t.arch
-        );
+        let mut message = match name.ends_with("-dkms") {
+            true => format!(
+                "unknown module '{}': no package {name} in {suites} for {}",
+                t.module, t.arch
+            ),
+            false => format!(
+                "unknown module '{}': neither zfs, a directory with a dkms.conf, nor a *-dkms package",
+                t.module
+            ),
+        };
         if !close.is_empty() {
             message.push_str(&format!("; did you mean {}?", close.join(" or ")));
         }
@@ -597,7 +609,11 @@ pub fn check_target(
 ) -> Result<(), Problem> {
     let recipe = check_local(manifests, t)?;
     if !archive {
-        return Ok(());
+        let package = !Path::new(&t.module).is_dir() && t.module != "zfs";
+        return match package && !t.module.ends_with("-dkms") {
+            true => Err(not_a_module(&t.module)),
+            false => Ok(()),
+        };
     }
     let indexes = recipe
         .fetcher(dirs, opts, reporter)
@@ -871,16 +887,31 @@ mod tests {
         check_with_indexes(&t, &recipe, &packages).unwrap();
         let bad = |t: TargetFile| check_with_indexes(&t, &recipe, &packages).unwrap_err();
         let e = bad(TargetFile {
-            module: "zfs-dkmss".into(),
+            module: "zfz-dkms".into(),
             ..t.clone()
         });
         assert_eq!(e.key, "module");
-        assert_eq!(e.message, "unknown module 'zfs-dkmss': no package zfs-dkmss in trixie, trixie-updates, trixie-security for arm64; did you mean zfs-dkms?");
+        assert_eq!(e.message, "unknown module 'zfz-dkms': no package zfz-dkms in trixie, trixie-updates, trixie-security for arm64; did you mean zfs-dkms?");
         let e = bad(TargetFile {
             module: "nvidia-dkms".into(),
             ..t.clone()
         });
         assert!(!e.message.contains("did you mean"), "{e}");
+        // Not a *-dkms name at all: what is close still is.
+        let e = bad(TargetFile {
+            module: "zfs-dkmss".into(),
+            ..t.clone()
+        });
+        assert_eq!(e.message, "unknown module 'zfs-dkmss': neither zfs, a directory with a dkms.conf, nor a *-dkms package; did you mean zfs-dkms?");
+        let e = bad(TargetFile {
+            module: "zfs-dkms-dbg".into(),
+            ..t.clone()
+        });
+        assert!(
+            e.message
+                .starts_with("unknown module 'zfs-dkms-dbg': neither"),
+            "{e}"
+        );
         let e = bad(TargetFile {
             flavour: Some("rpi".into()),
             ..t.clone()

@@ -382,9 +382,15 @@ mod tests {
         assert!(e.contains("\nhelp: make it (mkdir -p /nonexistent)"), "{e}");
         let e = add(TargetFile {
             module: "zfs-modules".into(),
+            kernel_deb_dir: None,
             ..target()
         });
         assert!(e.starts_with("--module: 'zfs-modules' is neither"), "{e}");
+        let e = add(TargetFile {
+            module: "no/such/dir".into(),
+            ..target()
+        });
+        assert!(e.starts_with("--module: 'no/such/dir' is neither"), "{e}");
         assert!(!ctx.targets().unwrap().path("pi").exists());
 
         // A hand-edited file: the same checks, naming the file and key.

@@ -9,8 +9,8 @@ use std::process::{Child, Output, Stdio};
 
 use crate::archive::{pkg, NativeArchive};
 use crate::common::{
-    have_command, home_for, ok, require, require_root_and_debian, text, trixie_arm64_indexes,
-    Zchroot,
+    have_command, have_debian_network, home_for, ok, require, require_root_and_debian, text,
+    trixie_arm64_indexes, Zchroot,
 };
 
 /// The update tests' own home (its build roots are made for it alone).
@@ -380,7 +380,7 @@ fn target_add_refuses_each_mistake_and_writes_nothing() {
     );
     add_fails(
         home,
-        &["--module", "zfs-modules"],
+        &["--module", "zfs-modules", "--no-archive-check"],
         "error: --module: 'zfs-modules' is neither zfs",
     );
     // A mirror that cannot be reached (or a scheme zchroot does not take).
@@ -569,4 +569,24 @@ fn the_index_update_never_counts_past_its_total() {
     // The Release file of the one suite, then its Packages index: each
     // phase ends at its total, never past it.
     assert_eq!(phases, [(1, 1), (1, 1)]);
+}
+
+#[test]
+fn target_add_suggests_the_module_the_real_archive_has() {
+    if !require(
+        have_debian_network(),
+        "deb.debian.org",
+        "run with network access to the Debian archive",
+    ) {
+        return;
+    }
+    // The update tests' home: its trixie indexes are cached there.
+    let o = zchroot(&["-q", "target", "add", "typo", "--module", "zfs-dkmss"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("error: --module: unknown module 'zfs-dkmss': neither zfs, a directory with a dkms.conf, nor a *-dkms package; did you mean zfs-dkms?"),
+        "{}",
+        text(&o)
+    );
+    assert!(!home().join("config/targets/typo.toml").exists());
 }
