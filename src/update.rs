@@ -432,7 +432,7 @@ pub fn check_local(manifests: &Manifests, t: &TargetFile) -> Result<RootRecipe, 
         .release(&t.release)
         .map_err(|e| Problem::new("release", e.to_string()))?;
     let recipe = RootRecipe::new(manifests, &target_spec(t)).map_err(|e| match e {
-        SpecError::BadMirror(_) => Problem::new("mirror", e.to_string()),
+        SpecError::BadMirror { .. } => Problem::new("mirror", e.to_string()),
         SpecError::Update(_) => Problem::new("keyring", e.to_string()),
         e => Problem::new("release", e.to_string()),
     })?;
