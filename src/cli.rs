@@ -121,13 +121,8 @@ pub struct TargetAddArgs {
     /// The board's Debian architecture.
     #[arg(long, default_value = "arm64")]
     pub arch: String,
-    /// The board's Debian release (`--suite` is its old name).
-    #[arg(
-        long,
-        alias = "suite",
-        default_value = "trixie",
-        value_name = "RELEASE"
-    )]
+    /// The board's Debian release (trixie, bookworm).
+    #[arg(long, alias = "suite", default_value = "trixie", value_name = "NAME")]
     pub release: String,
     /// Kernel flavour (default: the architecture's plain one).
     #[arg(long)]
