@@ -211,9 +211,9 @@ fn readme_documents_each_field_of_each_schema_as_the_schema_does() {
     }
 }
 
-/// Runs zchroot and parses its stdout as JSON, checked against the
-/// command's schema.
-fn json_of(o: &std::process::Output, command: &str) -> Value {
+/// Parses zchroot's stdout as JSON, checked against the command's schema
+/// (other modules' tests check what they get too).
+pub(crate) fn json_of(o: &std::process::Output, command: &str) -> Value {
     let v: Value = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("{command} --json: {e}: {}", text(o)));
     if let Err(e) = validate(&v, &schema(command), command) {

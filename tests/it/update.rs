@@ -87,8 +87,7 @@ impl Summary {
 fn update() -> Summary {
     let o = zchroot(&["-q", "update", "--json", "update-test"]);
     assert!(o.status.success(), "{}", text(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("update --json: {e}: {}", text(&o)));
+    let v = crate::json::json_of(&o, "update");
     let [s] = v.as_array().expect("a list of summaries").as_slice() else {
         panic!("one summary expected: {v}");
     };
