@@ -1,5 +1,6 @@
 //! Where zchroot keeps its data: state (roots, repositories) and cache
-//! (downloads, indexes). Pure: the caller passes in the environment.
+//! (downloads, indexes). Pure (the caller passes in the environment),
+//! but for [`writable`], which asks the kernel.
 
 use std::path::{Path, PathBuf};
 
