@@ -111,6 +111,19 @@ pub enum TargetCommand {
     Show { name: String },
     /// Remove a target's file (its repository stays).
     Remove { name: String },
+    /// Check targets' files (after editing them by hand) as `target add`
+    /// checks its options.
+    Check(TargetCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TargetCheckArgs {
+    /// The targets to check (default: all).
+    pub names: Vec<String>,
+    /// Skip the checks that need the archive's indexes (module, flavour);
+    /// `update` makes them anyway.
+    #[arg(long)]
+    pub no_archive_check: bool,
 }
 
 #[derive(Debug, Args)]
@@ -120,9 +133,9 @@ pub struct TargetAddArgs {
     /// The board's Debian architecture.
     #[arg(long, default_value = "arm64")]
     pub arch: String,
-    /// The board's Debian release.
-    #[arg(long, default_value = "trixie")]
-    pub suite: String,
+    /// The board's Debian release (trixie, bookworm).
+    #[arg(long, alias = "suite", default_value = "trixie", value_name = "NAME")]
+    pub release: String,
     /// Kernel flavour (default: the architecture's plain one).
     #[arg(long)]
     pub flavour: Option<String>,
@@ -153,6 +166,10 @@ pub struct TargetAddArgs {
     /// Replace an existing target of that name.
     #[arg(long)]
     pub force: bool,
+    /// Skip the checks that need the archive's indexes (module, flavour),
+    /// e.g. offline; `update` makes them anyway.
+    #[arg(long)]
+    pub no_archive_check: bool,
 }
 
 #[derive(Debug, Args)]
@@ -610,7 +627,7 @@ impl TargetAddArgs {
     pub fn target(&self) -> TargetFile {
         TargetFile {
             arch: self.arch.clone(),
-            suite: self.suite.clone(),
+            release: self.release.clone(),
             flavour: self.flavour.clone(),
             module: self.module.clone(),
             suites: self.suites.clone(),

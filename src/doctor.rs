@@ -11,7 +11,8 @@ use crate::sandbox::binfmt;
 use crate::sandbox::host_binfmt as binfmt_stale;
 use crate::sandbox::idmap::find_range;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// Ordered: the worse, the greater.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Ok,
@@ -329,6 +330,53 @@ fn private_dir(d: &DirFacts, uid: u32) -> Check {
     }
 }
 
+/// A directory zchroot writes (state, cache, config) and whether this
+/// user can write it, or the parent it would be made in (see
+/// [`crate::paths::writable`]): the directory that refuses, and why.
+#[derive(Debug, Clone)]
+pub struct Writable {
+    pub what: &'static str,
+    pub dir: PathBuf,
+    pub refused: Option<(PathBuf, String)>,
+}
+
+impl Writable {
+    /// Reads whether `dir` is writable.
+    pub fn probe(what: &'static str, dir: &Path) -> Writable {
+        Writable {
+            what,
+            dir: dir.to_owned(),
+            refused: crate::paths::writable(dir)
+                .err()
+                .map(|(p, e)| (p, e.to_string())),
+        }
+    }
+}
+
+/// Whether zchroot can write its directory `w` (`user` is who asks).
+pub fn writable_check(w: &Writable, user: &str) -> Check {
+    let name = "writable";
+    let d = w.dir.display();
+    match &w.refused {
+        None if w.dir.exists() => check(name, Status::Ok, format!("{} {d}", w.what), None),
+        None => check(
+            name,
+            Status::Ok,
+            format!("{} {d}: not there yet; zchroot can make it", w.what),
+            None,
+        ),
+        Some((blocker, reason)) => check(
+            name,
+            Status::Fail,
+            format!("{} {d}: {}: {reason}", w.what, blocker.display()),
+            Some(format!(
+                "sudo chown -R {user} {}, or set ZCHROOT_HOME to a directory you can write",
+                blocker.display()
+            )),
+        ),
+    }
+}
+
 /// What `doctor --fix` did, one line each.
 #[derive(Debug, Default)]
 pub struct Fixed {
@@ -488,6 +536,37 @@ mod tests {
             judge(Some((0o120777, 1000))).status,
             Status::Fail,
             "a symlink"
+        );
+    }
+
+    #[test]
+    fn an_unwritable_directory_is_named_with_what_to_do() {
+        let w = |refused: Option<(PathBuf, String)>| Writable {
+            what: "state",
+            dir: "/nonexistent/zchroot/state".into(),
+            refused,
+        };
+        let c = writable_check(&w(None), "alice");
+        assert_eq!(c.status, Status::Ok);
+        assert!(
+            c.detail.ends_with("not there yet; zchroot can make it"),
+            "{c:?}"
+        );
+        let c = writable_check(
+            &w(Some((
+                "/nonexistent".into(),
+                "Permission denied (os error 13)".into(),
+            ))),
+            "alice",
+        );
+        assert_eq!(c.status, Status::Fail);
+        assert_eq!(
+            c.detail,
+            "state /nonexistent/zchroot/state: /nonexistent: Permission denied (os error 13)"
+        );
+        assert_eq!(
+            c.help.as_deref(),
+            Some("sudo chown -R alice /nonexistent, or set ZCHROOT_HOME to a directory you can write")
         );
     }
 

@@ -63,17 +63,19 @@ fn update(ctx: &Ctx, args: &cli::UpdateArgs) -> anyhow::Result<u8> {
     } else {
         let mut code = 0;
         let mut summaries = Vec::new();
-        cmd::boards::update(ctx, &args.names, args.keep, &mut |name, r| match r {
-            Ok(s) => {
-                code = code.max(u8::from(!s.failed.is_empty()));
-                if !args.json {
-                    eprint!("{}", cmd::boards::render_summary(&s));
+        cmd::boards::update(ctx, &args.names, args.keep, &mut |name, r| {
+            summaries.push(cmd::boards::UpdateOutcome::new(name, &r));
+            match r {
+                Ok(s) => {
+                    code = code.max(u8::from(!s.failed.is_empty()));
+                    if !args.json {
+                        eprint!("{}", cmd::boards::render_summary(&s));
+                    }
                 }
-                summaries.push(s);
-            }
-            Err(e) => {
-                code = 1;
-                eprintln!("error: {name}: {e}");
+                Err(e) => {
+                    code = 1;
+                    eprintln!("error: {name}: {}", cmd::boards::error_chain(&e));
+                }
             }
         })?;
         if args.json {
@@ -87,9 +89,11 @@ fn update(ctx: &Ctx, args: &cli::UpdateArgs) -> anyhow::Result<u8> {
 fn target(ctx: &Ctx, c: &TargetCommand) -> anyhow::Result<u8> {
     match c {
         TargetCommand::Add(a) => {
-            let path = cmd::boards::target_add(ctx, &a.name, &a.target(), a.force)?;
+            let path =
+                cmd::boards::target_add(ctx, &a.name, &a.target(), a.force, !a.no_archive_check)?;
             println!("{}", path.display());
         }
+        TargetCommand::Check(a) => return target_check(ctx, a),
         TargetCommand::List => print!(
             "{}",
             cmd::boards::render_targets(&cmd::boards::target_list(ctx)?)
@@ -98,6 +102,25 @@ fn target(ctx: &Ctx, c: &TargetCommand) -> anyhow::Result<u8> {
         TargetCommand::Remove { name } => cmd::boards::target_remove(ctx, name)?,
     }
     Ok(0)
+}
+
+/// `zchroot target check`: a line per target; exit status 1 if any is bad.
+fn target_check(ctx: &Ctx, a: &cli::TargetCheckArgs) -> anyhow::Result<u8> {
+    let names = match a.names.is_empty() {
+        true => cmd::boards::target_list_names(ctx)?,
+        false => a.names.clone(),
+    };
+    let mut code = 0;
+    for name in &names {
+        match cmd::boards::target_check(ctx, name, !a.no_archive_check) {
+            Ok(path) => println!("{}: ok", path.display()),
+            Err(e) => {
+                code = 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    Ok(code)
 }
 
 fn repo(ctx: &Ctx, c: &RepoCommand) -> anyhow::Result<u8> {
@@ -260,6 +283,18 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     };
     let exe = std::env::current_exe().context("finding zchroot's own executable")?;
     let ctx = Ctx::load(manifests, env, &net, exe, reporter)?;
+    // A command that writes says first which directory it cannot write.
+    if !matches!(
+        cli.command,
+        Command::Doctor(_)
+            | Command::List(_)
+            | Command::Target(TargetCommand::List | TargetCommand::Show { .. })
+    ) {
+        ctx.dirs.check_writable()?;
+    }
+    if let Command::Target(TargetCommand::Add(_) | TargetCommand::Remove { .. }) = cli.command {
+        zchroot::paths::check_writable("config", &ctx.config_dir()?)?;
+    }
     if matches!(
         cli.command,
         Command::Run(_)

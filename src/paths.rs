@@ -1,7 +1,8 @@
 //! Where zchroot keeps its data: state (roots, repositories) and cache
-//! (downloads, indexes). Pure: the caller passes in the environment.
+//! (downloads, indexes). Pure (the caller passes in the environment),
+//! but for [`writable`], which asks the kernel.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The two data directories.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +15,57 @@ pub struct DataDirs {
 pub enum PathsError {
     #[error("cannot find a home for zchroot's data: HOME is not set\nhelp: set HOME, or ZCHROOT_HOME=DIR to keep everything under DIR")]
     NoHome,
+    #[error("cannot write zchroot's {what} directory {}: {}: {reason}\nhelp: let your user write {} (e.g. sudo chown -R $USER {}), or set ZCHROOT_HOME=DIR to a directory you can write", dir.display(), blocker.display(), blocker.display(), blocker.display())]
+    NotWritable {
+        /// `state`, `cache` or `config`.
+        what: &'static str,
+        dir: PathBuf,
+        /// The directory that refuses: `dir`, or the parent it would be
+        /// made in.
+        blocker: PathBuf,
+        reason: String,
+    },
+}
+
+/// Whether this user can write `dir`: it, or the nearest of its parents
+/// that exists (where zchroot would make it), is a directory the user may
+/// write and enter. The error names the directory that refuses.
+pub fn writable(dir: &Path) -> Result<(), (PathBuf, std::io::Error)> {
+    use nix::unistd::{access, AccessFlags};
+    let mut probe = dir;
+    while !probe.exists() {
+        match probe.parent() {
+            Some(p) => probe = p,
+            None => break,
+        }
+    }
+    if !probe.is_dir() {
+        let e = std::io::Error::from_raw_os_error(libc::ENOTDIR);
+        return Err((probe.to_owned(), e));
+    }
+    access(probe, AccessFlags::W_OK | AccessFlags::X_OK)
+        .map_err(|e| (probe.to_owned(), std::io::Error::from(e)))
+}
+
+/// [`writable`], as the error commands give.
+pub fn check_writable(what: &'static str, dir: &Path) -> Result<(), PathsError> {
+    writable(dir).map_err(|(blocker, e)| PathsError::NotWritable {
+        what,
+        dir: dir.to_owned(),
+        blocker,
+        reason: e.to_string(),
+    })
+}
+
+/// `ZCHROOT_HOME` as given: an absolute path as it is; a relative one is
+/// taken from the working directory, made absolute once (the timer units,
+/// and sandboxes that run elsewhere, must see the same place).
+pub fn zchroot_home(value: &std::ffi::OsStr) -> Option<PathBuf> {
+    if value.is_empty() {
+        return None;
+    }
+    let p = PathBuf::from(value);
+    Some(std::path::absolute(&p).unwrap_or(p))
 }
 
 /// The environment that decides the data directories.
@@ -37,7 +89,7 @@ impl DirsEnv {
                 .filter(|p| p.is_absolute())
         };
         DirsEnv {
-            zchroot_home: var("ZCHROOT_HOME"),
+            zchroot_home: std::env::var_os("ZCHROOT_HOME").and_then(|v| zchroot_home(&v)),
             xdg_data_home: var("XDG_DATA_HOME"),
             xdg_cache_home: var("XDG_CACHE_HOME"),
             xdg_config_home: var("XDG_CONFIG_HOME"),
@@ -104,6 +156,13 @@ impl DataDirs {
         Ok(Self::config(env)?.join("config.toml"))
     }
 
+    /// Refuses, naming the directory, when this user cannot write the
+    /// state or the cache directory.
+    pub fn check_writable(&self) -> Result<(), PathsError> {
+        check_writable("state", &self.state)?;
+        check_writable("cache", &self.cache)
+    }
+
     /// Content-addressed downloads: `cache/blobs/<sha256>`.
     pub fn blobs(&self) -> PathBuf {
         self.cache.join("blobs")
@@ -146,6 +205,43 @@ mod tests {
         let d = DataDirs::resolve(&env).unwrap();
         assert_eq!(d.state, PathBuf::from("/z/state"));
         assert_eq!(d.cache, PathBuf::from("/z/cache"));
+    }
+
+    #[test]
+    fn a_relative_zchroot_home_is_taken_from_the_working_directory() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            zchroot_home(std::ffi::OsStr::new("relhome")),
+            Some(cwd.join("relhome"))
+        );
+        assert_eq!(
+            zchroot_home(std::ffi::OsStr::new("/z")),
+            Some(PathBuf::from("/z"))
+        );
+        assert_eq!(zchroot_home(std::ffi::OsStr::new("")), None);
+    }
+
+    #[test]
+    fn writability_is_judged_where_the_directory_would_be_made() {
+        let d = tempfile::tempdir().unwrap();
+        writable(&d.path().join("a/b/c")).unwrap();
+        let file = d.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let (blocker, e) = writable(&file.join("state")).unwrap_err();
+        assert_eq!(blocker, file);
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR));
+        let e = check_writable("state", &file.join("state"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!(
+                "cannot write zchroot's state directory {}/state: {}: ",
+                file.display(),
+                file.display()
+            )),
+            "{e}"
+        );
+        assert!(e.contains("\nhelp: let your user write "), "{e}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub enum TargetsError {
     #[error("'{0}' is not a target name: use letters, digits, '-', '_' and '.' (not first)")]
     BadName(String),
-    #[error("no target '{name}' (looked for {})\nhelp: zchroot target add {name} --arch ARCH --suite SUITE", path.display())]
+    #[error("no target '{name}' (looked for {})\nhelp: zchroot target add {name} --arch ARCH --release RELEASE", path.display())]
     Unknown { name: String, path: PathBuf },
     #[error("target '{name}' exists ({})\nhelp: pass --force to replace it, or edit the file", path.display())]
     Exists { name: String, path: PathBuf },
@@ -20,6 +20,15 @@ pub enum TargetsError {
     Bad { path: PathBuf, message: String },
     #[error("{}: not a place to publish a repository: {reason}\nhelp: give --repo an empty directory of its own (or leave it out: the default is under the state directory)", dir.display())]
     UnsafeRepo { dir: PathBuf, reason: String },
+    /// A setting of a target that `update` could not use, found by
+    /// `target add` (in an option) or `target check` (in a file).
+    #[error("{}{message}{}", origin.lead(key), origin.help_line(key, help.as_deref()))]
+    Invalid {
+        origin: Origin,
+        key: &'static str,
+        message: String,
+        help: Option<String>,
+    },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -28,14 +37,101 @@ pub enum TargetsError {
     },
 }
 
+/// Where a target's settings were read, for errors: the options of
+/// `target add`, or a target file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Options,
+    File(PathBuf),
+}
+
+impl Origin {
+    /// What an error starts with: the option (`--kernel-deb-dir: `), or
+    /// the file and its key (`FILE: kernel-deb-dir: `); an empty key is
+    /// the target as a whole.
+    fn lead(&self, key: &str) -> String {
+        match (self, key) {
+            (Origin::Options, "") => String::new(),
+            (Origin::Options, k) => format!("--{k}: "),
+            (Origin::File(p), "") => format!("{}: ", p.display()),
+            (Origin::File(p), k) => format!("{}: {k}: ", p.display()),
+        }
+    }
+
+    /// The help line: the problem's own, and for a file how to fix it.
+    fn help_line(&self, key: &str, help: Option<&str>) -> String {
+        match (self, help) {
+            (Origin::Options, None) => String::new(),
+            (Origin::Options, Some(h)) => format!("\nhelp: {h}"),
+            (Origin::File(p), h) => format!(
+                "\nhelp: {}fix {} in {} (then: zchroot target check), or replace the target with zchroot target add --force",
+                h.map(|h| format!("{h}; ")).unwrap_or_default(),
+                if key.is_empty() { "the target" } else { key },
+                p.display()
+            ),
+        }
+    }
+}
+
+/// What is wrong with one key of a target (where it was read is added by
+/// [`Problem::at`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: &'static str,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl Problem {
+    pub fn new(key: &'static str, message: impl Into<String>) -> Problem {
+        Problem {
+            key,
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    pub fn help(self, help: impl Into<String>) -> Problem {
+        Problem {
+            help: Some(help.into()),
+            ..self
+        }
+    }
+
+    /// The error, naming where the setting was read.
+    pub fn at(self, origin: Origin) -> TargetsError {
+        TargetsError::Invalid {
+            origin,
+            key: self.key,
+            message: self.message,
+            help: self.help,
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        write!(f, "{}", self.message)?;
+        if let Some(h) = &self.help {
+            write!(f, "\nhelp: {h}")?;
+        }
+        Ok(())
+    }
+}
+
 /// One target, as its file says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct TargetFile {
     /// The board's Debian architecture.
     pub arch: String,
-    /// The board's Debian release (a file of rootfs-manifests/).
-    pub suite: String,
+    /// The board's Debian release (a file of rootfs-manifests/); files
+    /// written before it was called `release` say `suite`.
+    #[serde(alias = "suite")]
+    pub release: String,
     /// The kernel flavour (default: the architecture's plain one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flavour: Option<String>,
@@ -49,12 +145,14 @@ pub struct TargetFile {
     /// The board's own kernels: image and headers .debs dropped here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_deb_dir: Option<PathBuf>,
+    /// The mirror of the release's main archive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<String>,
     /// The security archive's mirror (`security-mirror`; default: the
     /// config file's, or the release's own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_mirror: Option<String>,
+    /// The keyring Release files are verified against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyring: Option<PathBuf>,
     /// Where the repository is published (default: the state directory).
@@ -308,7 +406,13 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let ts = Targets::new(d.path());
         assert!(ts.names().unwrap().is_empty());
+        // `suite` is the old name of `release`.
         let t = parse("arch = \"arm64\"\nsuite = \"trixie\"\n", Path::new("x")).unwrap();
+        assert_eq!(t.release, "trixie");
+        assert_eq!(
+            parse("arch = \"arm64\"\nrelease = \"trixie\"\n", Path::new("x")).unwrap(),
+            t
+        );
         assert_eq!(t.module, "zfs");
         assert_eq!(t.strategy, Strategy::Auto);
         assert!(t.suites.is_empty());
@@ -320,6 +424,7 @@ mod tests {
         assert_eq!(path, d.path().join("targets/board.toml"));
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("suites = [\"trixie\"]"), "{text}");
+        assert!(text.contains("release = \"trixie\""), "{text}");
         assert_eq!(ts.load("board").unwrap(), t);
         assert!(matches!(
             ts.save("board", &t, false),
@@ -341,7 +446,7 @@ mod tests {
             assert!(check_name(bad).is_err(), "{bad}");
         }
         let e = parse("arch = \"arm64\"\n", Path::new("/c/t.toml")).unwrap_err();
-        assert!(e.to_string().contains("suite"), "{e}");
+        assert!(e.to_string().contains("release"), "{e}");
         let e = parse(
             "arch = \"arm64\"\nsuite = \"trixie\"\nmodules = \"zfs\"\n",
             Path::new("t"),

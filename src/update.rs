@@ -21,7 +21,7 @@ use crate::paths::DataDirs;
 use crate::repo::{self, Repo, RepoError};
 use crate::report::Reporter;
 use crate::rootfs::spec::{RootRecipe, RootSpec, SpecError};
-use crate::targets::TargetFile;
+use crate::targets::{Problem, TargetFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpdateError {
@@ -37,14 +37,9 @@ pub enum UpdateError {
     Dkms(#[from] kmod::dkms::DkmsError),
     #[error(transparent)]
     Targets(#[from] crate::targets::TargetsError),
-    #[error(
-        "suite '{suite}' is not one of {release}'s ({known})\nhelp: fix suites in the target file"
-    )]
-    UnknownSuite {
-        suite: String,
-        release: String,
-        known: String,
-    },
+    /// A setting of the target `update` cannot use (see [`check_local`]).
+    #[error("{0}")]
+    Invalid(Problem),
     #[error("'{module}' is in none of the suites of {release} for {arch}")]
     UnknownModule {
         module: String,
@@ -169,7 +164,7 @@ pub fn repo_of(name: &str, t: &TargetFile, dirs: &DataDirs) -> Repo {
     Repo {
         name: name.to_string(),
         dir: t.repo.clone().unwrap_or_else(|| base.join("public")),
-        suite: t.suite.clone(),
+        suite: t.release.clone(),
         arch: t.arch.clone(),
         key_path: base.join("secret.key"),
     }
@@ -198,7 +193,7 @@ pub fn check_repo(
 fn target_spec(t: &TargetFile) -> RootSpec {
     RootSpec {
         arch: t.arch.clone(),
-        release: t.suite.clone(),
+        release: t.release.clone(),
         variant: "minbase".into(),
         include: vec![],
         mirror: t.mirror.clone(),
@@ -351,7 +346,7 @@ fn probe_spec(t: &TargetFile, repo: &Repo) -> BuildSpec {
         source: ModuleKind::of_target(&t.module).source_arg(&t.module),
         sha256: None,
         arch: t.arch.clone(),
-        release: t.suite.clone(),
+        release: t.release.clone(),
         mirror: t.mirror.clone(),
         keyring: t.keyring.clone(),
         kernels: vec![],
@@ -388,14 +383,14 @@ fn find_kernels(
     opts: FetchOptions,
     reporter: &dyn Reporter,
 ) -> Result<Found, UpdateError> {
-    let target = RootRecipe::new(manifests, &target_spec(t))?;
+    let target = check_local(manifests, t).map_err(UpdateError::Invalid)?;
     let flavour = t
         .flavour
         .clone()
         .unwrap_or_else(|| target.arch.kernel_flavour.clone());
-    check_suites(t, &target)?;
     let fetcher = target.fetcher(dirs, opts, reporter)?;
     let indexes = target.update(&fetcher, reporter)?;
+    check_with_indexes(t, &target, &indexes.packages).map_err(UpdateError::Invalid)?;
 
     let scratch = tempfile::tempdir().map_err(|source| UpdateError::Io {
         path: std::env::temp_dir(),
@@ -405,7 +400,7 @@ fn find_kernels(
     let (module, module_version) =
         expected_module(&source, &indexes.packages).ok_or_else(|| UpdateError::UnknownModule {
             module: t.module.clone(),
-            release: t.suite.clone(),
+            release: t.release.clone(),
             arch: t.arch.clone(),
         })?;
 
@@ -446,24 +441,241 @@ fn find_kernels(
     })
 }
 
-/// Refuses suites the target's release does not have.
-fn check_suites(t: &TargetFile, target: &RootRecipe) -> Result<(), UpdateError> {
-    for s in &t.suites {
-        let s = &s.trim_start_matches('+').to_string();
-        if !target.sources.iter().any(|x| &x.suite == s) {
-            return Err(UpdateError::UnknownSuite {
-                suite: s.clone(),
-                release: t.suite.clone(),
-                known: target
-                    .sources
-                    .iter()
-                    .map(|x| x.suite.clone())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
+/// What a target's `module` may be, for help lines.
+const MODULE_HELP: &str =
+    "give zfs, a *-dkms package of the release's suites, or a directory with a dkms.conf";
+
+/// Checks a target as far as it can be without the archive: architecture,
+/// release, mirror and keyring (as `create` checks them), the suites (of
+/// the release), the module's form and the kernel .deb directory. The
+/// recipe it returns is what [`check_with_indexes`] goes on with.
+pub fn check_local(manifests: &Manifests, t: &TargetFile) -> Result<RootRecipe, Problem> {
+    manifests
+        .arch(&t.arch)
+        .map_err(|e| Problem::new("arch", e.to_string()))?;
+    manifests
+        .release(&t.release)
+        .map_err(|e| Problem::new("release", e.to_string()))?;
+    let recipe = RootRecipe::new(manifests, &target_spec(t)).map_err(|e| match e {
+        SpecError::BadMirror { .. } => Problem::new("mirror", e.to_string()),
+        SpecError::Update(_) => Problem::new("keyring", e.to_string()),
+        SpecError::Manifest(crate::manifest::ManifestError::UnknownSuite { .. }) => {
+            Problem::new("suites", e.to_string())
+        }
+        e => Problem::new("release", e.to_string()),
+    })?;
+    let known: Vec<&str> = recipe.sources.iter().map(|s| s.suite.as_str()).collect();
+    // `+SUITE` (opt-in, e.g. backports) is among the recipe's sources.
+    let bare = |s: &str| s.trim_start_matches('+').to_string();
+    if let Some(s) = t.suites.iter().find(|s| !known.contains(&bare(s).as_str())) {
+        return Err(Problem::new(
+            "suites",
+            format!(
+                "suite '{s}' is not one of {}'s: known are {}",
+                t.release,
+                known.join(", ")
+            ),
+        )
+        .help("an opt-in suite such as backports is added as +SUITE, e.g. +trixie-backports"));
+    }
+    check_module_form(&t.module)?;
+    if let Some(d) = &t.kernel_deb_dir {
+        let problem = |what: String| {
+            Problem::new("kernel-deb-dir", format!("{}: {what}", d.display())).help(format!(
+                "make it (mkdir -p {}) and drop the board kernel's image and headers .debs in it",
+                d.display()
+            ))
+        };
+        match std::fs::metadata(d) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(problem("not a directory".into())),
+            Err(e) => return Err(problem(e.to_string())),
+        }
+    }
+    Ok(recipe)
+}
+
+/// `zfs`, a directory with a dkms.conf, or a name that can be a `*-dkms`
+/// package (whether the archive has it is [`check_with_indexes`]'s).
+fn check_module_form(module: &str) -> Result<(), Problem> {
+    let p = Path::new(module);
+    if module == "zfs" {
+        return Ok(());
+    }
+    if p.is_dir() {
+        return kmod::dkms::dir_source(p)
+            .map(|_| ())
+            .map_err(|e| Problem::new("module", e.to_string()).help(MODULE_HELP));
+    }
+    if p.exists() {
+        return Err(Problem::new(
+            "module",
+            format!("{module}: a file; a target's module is a directory with a dkms.conf"),
+        )
+        .help("unpack the tarball into a directory and give that"));
+    }
+    // A package name: whether it is a *-dkms package of the archive is
+    // [`check_with_indexes`]'s (which can say what is close).
+    if !module.contains('/') {
+        return Ok(());
+    }
+    Err(not_a_module(module))
+}
+
+fn not_a_module(module: &str) -> Problem {
+    Problem::new(
+        "module",
+        format!("'{module}' is neither zfs, a directory with a dkms.conf, nor a Debian package name ending in -dkms"),
+    )
+    .help(MODULE_HELP)
+}
+
+/// The checks that need the archive's indexes (`packages`, of the recipe's
+/// suites): the module's package is there, and so is the kernel flavour
+/// given (when the kernels come from the archive).
+pub fn check_with_indexes(
+    t: &TargetFile,
+    recipe: &RootRecipe,
+    packages: &[Package],
+) -> Result<(), Problem> {
+    let suites = recipe
+        .sources
+        .iter()
+        .map(|s| s.suite.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let has = |name: &str| packages.iter().any(|p| p.name == name);
+    let package = match ModuleKind::of_target(&t.module) {
+        ModuleKind::Zfs => Some("zfs-dkms".to_string()),
+        ModuleKind::Dkms if Path::new(&t.module).is_dir() => None,
+        ModuleKind::Dkms => Some(t.module.clone()),
+    };
+    if let Some(name) = package.filter(|n| !n.ends_with("-dkms") || !has(n)) {
+        let dkms = packages
+            .iter()
+            .map(|p| p.name.as_str())
+            .filter(|n| n.ends_with("-dkms"));
+        let close = closest(&name, dkms);
+        let mut message = match name.ends_with("-dkms") {
+            true => format!(
+                "unknown module '{}': no package {name} in {suites} for {}",
+                t.module, t.arch
+            ),
+            false => format!(
+                "unknown module '{}': neither zfs, a directory with a dkms.conf, nor a *-dkms package",
+                t.module
+            ),
+        };
+        if !close.is_empty() {
+            message.push_str(&format!("; did you mean {}?", close.join(" or ")));
+        }
+        return Err(Problem::new("module", message).help(MODULE_HELP));
+    }
+    if let (Some(f), None) = (&t.flavour, &t.kernel_deb_dir) {
+        if !has(&format!("linux-image-{f}")) {
+            let mut known: Vec<&str> = packages
+                .iter()
+                .filter_map(|p| p.name.strip_prefix("linux-image-"))
+                .filter(|x| {
+                    x.starts_with(|c: char| c.is_ascii_alphabetic()) && !x.ends_with("-dbg")
+                })
+                .collect();
+            known.sort();
+            known.dedup();
+            return Err(Problem::new(
+                "flavour",
+                format!(
+                    "unknown kernel flavour '{f}': no linux-image-{f} in {suites} for {}: known are {}",
+                    t.arch,
+                    known.join(", ")
+                ),
+            ));
         }
     }
     Ok(())
+}
+
+/// The names at the smallest edit distance from `name` (2 at most).
+fn closest<'a>(name: &str, names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut best: Vec<(usize, &str)> = names
+        .map(|n| (edit_distance(name, n), n))
+        .filter(|(d, _)| *d <= 2)
+        .collect();
+    best.sort();
+    best.dedup();
+    let min = best.first().map(|b| b.0);
+    best.iter()
+        .filter(|b| Some(b.0) == min)
+        .take(3)
+        .map(|b| b.1.to_string())
+        .collect()
+}
+
+/// Levenshtein distance of two names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Every check `update` relies on: [`check_local`], then, with `archive`,
+/// the ones against the archive's indexes, fetched and verified as
+/// `update` fetches them.
+pub fn check_target(
+    manifests: &Manifests,
+    t: &TargetFile,
+    dirs: &DataDirs,
+    opts: FetchOptions,
+    reporter: &dyn Reporter,
+    archive: bool,
+) -> Result<(), Problem> {
+    let recipe = check_local(manifests, t)?;
+    if !archive {
+        let package = !Path::new(&t.module).is_dir() && t.module != "zfs";
+        return match package && !t.module.ends_with("-dkms") {
+            true => Err(not_a_module(&t.module)),
+            false => Ok(()),
+        };
+    }
+    let indexes = recipe
+        .fetcher(dirs, opts, reporter)
+        .and_then(|f| recipe.update(&f, reporter));
+    reporter.finish();
+    let indexes = indexes.map_err(|e| {
+        Problem::new(
+            if t.mirror.is_some() { "mirror" } else { "" },
+            format!(
+                "cannot check the target against the archive: {}",
+                error_text(&e)
+            ),
+        )
+        .help("check the network and the mirror, or pass --no-archive-check to skip the checks that need the archive (update makes them anyway)")
+    })?;
+    check_with_indexes(t, &recipe, &indexes.packages)
+}
+
+/// An error and its causes on one line, without their help lines.
+pub fn error_text(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or("").to_string();
+        if !out.contains(&first) {
+            out.push(first);
+        }
+        cur = e.source();
+    }
+    out.join(": ")
 }
 
 /// What to build for the kernels at `missing` (indexes into
@@ -700,6 +912,68 @@ mod tests {
         assert_eq!(opt_in_suites(&both), bpo);
         assert_eq!(followed_suites(&both), v(&["trixie", "trixie-backports"]));
         assert!(opt_in_suites(&v(&["trixie"])).is_empty());
+    }
+
+    #[test]
+    fn the_module_and_flavour_are_looked_up_in_the_indexes_with_suggestions() {
+        let t: TargetFile = toml::from_str("arch = \"arm64\"\nrelease = \"trixie\"\n").unwrap();
+        let recipe = check_local(&Manifests::embedded(), &t).unwrap();
+        let p = |name: &str| Package::for_test(name, "1", "arm64", "trixie", "");
+        let packages = vec![
+            p("zfs-dkms"),
+            p("zfs-dkms-dbg"),
+            p("linux-image-arm64"),
+            p("linux-image-rt-arm64"),
+            p("linux-image-arm64-dbg"),
+            p("linux-image-6.12.57+deb13-arm64"),
+        ];
+        check_with_indexes(&t, &recipe, &packages).unwrap();
+        let bad = |t: TargetFile| check_with_indexes(&t, &recipe, &packages).unwrap_err();
+        let e = bad(TargetFile {
+            module: "zfz-dkms".into(),
+            ..t.clone()
+        });
+        assert_eq!(e.key, "module");
+        assert_eq!(e.message, "unknown module 'zfz-dkms': no package zfz-dkms in trixie, trixie-updates, trixie-security for arm64; did you mean zfs-dkms?");
+        let e = bad(TargetFile {
+            module: "nvidia-dkms".into(),
+            ..t.clone()
+        });
+        assert!(!e.message.contains("did you mean"), "{e}");
+        // Not a *-dkms name at all: what is close still is.
+        let e = bad(TargetFile {
+            module: "zfs-dkmss".into(),
+            ..t.clone()
+        });
+        assert_eq!(e.message, "unknown module 'zfs-dkmss': neither zfs, a directory with a dkms.conf, nor a *-dkms package; did you mean zfs-dkms?");
+        let e = bad(TargetFile {
+            module: "zfs-dkms-dbg".into(),
+            ..t.clone()
+        });
+        assert!(
+            e.message
+                .starts_with("unknown module 'zfs-dkms-dbg': neither"),
+            "{e}"
+        );
+        let e = bad(TargetFile {
+            flavour: Some("rpi".into()),
+            ..t.clone()
+        });
+        assert_eq!(e.key, "flavour");
+        assert!(
+            e.message.ends_with("for arm64: known are arm64, rt-arm64"),
+            "{e}"
+        );
+        // The board's own kernels need no flavour of the archive.
+        let own = TargetFile {
+            flavour: Some("rpi".into()),
+            kernel_deb_dir: Some("/".into()),
+            ..t.clone()
+        };
+        check_with_indexes(&own, &recipe, &packages).unwrap();
+        assert_eq!(edit_distance("zfs-dkmss", "zfs-dkms"), 1);
+        assert_eq!(edit_distance("", "ab"), 2);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]

@@ -5,18 +5,42 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 use super::{io, CmdError, Ctx};
-use crate::targets::TargetFile;
+use crate::targets::{Origin, TargetFile, TargetsError};
 use crate::update::{Summary, UpdateError};
 
 /// Adds a target (replaces one with `force`); its paths are made absolute,
-/// and a module given as a directory too. Returns the target's file.
+/// and a module given as a directory too. Everything `update` will need is
+/// checked first (against the archive's indexes too, unless `archive` is
+/// false); nothing is written when a check fails. Returns the target's file.
 pub fn target_add(
     ctx: &Ctx,
     name: &str,
     target: &TargetFile,
     force: bool,
+    archive: bool,
 ) -> Result<PathBuf, CmdError> {
+    let ts = ctx.targets()?;
+    crate::targets::check_name(name)?;
+    if !force && ts.path(name).exists() {
+        return Err(TargetsError::Exists {
+            name: name.into(),
+            path: ts.path(name),
+        }
+        .into());
+    }
     let t = absolute(target)?;
+    check(ctx, name, &t, Origin::Options, archive)?;
+    Ok(ts.save(name, &t, force)?)
+}
+
+/// Checks target `name` as `target add` does, naming `origin` in errors.
+fn check(
+    ctx: &Ctx,
+    name: &str,
+    t: &TargetFile,
+    origin: Origin,
+    archive: bool,
+) -> Result<(), CmdError> {
     if let Some(m) = &t.security_mirror {
         crate::archive::fetch::check_mirror(m).map_err(|message| CmdError::BadMirror {
             option: "--security-mirror",
@@ -25,8 +49,41 @@ pub fn target_add(
         })?;
     }
     let config = ctx.config_dir()?;
-    crate::update::check_repo(name, &t, &ctx.dirs, Some(&config))?;
-    Ok(ctx.targets()?.save(name, &t, force)?)
+    crate::update::check_repo(name, t, &ctx.dirs, Some(&config))?;
+    crate::update::check_target(
+        &target_manifests(ctx, t),
+        t,
+        &ctx.dirs,
+        ctx.options.clone(),
+        ctx.reporter,
+        archive,
+    )
+    .map_err(|p| p.at(origin))?;
+    Ok(())
+}
+
+/// The manifests a target is checked and updated with: its own security
+/// mirror over the config file's.
+fn target_manifests(ctx: &Ctx, t: &TargetFile) -> crate::manifest::Manifests {
+    ctx.manifests
+        .clone()
+        .with_mirrors(crate::manifest::MirrorMap {
+            security: t
+                .security_mirror
+                .clone()
+                .or_else(|| ctx.manifests.mirrors().security.clone()),
+            ..ctx.manifests.mirrors().clone()
+        })
+}
+
+/// Re-checks a target's file (after editing it by hand) as `target add`
+/// checks its options; returns the file.
+pub fn target_check(ctx: &Ctx, name: &str, archive: bool) -> Result<PathBuf, CmdError> {
+    let ts = ctx.targets()?;
+    let t = ts.load(name)?;
+    let path = ts.path(name);
+    check(ctx, name, &t, Origin::File(path.clone()), archive)?;
+    Ok(path)
 }
 
 /// The target with its paths absolute (a target file is read from
@@ -53,6 +110,11 @@ fn absolute(t: &TargetFile) -> Result<TargetFile, CmdError> {
     })
 }
 
+/// The targets' names, sorted.
+pub fn target_list_names(ctx: &Ctx) -> Result<Vec<String>, CmdError> {
+    Ok(ctx.targets()?.names()?)
+}
+
 /// Every target, by name.
 pub fn target_list(ctx: &Ctx) -> Result<Vec<(String, TargetFile)>, CmdError> {
     let ts = ctx.targets()?;
@@ -67,7 +129,7 @@ pub fn target_list(ctx: &Ctx) -> Result<Vec<(String, TargetFile)>, CmdError> {
 /// A line per target: name, architecture, suite, module.
 pub fn render_targets(list: &[(String, TargetFile)]) -> String {
     list.iter()
-        .map(|(n, t)| format!("{n:<20} {:<8} {:<10} {}\n", t.arch, t.suite, t.module))
+        .map(|(n, t)| format!("{n:<20} {:<8} {:<10} {}\n", t.arch, t.release, t.module))
         .collect()
 }
 
@@ -86,7 +148,7 @@ pub fn target_remove(ctx: &Ctx, name: &str) -> Result<(), CmdError> {
 /// Updates the targets `names` (all when empty): for each, builds modules
 /// for the kernels its repository lacks, keeps the newest `keep` per
 /// series, and publishes. `done` hears of each target as it finishes; a
-/// target that fails does not stop the others.
+/// target that fails (its file too) does not stop the others.
 pub fn update(
     ctx: &Ctx,
     names: &[String],
@@ -103,32 +165,62 @@ pub fn update(
         return Err(CmdError::NoTargets);
     }
     for name in &names {
-        let t = ts.load(name)?;
-        // The target's own security mirror, over the config file's.
-        let manifests = ctx
-            .manifests
-            .clone()
-            .with_mirrors(crate::manifest::MirrorMap {
-                security: t
-                    .security_mirror
-                    .clone()
-                    .or_else(|| ctx.manifests.mirrors().security.clone()),
-                ..ctx.manifests.mirrors().clone()
-            });
-        let r = crate::update::update_target(
-            &manifests,
-            name,
-            &t,
-            keep,
-            &ctx.dirs,
-            ctx.options.clone(),
-            &ctx.exe,
-            ctx.reporter,
-        );
+        let r = ts.load(name).map_err(UpdateError::from).and_then(|t| {
+            crate::update::update_target(
+                &target_manifests(ctx, &t),
+                name,
+                &t,
+                keep,
+                &ctx.dirs,
+                ctx.options.clone(),
+                &ctx.exe,
+                ctx.reporter,
+            )
+        });
         ctx.reporter.finish();
+        // A setting the update could not use names the file.
+        let r = r.map_err(|e| match e {
+            UpdateError::Invalid(p) => p.at(Origin::File(ts.path(name))).into(),
+            e => e,
+        });
         done(name, r);
     }
     Ok(())
+}
+
+/// One target's line of `update --json`: its summary, or why it failed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum UpdateOutcome {
+    Done(Summary),
+    Failed {
+        target: String,
+        /// The error, its causes and help lines, as on stderr.
+        error: String,
+    },
+}
+
+impl UpdateOutcome {
+    pub fn new(name: &str, r: &Result<Summary, UpdateError>) -> UpdateOutcome {
+        match r {
+            Ok(s) => UpdateOutcome::Done(s.clone()),
+            Err(e) => UpdateOutcome::Failed {
+                target: name.to_string(),
+                error: error_chain(e),
+            },
+        }
+    }
+}
+
+/// An error with its causes, as the binary prints it.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        msg.push_str(&format!("\n  caused by: {c}"));
+        cause = c.source();
+    }
+    msg
 }
 
 /// The lines on stderr that sum up a target's update.
@@ -240,7 +332,7 @@ mod tests {
     fn target() -> TargetFile {
         TargetFile {
             arch: "arm64".into(),
-            suite: "trixie".into(),
+            release: "trixie".into(),
             flavour: None,
             module: "zfs".into(),
             suites: vec![],
@@ -272,6 +364,74 @@ mod tests {
     }
 
     #[test]
+    fn bad_settings_are_refused_before_anything_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ctx = crate::cmd::test_ctx(tmp.path());
+        let add = |t: TargetFile| {
+            target_add(&ctx, "pi", &t, false, false)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = add(TargetFile {
+            arch: "arm46".into(),
+            ..target()
+        });
+        assert_eq!(
+            e,
+            "--arch: unknown architecture 'arm46': known are amd64, arm64, armhf, riscv64"
+        );
+        let e = add(TargetFile {
+            release: "trixy".into(),
+            ..target()
+        });
+        assert!(
+            e.starts_with("--release: unknown release 'trixy': known are "),
+            "{e}"
+        );
+        let e = add(TargetFile {
+            suites: vec!["trixie".into(), "trixie-backports".into()],
+            ..target()
+        });
+        assert_eq!(e, "--suites: suite 'trixie-backports' is not one of trixie's: known are trixie, trixie-updates, trixie-security\nhelp: an opt-in suite such as backports is added as +SUITE, e.g. +trixie-backports");
+        let e = add(TargetFile {
+            kernel_deb_dir: Some("/nonexistent".into()),
+            ..target()
+        });
+        assert!(
+            e.starts_with("--kernel-deb-dir: /nonexistent: No such file or directory"),
+            "{e}"
+        );
+        assert!(e.contains("\nhelp: make it (mkdir -p /nonexistent)"), "{e}");
+        let e = add(TargetFile {
+            module: "zfs-modules".into(),
+            kernel_deb_dir: None,
+            ..target()
+        });
+        assert!(e.starts_with("--module: 'zfs-modules' is neither"), "{e}");
+        let e = add(TargetFile {
+            module: "no/such/dir".into(),
+            ..target()
+        });
+        assert!(e.starts_with("--module: 'no/such/dir' is neither"), "{e}");
+        assert!(!ctx.targets().unwrap().path("pi").exists());
+
+        // A hand-edited file: the same checks, naming the file and key.
+        let ts = ctx.targets().unwrap();
+        std::fs::create_dir_all(ts.path("pi").parent().unwrap()).unwrap();
+        std::fs::write(ts.path("pi"), "arch = \"arm64\"\nrelease = \"trixy\"\n").unwrap();
+        let e = target_check(&ctx, "pi", false).unwrap_err().to_string();
+        let file = ts.path("pi").display().to_string();
+        assert!(
+            e.starts_with(&format!("{file}: release: unknown release 'trixy'")),
+            "{e}"
+        );
+        assert!(
+            e.ends_with(&format!("help: fix release in {file} (then: zchroot target check), or replace the target with zchroot target add --force")),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_summary_names_what_was_built_failed_and_pruned() {
         let s = Summary {
             target: "pi".into(),
@@ -293,9 +453,14 @@ mod tests {
     fn a_target_is_added_listed_shown_and_removed_without_the_binary() {
         let tmp = tempfile::tempdir().unwrap();
         let ctx = crate::cmd::test_ctx(tmp.path());
-        let path = target_add(&ctx, "pi", &target(), false).unwrap();
+        let t = TargetFile {
+            kernel_deb_dir: Some(tmp.path().to_owned()),
+            ..target()
+        };
+        let path = target_add(&ctx, "pi", &t, false, false).unwrap();
         assert!(path.starts_with(tmp.path().join("config")));
-        assert!(target_add(&ctx, "pi", &target(), false).is_err());
+        assert!(target_add(&ctx, "pi", &t, false, false).is_err());
+        assert_eq!(target_check(&ctx, "pi", false).unwrap(), path);
         let list = target_list(&ctx).unwrap();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].0, "pi");

@@ -2,7 +2,7 @@
 //! with `--fix` what zchroot can repair itself.
 
 use super::{CmdError, Ctx};
-use crate::doctor::{checks, Check, Fixed, Status};
+use crate::doctor::{checks, writable_check, Check, Fixed, Status, Writable};
 use crate::sandbox::host_binfmt;
 
 /// What doctor found (and fixed first, with `--fix`).
@@ -37,9 +37,37 @@ pub fn doctor(ctx: &Ctx, fix: bool) -> Result<Diagnosis, CmdError> {
         .into_iter()
         .filter(|a| host.as_ref().is_none_or(|h| h.name != a.name))
         .collect();
+    let mut list = checks(&facts, &foreign);
+    let mut dirs = vec![
+        ("state", ctx.dirs.state.clone()),
+        ("cache", ctx.dirs.cache.clone()),
+    ];
+    if let Ok(config) = ctx.config_dir() {
+        dirs.push(("config", config));
+    }
+    let writable: Vec<Writable> = dirs
+        .iter()
+        .map(|(what, dir)| Writable::probe(what, dir))
+        .collect();
+    // Before the free disk, which is only worth having where zchroot can write.
+    let at = list
+        .iter()
+        .position(|c| c.name == "free disk")
+        .unwrap_or(list.len());
+    list.splice(
+        at..at,
+        writable.iter().map(|w| writable_check(w, &facts.user)),
+    );
+    if writable[0].refused.is_some() {
+        for c in list.iter_mut().filter(|c| c.name == "free disk") {
+            c.status = c.status.max(Status::Warn);
+            c.detail
+                .push_str(", but zchroot cannot write there (see writable)");
+        }
+    }
     Ok(Diagnosis {
         fixed,
-        checks: checks(&facts, &foreign),
+        checks: list,
     })
 }
 

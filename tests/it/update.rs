@@ -7,9 +7,10 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 
+use crate::archive::{pkg, NativeArchive};
 use crate::common::{
-    have_command, home_for, ok, require, require_root_and_debian, text, trixie_arm64_indexes,
-    Zchroot,
+    have_command, have_debian_network, home_for, ok, require, require_root_and_debian, text,
+    trixie_arm64_indexes, Zchroot,
 };
 
 /// The update tests' own home (its build roots are made for it alone).
@@ -86,8 +87,7 @@ impl Summary {
 fn update() -> Summary {
     let o = zchroot(&["-q", "update", "--json", "update-test"]);
     assert!(o.status.success(), "{}", text(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("update --json: {e}: {}", text(&o)));
+    let v = crate::json::json_of(&o, "update");
     let [s] = v.as_array().expect("a list of summaries").as_slice() else {
         panic!("one summary expected: {v}");
     };
@@ -295,32 +295,198 @@ fn targets_are_files_with_clear_errors() {
     let o = z(&["target", "show", "nope"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("no target 'nope'"), "{}", text(&o));
-    ok(z(&["target", "add", "b1", "--suites", "trixie,nonesuch"]));
+    ok(z(&["target", "add", "b1", "--no-archive-check"]));
     assert!(h.path().join("config/targets/b1.toml").exists());
     let listing = ok(z(&["target", "list"]));
     assert!(listing.starts_with("b1 "), "{listing}");
     let o = z(&["target", "add", "b1"]);
     assert!(text(&o).contains("--force"), "{}", text(&o));
-    let o = z(&["-q", "update", "b1"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        text(&o).contains("suite 'nonesuch' is not one of trixie's"),
-        "{}",
-        text(&o)
-    );
-    // A hand-edited file with a typo names it.
+    // A hand-edited file with a typo names it; update tells of it (and of
+    // the other targets), target check too.
+    let file = h.path().join("config/targets/b1.toml");
     std::fs::write(
-        h.path().join("config/targets/b1.toml"),
+        &file,
         "arch = \"arm64\"\nsuite = \"trixie\"\nmodul = \"zfs\"\n",
     )
     .unwrap();
     let o = z(&["-q", "update", "b1"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("modul"), "{}", text(&o));
+    let o = z(&["target", "check", "b1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("modul"), "{}", text(&o));
+    // A file `update` cannot use: update says which file and key.
+    std::fs::write(
+        &file,
+        "arch = \"arm64\"\nsuite = \"trixie\"\nsuites = [\"trixie\", \"nonesuch\"]\n",
+    )
+    .unwrap();
+    let o = z(&["-q", "update", "b1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains(&format!(
+            "error: b1: {}: suites: suite 'nonesuch' is not one of trixie's: known are trixie, trixie-updates, trixie-security",
+            file.display()
+        )),
+        "{}",
+        text(&o)
+    );
     let o = z(&["repo", "serve", "b1"]);
     assert_eq!(o.status.code(), Some(1));
     ok(z(&["target", "remove", "b1"]));
     assert!(!h.path().join("config/targets/b1.toml").exists());
+}
+
+/// Runs a `target add` that must fail: exit status 1, the message, and
+/// no target file (nor targets directory) written.
+fn add_fails(home: &Path, args: &[&str], message: &str) {
+    let mut all = vec!["-q", "target", "add", "board"];
+    all.extend(args);
+    let o = Zchroot::new(home).run(&all);
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(message), "{args:?}: {err}");
+    assert!(
+        !home.join("config/targets").exists(),
+        "{args:?} wrote a target"
+    );
+}
+
+#[test]
+fn target_add_refuses_each_mistake_and_writes_nothing() {
+    let h = tempfile::tempdir().unwrap();
+    let home = h.path();
+    let dir = home.display().to_string();
+    add_fails(
+        home,
+        &["--arch", "arm46"],
+        "error: --arch: unknown architecture 'arm46': known are amd64, arm64, armhf, riscv64",
+    );
+    add_fails(
+        home,
+        &["--suite", "trixy"],
+        "error: --release: unknown release 'trixy': known are bookworm, trixie",
+    );
+    add_fails(
+        home,
+        &["--suites", "trixie,trixie-backports"],
+        "error: --suites: suite 'trixie-backports' is not one of trixie's: known are trixie, trixie-updates, trixie-security",
+    );
+    add_fails(
+        home,
+        &["--kernel-deb-dir", "/nonexistent"],
+        "error: --kernel-deb-dir: /nonexistent: No such file or directory",
+    );
+    add_fails(
+        home,
+        &["--module", "zfs-modules", "--no-archive-check"],
+        "error: --module: 'zfs-modules' is neither zfs",
+    );
+    // A mirror that cannot be reached (or a scheme zchroot does not take).
+    add_fails(home, &["--mirror", "https://x"], "--mirror");
+    add_fails(
+        home,
+        &["--repo", &dir],
+        "not a place to publish a repository",
+    );
+}
+
+#[test]
+fn target_add_looks_the_module_up_in_the_archive_unless_told_not_to() {
+    let na = NativeArchive::serve("boards", vec![pkg("hello-dkms", "1.0-1")]);
+    let h = tempfile::tempdir().unwrap();
+    let m = na.manifests.display().to_string();
+    let with = |args: &[&str]| {
+        let mut all = vec![
+            "--manifests",
+            &m,
+            "target",
+            "add",
+            "board",
+            "--arch",
+            "amd64",
+        ];
+        all.extend(args);
+        all.extend(["--release", "test"]);
+        all.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |args: &[&str]| Zchroot::new(h.path()).run(&with(args));
+    let o = run(&["--module", "helo-dkms"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("error: --module: unknown module 'helo-dkms': no package helo-dkms in test for amd64; did you mean hello-dkms?"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["--module", "hello-dkms", "--flavour", "rpi"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("error: --flavour: unknown kernel flavour 'rpi'"),
+        "{}",
+        text(&o)
+    );
+    // An unreachable archive: refused, with the way to add it offline.
+    let o = run(&[
+        "--module",
+        "hello-dkms",
+        "--mirror",
+        "http://127.0.0.1:1/debian",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("error: --mirror: cannot check the target against the archive: "),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("--no-archive-check"), "{}", text(&o));
+    assert!(!h.path().join("config/targets").exists());
+    ok(run(&[
+        "--module",
+        "hello-dkms",
+        "--mirror",
+        "http://127.0.0.1:1/debian",
+        "--no-archive-check",
+    ]));
+    // The real archive has the module: added, and checked again.
+    ok(run(&["--module", "hello-dkms", "--force"]));
+    let file = h.path().join("config/targets/board.toml");
+    let text_of = std::fs::read_to_string(&file).unwrap();
+    assert!(text_of.contains("release = \"test\""), "{text_of}");
+    let check = |args: &[&str]| {
+        let mut all = vec!["--manifests", m.as_str(), "target", "check"];
+        all.extend(args);
+        Zchroot::new(h.path()).run(&all)
+    };
+    let out = ok(check(&[]));
+    assert_eq!(out, format!("{}: ok\n", file.display()));
+    // Edited by hand: each mistake named with the file and its key.
+    std::fs::write(&file, text_of.replace("hello-dkms", "helo-dkms")).unwrap();
+    let o = check(&["board"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains(&format!(
+            "error: {}: module: unknown module 'helo-dkms'",
+            file.display()
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("help: give zfs, a *-dkms package of the release's suites, or a directory with a dkms.conf; fix module in {}", file.display())),
+        "{t}"
+    );
+    ok(check(&["board", "--no-archive-check"]));
+    std::fs::write(&file, text_of.replace("amd64", "arm46")).unwrap();
+    let o = check(&["board", "--no-archive-check"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!(
+            "{}: arch: unknown architecture 'arm46'",
+            file.display()
+        )),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -358,4 +524,68 @@ fn the_timer_units_pass_systemd_analyze_verify() {
         assert!(text(&o).contains(" -q update"), "{}", text(&o));
         assert!(text(&o).contains("crontab"), "{}", text(&o));
     }
+}
+
+/// Counts what a phase announced and what was done in it.
+#[derive(Default)]
+struct Counts {
+    /// (total announced, items done) per phase, in order.
+    phases: std::sync::Mutex<Vec<(u64, u64)>>,
+}
+
+impl zchroot::report::Reporter for Counts {
+    fn phase(&self, _: zchroot::report::Phase, items: u64, _: u64) {
+        self.phases.lock().unwrap().push((items, 0));
+    }
+    fn item_done(&self, _: &str) {
+        if let Some(last) = self.phases.lock().unwrap().last_mut() {
+            last.1 += 1;
+        }
+    }
+}
+
+#[test]
+fn the_index_update_never_counts_past_its_total() {
+    let na = NativeArchive::serve("counts", vec![pkg("hello-dkms", "1.0-1")]);
+    let manifests = zchroot::manifest::Manifests::from_dir(&na.manifests).unwrap();
+    let spec = zchroot::rootfs::spec::RootSpec {
+        arch: "amd64".into(),
+        release: "test".into(),
+        variant: "minbase".into(),
+        ..Default::default()
+    };
+    let recipe = zchroot::rootfs::spec::RootRecipe::new(&manifests, &spec).unwrap();
+    let h = tempfile::tempdir().unwrap();
+    let dirs = zchroot::paths::DataDirs {
+        state: h.path().join("state"),
+        cache: h.path().join("cache"),
+    };
+    let counts = Counts::default();
+    let fetcher = recipe.fetcher(&dirs, Default::default(), &counts).unwrap();
+    let indexes = recipe.update(&fetcher, &counts).unwrap();
+    assert!(!indexes.packages.is_empty());
+    let phases = counts.phases.lock().unwrap().clone();
+    // The Release file of the one suite, then its Packages index: each
+    // phase ends at its total, never past it.
+    assert_eq!(phases, [(1, 1), (1, 1)]);
+}
+
+#[test]
+fn target_add_suggests_the_module_the_real_archive_has() {
+    if !require(
+        have_debian_network(),
+        "deb.debian.org",
+        "run with network access to the Debian archive",
+    ) {
+        return;
+    }
+    // The update tests' home: its trixie indexes are cached there.
+    let o = zchroot(&["-q", "target", "add", "typo", "--module", "zfs-dkmss"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("error: --module: unknown module 'zfs-dkmss': neither zfs, a directory with a dkms.conf, nor a *-dkms package; did you mean zfs-dkms?"),
+        "{}",
+        text(&o)
+    );
+    assert!(!home().join("config/targets/typo.toml").exists());
 }
