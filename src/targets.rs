@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub enum TargetsError {
     #[error("'{0}' is not a target name: use letters, digits, '-', '_' and '.' (not first)")]
     BadName(String),
-    #[error("no target '{name}' (looked for {})\nhelp: zchroot target add {name} --arch ARCH --suite SUITE", path.display())]
+    #[error("no target '{name}' (looked for {})\nhelp: zchroot target add {name} --arch ARCH --release RELEASE", path.display())]
     Unknown { name: String, path: PathBuf },
     #[error("target '{name}' exists ({})\nhelp: pass --force to replace it, or edit the file", path.display())]
     Exists { name: String, path: PathBuf },
