@@ -254,6 +254,7 @@ pub fn examples(path: &str) -> &'static [&'static str] {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build a Debian root from the archive (rootless for a normal user).
+    #[command(override_usage = "zchroot create --arch <ARCH> [OPTIONS]")]
     Create(CreateArgs),
     /// Run a command inside a root, in a sandbox of its own.
     Run(RunArgs),
@@ -284,6 +285,7 @@ pub enum Command {
     Export(ExportArgs),
     /// Resolve the package set of a root, like `apt-get install -s`, and
     /// optionally download it into the cache.
+    #[command(override_usage = "zchroot resolve --arch <ARCH> [OPTIONS]")]
     Resolve(ResolveArgs),
     /// What this host supports and what zchroot will use, with fixes.
     Doctor(DoctorArgs),
@@ -918,6 +920,11 @@ mod tests {
         let e = create(&["zchroot", "create"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
         assert!(e.to_string().contains("--arch <ARCH>"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("Usage: zchroot create --arch <ARCH> [OPTIONS]"),
+            "{e}"
+        );
         let e = create(&["zchroot", "create", "arm64", "--arch", "armhf"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
         match parse(&["zchroot", "resolve", "riscv64", "--suite", "trixie"])
