@@ -53,7 +53,7 @@ pub fn command() -> clap::Command {
         "{header}Global options:{header:#} {} (see 'zchroot --help')",
         names.join(", ")
     );
-    let examples = |path: &str| {
+    let shown_examples = |path: &str| {
         let lines: Vec<String> = examples(path).iter().map(|e| format!("  {e}")).collect();
         format!("{header}Examples:{header:#}\n{}", lines.join("\n"))
     };
@@ -70,8 +70,8 @@ pub fn command() -> clap::Command {
         sc.after_help(help(&path))
             .mut_subcommands(|s| below(s, &format!("{path} "), globals, help))
     }
-    let help = |path: &str| format!("{note}\n\n{}", examples(path));
-    top.after_help(examples(""))
+    let help = |path: &str| format!("{note}\n\n{}", shown_examples(path));
+    top.after_help(shown_examples(""))
         .mut_subcommands(|sc| below(sc, "", &globals, &help))
 }
 
