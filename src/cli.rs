@@ -1,18 +1,19 @@
 //! Command-line definitions (clap), and the requests of `zchroot::cmd`
-//! they turn into.
+//! they turn into. In the library, not the binary, so that `cargo xtask
+//! man` renders the manual pages from the very definitions the binary parses.
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use zchroot::cmd::roots::DestroyRequest;
-use zchroot::cmd::run::{EnvArg, Network, RunRequest};
-use zchroot::cmd::RootRef;
-use zchroot::export::ExportFormat;
-use zchroot::kmod::Strategy;
-use zchroot::rootfs::create::CreateSpec;
-use zchroot::rootfs::spec::RootSpec;
-use zchroot::targets::TargetFile;
+use crate::cmd::roots::DestroyRequest;
+use crate::cmd::run::{EnvArg, Network, RunRequest};
+use crate::cmd::RootRef;
+use crate::export::ExportFormat;
+use crate::kmod::Strategy;
+use crate::rootfs::create::CreateSpec;
+use crate::rootfs::spec::RootSpec;
+use crate::targets::TargetFile;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,10 +22,10 @@ use zchroot::targets::TargetFile;
     about = "Debian roots for foreign architectures, and kernel-module packages built in them"
 )]
 pub struct Cli {
-    /// No progress display.
+    /// No progress display (warnings and errors still show).
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// A line for each package and each retry.
+    /// Say more while working: a line for each package, file and retry.
     #[arg(short, long, global = true)]
     pub verbose: bool,
     /// Read release and architecture manifests from this directory instead
@@ -35,33 +36,252 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The command line as the binary parses it: [`Cli`]'s definitions, with
+/// the global options listed once, in `zchroot --help` (every command still
+/// accepts them, and its help says where they are), and each command's
+/// help ending with its examples.
+pub fn command() -> clap::Command {
+    let top = Cli::command();
+    let header = *top.get_styles().get_header();
+    let globals: Vec<clap::Arg> = top
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .map(|a| a.clone().hide(true))
+        .collect();
+    let names: Vec<String> = globals.iter().map(flag_name).collect();
+    let note = format!(
+        "{header}Global options:{header:#} {} (see 'zchroot --help')",
+        names.join(", ")
+    );
+    let shown_examples = |path: &str| {
+        let lines: Vec<String> = examples(path).iter().map(|e| format!("  {e}")).collect();
+        format!("{header}Examples:{header:#}\n{}", lines.join("\n"))
+    };
+    fn below(
+        sc: clap::Command,
+        parent: &str,
+        globals: &[clap::Arg],
+        help: &dyn Fn(&str) -> String,
+    ) -> clap::Command {
+        let path = format!("{parent}{}", sc.get_name()).trim().to_owned();
+        // A hidden copy of each global option: clap then propagates none of
+        // its own, and the option is parsed here but listed only at the top.
+        let sc = globals.iter().fold(sc, |sc, a| sc.arg(a.clone()));
+        // A command's own text (run's exit statuses) stays above.
+        let after = match sc.get_after_help() {
+            Some(own) => format!("{own}\n\n{}", help(&path)),
+            None => help(&path),
+        };
+        sc.after_help(after)
+            .mut_subcommands(|s| below(s, &format!("{path} "), globals, help))
+    }
+    let help = |path: &str| format!("{note}\n\n{}", shown_examples(path));
+    top.after_help(shown_examples(""))
+        .mut_subcommands(|sc| below(sc, "", &globals, &help))
+}
+
+/// `-q` for a flag with a short form, else `--manifests DIR`.
+fn flag_name(a: &clap::Arg) -> String {
+    match (a.get_short(), a.get_long()) {
+        (Some(c), _) => format!("-{c}"),
+        (None, Some(l)) => match a.get_value_names() {
+            Some([v, ..]) => format!("--{l} {v}"),
+            _ => format!("--{l}"),
+        },
+        (None, None) => a.get_id().to_string(),
+    }
+}
+
+/// Each command's examples, by its path below `zchroot` ("" for zchroot
+/// itself): real command lines, checked against the definitions by a
+/// test; a `#` starts a comment, a `>` the shell's redirection.
+const EXAMPLES: &[(&str, &[&str])] = &[
+    (
+        "",
+        &[
+            "zchroot doctor                   # what this host supports, and fixes",
+            "zchroot create --arch arm64      # a Debian trixie arm64 root",
+            "zchroot build-zfs                # ZFS for trixie's newest arm64 kernel, into ./",
+        ],
+    ),
+    (
+        "create",
+        &[
+            "zchroot create --arch arm64      # trixie-arm64: trixie, minbase",
+            "zchroot create --arch armhf --release bookworm --name pi2",
+            "zchroot create --arch riscv64 --variant buildd --include git,ca-certificates",
+        ],
+    ),
+    (
+        "run",
+        &[
+            "zchroot run trixie-arm64 uname -m    # aarch64",
+            "zchroot run trixie-arm64 --user 1000 --workdir /tmp --env http_proxy -- apt-get update",
+            "zchroot run --dir /srv/rootfs --bind /src:/src:ro -- make -C /src",
+        ],
+    ),
+    (
+        "shell",
+        &[
+            "zchroot shell trixie-arm64",
+            "zchroot shell trixie-arm64 --user builder --bind ~/src:/work --workdir /work",
+            "zchroot shell --dir /srv/rootfs --network none",
+        ],
+    ),
+    (
+        "list",
+        &[
+            "zchroot list            # the roots, their size and when last used",
+            "zchroot list --json",
+        ],
+    ),
+    (
+        "destroy",
+        &[
+            "zchroot destroy trixie-arm64",
+            "zchroot destroy --all --purge-cache     # every root, and the download cache",
+        ],
+    ),
+    (
+        "build-zfs",
+        &[
+            "zchroot build-zfs                       # trixie's ZFS, its newest arm64 kernel",
+            "zchroot build-zfs --arch amd64 --kernel 6.12.118+deb13-amd64 -o debs/",
+            "zchroot build-zfs --kernel-deb linux-image.deb --kernel-deb linux-headers.deb",
+        ],
+    ),
+    (
+        "build-dkms",
+        &[
+            "zchroot build-dkms v4l2loopback-dkms    # a *-dkms package of the release",
+            "zchroot build-dkms ./my-module --arch armhf    # a directory with a dkms.conf",
+            "zchroot build-dkms my-module.tar.gz --sha256 HEX -o debs/",
+        ],
+    ),
+    (
+        "target",
+        &[
+            "zchroot target add rpi --arch arm64 --release trixie --module zfs",
+            "zchroot target list",
+            "zchroot target show rpi",
+        ],
+    ),
+    (
+        "target add",
+        &[
+            "zchroot target add rpi --arch arm64 --release trixie --module zfs",
+            "zchroot target add board --module v4l2loopback-dkms --kernel-deb-dir ~/kernels",
+            "zchroot target add rpi --suites trixie,trixie-security --force",
+        ],
+    ),
+    ("target list", &["zchroot target list"]),
+    (
+        "target show",
+        &["zchroot target show rpi  # targets/rpi.toml, as it is"],
+    ),
+    (
+        "target remove",
+        &["zchroot target remove rpi      # its repository stays"],
+    ),
+    (
+        "target check",
+        &[
+            "zchroot target check          # every target's file, after editing by hand",
+            "zchroot target check rpi --no-archive-check",
+        ],
+    ),
+    (
+        "update",
+        &[
+            "zchroot update                    # every target",
+            "zchroot update rpi --keep 2       # newest 2 kernels of each series",
+            "zchroot update --install-timer --every weekly",
+        ],
+    ),
+    (
+        "repo",
+        &[
+            "zchroot repo key rpi --url http://laptop.local:8080/",
+            "zchroot repo serve rpi",
+        ],
+    ),
+    (
+        "repo key",
+        &[
+            "zchroot repo key rpi --url http://laptop.local:8080/",
+            "zchroot repo key rpi --url http://192.168.1.10:8080/ > rpi.asc",
+        ],
+    ),
+    (
+        "repo serve",
+        &[
+            "zchroot repo serve rpi                          # on 0.0.0.0:8080",
+            "zchroot repo serve rpi --listen 127.0.0.1:8080",
+        ],
+    ),
+    (
+        "export",
+        &[
+            "zchroot export trixie-arm64 -o trixie-arm64.tar.zst",
+            "zchroot export trixie-arm64 -o /srv/images/board.sqfs",
+            "zchroot export trixie-arm64 -o board.img --size 2G --include-apt-lists",
+        ],
+    ),
+    (
+        "resolve",
+        &[
+            "zchroot resolve --arch arm64            # name version architecture suite",
+            "zchroot resolve --arch arm64 --variant buildd --include zfs-dkms --json",
+            "zchroot resolve --arch arm64 --download # every .deb into the cache",
+        ],
+    ),
+    (
+        "doctor",
+        &[
+            "zchroot doctor",
+            "zchroot doctor --fix      # private state directories, stale binfmt entries",
+            "zchroot doctor --json",
+        ],
+    ),
+    (
+        "completions",
+        &[
+            "zchroot completions bash > ~/.local/share/bash-completion/completions/zchroot",
+            "zchroot completions zsh > ~/.zfunc/_zchroot",
+            "zchroot completions fish > ~/.config/fish/completions/zchroot.fish",
+        ],
+    ),
+];
+
+/// The examples of the command at `path` ("target add"; "" for zchroot).
+pub fn examples(path: &str) -> &'static [&'static str] {
+    EXAMPLES
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map_or(&[], |(_, e)| e)
+}
+
+/// The commands, in the order a user meets them (`zchroot --help` lists
+/// them so).
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Resolve the package set of a root, like `apt-get install -s`, and
-    /// optionally download it into the cache.
-    Resolve(ResolveArgs),
     /// Build a Debian root from the archive (rootless for a normal user).
+    #[command(override_usage = "zchroot create --arch <ARCH> [OPTIONS]")]
     Create(CreateArgs),
+    /// Run a command inside a root, in a sandbox of its own.
+    Run(RunArgs),
+    /// An interactive shell inside a root.
+    Shell(ShellArgs),
     /// List the roots.
     List(ListArgs),
     /// Remove roots (and with --purge-cache, the download cache).
     Destroy(DestroyArgs),
-    /// Run a command inside a root, in a sandbox of its own.
-    Run(RunArgs),
-    /// Build a DKMS module for the target's kernel and package it as a .deb
-    /// that depends on the package that really ships that kernel.
-    BuildDkms(BuildDkmsArgs),
     /// Build the ZFS module for the target's kernel (build-dkms zfs-dkms,
     /// with ZFS's kernel range checked first).
     BuildZfs(BuildZfsArgs),
-    /// An interactive shell inside a root.
-    Shell(ShellArgs),
-    /// What this host supports and what zchroot will use, with fixes.
-    Doctor(DoctorArgs),
-    /// Write a root out as a tarball (plain, .gz, .xz, .zst), a squashfs or
-    /// an ext4 image, ownership as inside the root (rootless too; no
-    /// mounting, no loop devices).
-    Export(ExportArgs),
+    /// Build a DKMS module for the target's kernel and package it as a .deb
+    /// that depends on the package that really ships that kernel.
+    BuildDkms(BuildDkmsArgs),
     /// The boards zchroot keeps modules for (config: targets/NAME.toml).
     #[command(subcommand)]
     Target(TargetCommand),
@@ -72,13 +292,28 @@ pub enum Command {
     /// serve it over HTTP.
     #[command(subcommand)]
     Repo(RepoCommand),
+    /// Write a root out as a tarball (plain, .gz, .xz, .zst), a squashfs or
+    /// an ext4 image, ownership as inside the root (rootless too; no
+    /// mounting, no loop devices).
+    Export(ExportArgs),
+    /// Resolve the package set of a root, like `apt-get install -s`, and
+    /// optionally download it into the cache.
+    #[command(override_usage = "zchroot resolve --arch <ARCH> [OPTIONS]")]
+    Resolve(ResolveArgs),
+    /// What this host supports and what zchroot will use, with fixes.
+    Doctor(DoctorArgs),
+    /// Print the completion script for a shell (see the examples).
+    Completions(CompletionsArgs),
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:
-  zchroot export trixie-arm64 -o trixie-arm64.tar.zst
-  zchroot export trixie-arm64 -o /srv/images/board.sqfs
-  zchroot export trixie-arm64 -o board.img --size 2G --include-apt-lists")]
+pub struct CompletionsArgs {
+    /// The shell to complete zchroot's commands and options in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
 pub struct ExportArgs {
     /// A root made by `zchroot create`.
     #[arg(required_unless_present = "dir", conflicts_with = "dir")]
@@ -94,7 +329,7 @@ pub struct ExportArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
     /// The size of an ext4 image, e.g. 2G or 512M (default: what the root needs, plus a quarter).
-    #[arg(long, value_name = "SIZE", value_parser = zchroot::export::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::export::parse_size)]
     pub size: Option<u64>,
     /// Keep apt's package lists and downloaded .debs (left out by default, as mmdebstrap does).
     #[arg(long)]
@@ -108,9 +343,15 @@ pub enum TargetCommand {
     /// List the targets.
     List,
     /// Print a target's file.
-    Show { name: String },
+    Show {
+        /// The target's name.
+        name: String,
+    },
     /// Remove a target's file (its repository stays).
-    Remove { name: String },
+    Remove {
+        /// The target's name.
+        name: String,
+    },
     /// Check targets' files (after editing them by hand) as `target add`
     /// checks its options.
     Check(TargetCheckArgs),
@@ -149,12 +390,14 @@ pub struct TargetAddArgs {
     /// The board's own kernels: a directory of image + headers .debs.
     #[arg(long, value_name = "DIR")]
     pub kernel_deb_dir: Option<PathBuf>,
+    /// Fetch from this mirror instead of the release's main archive.
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,
     /// Use this mirror instead of the release's security archive
     /// (http:// or https://; kept in the target's file).
     #[arg(long, value_name = "URL")]
     pub security_mirror: Option<String>,
+    /// Verify Release files against this keyring instead of the release's.
     #[arg(long, value_name = "FILE")]
     pub keyring: Option<PathBuf>,
     /// Publish the repository here (default: under the state directory).
@@ -199,6 +442,7 @@ pub struct UpdateArgs {
 pub enum RepoCommand {
     /// Print the repository's public key and the lines a board needs.
     Key {
+        /// The target whose repository it is.
         name: String,
         /// The URL the board reaches the repository at.
         #[arg(long, default_value = "http://LAPTOP:8080/")]
@@ -206,7 +450,9 @@ pub enum RepoCommand {
     },
     /// Serve the repository read-only over HTTP.
     Serve {
+        /// The target whose repository to serve.
         name: String,
+        /// The address and port to listen on (0.0.0.0: every interface).
         #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR:PORT")]
         listen: String,
     },
@@ -228,7 +474,7 @@ pub struct DoctorArgs {
 pub struct CreateArgs {
     #[command(flatten)]
     pub target: TargetArgs,
-    /// Name of the root (default: SUITE-ARCH, e.g. trixie-arm64).
+    /// Name of the root (default: RELEASE-ARCH, e.g. trixie-arm64).
     #[arg(long)]
     pub name: Option<String>,
     /// Replace a root of the same name.
@@ -294,9 +540,9 @@ pub struct BuildArgs {
     /// The target's Debian architecture.
     #[arg(long, default_value = "arm64")]
     pub arch: String,
-    /// The target's Debian release.
-    #[arg(long, default_value = "trixie")]
-    pub suite: String,
+    /// The target's Debian release (trixie, bookworm).
+    #[arg(long, alias = "suite", default_value = "trixie", value_name = "NAME")]
+    pub release: String,
     /// Kernel release to build for (e.g. 6.12.117+deb13-arm64); repeatable.
     /// Default: the newest of the flavour's linux-image metapackage.
     #[arg(long = "kernel", value_name = "RELEASE")]
@@ -329,12 +575,14 @@ pub struct BuildArgs {
     /// opt-in one, e.g. +trixie-backports for a newer ZFS.
     #[arg(long, value_delimiter = ',', value_name = "[+]SUITE,...")]
     pub suites: Vec<String>,
+    /// Fetch from this mirror instead of the release's main archive.
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,
     /// Use this mirror instead of the release's security archive
     /// (http:// or https://).
     #[arg(long, value_name = "URL")]
     pub security_mirror: Option<String>,
+    /// Verify Release files against this keyring instead of the release's.
     #[arg(long, value_name = "FILE")]
     pub keyring: Option<PathBuf>,
 }
@@ -375,8 +623,8 @@ pub struct SandboxArgs {
     pub arch: Option<String>,
     /// The release whose archive supplies qemu-user for foreign roots
     /// (default: the root's own, or trixie for --dir).
-    #[arg(long)]
-    pub suite: Option<String>,
+    #[arg(long, alias = "suite", value_name = "NAME")]
+    pub release: Option<String>,
     /// Mirror for fetching qemu-user (http:// or https://).
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,
@@ -399,25 +647,15 @@ pub struct SandboxArgs {
     pub workdir: PathBuf,
 }
 
-/// Exit statuses and examples of `run`.
+/// The exit statuses of `run`.
 const RUN_AFTER_HELP: &str = "\
 Exit status: the command's own (128+N if killed by signal N); 125 if zchroot cannot
 give it its --user or --workdir, 126 if it cannot be run, 127 if it is not found;
-1 if zchroot itself fails first (no such root, sandbox not possible), 2 for bad arguments.
+1 if zchroot itself fails first (no such root, sandbox not possible), 2 for bad arguments.";
 
-Examples:
-  zchroot run trixie-arm64 uname -m
-  zchroot run trixie-arm64 --user 1000 --workdir /tmp --env http_proxy -- apt-get update
-  zchroot run --dir /srv/rootfs --bind /src:/src:ro -- make -C /src";
-
-/// Examples of `shell`.
+/// The exit statuses of `shell`.
 const SHELL_AFTER_HELP: &str = "\
-Exit status: the shell's; 125, 126, 127, 1 and 2 as for `zchroot run`.
-
-Examples:
-  zchroot shell trixie-arm64
-  zchroot shell trixie-arm64 --user builder --bind $PWD:/work --workdir /work
-  zchroot shell --dir /srv/rootfs --network none";
+Exit status: the shell's; 125, 126, 127, 1 and 2 as for `zchroot run`.";
 
 #[derive(Debug, Args)]
 #[command(after_help = RUN_AFTER_HELP)]
@@ -450,10 +688,14 @@ pub struct ShellArgs {
 #[derive(Debug, Args)]
 pub struct TargetArgs {
     /// Debian architecture of the root (amd64, arm64, armhf, riscv64).
-    pub arch: String,
-    /// Debian release (a file of rootfs-manifests/).
-    #[arg(long, default_value = "trixie")]
-    pub suite: String,
+    #[arg(long, value_name = "ARCH", required_unless_present = "arch_shorthand")]
+    pub arch: Option<String>,
+    /// `create ARCH`: the older spelling of `--arch ARCH`, still accepted.
+    #[arg(value_name = "ARCH", hide = true, conflicts_with = "arch")]
+    pub arch_shorthand: Option<String>,
+    /// Debian release (a file of rootfs-manifests/: trixie, bookworm).
+    #[arg(long, alias = "suite", default_value = "trixie", value_name = "NAME")]
+    pub release: String,
     /// Package set to start from (minbase, buildd).
     #[arg(long, default_value = "minbase")]
     pub variant: String,
@@ -500,10 +742,18 @@ pub struct ResolveArgs {
 // What the arguments ask the commands for.
 
 impl TargetArgs {
+    /// `--arch ARCH`, or the ARCH given the older way.
+    pub fn arch(&self) -> &str {
+        self.arch
+            .as_deref()
+            .or(self.arch_shorthand.as_deref())
+            .expect("clap requires --arch or ARCH")
+    }
+
     pub fn spec(&self) -> RootSpec {
         RootSpec {
-            arch: self.arch.clone(),
-            release: self.suite.clone(),
+            arch: self.arch().to_owned(),
+            release: self.release.clone(),
             variant: self.variant.clone(),
             include: self
                 .include
@@ -530,7 +780,7 @@ impl CreateArgs {
             target: self.target.spec(),
             name: self.name.clone(),
             force: self.force,
-            hooks: zchroot::rootfs::hooks::HookSpec {
+            hooks: crate::rootfs::hooks::HookSpec {
                 setup: self.setup_hook.clone(),
                 essential: self.essential_hook.clone(),
                 customize: self.customize_hook.clone(),
@@ -547,7 +797,7 @@ impl SandboxArgs {
         RunRequest {
             root,
             arch: self.arch.clone(),
-            suite: self.suite.clone(),
+            suite: self.release.clone(),
             mirror: self.mirror.clone(),
             binds: self.bind.clone(),
             network: self.network,
@@ -603,8 +853,8 @@ impl ExportArgs {
             .expect("clap requires NAME or --dir")
     }
 
-    pub fn request(&self) -> zchroot::cmd::roots::ExportRequest {
-        zchroot::cmd::roots::ExportRequest {
+    pub fn request(&self) -> crate::cmd::roots::ExportRequest {
+        crate::cmd::roots::ExportRequest {
             format: self.format,
             size_kib: self.size,
             include_apt_lists: self.include_apt_lists,
@@ -643,12 +893,12 @@ impl TargetAddArgs {
 
 impl BuildArgs {
     /// The build of `source` (checked against `sha256` when a tarball).
-    pub fn spec(&self, source: String, sha256: Option<String>) -> zchroot::kmod::BuildSpec {
-        zchroot::kmod::BuildSpec {
+    pub fn spec(&self, source: String, sha256: Option<String>) -> crate::kmod::BuildSpec {
+        crate::kmod::BuildSpec {
             source,
             sha256,
             arch: self.arch.clone(),
-            release: self.suite.clone(),
+            release: self.release.clone(),
             mirror: self.mirror.clone(),
             keyring: self.keyring.clone(),
             kernels: self.kernels.clone(),
@@ -664,11 +914,225 @@ impl BuildArgs {
 }
 
 impl BuildZfsArgs {
-    pub fn spec(&self) -> zchroot::kmod::ZfsSpec {
-        zchroot::kmod::ZfsSpec {
+    pub fn spec(&self) -> crate::kmod::ZfsSpec {
+        crate::kmod::ZfsSpec {
             base: self.build.spec(String::new(), self.sha256.clone()),
             zfs: self.zfs.clone(),
             zfs_source: self.zfs_source.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::FromArgMatches;
+
+    use super::*;
+
+    /// Every command, built (globals propagated), with its path below
+    /// zchroot: ("", zchroot), ("target add", its command), ...
+    fn all_commands() -> Vec<(String, clap::Command)> {
+        fn walk(c: &clap::Command, path: &str, out: &mut Vec<(String, clap::Command)>) {
+            for sc in c.get_subcommands().filter(|s| s.get_name() != "help") {
+                let p = format!("{path} {}", sc.get_name()).trim().to_owned();
+                out.push((p.clone(), sc.clone()));
+                walk(sc, &p, out);
+            }
+        }
+        let mut top = command();
+        top.build();
+        let mut out = vec![(String::new(), top.clone())];
+        walk(&top, "", &mut out);
+        out
+    }
+
+    /// An example's arguments: words, or `'...'` quoted; a comment or a
+    /// redirection ends them.
+    fn argv(example: &str) -> Vec<String> {
+        let line = example.split(" #").next().unwrap();
+        let line = line.split(" > ").next().unwrap();
+        let mut words = Vec::new();
+        for (i, part) in line.split('\'').enumerate() {
+            if i % 2 == 1 {
+                words.push(part.to_owned());
+            } else {
+                words.extend(part.split_whitespace().map(str::to_owned));
+            }
+        }
+        words
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::from_arg_matches(&command().try_get_matches_from(args)?)
+    }
+
+    #[test]
+    fn the_definitions_are_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_argument_and_option_says_what_it_is() {
+        let mut missing = Vec::new();
+        for (path, c) in all_commands() {
+            for a in c.get_arguments().filter(|a| !a.is_hide_set()) {
+                if a.get_help().is_none_or(|h| h.to_string().trim().is_empty()) {
+                    missing.push(format!("zchroot {path}: {}", a.get_id()));
+                }
+            }
+            if !path.is_empty() && c.get_about().is_none() {
+                missing.push(format!("zchroot {path} (the command)"));
+            }
+        }
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
+
+    #[test]
+    fn commands_come_in_the_order_a_user_meets_them() {
+        let names: Vec<String> = command()
+            .get_subcommands()
+            .map(|s| s.get_name().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "create",
+                "run",
+                "shell",
+                "list",
+                "destroy",
+                "build-zfs",
+                "build-dkms",
+                "target",
+                "update",
+                "repo",
+                "export",
+                "resolve",
+                "doctor",
+                "completions",
+            ]
+        );
+    }
+
+    #[test]
+    fn each_help_ends_with_examples_that_parse() {
+        for (path, mut c) in all_commands() {
+            let ex = examples(&path);
+            assert!(
+                (1..=3).contains(&ex.len()),
+                "zchroot {path}: {} examples",
+                ex.len()
+            );
+            let help = c.render_long_help().to_string();
+            let (_, tail) = help
+                .rsplit_once("Examples:\n")
+                .unwrap_or_else(|| panic!("zchroot {path}: no examples in\n{help}"));
+            let shown: Vec<&str> = tail.lines().map(str::trim).collect();
+            assert_eq!(shown, ex, "zchroot {path}: the help ends otherwise");
+            for e in ex {
+                let words = argv(e);
+                let sub: Vec<String> = path.split_whitespace().map(str::to_owned).collect();
+                assert!(
+                    words[0] == "zchroot" && words[1..].starts_with(&sub),
+                    "zchroot {path}: the example `{e}` is another command's"
+                );
+                let words: Vec<&str> = words.iter().map(String::as_str).collect();
+                if let Err(err) = parse(&words) {
+                    panic!("zchroot {path}: the example `{e}` does not parse:\n{err}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn global_options_are_listed_once_and_accepted_after_any_command() {
+        let help = command().render_long_help().to_string();
+        for flag in ["--quiet", "--verbose", "--manifests"] {
+            assert!(help.contains(flag), "zchroot --help lacks {flag}:\n{help}");
+        }
+        for (path, mut c) in all_commands().into_iter().skip(1) {
+            let help = c.render_long_help().to_string();
+            let (options, rest) = help
+                .split_once("\nGlobal options: -q, -v, --manifests DIR (see 'zchroot --help')\n")
+                .unwrap_or_else(|| {
+                    panic!(
+                        "zchroot {path} --help does not say where the global options are:\n{help}"
+                    )
+                });
+            assert!(
+                !options.contains("--verbose") && !options.contains("--manifests"),
+                "zchroot {path} --help lists the global options:\n{help}"
+            );
+            assert!(rest.trim_start().starts_with("Examples:"), "{help}");
+        }
+        let cli = parse(&["zchroot", "target", "add", "rpi", "-q", "-v"]).unwrap();
+        assert!(cli.quiet && cli.verbose);
+        let cli = parse(&["zchroot", "list", "-v", "--manifests", "/m"]).unwrap();
+        assert!(cli.verbose && !cli.quiet);
+        assert_eq!(cli.manifests, Some(PathBuf::from("/m")));
+        let cli = parse(&["zchroot", "--manifests", "/m", "-q", "list"]).unwrap();
+        assert!(cli.quiet && cli.manifests.is_some());
+    }
+
+    #[test]
+    fn the_release_is_release_and_the_architecture_arch() {
+        let create = |args: &[&str]| match parse(args).map(|c| c.command) {
+            Ok(Command::Create(a)) => Ok(a.spec().target),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        let spec = create(&[
+            "zchroot",
+            "create",
+            "--arch",
+            "armhf",
+            "--release",
+            "bookworm",
+        ]);
+        let spec = spec.unwrap();
+        assert_eq!(
+            (spec.arch.as_str(), spec.release.as_str()),
+            ("armhf", "bookworm")
+        );
+        // The old spellings: a positional ARCH, --suite.
+        let spec = create(&["zchroot", "create", "arm64", "--suite", "bookworm"]).unwrap();
+        assert_eq!(
+            (spec.arch.as_str(), spec.release.as_str()),
+            ("arm64", "bookworm")
+        );
+        let e = create(&["zchroot", "create"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(e.to_string().contains("--arch <ARCH>"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("Usage: zchroot create --arch <ARCH> [OPTIONS]"),
+            "{e}"
+        );
+        let e = create(&["zchroot", "create", "arm64", "--arch", "armhf"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        match parse(&["zchroot", "resolve", "riscv64", "--suite", "trixie"])
+            .unwrap()
+            .command
+        {
+            Command::Resolve(a) => assert_eq!(a.target.arch(), "riscv64"),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["zchroot", "build-zfs", "--suite", "bookworm"])
+            .unwrap()
+            .command
+        {
+            Command::BuildZfs(a) => assert_eq!(a.build.release, "bookworm"),
+            other => panic!("{other:?}"),
+        }
+        let c = parse(&["zchroot", "target", "add", "rpi", "--suite", "bookworm"]);
+        match c.unwrap().command {
+            Command::Target(TargetCommand::Add(a)) => assert_eq!(a.target().release, "bookworm"),
+            other => panic!("{other:?}"),
+        }
+        // --suite is hidden: the help shows --release.
+        for (path, mut c) in all_commands() {
+            let help = c.render_long_help().to_string();
+            assert!(!help.contains("--suite "), "zchroot {path}:\n{help}");
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod atomic;
+pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod deb;

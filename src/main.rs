@@ -2,21 +2,20 @@
 //! calls the command (`zchroot::cmd`), renders its result (and progress,
 //! through `progress`), prints the error chain and sets the exit status.
 
-mod cli;
 mod progress;
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::FromArgMatches;
 
+use zchroot::cli::{self, Cli, Command, RepoCommand, TargetCommand};
 use zchroot::cmd::{self, Ctx};
 use zchroot::manifest::Manifests;
 use zchroot::paths::DirsEnv;
 use zchroot::report::Reporter;
 use zchroot::sandbox;
 
-use cli::{Cli, Command, RepoCommand, TargetCommand};
 use progress::{Bars, Lines, WarningsOnly};
 
 /// Prints what was built; exit status 1 if any kernel failed.
@@ -246,10 +245,17 @@ fn dispatch(ctx: &Ctx, cli: &Cli) -> anyhow::Result<u8> {
         Command::Target(c) => target(ctx, c),
         Command::Update(args) => update(ctx, args).context("update failed"),
         Command::Repo(c) => repo(ctx, c),
+        Command::Completions(_) => unreachable!("run() answers it before making a context"),
     }
 }
 
 fn run(cli: &Cli) -> anyhow::Result<u8> {
+    if let Command::Completions(args) = &cli.command {
+        // Needs no data directory: it works before anything is set up.
+        let mut stdout = std::io::stdout();
+        clap_complete::generate(args.shell, &mut cli::command(), "zchroot", &mut stdout);
+        return Ok(0);
+    }
     let manifests = match &cli.manifests {
         Some(dir) => Manifests::from_dir(dir)?,
         None => Manifests::embedded(),
@@ -324,7 +330,8 @@ fn main() -> ExitCode {
     {
         sandbox::host_binfmt::helper_main();
     }
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&cli::command().get_matches())
+        .unwrap_or_else(|e| e.format(&mut cli::command()).exit());
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

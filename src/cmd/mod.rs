@@ -249,7 +249,7 @@ pub enum CmdError {
     ExportJob { code: i32 },
     #[error("removing {}: {error}", path.display())]
     Remove { path: PathBuf, error: String },
-    #[error("no targets\nhelp: zchroot target add NAME --arch arm64 --suite trixie")]
+    #[error("no targets\nhelp: zchroot target add NAME --arch arm64 --release trixie")]
     NoTargets,
     #[error("HOME is not set: cannot find the systemd user unit directory")]
     NoUnitDir,

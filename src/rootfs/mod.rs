@@ -252,7 +252,7 @@ impl Roots {
                 return Err(RootsError::Unknown {
                     name: name.into(),
                     known: if names.is_empty() {
-                        "; there are none yet: make one with `zchroot create ARCH`".into()
+                        "; there are none yet: make one with `zchroot create --arch ARCH`".into()
                     } else {
                         format!(": known are {}", names.join(", "))
                     },

@@ -7,6 +7,7 @@
 mod archive;
 mod archive_client;
 mod build;
+mod cli;
 mod common;
 mod confined;
 mod create_options;

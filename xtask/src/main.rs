@@ -1,7 +1,10 @@
 //! Project tasks: `cargo xtask ci` (the test command README gives and CI
 //! runs), `cargo xtask clippy`, `cargo xtask bench ...` (speed, side by side
 //! with a reference tool in the same run, reported as a ratio) and
-//! `cargo xtask e2e ...` (the real ZFS module, built and booted).
+//! `cargo xtask e2e ...` (the real ZFS module, built and booted) and
+//! `cargo xtask man` (the manual pages).
+
+mod man;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -36,6 +39,13 @@ enum Task {
     /// The real ZFS module for trixie's arm64 kernel, built and booted
     #[command(subcommand)]
     E2e(E2e),
+    /// Manual pages from zchroot's clap definitions: zchroot.1 and one a
+    /// command (zchroot-create.1, zchroot-target-add.1, ...)
+    Man {
+        /// Where to write them (default: target/man)
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -104,6 +114,12 @@ fn main() -> ExitCode {
             build_zchroot().and_then(|exe| e2e_zfs(&exe, strategy.as_str()))
         }
         Task::E2e(E2e::Boot { strategy }) => e2e_boot(strategy.as_str()),
+        Task::Man { out } => {
+            let out = out.unwrap_or_else(|| target_dir().join("man"));
+            man::write_pages(&out).map(|pages| {
+                eprintln!("{} pages in {}", pages.len(), out.display());
+            })
+        }
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
