@@ -384,8 +384,9 @@ pub struct TargetAddArgs {
     #[arg(long, default_value = "zfs")]
     pub module: String,
     /// Which of the release's suites to follow for kernels, comma-separated
-    /// (default: all of them, security updates included).
-    #[arg(long, value_delimiter = ',', value_name = "SUITE,...")]
+    /// (default: all of them, security updates included); +SUITE adds an
+    /// opt-in one, e.g. +trixie-backports.
+    #[arg(long, value_delimiter = ',', value_name = "[+]SUITE,...")]
     pub suites: Vec<String>,
     /// The board's own kernels: a directory of image + headers .debs.
     #[arg(long, value_name = "DIR")]
@@ -423,8 +424,9 @@ pub struct UpdateArgs {
     /// series (e.g. 6.12) and prune the rest; 0 keeps all.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub keep: usize,
-    /// Write a systemd user timer that runs `zchroot update` (or print the
-    /// crontab line where there is no systemd), instead of updating.
+    /// Write a systemd timer that runs `zchroot update` (a user timer; for
+    /// root, a system one), or print the crontab line where there is no
+    /// systemd, instead of updating.
     #[arg(long, conflicts_with = "remove_timer")]
     pub install_timer: bool,
     /// How often the timer runs (a systemd calendar: daily, weekly, hourly).
@@ -561,7 +563,7 @@ pub struct BuildArgs {
     #[arg(long, value_enum, default_value_t = Strategy::Auto)]
     pub strategy: Strategy,
     /// Where to write the .deb files.
-    #[arg(short, long, default_value = ".")]
+    #[arg(short, long, default_value = ".", value_name = "DIR")]
     pub output: PathBuf,
     /// Sign the modules with this private key (PEM), e.g. your Secure Boot
     /// MOK; needs --sign-cert. Default: unsigned (or DKMS's throwaway key
@@ -618,7 +620,8 @@ pub struct SandboxArgs {
     /// A directory holding a root (any Debian-like tree) instead of a NAME.
     #[arg(long, value_name = "PATH")]
     pub dir: Option<PathBuf>,
-    /// The root's architecture (found from its shell when not given).
+    /// The root's architecture (default: a named root's recorded one; for
+    /// --dir, found from its shell).
     #[arg(long)]
     pub arch: Option<String>,
     /// The release whose archive supplies qemu-user for foreign roots

@@ -4,7 +4,10 @@
 /// A long-running phase of work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Fetching and verifying the suites' Release files.
     Update,
+    /// Fetching the suites' package indexes.
+    Indexes,
     Resolve,
     Download,
     Unpack,
@@ -17,6 +20,7 @@ impl Phase {
     pub fn name(self) -> &'static str {
         match self {
             Phase::Update => "update",
+            Phase::Indexes => "indexes",
             Phase::Resolve => "resolve",
             Phase::Download => "download",
             Phase::Unpack => "unpack",
@@ -29,7 +33,7 @@ impl Phase {
     pub fn noun(self) -> &'static str {
         match self {
             Phase::Update => "suites",
-            Phase::Download => "files",
+            Phase::Download | Phase::Indexes => "files",
             Phase::Resolve | Phase::Unpack | Phase::Configure => "packages",
             Phase::Build => "items",
         }

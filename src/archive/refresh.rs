@@ -120,7 +120,8 @@ pub fn refresh(
     let list: Vec<Download> = downloads.iter().map(|(d, _, _)| d.clone()).collect();
     // The indexes are a phase of their own: the count above was of the
     // suites' Release files.
-    reporter.phase(Phase::Update, list.len() as u64, 0);
+    reporter.finish();
+    reporter.phase(Phase::Indexes, list.len() as u64, 0);
     let paths = fetcher.fetch_all(&list)?;
     reporter.finish();
 

@@ -33,7 +33,7 @@ pub fn render_list(rows: &[Listed]) -> String {
     };
     let mut out = format!(
         "{:<20} {:<8} {:<10} {:<8} {:>9}  {:<29}  LAST USED\n",
-        "NAME", "ARCH", "SUITE", "VARIANT", "SIZE", "CREATED"
+        "NAME", "ARCH", "RELEASE", "VARIANT", "SIZE", "CREATED"
     );
     for r in rows {
         out.push_str(&format!(
@@ -219,7 +219,7 @@ mod tests {
         ]);
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert!(lines[0].starts_with("NAME                 ARCH     SUITE"));
+        assert!(lines[0].starts_with("NAME                 ARCH     RELEASE"));
         assert!(lines[0].ends_with("LAST USED"));
         assert!(
             lines[1].starts_with("trixie-arm64         arm64    trixie     minbase      300Mi  ")

@@ -10,8 +10,9 @@
 //! architecture and .deb hash of each), the apt sources and keyring written
 //! into the root, and the id maps the tree was made under (a rootless tree
 //! belongs to the user's subordinate ids). Any version change in the
-//! archive changes the key. There are no create options beyond these
-//! (no hooks or dpkg/apt options), so every root is templatable.
+//! archive changes the key; so do `--aptopt`/`--dpkgopt` (in the recipe
+//! part). A root made with hooks is neither copied from a template nor
+//! kept as one (`rootfs::create`): a hook may do anything to the tree.
 //!
 //! Per root, only `/etc/hostname` is written again (the root's name); apt's
 //! lists are those of the template's day (`apt-get update` refreshes them).

@@ -85,7 +85,9 @@ fn create_args<'a>(manifests: &'a str, name: &'a str, verbose: bool) -> Vec<&'a 
         "--suite",
         "test",
     ];
-    v.extend(["--name", name, "--force"]);
+    // Each create is cold: a root copied from its template has no
+    // download or configure phase.
+    v.extend(["--name", name, "--force", "--no-template"]);
     if verbose {
         v.insert(0, "-v");
     }

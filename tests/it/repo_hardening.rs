@@ -148,8 +148,14 @@ fn serve_caps_the_request_head_and_keeps_serving() {
         "after {sent} MiB the connection is still open: {r:?}"
     );
     if !out.is_empty() {
+        // A reset (the server closes with our bytes unread) may cut its
+        // answer short: what arrived is the start of a 431.
         let text = String::from_utf8_lossy(&out);
-        assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+        let status = "HTTP/1.1 431";
+        assert!(
+            text.starts_with(status) || (r.is_err() && status.starts_with(&*text)),
+            "{text}"
+        );
     }
     let rss_after = s.status("VmRSS:");
     assert!(

@@ -453,7 +453,7 @@ fn target_add_looks_the_module_up_in_the_archive_unless_told_not_to() {
     let text_of = std::fs::read_to_string(&file).unwrap();
     assert!(text_of.contains("release = \"test\""), "{text_of}");
     let check = |args: &[&str]| {
-        let mut all = vec!["--manifests", m.as_str(), "target", "check"];
+        let mut all = vec!["-q", "--manifests", m.as_str(), "target", "check"];
         all.extend(args);
         Zchroot::new(h.path()).run(&all)
     };
