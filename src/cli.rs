@@ -631,7 +631,8 @@ pub struct SandboxArgs {
     /// Mirror for fetching qemu-user (http:// or https://).
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,
-    /// Bind a host path into the root: HOST[:GUEST][:ro]. Repeatable.
+    /// Bind a host path into the root: HOST[:GUEST][:ro|:rw] (default rw).
+    /// Repeatable.
     #[arg(long, value_name = "HOST[:GUEST][:ro]")]
     pub bind: Vec<String>,
     /// The sandbox's network.

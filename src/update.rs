@@ -827,12 +827,29 @@ pub fn timer_units(exe: &Path, every: &str, zchroot_home: Option<&Path>) -> (Str
     (service, timer)
 }
 
-/// The crontab line for hosts without systemd.
-pub fn cron_line(exe: &Path, zchroot_home: Option<&Path>) -> String {
+/// The crontab schedule of a systemd calendar shorthand (`--every`), for
+/// hosts without systemd; None for a calendar cron cannot say as simply.
+pub fn cron_schedule(every: &str) -> Option<&'static str> {
+    Some(match every {
+        "hourly" => "17 * * * *",
+        "daily" => "17 3 * * *",
+        "weekly" => "17 3 * * 1",
+        "monthly" => "17 3 1 * *",
+        _ => return None,
+    })
+}
+
+/// The crontab line for hosts without systemd, run as often as `every`
+/// says (None: see [`cron_schedule`]).
+pub fn cron_line(exe: &Path, zchroot_home: Option<&Path>, every: &str) -> Option<String> {
     let env = zchroot_home
         .map(|h| format!("ZCHROOT_HOME={} ", h.display()))
         .unwrap_or_default();
-    format!("17 3 * * * {env}{} -q update", exe.display())
+    Some(format!(
+        "{} {env}{} -q update",
+        cron_schedule(every)?,
+        exe.display()
+    ))
 }
 
 #[cfg(test)]
@@ -1001,8 +1018,18 @@ mod tests {
         assert!(timer.contains("OnCalendar=daily\nPersistent=true\n"));
         assert!(timer.contains("WantedBy=timers.target"));
         assert_eq!(
-            cron_line(Path::new("/b/zchroot"), None),
+            cron_line(Path::new("/b/zchroot"), None, "daily").unwrap(),
             "17 3 * * * /b/zchroot -q update"
+        );
+        assert_eq!(
+            cron_line(Path::new("/b/zchroot"), None, "hourly").unwrap(),
+            "17 * * * * /b/zchroot -q update"
+        );
+        assert_eq!(cron_schedule("weekly"), Some("17 3 * * 1"));
+        assert_eq!(cron_schedule("monthly"), Some("17 3 1 * *"));
+        assert_eq!(
+            cron_line(Path::new("/b/zchroot"), None, "Mon *-*-* 04:00"),
+            None
         );
     }
 }

@@ -203,6 +203,8 @@ pub enum CmdError {
     Paths(#[from] PathsError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error("--every {0}: without systemd, zchroot gives a crontab line only for hourly, daily, weekly or monthly\nhelp: give one of those, or write your own crontab line running `zchroot -q update`")]
+    CronEvery(String),
     #[error("{option} {url}: {message}")]
     BadMirror {
         option: &'static str,

@@ -61,7 +61,9 @@ fn install_with(ctx: &Ctx, every: &str, systemd: bool) -> Result<Installed, CmdE
     let home = ctx.env.zchroot_home.as_deref();
     let units = units(&ctx.env)?;
     if !systemd {
-        return Ok(Installed::Cron(crate::update::cron_line(&ctx.exe, home)));
+        return crate::update::cron_line(&ctx.exe, home, every)
+            .map(Installed::Cron)
+            .ok_or_else(|| CmdError::CronEvery(every.to_string()));
     }
     let (s, t) = crate::update::timer_units(&ctx.exe, every, home);
     if let Some(dir) = units.service.parent() {
@@ -141,7 +143,7 @@ mod tests {
             Installed::Cron(line) => {
                 assert_eq!(
                     line,
-                    "17 3 * * * ZCHROOT_HOME=/z /usr/bin/zchroot -q update"
+                    "17 3 * * 1 ZCHROOT_HOME=/z /usr/bin/zchroot -q update"
                 )
             }
             other => panic!("{other:?}"),
