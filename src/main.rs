@@ -217,12 +217,17 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         None => Manifests::embedded(),
     };
     let bars;
-    let reporter: &dyn Reporter = if cli.quiet {
+    let shown: &dyn Reporter = if cli.quiet {
         &WarningsOnly
     } else {
         bars = Bars::new(cli.verbose);
         &bars
     };
+    // ZCHROOT_TIMINGS=FILE: each phase's wall time written there at the
+    // end (`cargo xtask bench create` reads it).
+    let timed = zchroot::report::Timed::new(shown);
+    let timings = std::env::var_os("ZCHROOT_TIMINGS").map(std::path::PathBuf::from);
+    let reporter: &dyn Reporter = if timings.is_some() { &timed } else { shown };
     let env = DirsEnv::from_process();
     let options = match &cli.command {
         Command::Resolve(cli::ResolveArgs { target, .. })
@@ -254,7 +259,12 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             eprintln!("warning: {w}");
         }
     }
-    dispatch(&ctx, cli)
+    let r = dispatch(&ctx, cli);
+    if let Some(file) = timings {
+        std::fs::write(&file, timed.render())
+            .with_context(|| format!("cannot write the timings to {}", file.display()))?;
+    }
+    r
 }
 
 fn main() -> ExitCode {

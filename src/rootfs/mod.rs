@@ -3,6 +3,8 @@
 //! and leftovers of interrupted runs.
 
 pub mod create;
+pub mod native;
+pub mod register;
 pub mod spec;
 
 use std::fs::{File, OpenOptions};
