@@ -52,50 +52,55 @@ pub struct Silent;
 impl Reporter for Silent {}
 
 /// A reporter that passes everything on to another and records how long
-/// each phase took (a phase ends at `finish` or when the next one starts),
-/// for `ZCHROOT_TIMINGS=FILE` and `cargo xtask bench create`.
+/// each phase took, for `ZCHROOT_TIMINGS=FILE` and `cargo xtask bench
+/// create`. A phase that starts before the current one finished (qemu
+/// fetched while configuring) is nested in it, named `OUTER.INNER`.
 pub struct Timed<'a> {
     inner: &'a dyn Reporter,
-    current: std::sync::Mutex<Option<(Phase, std::time::Instant)>>,
-    done: std::sync::Mutex<Vec<(Phase, std::time::Duration)>>,
+    /// Open phases, innermost last: (index in `done`, start).
+    open: std::sync::Mutex<Vec<(usize, std::time::Instant)>>,
+    done: std::sync::Mutex<Vec<(String, std::time::Duration)>>,
 }
 
 impl<'a> Timed<'a> {
     pub fn new(inner: &'a dyn Reporter) -> Self {
         Timed {
             inner,
-            current: std::sync::Mutex::new(None),
+            open: std::sync::Mutex::new(Vec::new()),
             done: std::sync::Mutex::new(Vec::new()),
         }
     }
 
-    fn end_current(&self) {
-        let ended = self.current.lock().map(|mut c| c.take()).ok().flatten();
-        if let (Some((phase, start)), Ok(mut done)) = (ended, self.done.lock()) {
-            done.push((phase, start.elapsed()));
+    /// The phases, in the order they started, with their wall times (an
+    /// unfinished one up to now).
+    pub fn times(&self) -> Vec<(String, std::time::Duration)> {
+        let mut done = self.done.lock().map(|d| d.clone()).unwrap_or_default();
+        if let Ok(open) = self.open.lock() {
+            for (i, start) in open.iter() {
+                done[*i].1 = start.elapsed();
+            }
         }
-    }
-
-    /// The phases finished so far, in order, with their wall times.
-    pub fn times(&self) -> Vec<(Phase, std::time::Duration)> {
-        self.end_current();
-        self.done.lock().map(|d| d.clone()).unwrap_or_default()
+        done
     }
 
     /// [`Timed::times`] as lines `NAME SECONDS` (what the bench reads).
     pub fn render(&self) -> String {
         self.times()
             .iter()
-            .map(|(p, d)| format!("{} {:.3}\n", p.name(), d.as_secs_f64()))
+            .map(|(p, d)| format!("{p} {:.3}\n", d.as_secs_f64()))
             .collect()
     }
 }
 
 impl Reporter for Timed<'_> {
     fn phase(&self, phase: Phase, items: u64, bytes: u64) {
-        self.end_current();
-        if let Ok(mut c) = self.current.lock() {
-            *c = Some((phase, std::time::Instant::now()));
+        if let (Ok(mut open), Ok(mut done)) = (self.open.lock(), self.done.lock()) {
+            let name = match open.last() {
+                Some((i, _)) => format!("{}.{}", done[*i].0, phase.name()),
+                None => phase.name().to_string(),
+            };
+            done.push((name, std::time::Duration::ZERO));
+            open.push((done.len() - 1, std::time::Instant::now()));
         }
         self.inner.phase(phase, items, bytes)
     }
@@ -112,7 +117,11 @@ impl Reporter for Timed<'_> {
         self.inner.warn(message)
     }
     fn finish(&self) {
-        self.end_current();
+        if let (Ok(mut open), Ok(mut done)) = (self.open.lock(), self.done.lock()) {
+            if let Some((i, start)) = open.pop() {
+                done[i].1 = start.elapsed();
+            }
+        }
         self.inner.finish()
     }
 }
@@ -122,15 +131,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timed_records_each_phase_once_in_order() {
+    fn timed_records_phases_in_order_nesting_those_started_inside() {
         let t = Timed::new(&Silent);
         t.phase(Phase::Resolve, 0, 0);
-        t.phase(Phase::Download, 3, 0); // ends resolve
         t.finish();
-        t.finish(); // nothing current: no entry
+        t.finish(); // nothing open: nothing recorded
         t.phase(Phase::Configure, 0, 0);
-        let names: Vec<&str> = t.times().iter().map(|(p, _)| p.name()).collect();
-        assert_eq!(names, ["resolve", "download", "configure"]);
-        assert_eq!(t.render().lines().count(), 3);
+        t.phase(Phase::Download, 3, 0); // qemu, while configuring
+        t.finish();
+        t.finish();
+        t.phase(Phase::Build, 0, 0); // unfinished: counted up to now
+        let names: Vec<String> = t.times().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(
+            names,
+            ["resolve", "configure", "configure.download", "build"]
+        );
+        assert_eq!(t.render().lines().count(), 4);
     }
 }
