@@ -484,7 +484,7 @@ fn mmdebstrap_create(arch: &str, variant: &str, dir: &Path, log: &Path) -> Resul
         }
         script.push_str(&format!(
             "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc\nprintf '%s' '{}' > /proc/sys/fs/binfmt_misc/register\n",
-            binfmt_line(a, &qemu)
+            binfmt_line(&a, &qemu)
         ));
     }
     script.push_str(&format!(
