@@ -1194,7 +1194,7 @@ mod tests {
         );
         let m = Manifests::embedded();
         let line = binfmt_line(
-            m.arch("arm64").unwrap(),
+            &m.arch("arm64").unwrap(),
             Path::new("/usr/bin/qemu-aarch64-static"),
         );
         assert!(
