@@ -34,7 +34,7 @@ pub enum CreateError {
     Sandbox(#[from] SandboxError),
     #[error("a root named '{name}' exists already at {}\nhelp: use it (`zchroot run {name} -- CMD`), pick another --name, or replace it with --force", path.display())]
     Exists { name: String, path: PathBuf },
-    #[error("unpacking the Essential packages failed: {0}")]
+    #[error("unpacking the packages failed: {0}")]
     Unpack(String),
     #[error("installing the packages inside the root failed{packages} (exit status {code}); the end of its log:\n{log}")]
     Configure {
@@ -580,6 +580,10 @@ pub fn create(
     }
     // Tidy: the no-services policy goes.
     root_dir.remove(Path::new("usr/sbin/policy-rc.d"))?;
+    // Nothing was synced while unpacking (as dpkg's force-unsafe-io): one
+    // sync of the root's filesystem before it appears under its name.
+    let tree_fd = std::fs::File::open(&tree).map_err(io(&tree))?;
+    nix::unistd::syncfs(&tree_fd).map_err(|e| io(&tree)(e.into()))?;
 
     let meta = RootMeta {
         name: name.clone(),

@@ -27,9 +27,19 @@ fn extract_all(
     debs: &[(PathBuf, ExtractLimit)],
     threads: usize,
 ) -> Result<Vec<(ControlFiles, Extraction)>, String> {
+    // Errors name the package as dpkg would (`NAME_VERSION_ARCH.deb`),
+    // not by its file in the cache.
     let one = |(deb, limit): &(PathBuf, ExtractLimit)| -> Result<_, String> {
-        let control = crate::deb::control_files(deb).map_err(|e| e.to_string())?;
-        let ex = crate::deb::extract_data_with(deb, root, limit).map_err(|e| e.to_string())?;
+        let control =
+            crate::deb::control_files(deb).map_err(|e| format!("{}: {e}", limit.package))?;
+        let c = &control.control;
+        let named = register::deb_file_name(
+            register::field(c, "Package").unwrap_or(&limit.package),
+            register::field(c, "Version").unwrap_or_default(),
+            register::field(c, "Architecture").unwrap_or_default(),
+        );
+        let ex =
+            crate::deb::extract_data_with(deb, root, limit).map_err(|e| format!("{named}: {e}"))?;
         Ok((control, ex))
     };
     let Some((first, rest)) = debs.split_first() else {
