@@ -19,6 +19,9 @@ use super::register::{self, Unpacked};
 /// Largest conffile read back for its checksum.
 const MAX_CONFFILE: u64 = 64 << 20;
 
+/// One package unpacked: its control members and what was extracted.
+type Done = (ControlFiles, Extraction);
+
 /// Extracts each of `debs` (data and control) with `threads` workers; the
 /// results in the order of `debs`. The first is unpacked alone before the
 /// others (base-files: the tree's top directories and links).
@@ -26,7 +29,7 @@ fn extract_all(
     root: &Path,
     debs: &[(PathBuf, ExtractLimit)],
     threads: usize,
-) -> Result<Vec<(ControlFiles, Extraction)>, String> {
+) -> Result<Vec<Done>, String> {
     // Errors name the package as dpkg would (`NAME_VERSION_ARCH.deb`),
     // not by its file in the cache.
     let one = |(deb, limit): &(PathBuf, ExtractLimit)| -> Result<_, String> {
@@ -51,7 +54,7 @@ fn extract_all(
     let size = |i: &usize| std::fs::metadata(&rest[*i].0).map_or(0, |m| m.len());
     by_size.sort_by_key(|i| std::cmp::Reverse(size(i)));
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<(ControlFiles, Extraction), String>>>> =
+    let results: Mutex<Vec<Option<Result<Done, String>>>> =
         Mutex::new((0..rest.len()).map(|_| None).collect());
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
