@@ -370,7 +370,7 @@ fn info_name(p: &Package) -> String {
 /// place of an emulated `apt-get update`.
 fn write_apt_lists(root_dir: &RootDir, indexes: &Indexes) -> Result<(), CreateError> {
     let lists = Path::new("var/lib/apt/lists");
-    root_dir.create_dir_all(&lists.join("partial"), 0o755)?;
+    root_dir.create_dir_all(&lists.join("partial"), 0o700)?;
     root_dir.create_dir_all(&lists.join("auxfiles"), 0o755)?;
     for suite in &indexes.suites {
         let url = format!(
