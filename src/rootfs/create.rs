@@ -220,6 +220,10 @@ pub fn install_script(preinsts: &[(String, String)], apt_update: bool) -> String
     s.push_str("dpkg --configure -a\ndpkg --audit\n");
     if apt_update {
         s.push_str("apt-get update -q\n");
+    } else {
+        // The lists were written natively: their folders are _apt's, as
+        // apt-get update leaves them (the user exists once apt is set up).
+        s.push_str("if id _apt >/dev/null 2>&1; then\n  chown _apt:root /var/lib/apt/lists/partial /var/lib/apt/lists/auxfiles\nfi\n");
     }
     s
 }
@@ -626,7 +630,10 @@ mod tests {
         let b = lines.iter().position(|l| *l == "preinst libc6:arm64 arm64");
         assert!(a.is_some() && a < b, "{s}");
         assert!(s.contains("DPKG_MAINTSCRIPT_PACKAGE=\"${1%%:*}\""), "{s}");
-        assert!(s.ends_with("dpkg --configure -a\ndpkg --audit\n"), "{s}");
+        assert!(
+            s.contains("dpkg --configure -a\ndpkg --audit\nchown _apt:root"),
+            "{s}"
+        );
         assert!(install_script(&[], true).ends_with("apt-get update -q\n"));
     }
 
