@@ -631,7 +631,7 @@ mod tests {
         assert!(a.is_some() && a < b, "{s}");
         assert!(s.contains("DPKG_MAINTSCRIPT_PACKAGE=\"${1%%:*}\""), "{s}");
         assert!(
-            s.contains("dpkg --configure -a\ndpkg --audit\nchown _apt:root"),
+            s.contains("dpkg --configure -a\ndpkg --audit\nif id _apt"),
             "{s}"
         );
         assert!(install_script(&[], true).ends_with("apt-get update -q\n"));
