@@ -471,6 +471,37 @@ fn install_run(
     }
 }
 
+/// qemu-user for a foreign root, fetched into the cache on a thread of its
+/// own while the packages download and unpack, so that configuring finds
+/// it ready; a failure here is left for that first use to report.
+fn prefetch_qemu(
+    manifests: &Manifests,
+    t: &RootRecipe,
+    spec: &CreateSpec,
+    dirs: &DataDirs,
+    opts: &FetchOptions,
+) -> Option<std::thread::JoinHandle<()>> {
+    let host = host::host_arch(manifests).ok()?;
+    if host.name == t.arch.name {
+        return None;
+    }
+    let (m, target, release) = (manifests.clone(), t.arch.clone(), t.release.release.clone());
+    let (dirs, mirror, opts) = (dirs.clone(), spec.target.mirror.clone(), opts.clone());
+    Some(std::thread::spawn(move || {
+        let quiet = crate::report::Silent;
+        let _ = crate::qemu::qemu_binary(
+            &m,
+            &release,
+            &target,
+            &host,
+            &dirs,
+            mirror.as_deref(),
+            opts,
+            &quiet,
+        );
+    }))
+}
+
 /// Builds a root. `exe` is zchroot's own executable (the sandbox helper).
 pub fn create(
     manifests: &Manifests,
@@ -525,6 +556,7 @@ pub fn create(
     )
     .map_err(SpecError::from)?;
     let essential: Vec<&Package> = essential_plan.packages.iter().map(|(p, _)| *p).collect();
+    let qemu = prefetch_qemu(manifests, &t, spec, dirs, &opts);
     let paths = t.download(&fetcher, &all, reporter)?;
     drop(fetcher);
     let path_of = |p: &Package| -> PathBuf {
@@ -569,6 +601,9 @@ pub fn create(
     // foreign root: the preinsts (base-passwd's first: it makes
     // /etc/passwd), then `dpkg --configure -a`.
     reporter.phase(Phase::Configure, 0, 0);
+    if let Some(q) = qemu {
+        let _ = q.join();
+    }
     let mut preinsts: Vec<(String, String)> = sequence
         .iter()
         .map(|p| (info_name(p), p.arch.clone()))
