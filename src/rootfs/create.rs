@@ -223,7 +223,7 @@ pub fn install_script(preinsts: &[(String, String)], apt_update: bool) -> String
     } else {
         // The lists were written natively: their folders are _apt's, as
         // apt-get update leaves them (the user exists once apt is set up).
-        s.push_str("if id _apt >/dev/null 2>&1; then\n  chown _apt:root /var/lib/apt/lists/partial /var/lib/apt/lists/auxfiles\nfi\n");
+        s.push_str("if id _apt >/dev/null 2>&1; then\n  chown _apt:root /var/lib/apt/lists/partial /var/lib/apt/lists/auxfiles\n  chmod 0700 /var/lib/apt/lists/partial\nfi\n");
     }
     s
 }
