@@ -181,3 +181,100 @@ pub fn unpack_and_register(root: &Path, debs: &[(PathBuf, ExtractLimit)]) -> Res
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deb::DebBuilder;
+
+    fn deb(dir: &Path, name: &str, files: &[(&str, &str)], conffile: Option<&str>) -> PathBuf {
+        let mut b = DebBuilder::new(vec![
+            ("Package".into(), name.into()),
+            ("Version".into(), "1:1.0-1".into()),
+            ("Architecture".into(), "all".into()),
+            ("Maintainer".into(), "T <t@example.org>".into()),
+            ("Description".into(), format!("{name}\nlong")),
+        ]);
+        for (path, text) in files {
+            b.add_file(path, 0o644, text.as_bytes().to_vec());
+        }
+        b.add_control_file("postinst", 0o755, b"#!/bin/sh\n".to_vec());
+        if let Some(c) = conffile {
+            b.add_control_file("conffiles", 0o644, format!("{c}\n").into_bytes());
+        }
+        let path = dir.join(format!("{name}.deb"));
+        b.write_to(std::fs::File::create(&path).unwrap()).unwrap();
+        path
+    }
+
+    #[test]
+    fn packages_are_unpacked_in_parallel_and_registered_as_dpkg_would() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let limit = |n: &str| ExtractLimit {
+            package: n.into(),
+            installed_size_kib: None,
+        };
+        let debs: Vec<(PathBuf, ExtractLimit)> = [
+            (
+                "a",
+                vec![("etc/a.conf", "a=1\n"), ("usr/share/x", "from a\n")],
+                Some("/etc/a.conf"),
+            ),
+            (
+                "b",
+                vec![("usr/share/b", "b\n"), ("usr/share/x", "from b\n")],
+                None,
+            ),
+            ("c", vec![("usr/share/c", "c\n")], None),
+        ]
+        .into_iter()
+        .map(|(n, files, conf)| (deb(t.path(), n, &files, conf), limit(n)))
+        .collect();
+        unpack_and_register(&root, &debs).unwrap();
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+        // A file two packages ship is the later one's, in its list only.
+        assert_eq!(read("usr/share/x"), "from b\n");
+        assert!(!read("var/lib/dpkg/info/a.list").contains("/usr/share/x\n"));
+        assert!(read("var/lib/dpkg/info/b.list").contains("/usr/share/x\n"));
+        assert!(read("var/lib/dpkg/info/c.list").starts_with("/.\n"));
+        assert_eq!(read("var/lib/dpkg/info/a.postinst"), "#!/bin/sh\n");
+        let status = read("var/lib/dpkg/status");
+        assert_eq!(status.matches("Status: install ok unpacked\n").count(), 3);
+        let md5 = hex::encode(Md5::digest(b"a=1\n"));
+        assert!(
+            status.contains(&format!("Conffiles:\n /etc/a.conf {md5}\n")),
+            "{status}"
+        );
+    }
+
+    #[test]
+    fn a_bad_package_is_named_as_dpkg_names_it() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        // Unpacks to more than Installed-Size (0 KiB) + 16 MiB allows.
+        let big = deb(
+            t.path(),
+            "big",
+            &[("usr/share/big", &"x".repeat(17 << 20))],
+            None,
+        );
+        let limit = ExtractLimit {
+            package: "big".into(),
+            installed_size_kib: Some(0),
+        };
+        let e = unpack_and_register(&root, &[(big, limit)]).unwrap_err();
+        assert!(
+            e.starts_with("big_1%3a1.0-1_all.deb: big: unpacks to more than"),
+            "{e}"
+        );
+        let missing = ExtractLimit {
+            package: "nope".into(),
+            installed_size_kib: None,
+        };
+        let e = unpack_and_register(&root, &[(t.path().join("nope.deb"), missing)]).unwrap_err();
+        assert!(e.starts_with("nope: "), "{e}");
+    }
+}
