@@ -261,7 +261,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         None => Manifests::embedded(),
     };
     let (bars, lines);
-    let reporter: &dyn Reporter = if cli.quiet {
+    let shown: &dyn Reporter = if cli.quiet {
         &WarningsOnly
     } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         bars = Bars::new(cli.verbose);
@@ -271,6 +271,11 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         lines = Lines::new(cli.verbose);
         &lines
     };
+    // ZCHROOT_TIMINGS=FILE: each phase's wall time written there at the
+    // end (`cargo xtask bench create` reads it).
+    let timed = zchroot::report::Timed::new(shown);
+    let timings = std::env::var_os("ZCHROOT_TIMINGS").map(std::path::PathBuf::from);
+    let reporter: &dyn Reporter = if timings.is_some() { &timed } else { shown };
     let env = DirsEnv::from_process();
     // The network options on the command line; the config file fills in
     // the rest (Ctx::load).
@@ -315,7 +320,12 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             eprintln!("warning: {w}");
         }
     }
-    dispatch(&ctx, cli)
+    let r = dispatch(&ctx, cli);
+    if let Some(file) = timings {
+        std::fs::write(&file, timed.render())
+            .with_context(|| format!("cannot write the timings to {}", file.display()))?;
+    }
+    r
 }
 
 fn main() -> ExitCode {

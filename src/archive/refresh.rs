@@ -36,6 +36,17 @@ pub enum RefreshError {
 pub struct Suite {
     pub source: Source,
     pub release: Verified<Release>,
+    /// The InRelease file as fetched (and verified), for apt's lists.
+    pub inrelease: Vec<u8>,
+}
+
+/// A verified Packages index, decompressed, and the URL apt fetches it
+/// from (`…/dists/SUITE/COMPONENT/binary-ARCH/Packages`): what apt's
+/// lists of a new root are written from.
+#[derive(Debug, Clone)]
+pub struct IndexText {
+    pub url: String,
+    pub text: String,
 }
 
 /// Everything known after an update.
@@ -43,6 +54,7 @@ pub struct Suite {
 pub struct Indexes {
     pub suites: Vec<Suite>,
     pub packages: Vec<Package>,
+    pub texts: Vec<IndexText>,
 }
 
 /// InRelease files larger than this are refused before verification.
@@ -115,6 +127,7 @@ pub fn refresh(
         suites.push(Suite {
             source: source.clone(),
             release: verified,
+            inrelease: data,
         });
     }
     let list: Vec<Download> = downloads.iter().map(|(d, _, _)| d.clone()).collect();
@@ -126,6 +139,7 @@ pub fn refresh(
     reporter.finish();
 
     let mut packages = Vec::new();
+    let mut texts = Vec::new();
     for ((d, file, origin), path) in downloads.into_iter().zip(paths) {
         let data = std::fs::read(&path).map_err(|source| RefreshError::Io {
             path: path.clone(),
@@ -133,9 +147,23 @@ pub fn refresh(
         })?;
         let what = format!("{} (from {})", d.name, d.url);
         let text = index::decompress(&data, file.compression, &what)?;
-        packages.extend(index::parse_packages(&text, origin, &what)?);
+        packages.extend(index::parse_packages(&text, origin.clone(), &what)?);
+        let plain = ["Packages.xz", "Packages.gz", "Packages.zst", "Packages"]
+            .iter()
+            .find_map(|n| file.path.strip_suffix(n))
+            .map(|dir| format!("{dir}Packages"));
+        if let Some(plain) = plain {
+            texts.push(IndexText {
+                url: format!("{}/dists/{}/{plain}", origin.mirror, origin.suite),
+                text,
+            });
+        }
     }
-    Ok(Indexes { suites, packages })
+    Ok(Indexes {
+        suites,
+        packages,
+        texts,
+    })
 }
 
 /// Whether a path is safe to join under a mirror URL (no `..`, not absolute).

@@ -971,8 +971,18 @@ impl Extractor {
             }
             Err(e) => return Err(self.op(entry, "inspect the existing entry")(e)),
         }
-        stat::mkdirat(&dir, name, Mode::from_bits_truncate(0o700))
-            .map_err(self.op(entry, "create a directory"))?;
+        match stat::mkdirat(&dir, name, Mode::from_bits_truncate(0o700)) {
+            Ok(()) => {}
+            // Another package unpacked in parallel made it meanwhile: kept
+            // as it is, as above.
+            Err(Errno::EEXIST)
+                if stat::fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| file_type(&st) == libc::S_IFDIR) =>
+            {
+                return Ok(())
+            }
+            Err(e) => return Err(self.op(entry, "create a directory")(e)),
+        }
         let fd = fcntl::openat(
             &dir,
             name,

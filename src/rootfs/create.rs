@@ -1,14 +1,16 @@
-//! `create`: resolve and download the package set, unpack the Essential
-//! packages natively (confined, ownership as in the packages), then let the
-//! root's own dpkg install everything inside the sandbox (under qemu for a
-//! foreign architecture), so that dpkg's database is complete and the
-//! maintainer scripts ran. Built in a staging directory that appears under
-//! its name only when complete; any failure removes it.
+//! `create`: resolve and download the package set, unpack every package
+//! natively (confined, on all cores, ownership as in the packages) and
+//! register it with dpkg, write apt's lists from the verified indexes, then
+//! let the root's own dpkg configure everything inside the sandbox (under
+//! qemu for a foreign architecture): only the maintainer scripts run
+//! emulated. Built in a staging directory that appears under its name only
+//! when complete; any failure removes it.
 
 use std::path::{Path, PathBuf};
 
 use crate::archive::fetch::FetchOptions;
 use crate::archive::index::Package;
+use crate::archive::refresh::Indexes;
 use crate::archive::resolve;
 use crate::host;
 use crate::manifest::Manifests;
@@ -18,7 +20,6 @@ use crate::rootdir::RootDir;
 use crate::rootfs::hooks::{self, HookPhase};
 use crate::rootfs::spec::{RootRecipe, RootSpec, SpecError};
 use crate::sandbox::idmap::IdMaps;
-use crate::sandbox::mounts::Bind;
 use crate::sandbox::spawn::{self, Job, SandboxPlan};
 use crate::sandbox::{self, RunSpec, SandboxError};
 
@@ -35,10 +36,15 @@ pub enum CreateError {
     Sandbox(#[from] SandboxError),
     #[error("a root named '{name}' exists already at {}\nhelp: use it (`zchroot run {name} -- CMD`), pick another --name, or replace it with --force", path.display())]
     Exists { name: String, path: PathBuf },
-    #[error("unpacking the Essential packages failed: {0}")]
+    #[error("unpacking the packages failed: {0}")]
     Unpack(String),
-    #[error("installing the packages inside the root failed (exit status {code}); the end of its log:\n{log}")]
-    Configure { code: i32, log: String },
+    #[error("installing the packages inside the root failed{packages} (exit status {code}); the end of its log:\n{log}")]
+    Configure {
+        code: i32,
+        /// ` at NAME, NAME` when the log says which packages failed.
+        packages: String,
+        log: String,
+    },
     #[error(transparent)]
     Root(#[from] crate::rootdir::RootDirError),
     #[error(transparent)]
@@ -206,34 +212,69 @@ pub fn batches(rest: &[(String, Vec<String>, Vec<String>)]) -> Vec<Vec<String>> 
     out
 }
 
-/// The shell script that installs the packages inside the root: the
-/// Essential set at once (dpkg's --force-depends also covers Pre-Depends
-/// there, as debootstrap and mmdebstrap do), then the rest in batches.
-pub fn install_script(essential: &[String], rest: &[Vec<String>], apt_update: bool) -> String {
+/// The shell script that finishes the packages inside the root, all of
+/// them unpacked and registered natively already: each package's
+/// `preinst install` (in `preinsts`' order: (name as under
+/// `/var/lib/dpkg/info`, architecture)), with the environment dpkg gives
+/// it, then `dpkg --configure -a` (every postinst, triggers deferred to
+/// one run at its end) and `dpkg --audit`. With `configure_only`, the
+/// script configures just those packages (the Essential set, before an
+/// --essential-hook) and stops there.
+pub fn install_script(
+    preinsts: &[(String, String)],
+    configure_only: Option<&[String]>,
+    apt_update: bool,
+) -> String {
     let mut s = String::from(
         "set -e\nexport DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true\n",
     );
-    if !essential.is_empty() {
-        s.push_str(&format!(
-            "dpkg --force-depends --force-confold --install {}\n",
-            essential.join(" ")
-        ));
+    s.push_str(
+        "preinst() {\n  f=/var/lib/dpkg/info/$1.preinst\n  [ -x \"$f\" ] || return 0\n  echo \"zchroot: running the preinst of $1\"\n  DPKG_MAINTSCRIPT_PACKAGE=\"${1%%:*}\" DPKG_MAINTSCRIPT_ARCH=\"$2\" DPKG_MAINTSCRIPT_NAME=preinst \\\n    DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT=1 DPKG_ADMINDIR=/var/lib/dpkg DPKG_ROOT= \"$f\" install\n}\n",
+    );
+    for (name, arch) in preinsts {
+        s.push_str(&format!("preinst {name} {arch}\n"));
     }
-    for batch in rest.iter().filter(|b| !b.is_empty()) {
-        s.push_str(&format!(
-            "dpkg --force-confold --install {}\n",
-            batch.join(" ")
-        ));
+    if let Some(names) = configure_only {
+        s.push_str(&format!("dpkg --configure {}\n", names.join(" ")));
+        return s;
     }
-    s.push_str("dpkg --configure --pending\ndpkg --audit\n");
+    s.push_str("dpkg --configure -a\ndpkg --audit\n");
     if apt_update {
         s.push_str("apt-get update -q\n");
+    } else {
+        // The lists were written natively: their folders are _apt's, as
+        // apt-get update leaves them (the user exists once apt is set up).
+        s.push_str("if id _apt >/dev/null 2>&1; then\n  chown _apt:root /var/lib/apt/lists/partial /var/lib/apt/lists/auxfiles\n  chmod 0700 /var/lib/apt/lists/partial\nfi\n");
     }
     s
 }
 
-/// Where the .debs are bound inside the root while it is being made.
-const DEBS_IN_ROOT: &str = "/zchroot-debs";
+/// The packages that failed in an install log: those dpkg lists after
+/// "Errors were encountered while processing:", else the one whose
+/// preinst ran last when the log ends in a failed preinst.
+pub fn failed_packages(log: &str) -> Vec<String> {
+    let lines: Vec<&str> = log.lines().collect();
+    if let Some(i) = lines
+        .iter()
+        .rposition(|l| l.starts_with("Errors were encountered while processing:"))
+    {
+        return lines[i + 1..]
+            .iter()
+            .take_while(|l| l.starts_with(' '))
+            .map(|l| l.trim().to_string())
+            .collect();
+    }
+    if lines.iter().any(|l| l.starts_with("dpkg")) {
+        return vec![];
+    }
+    lines
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("zchroot: running the preinst of "))
+        .map(|p| vec![p.trim().to_string()])
+        .unwrap_or_default()
+}
+
 const LOG_IN_ROOT: &str = "var/log/zchroot-create.log";
 /// How much of a failed run's log is read back from the root.
 pub const LOG_TAIL_MAX: u64 = 1 << 20;
@@ -255,8 +296,9 @@ fn make_tree(staging_dir: &Path, tree: &Path, arch: &str) -> Result<RootDir, Cre
     Ok(root_dir)
 }
 
-/// Unpacks `debs` into `tree` (confined, bounded), as root of a user
-/// namespace when rootless so that ownership is the packages'.
+/// Unpacks `debs` into `tree` (confined, bounded, on all cores) and
+/// registers them with dpkg as unpacked, as root of a user namespace when
+/// rootless so that ownership is the packages'.
 fn unpack_natively(
     exe: &Path,
     maps: &IdMaps,
@@ -270,11 +312,7 @@ fn unpack_natively(
         };
         return host_job(exe, maps, job).map_err(CreateError::Unpack);
     }
-    for (deb, limit) in &debs {
-        crate::deb::read::extract_data_with(deb, tree, limit)
-            .map_err(|e| CreateError::Unpack(e.to_string()))?;
-    }
-    Ok(())
+    super::native::unpack_and_register(tree, &debs).map_err(CreateError::Unpack)
 }
 
 /// dpkg's database, apt's sources and keyring, no services started:
@@ -290,16 +328,8 @@ fn write_system_files(
     let write = |rel: &str, contents: &[u8], mode: u32| -> Result<(), CreateError> {
         Ok(root_dir.write(Path::new(rel), contents, mode)?)
     };
-    for d in [
-        "var/lib/dpkg/info",
-        "var/lib/dpkg/updates",
-        "var/lib/dpkg/triggers",
-        "var/lib/dpkg/alternatives",
-        "var/log",
-    ] {
-        root_dir.create_dir_all(Path::new(d), 0o755)?;
-    }
-    write("var/lib/dpkg/status", b"", 0o644)?;
+    // dpkg's status and info/ are the native unpack's (see native.rs).
+    root_dir.create_dir_all(Path::new("var/log"), 0o755)?;
     write("var/lib/dpkg/available", b"", 0o644)?;
     let keyring_rel = format!("etc/apt/keyrings/zchroot-{}.pgp", t.release.release);
     let keyring_bytes = match &spec.target.keyring {
@@ -320,10 +350,14 @@ fn write_system_files(
     write("etc/hostname", format!("{name}\n").as_bytes(), 0o644)
 }
 
-/// The `dpkg --install` arguments: the Essential set (`order`) first, then
-/// the rest of `all` in [`batches`], each .deb named as bound in the root.
-fn dpkg_batches(order: &[&Package], all: &[&Package], essential: &[&Package]) -> Vec<Vec<String>> {
-    let deb_in_root = |p: &Package| format!("{DEBS_IN_ROOT}/{}", p.sha256);
+/// The order packages are unpacked and their preinst run in: the
+/// Essential set (`order`) first, then the rest of `all` in [`batches`]
+/// (what dpkg would install one batch after another).
+fn dpkg_batches<'a>(
+    order: &[&'a Package],
+    all: &[&'a Package],
+    essential: &[&Package],
+) -> Vec<Vec<&'a Package>> {
     let rest: Vec<&Package> = all
         .iter()
         .copied()
@@ -338,13 +372,50 @@ fn dpkg_batches(order: &[&Package], all: &[&Package], essential: &[&Package]) ->
         .iter()
         .map(|p| (p.name.clone(), names(&p.pre_depends), names(&p.depends)))
         .collect();
-    let mut out = vec![order.iter().map(|p| deb_in_root(p)).collect()];
+    let mut out = vec![order.to_vec()];
     out.extend(batches(&rest_pre).into_iter().map(|b| {
         b.iter()
-            .map(|n| deb_in_root(rest.iter().find(|p| &p.name == n).unwrap()))
+            .map(|n| *rest.iter().find(|p| &p.name == n).unwrap())
             .collect()
     }));
     out
+}
+
+/// A package as dpkg names its files under `/var/lib/dpkg/info`.
+fn info_name(p: &Package) -> String {
+    match p.multi_arch {
+        crate::archive::index::MultiArch::Same => format!("{}:{}", p.name, p.arch),
+        _ => p.name.clone(),
+    }
+}
+
+/// apt's lists, written natively from the indexes zchroot fetched and
+/// verified (under apt's own names, each suite's InRelease beside its
+/// Packages files, so that apt trusts and later re-verifies them), in
+/// place of an emulated `apt-get update`.
+fn write_apt_lists(root_dir: &RootDir, indexes: &Indexes) -> Result<(), CreateError> {
+    let lists = Path::new("var/lib/apt/lists");
+    root_dir.create_dir_all(&lists.join("partial"), 0o700)?;
+    root_dir.create_dir_all(&lists.join("auxfiles"), 0o755)?;
+    for suite in &indexes.suites {
+        let url = format!(
+            "{}/dists/{}/InRelease",
+            suite.source.mirror, suite.source.suite
+        );
+        root_dir.write(
+            &lists.join(super::register::apt_list_name(&url)),
+            &suite.inrelease,
+            0o644,
+        )?;
+    }
+    for t in &indexes.texts {
+        root_dir.write(
+            &lists.join(super::register::apt_list_name(&t.url)),
+            t.text.as_bytes(),
+            0o644,
+        )?;
+    }
+    Ok(())
 }
 
 /// The error of a failed install, with the end of its log; the log is the
@@ -356,8 +427,14 @@ fn failed_install(dirs: &DataDirs, name: &str, root_dir: &RootDir, code: i32) ->
     let _ = crate::paths::create_private_dir_all(&dirs.logs());
     let _ = crate::atomic::write_atomic(&kept, log.as_bytes(), 0o644);
     let tail: Vec<&str> = log.lines().rev().take(25).collect();
+    let failed = failed_packages(&log);
     CreateError::Configure {
         code,
+        packages: if failed.is_empty() {
+            String::new()
+        } else {
+            format!(" at {}", failed.join(", "))
+        },
         log: format!(
             "{}\n(the whole log: {})",
             tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
@@ -389,12 +466,11 @@ fn appear(roots: &Roots, name: &str, staging: &mut Staging<'_>) -> Result<(), Cr
     Ok(())
 }
 
-/// How the install script runs in the new root: the cache's .debs bound
-/// read-only, the network shared (for apt's update), output to the log.
+/// How the install script runs in the new root: output to the log, the
+/// network shared (for maintainer scripts that fetch).
 fn install_run(
     t: &RootRecipe,
     spec: &CreateSpec,
-    dirs: &DataDirs,
     name: &str,
     tree: &Path,
     script: &str,
@@ -404,11 +480,7 @@ fn install_run(
         arch: Some(t.arch.name.clone()),
         release: t.release.release.clone(),
         mirror: spec.target.mirror.clone(),
-        binds: vec![Bind {
-            host: dirs.blobs(),
-            guest: DEBS_IN_ROOT.into(),
-            readonly: true,
-        }],
+        binds: vec![],
         share_network: true,
         hostname: name.to_owned(),
         argv: vec![
@@ -509,6 +581,37 @@ fn from_template(
     })
 }
 
+/// qemu-user for a foreign root, fetched into the cache on a thread of its
+/// own while the packages download and unpack, so that configuring finds
+/// it ready; a failure here is left for that first use to report.
+fn prefetch_qemu(
+    manifests: &Manifests,
+    t: &RootRecipe,
+    spec: &CreateSpec,
+    dirs: &DataDirs,
+    opts: &FetchOptions,
+) -> Option<std::thread::JoinHandle<()>> {
+    let host = host::host_arch(manifests).ok()?;
+    if host.name == t.arch.name {
+        return None;
+    }
+    let (m, target, release) = (manifests.clone(), t.arch.clone(), t.release.release.clone());
+    let (dirs, mirror, opts) = (dirs.clone(), spec.target.mirror.clone(), opts.clone());
+    Some(std::thread::spawn(move || {
+        let quiet = crate::report::Silent;
+        let _ = crate::qemu::qemu_binary(
+            &m,
+            &release,
+            &target,
+            &host,
+            &dirs,
+            mirror.as_deref(),
+            opts,
+            &quiet,
+        );
+    }))
+}
+
 /// Builds a root. `exe` is zchroot's own executable (the sandbox helper).
 pub fn create(
     manifests: &Manifests,
@@ -564,6 +667,7 @@ pub fn create(
     let essential_plan = resolve::resolve(&indexes.packages, &t.arch.name, &t.essential_request())
         .map_err(SpecError::from)?;
     let essential: Vec<&Package> = essential_plan.packages.iter().map(|(p, _)| *p).collect();
+    let qemu = prefetch_qemu(manifests, &t, spec, dirs, &opts);
     let paths = t.download(&fetcher, &all, reporter)?;
     drop(fetcher);
     let path_of = |p: &Package| -> PathBuf {
@@ -588,27 +692,52 @@ pub fn create(
     let hook_ctx = hooks::HookCtx::new(hook_env, manifests, dirs, &opts, exe, reporter);
     hooks.run(HookPhase::Setup, &hook_ctx)?;
 
-    // Unpack the Essential set natively: base-files first (it holds the
-    // merged-/usr links), ownership as the packages say (inside the user
-    // namespace when rootless).
-    reporter.phase(Phase::Unpack, essential.len() as u64, 0);
+    // Unpack everything natively, base-files first (the merged-/usr
+    // links), then the Essential set, then the rest in dependency order
+    // (a file two packages ship is the later one's), ownership as the
+    // packages say (inside the user namespace when rootless), and register
+    // it all with dpkg as unpacked.
+    reporter.phase(Phase::Unpack, all.len() as u64, 0);
     let mut order: Vec<&Package> = essential.clone();
     order.sort_by_key(|p| p.name != "base-files");
-    let debs: Vec<(PathBuf, crate::deb::ExtractLimit)> = order
+    let batches = dpkg_batches(&order, &all, &essential);
+    let sequence: Vec<&Package> = batches.iter().flatten().copied().collect();
+    let debs: Vec<(PathBuf, crate::deb::ExtractLimit)> = sequence
         .iter()
         .map(|p| (path_of(p), p.extract_limit()))
         .collect();
     unpack_natively(exe, &maps, &tree, debs)?;
+    write_system_files(&root_dir, manifests, &t, spec, &name)?;
+    write_apt_lists(&root_dir, &indexes)?;
+    // dpkg's path-exclude/path-include of --dpkgopt, which dpkg applies only
+    // to what it unpacks itself.
+    let filters = super::pathfilter::filters(&spec.hooks.dpkgopt);
+    let removed = super::pathfilter::apply(&root_dir, &filters)?;
+    if removed > 0 {
+        reporter.note(&format!(
+            "{removed} files left out by --dpkgopt path-exclude"
+        ));
+    }
     reporter.finish();
 
-    write_system_files(&root_dir, manifests, &t, spec, &name)?;
     hooks.write_options(&root_dir)?;
 
-    // Install everything with the root's own dpkg, inside the sandbox.
-    let batches = dpkg_batches(&order, &all, &essential);
+    // Only the maintainer scripts run inside, under emulation for a
+    // foreign root: the preinsts (base-passwd's first: it makes
+    // /etc/passwd), then `dpkg --configure -a` (with an --essential-hook,
+    // the Essential set is configured first, the hook runs, then the rest).
+    if let Some(q) = qemu {
+        let _ = q.join();
+    }
+    let mut preinsts: Vec<(String, String)> = sequence
+        .iter()
+        .map(|p| (info_name(p), p.arch.clone()))
+        .collect();
+    preinsts.sort_by_key(|(n, _)| n != "base-passwd");
+    let essential_names: Vec<String> = essential.iter().map(|p| info_name(p)).collect();
     let (log, n) = (Path::new(LOG_IN_ROOT), all.len() as u64);
-    for (script, then) in hooks.install_stages(&batches) {
-        let run = install_run(&t, spec, dirs, &name, &tree, &script);
+    for (script, then) in hooks.install_stages(&preinsts, &essential_names) {
+        let run = install_run(&t, spec, &name, &tree, &script);
         let (plan, maps2, _) =
             crate::enter::prepare(manifests, &run, dirs, opts.clone(), reporter)?;
         // The log is appended to by each stage and read from its start, so
@@ -627,9 +756,12 @@ pub fn create(
         }
     }
     hooks.run(HookPhase::Customize, &hook_ctx)?;
-    // Tidy: the bind point and the no-services policy go.
-    let _ = root_dir.remove(Path::new(DEBS_IN_ROOT));
+    // Tidy: the no-services policy goes.
     root_dir.remove(Path::new("usr/sbin/policy-rc.d"))?;
+    // Nothing was synced while unpacking (as dpkg's force-unsafe-io): one
+    // sync of the root's filesystem before it appears under its name.
+    let tree_fd = std::fs::File::open(&tree).map_err(io(&tree))?;
+    nix::unistd::syncfs(&tree_fd).map_err(|e| io(&tree)(e.into()))?;
 
     // Kept as the template of its key (a failure to keep it is no failure).
     if templated {
@@ -654,21 +786,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn install_script_installs_essential_first_then_the_rest() {
+    fn install_script_runs_the_preinsts_in_order_then_configures() {
         let s = install_script(
-            &["/d/a".into(), "/d/b".into()],
-            &[vec!["/d/c".into()]],
-            true,
+            &[
+                ("base-passwd".into(), "arm64".into()),
+                ("libc6:arm64".into(), "arm64".into()),
+            ],
+            None,
+            false,
         );
         let lines: Vec<&str> = s.lines().collect();
         assert_eq!(lines[0], "set -e");
-        assert_eq!(
-            lines[2],
-            "dpkg --force-depends --force-confold --install /d/a /d/b"
+        let a = lines.iter().position(|l| *l == "preinst base-passwd arm64");
+        let b = lines.iter().position(|l| *l == "preinst libc6:arm64 arm64");
+        assert!(a.is_some() && a < b, "{s}");
+        assert!(s.contains("DPKG_MAINTSCRIPT_PACKAGE=\"${1%%:*}\""), "{s}");
+        assert!(
+            s.contains("dpkg --configure -a\ndpkg --audit\nif id _apt"),
+            "{s}"
         );
-        assert_eq!(lines[3], "dpkg --force-confold --install /d/c");
-        assert!(s.contains("dpkg --audit"));
-        assert!(s.ends_with("apt-get update -q\n"));
+        assert!(install_script(&[], None, true).ends_with("apt-get update -q\n"));
+        // Before an --essential-hook: only the Essential set is configured.
+        let names = ["dpkg".to_string(), "libc6:arm64".to_string()];
+        let s = install_script(&[], Some(&names), false);
+        assert!(s.ends_with("dpkg --configure dpkg libc6:arm64\n"), "{s}");
+        assert!(!s.contains("--audit"), "{s}");
+    }
+
+    #[test]
+    fn the_failed_packages_are_named_from_the_log() {
+        let log = "Setting up a (1) ...\ndpkg: error processing package libc-bin (--configure):\n installed libc-bin package post-installation script subprocess returned error exit status 1\nErrors were encountered while processing:\n libc-bin\n dash\n";
+        assert_eq!(failed_packages(log), ["libc-bin", "dash"]);
+        let log = "zchroot: running the preinst of base-passwd\nzchroot: running the preinst of libc6:arm64\nboom\n";
+        assert_eq!(failed_packages(log), ["libc6:arm64"]);
+        assert!(failed_packages("dpkg: error: no\n").is_empty());
+        assert!(failed_packages("").is_empty());
     }
 
     #[test]

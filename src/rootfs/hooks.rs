@@ -324,20 +324,25 @@ impl<'a> HookCtx<'a> {
 }
 
 impl HookPlan {
-    /// The install scripts of `create`, each with the hooks' phase to run
-    /// after it: one script when no hook runs at the Essential phase; else
-    /// the Essential set (configured), then the rest.
-    pub fn install_stages(&self, batches: &[Vec<String>]) -> Vec<(String, Option<HookPhase>)> {
+    /// The install scripts of `create` (every package is unpacked and
+    /// registered natively before), each with the hooks' phase to run after
+    /// it: one script when no hook runs at the Essential phase; else the
+    /// preinsts and the Essential set configured, then the rest.
+    pub fn install_stages(
+        &self,
+        preinsts: &[(String, String)],
+        essential: &[String],
+    ) -> Vec<(String, Option<HookPhase>)> {
         use crate::rootfs::create::install_script;
         if !self.has(HookPhase::Essential) {
-            return vec![(install_script(&batches[0], &batches[1..], true), None)];
+            return vec![(install_script(preinsts, None, false), None)];
         }
         vec![
             (
-                install_script(&batches[0], &[], false),
+                install_script(preinsts, Some(essential), false),
                 Some(HookPhase::Essential),
             ),
-            (install_script(&[], &batches[1..], true), None),
+            (install_script(&[], None, false), None),
         ]
     }
 

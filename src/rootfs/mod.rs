@@ -5,6 +5,9 @@
 pub mod create;
 pub mod dpkg_progress;
 pub mod hooks;
+pub mod native;
+pub mod pathfilter;
+pub mod register;
 pub mod spec;
 pub mod template;
 

@@ -118,7 +118,8 @@ pub enum Job {
     /// Mount `steps`, pivot, run `argv`.
     Command,
     /// Extract these .debs into `root` (confined; ownership from the
-    /// packages), each bounded by its limit (from the index).
+    /// packages), each bounded by its limit (from the index), and register
+    /// them with dpkg as unpacked.
     Extract {
         debs: Vec<(PathBuf, crate::deb::ExtractLimit)>,
         root: PathBuf,
@@ -620,10 +621,8 @@ fn init_main(plan: &SandboxPlan, set: &SigSet, ttys: &[RawFd]) -> ! {
     match &plan.job {
         Job::Command => {}
         Job::Extract { debs, root } => {
-            for (deb, limit) in debs {
-                if let Err(e) = crate::deb::read::extract_data_with(deb, root, limit) {
-                    fail(SETUP_FAILED, &e.to_string());
-                }
+            if let Err(e) = crate::rootfs::native::unpack_and_register(root, debs) {
+                fail(SETUP_FAILED, &e);
             }
             std::process::exit(0)
         }

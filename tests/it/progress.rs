@@ -15,13 +15,14 @@ use crate::terminal::{host_arch, run_on_raw, Term};
 /// A dpkg that says, for each .deb it is given, what dpkg says, slowly
 /// enough (a busy loop: there is no `sleep` in here) for a display to show it.
 const FAKE_DPKG: &str = r#"#!/bin/sh
-for a; do
-  case $a in -*) continue ;; esac
-  n=${a##*/}; n=${n%%_*}
-  echo "Unpacking $n (1) ..."
-  echo "Setting up $n (1) ..."
+# zchroot unpacked and registered every package; `dpkg --configure -a`
+# sets each up, as dpkg says it.
+[ "$1 $2" = "--configure -a" ] || exit 0
+while IFS= read -r l; do
+  case $l in "Package: "*) ;; *) continue ;; esac
+  echo "Setting up ${l#Package: } (1) ..."
   i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done
-done
+done < /var/lib/dpkg/status
 "#;
 
 fn host_file(p: &str) -> Vec<u8> {

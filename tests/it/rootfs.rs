@@ -55,7 +55,8 @@ fn create_run_list_destroy_as_root() {
             "--",
             "sh",
             "-c",
-            "dpkg --audit && dpkg-query -W -f '${Package} ${Status}\\n'",
+            // dpkg -V prints a line per file that differs from its package.
+            "dpkg --audit && dpkg -V && dpkg-query -W -f '${Package} ${Status}\\n'",
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -170,7 +171,7 @@ fn rootless_create_keeps_package_ownership_and_destroys_cleanly() {
             "--",
             "sh",
             "-c",
-            "stat -c '%U:%G' /etc/shadow; dpkg --audit && echo ok",
+            "stat -c '%U:%G' /etc/shadow; dpkg --audit && dpkg -V && echo ok",
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));

@@ -27,7 +27,7 @@ const BUSYBOX: &str = "/bin/busybox";
 /// of another owner, a setuid file, a hard link and a FIFO.
 const FAKE_DPKG: &str = "#!/bin/sh\n\
     B=/usr/bin/busybox\n\
-    case \"$*\" in *--install*)\n\
+    case \"$*\" in *--configure*)\n\
     $B mkdir -p /var/lib/t\n\
     echo owned > /var/lib/t/owned; $B chown 100:101 /var/lib/t/owned\n\
     echo suid > /var/lib/t/suid; $B chmod 4755 /var/lib/t/suid\n\

@@ -62,6 +62,15 @@ enum Bench {
         #[arg(default_value = "arm64")]
         arch: String,
     },
+    /// Create a root, cold and warm, against mmdebstrap in the same run
+    Create {
+        /// Debian architecture of the root
+        #[arg(default_value = "arm64")]
+        arch: String,
+        /// Package set (minbase, buildd)
+        #[arg(long, default_value = "minbase")]
+        variant: String,
+    },
     /// ZFS for arm64 (cross) against amd64 (native)
     Zfs {
         /// Also build for arm64 with the emulate strategy (long)
@@ -109,6 +118,7 @@ fn main() -> ExitCode {
         Task::Clippy => clippy(),
         Task::Bench(Bench::Index { arch }) => bench_index(&arch),
         Task::Bench(Bench::Resolve { arch }) => bench_resolve(&arch),
+        Task::Bench(Bench::Create { arch, variant }) => bench_create(&arch, &variant),
         Task::Bench(Bench::Zfs { with_emulate }) => bench_zfs(with_emulate),
         Task::E2e(E2e::Zfs { strategy }) => {
             build_zchroot().and_then(|exe| e2e_zfs(&exe, strategy.as_str()))
@@ -411,6 +421,187 @@ fn bench_resolve(arch: &str) -> Result<()> {
     } else {
         eprintln!("mmdebstrap not found (apt-get install mmdebstrap): no reference run");
     }
+    Ok(())
+}
+
+/// One `zchroot create` of the bench: wall time and zchroot's own phase
+/// times (`ZCHROOT_TIMINGS`), its output logged.
+struct CreateRun {
+    wall: Duration,
+    phases: Vec<(String, f64)>,
+}
+
+fn zchroot_create(exe: &Path, home: &Path, args: &[&str], log: &Path) -> Result<CreateRun> {
+    let timings = home.with_extension("timings");
+    let _ = std::fs::remove_file(&timings);
+    let t = Instant::now();
+    let o = Command::new(exe)
+        .arg("create")
+        .args(args)
+        .env("ZCHROOT_HOME", home)
+        .env("ZCHROOT_TIMINGS", &timings)
+        .output()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    let wall = t.elapsed();
+    write(log, [&o.stdout[..], &o.stderr[..]].concat())?;
+    if !o.status.success() {
+        bail!("zchroot create {args:?} failed; see {}", log.display());
+    }
+    let text = std::fs::read_to_string(&timings).unwrap_or_default();
+    Ok(CreateRun {
+        wall,
+        phases: parse_timings(&text),
+    })
+}
+
+/// `NAME SECONDS` lines, a phase seen twice added up, in first-seen order.
+fn parse_timings(text: &str) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = Vec::new();
+    for (name, secs) in text.lines().filter_map(|l| {
+        let (n, s) = l.split_once(' ')?;
+        Some((n.to_string(), s.trim().parse::<f64>().ok()?))
+    }) {
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, s)) => *s += secs,
+            None => out.push((name, secs)),
+        }
+    }
+    out
+}
+
+/// The binfmt_misc registration of qemu-ARCH-static for `arch`, from the
+/// manifest's ELF magic and mask (fix-binary, so it works in any root).
+fn binfmt_line(arch: &zchroot::manifest::Arch, qemu: &Path) -> String {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("\\x{x:02x}")).collect::<String>();
+    format!(
+        ":zchroot-bench-{}:M::{}:{}:{}:F",
+        arch.qemu,
+        hex(&arch.elf_magic),
+        hex(&arch.elf_mask),
+        qemu.display()
+    )
+}
+
+/// mmdebstrap's time for the same root, as root in a private mount
+/// namespace: binfmt_misc mounted there with qemu-user-static registered
+/// (on Linux 6.7+ the entry goes with the mount), the root in `dir`.
+fn mmdebstrap_create(arch: &str, variant: &str, dir: &Path, log: &Path) -> Result<Duration> {
+    let m = Manifests::embedded();
+    let a = m.arch(arch)?;
+    let host = std::env::consts::ARCH;
+    let mut script = String::from("set -e\nmount --make-rprivate /\n");
+    if a.uname != host {
+        let qemu = PathBuf::from(format!("/usr/bin/qemu-{}-static", a.qemu));
+        if !qemu.exists() {
+            bail!(
+                "{} is missing: mmdebstrap needs it for {arch}\nhelp: apt-get install qemu-user-static",
+                qemu.display()
+            );
+        }
+        script.push_str(&format!(
+            "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc\nprintf '%s' '{}' > /proc/sys/fs/binfmt_misc/register\n",
+            binfmt_line(&a, &qemu)
+        ));
+    }
+    script.push_str(&format!(
+        "exec mmdebstrap --mode=root --variant={variant} --arch={arch} trixie {} http://deb.debian.org/debian\n",
+        dir.display()
+    ));
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    let t = Instant::now();
+    let o = Command::new("unshare")
+        .args(["--mount", "--", "sh", "-c", &script])
+        .output()
+        .context("cannot run unshare")?;
+    let elapsed = t.elapsed();
+    write(log, [&o.stdout[..], &o.stderr[..]].concat())?;
+    if !o.status.success() {
+        bail!("mmdebstrap failed; see {}", log.display());
+    }
+    Ok(elapsed)
+}
+
+/// `bench create`: the same root made by zchroot with an empty cache
+/// (cold), again with the cache full (warm), and by mmdebstrap, in one
+/// run; zchroot's phases, and the ratio last.
+fn bench_create(arch: &str, variant: &str) -> Result<()> {
+    let exe = build_zchroot()?;
+    let dir = bench_home().join("create");
+    let home = dir.join("home");
+    let logs = dir.join("logs");
+    mkdir(&logs)?;
+    let z = |args: &[&str]| -> Result<()> {
+        let st = Command::new(&exe)
+            .args(args)
+            .env("ZCHROOT_HOME", &home)
+            .stdout(Stdio::null())
+            .status()
+            .with_context(|| format!("cannot run {}", exe.display()))?;
+        if !st.success() {
+            bail!("zchroot {args:?} failed");
+        }
+        Ok(())
+    };
+    let name = format!("bench-{arch}-{variant}");
+    let args = ["--arch", arch, "--variant", variant, "--name", &name];
+    let positional = [arch, "--variant", variant, "--name", &name];
+    // Old command lines take ARCH as a positional argument only.
+    let takes_arch_option = Command::new(&exe)
+        .args(["create", "--help"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("--arch"))
+        .unwrap_or(false);
+    let args: &[&str] = if takes_arch_option {
+        &args
+    } else {
+        &positional
+    };
+    if home.exists() {
+        z(&["-q", "destroy", "--all", "--purge-cache"])?;
+    }
+    eprintln!("zchroot create {arch} {variant}, cold (empty cache)...");
+    let cold = zchroot_create(&exe, &home, args, &logs.join("zchroot-cold.log"))?;
+    z(&["-q", "destroy", &name])?;
+    eprintln!("zchroot create {arch} {variant}, warm (same set built once)...");
+    // The warm root stays, to be looked at (`ZCHROOT_HOME=... zchroot run`).
+    let warm = zchroot_create(&exe, &home, args, &logs.join("zchroot-warm.log"))?;
+    let theirs = if Path::new("/usr/bin/mmdebstrap").exists() {
+        eprintln!("mmdebstrap --variant={variant} --arch={arch} trixie...");
+        let out = dir.join("mmdebstrap-root");
+        let t = mmdebstrap_create(arch, variant, &out, &logs.join("mmdebstrap.log"))?;
+        std::fs::remove_dir_all(&out)
+            .with_context(|| format!("cannot remove {}", out.display()))?;
+        Some(t)
+    } else {
+        eprintln!("mmdebstrap not found (apt-get install mmdebstrap): no reference run");
+        None
+    };
+    println!(
+        "create: trixie {variant} {arch}, {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    for (what, run) in [("cold", &cold), ("warm", &warm)] {
+        println!(
+            "  zchroot, {what:<4}             {:>8.1} s",
+            run.wall.as_secs_f64()
+        );
+        for (phase, secs) in &run.phases {
+            println!("    {phase:<22} {secs:>8.1} s");
+        }
+    }
+    if let Some(t) = theirs {
+        println!("  mmdebstrap                {:>8.1} s", t.as_secs_f64());
+        println!(
+            "  ratio zchroot/mmdebstrap  {:>8.2} cold, {:.2} warm",
+            cold.wall.as_secs_f64() / t.as_secs_f64(),
+            warm.wall.as_secs_f64() / t.as_secs_f64()
+        );
+    }
+    println!("  (logs: {})", logs.display());
     Ok(())
 }
 
@@ -1006,6 +1197,28 @@ mod tests {
         let cli = Cli::try_parse_from(["xtask", "bench", "index"]).unwrap();
         assert!(matches!(cli.task, Task::Bench(Bench::Index { arch }) if arch == "arm64"));
         assert!(Cli::try_parse_from(["xtask", "e2e", "zfs", "--strategy", "fast"]).is_err());
+        let cli = Cli::try_parse_from(["xtask", "bench", "create", "--variant", "buildd"]).unwrap();
+        assert!(matches!(cli.task,
+            Task::Bench(Bench::Create { arch, variant }) if arch == "arm64" && variant == "buildd"));
+    }
+
+    #[test]
+    fn timings_add_up_a_phase_seen_twice() {
+        let t = parse_timings("update 1.5\nresolve 0.25\nupdate 0.5\nbad line\n");
+        assert_eq!(
+            t,
+            vec![("update".to_string(), 2.0), ("resolve".to_string(), 0.25)]
+        );
+        let m = Manifests::embedded();
+        let line = binfmt_line(
+            &m.arch("arm64").unwrap(),
+            Path::new("/usr/bin/qemu-aarch64-static"),
+        );
+        assert!(
+            line.starts_with(":zchroot-bench-aarch64:M::\\x7f\\x45\\x4c\\x46"),
+            "{line}"
+        );
+        assert!(line.ends_with(":/usr/bin/qemu-aarch64-static:F"), "{line}");
     }
 
     #[test]

@@ -1,0 +1,280 @@
+//! Installing packages natively, without emulation: every .deb unpacked
+//! through the confined extractor on all cores, then registered with dpkg
+//! in its own formats ([`super::register`]), so that the root's dpkg only
+//! has to configure them. Runs as root of the root's user namespace when
+//! rootless (the sandbox helper's extract job), or directly as root.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use md5::{Digest, Md5};
+
+use crate::deb::{ControlFiles, ExtractLimit, Extraction};
+use crate::rootdir::{Kind, RootDir};
+
+use super::register::{self, Unpacked};
+
+/// Largest conffile read back for its checksum.
+const MAX_CONFFILE: u64 = 64 << 20;
+
+/// One package unpacked: its control members and what was extracted.
+type Done = (ControlFiles, Extraction);
+
+/// Extracts each of `debs` (data and control) with `threads` workers; the
+/// results in the order of `debs`. The first is unpacked alone before the
+/// others (base-files: the tree's top directories and links).
+fn extract_all(
+    root: &Path,
+    debs: &[(PathBuf, ExtractLimit)],
+    threads: usize,
+) -> Result<Vec<Done>, String> {
+    // Errors name the package as dpkg would (`NAME_VERSION_ARCH.deb`),
+    // not by its file in the cache.
+    let one = |(deb, limit): &(PathBuf, ExtractLimit)| -> Result<_, String> {
+        let control =
+            crate::deb::control_files(deb).map_err(|e| format!("{}: {e}", limit.package))?;
+        let c = &control.control;
+        let named = register::deb_file_name(
+            register::field(c, "Package").unwrap_or(&limit.package),
+            register::field(c, "Version").unwrap_or_default(),
+            register::field(c, "Architecture").unwrap_or_default(),
+        );
+        let ex =
+            crate::deb::extract_data_with(deb, root, limit).map_err(|e| format!("{named}: {e}"))?;
+        Ok((control, ex))
+    };
+    let Some((first, rest)) = debs.split_first() else {
+        return Ok(vec![]);
+    };
+    let first = one(first)?;
+    // Largest first, so that no worker is left with a big one at the end.
+    let mut by_size: Vec<usize> = (0..rest.len()).collect();
+    let size = |i: &usize| std::fs::metadata(&rest[*i].0).map_or(0, |m| m.len());
+    by_size.sort_by_key(|i| std::cmp::Reverse(size(i)));
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<Done, String>>>> =
+        Mutex::new((0..rest.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&i) = by_size.get(k) else { break };
+                let r = one(&rest[i]);
+                let failed = r.is_err();
+                if let Ok(mut v) = results.lock() {
+                    v[i] = Some(r);
+                }
+                if failed {
+                    // Stop handing out work; the others finish theirs.
+                    next.store(by_size.len(), Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let results = results.into_inner().map_err(|e| e.to_string())?;
+    let mut out = vec![first];
+    for r in results {
+        match r {
+            Some(r) => out.push(r?),
+            None => return Err("unpacking stopped after an error".into()),
+        }
+    }
+    Ok(out)
+}
+
+/// Paths (not directories) that more than one package unpacked: for each,
+/// the packages (indexes in order) that have it.
+fn shared_files(root_dir: &RootDir, lists: &[&[String]]) -> Vec<(String, Vec<usize>)> {
+    let mut seen: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, paths) in lists.iter().enumerate() {
+        for p in paths.iter() {
+            seen.entry(p.as_str()).or_default().push(i);
+        }
+    }
+    let mut out: Vec<(String, Vec<usize>)> = seen
+        .into_iter()
+        .filter(|(_, who)| who.len() > 1)
+        .filter(|(p, _)| {
+            let rel = p.trim_start_matches('/');
+            // Directories (and links to them, as /lib in merged /usr)
+            // are every package's.
+            !rel.is_empty()
+                && rel != "."
+                && !matches!(
+                    root_dir.kind(Path::new(rel)),
+                    Ok(Some(Kind::Dir | Kind::Symlink))
+                )
+        })
+        .map(|(p, who)| (p.to_string(), who))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The MD5 of each conffile of a package as unpacked (`None` where it is
+/// missing, which dpkg records as `newconffile`).
+fn conffile_sums(root_dir: &RootDir, control: &ControlFiles) -> Vec<(String, String)> {
+    control
+        .conffiles()
+        .into_iter()
+        .filter_map(|c| {
+            let data = root_dir
+                .read(Path::new(c.path.trim_start_matches('/')), MAX_CONFFILE)
+                .ok()?;
+            Some((c.path, hex::encode(Md5::digest(&data))))
+        })
+        .collect()
+}
+
+/// Unpacks `debs` into `root` (in this order: a file two packages ship is
+/// the later one's, as dpkg would leave it) and writes dpkg's database for
+/// them: every package `install ok unpacked`.
+pub fn unpack_and_register(root: &Path, debs: &[(PathBuf, ExtractLimit)]) -> Result<(), String> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut done = extract_all(root, debs, threads)?;
+    let root_dir = RootDir::open(root).map_err(|e| e.to_string())?;
+    // Unpacked in parallel, a shared file may hold either package's
+    // version: the later package is unpacked again, and owns the file.
+    let shared = {
+        let lists: Vec<&[String]> = done.iter().map(|(_, ex)| ex.paths.as_slice()).collect();
+        shared_files(&root_dir, &lists)
+    };
+    let mut again: Vec<usize> = shared
+        .iter()
+        .filter_map(|(_, who)| who.last().copied())
+        .collect();
+    again.sort_unstable();
+    again.dedup();
+    for i in again {
+        let (deb, limit) = &debs[i];
+        crate::deb::extract_data_with(deb, root, limit).map_err(|e| e.to_string())?;
+    }
+    for (path, who) in &shared {
+        for &i in &who[..who.len() - 1] {
+            done[i].1.paths.retain(|p| p != path);
+        }
+    }
+    let pkgs: Vec<Unpacked> = done
+        .into_iter()
+        .map(|(control, ex)| Unpacked {
+            conffile_md5: conffile_sums(&root_dir, &control),
+            control,
+            paths: ex.paths,
+        })
+        .collect();
+    for d in [
+        "var/lib/dpkg/info",
+        "var/lib/dpkg/updates",
+        "var/lib/dpkg/triggers",
+        "var/lib/dpkg/alternatives",
+    ] {
+        root_dir
+            .create_dir_all(Path::new(d), 0o755)
+            .map_err(|e| e.to_string())?;
+    }
+    for f in register::database(&pkgs) {
+        root_dir
+            .write(Path::new(&f.path), &f.contents, f.mode)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deb::DebBuilder;
+
+    fn deb(dir: &Path, name: &str, files: &[(&str, &str)], conffile: Option<&str>) -> PathBuf {
+        let mut b = DebBuilder::new(vec![
+            ("Package".into(), name.into()),
+            ("Version".into(), "1:1.0-1".into()),
+            ("Architecture".into(), "all".into()),
+            ("Maintainer".into(), "T <t@example.org>".into()),
+            ("Description".into(), format!("{name}\nlong")),
+        ]);
+        for (path, text) in files {
+            b.add_file(path, 0o644, text.as_bytes().to_vec());
+        }
+        b.add_control_file("postinst", 0o755, b"#!/bin/sh\n".to_vec());
+        if let Some(c) = conffile {
+            b.add_control_file("conffiles", 0o644, format!("{c}\n").into_bytes());
+        }
+        let path = dir.join(format!("{name}.deb"));
+        b.write_to(std::fs::File::create(&path).unwrap()).unwrap();
+        path
+    }
+
+    #[test]
+    fn packages_are_unpacked_in_parallel_and_registered_as_dpkg_would() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let limit = |n: &str| ExtractLimit {
+            package: n.into(),
+            installed_size_kib: None,
+        };
+        let debs: Vec<(PathBuf, ExtractLimit)> = [
+            (
+                "a",
+                vec![("etc/a.conf", "a=1\n"), ("usr/share/x", "from a\n")],
+                Some("/etc/a.conf"),
+            ),
+            (
+                "b",
+                vec![("usr/share/b", "b\n"), ("usr/share/x", "from b\n")],
+                None,
+            ),
+            ("c", vec![("usr/share/c", "c\n")], None),
+        ]
+        .into_iter()
+        .map(|(n, files, conf)| (deb(t.path(), n, &files, conf), limit(n)))
+        .collect();
+        unpack_and_register(&root, &debs).unwrap();
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+        // A file two packages ship is the later one's, in its list only.
+        assert_eq!(read("usr/share/x"), "from b\n");
+        assert!(!read("var/lib/dpkg/info/a.list").contains("/usr/share/x\n"));
+        assert!(read("var/lib/dpkg/info/b.list").contains("/usr/share/x\n"));
+        assert!(read("var/lib/dpkg/info/c.list").starts_with("/.\n"));
+        assert_eq!(read("var/lib/dpkg/info/a.postinst"), "#!/bin/sh\n");
+        let status = read("var/lib/dpkg/status");
+        assert_eq!(status.matches("Status: install ok unpacked\n").count(), 3);
+        let md5 = hex::encode(Md5::digest(b"a=1\n"));
+        assert!(
+            status.contains(&format!("Conffiles:\n /etc/a.conf {md5}\n")),
+            "{status}"
+        );
+    }
+
+    #[test]
+    fn a_bad_package_is_named_as_dpkg_names_it() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        // Unpacks to more than Installed-Size (0 KiB) + 16 MiB allows.
+        let big = deb(
+            t.path(),
+            "big",
+            &[("usr/share/big", &"x".repeat(17 << 20))],
+            None,
+        );
+        let limit = ExtractLimit {
+            package: "big".into(),
+            installed_size_kib: Some(0),
+        };
+        let e = unpack_and_register(&root, &[(big, limit)]).unwrap_err();
+        assert!(
+            e.starts_with("big_1%3a1.0-1_all.deb: big: unpacks to more than"),
+            "{e}"
+        );
+        let missing = ExtractLimit {
+            package: "nope".into(),
+            installed_size_kib: None,
+        };
+        let e = unpack_and_register(&root, &[(t.path().join("nope.deb"), missing)]).unwrap_err();
+        assert!(e.starts_with("nope: "), "{e}");
+    }
+}
