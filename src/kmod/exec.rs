@@ -111,8 +111,15 @@ impl Exec<'_> {
             self.reporter.note(&format!(
                 "creating the build root {root_name} (buildd + dkms)"
             ));
+            let mut target = super::root_spec(self.spec, &root_arch.name);
+            // A cross build's toolchain is part of the root made for it (and
+            // so of its template): a build root made again, or for another
+            // target, starts compiling without installing it again.
+            if let How::Cross(p, _) = &plan.how {
+                target.include.extend(p.install.iter().cloned());
+            }
             let spec = CreateSpec {
-                target: super::root_spec(self.spec, &root_arch.name),
+                target,
                 name: Some(root_name.clone()),
                 force: false,
                 hooks: Default::default(),
