@@ -29,7 +29,7 @@ fn report_builds(results: cmd::build::Builds, arch: &str) -> u8 {
             }
             Err(e) => {
                 failed = true;
-                eprintln!("error: {e}");
+                eprintln!("error: {}", printable(&e.to_string()));
             }
         }
     }
@@ -73,7 +73,10 @@ fn update(ctx: &Ctx, args: &cli::UpdateArgs) -> anyhow::Result<u8> {
                 }
                 Err(e) => {
                     code = 1;
-                    eprintln!("error: {name}: {}", cmd::boards::error_chain(&e));
+                    eprintln!(
+                        "error: {name}: {}",
+                        printable(&cmd::boards::error_chain(&e))
+                    );
                 }
             }
         })?;
@@ -115,7 +118,7 @@ fn target_check(ctx: &Ctx, a: &cli::TargetCheckArgs) -> anyhow::Result<u8> {
             Ok(path) => println!("{}: ok", path.display()),
             Err(e) => {
                 code = 1;
-                eprintln!("error: {e}");
+                eprintln!("error: {}", printable(&e.to_string()));
             }
         }
     }
@@ -150,7 +153,7 @@ fn run_in_root(ctx: &Ctx, req: &cmd::run::RunRequest) -> anyhow::Result<u8> {
     match cmd::run::run(ctx, req) {
         Ok(code) => Ok(code),
         Err(e @ cmd::run::RunError::Context(_)) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", printable(&e.to_string()));
             Ok(e.exit_status())
         }
         Err(cmd::run::RunError::Cmd(e)) => Err(e.into()),
@@ -328,6 +331,21 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     r
 }
 
+/// An error's text as it may reach the terminal: it can carry what a root
+/// wrote (a log's tail, names from its /etc/passwd or its dpkg output), so
+/// control characters but newlines and tabs are shown as `?`.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
     // The sandbox helper must start before anything else (no threads).
     if std::env::args_os().nth(1).as_deref()
@@ -349,8 +367,17 @@ fn main() -> ExitCode {
             for cause in e.chain().skip(1) {
                 msg.push_str(&format!("\n  caused by: {cause}"));
             }
-            eprintln!("{msg}");
+            eprintln!("{}", printable(&msg));
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_error_cannot_drive_the_terminal() {
+        let shown = super::printable("log tail:\n\x1b]52;c;aGk=\x07 ok\t\u{9b}2J");
+        assert_eq!(shown, "log tail:\n?]52;c;aGk=? ok\t?2J");
     }
 }

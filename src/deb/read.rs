@@ -27,7 +27,7 @@
 //! extracted earlier from the same package.
 //!
 //! The final component is never followed: files and symlinks are created under a
-//! temporary name (`NAME.dpkg-new`, as dpkg does) and renamed over the old entry,
+//! temporary name (`NAME.dpkg-new.RANDOM`, exclusively) and renamed over the old entry,
 //! which replaces a symlink rather than writing through it. A directory entry
 //! keeps an existing directory, or an existing symlink that resolves (confined)
 //! to a directory, unchanged.
@@ -361,6 +361,7 @@ pub fn extract_data_with(
         max: limit.max_bytes(),
         free: free.saturating_sub(FREE_RESERVE),
         used: std::cell::Cell::new(0),
+        checked_at: std::cell::Cell::new(0),
     };
     // A package that says it needs more than there is fails before writing.
     if let Some(kib) = limit.installed_size_kib {
@@ -611,7 +612,14 @@ struct Budget {
     /// Free space at the start, less the reserve.
     free: u64,
     used: std::cell::Cell<u64>,
+    /// `used` when free space was last measured again (packages unpack in
+    /// parallel: each one's `free` is of the start, so the filesystem's
+    /// own count is checked as they write).
+    checked_at: std::cell::Cell<u64>,
 }
+
+/// How many bytes a package writes between two looks at the free space.
+const RECHECK_BYTES: u64 = 8 << 20;
 
 impl Budget {
     fn no_space(&self, root: &Path) -> DebError {
@@ -656,6 +664,15 @@ impl Extractor {
         }
         if used > b.free {
             return Err(b.no_space(&self.root));
+        }
+        if used - b.checked_at.get() >= RECHECK_BYTES {
+            b.checked_at.set(used);
+            let avail = nix::sys::statvfs::fstatvfs(&self.root_fd)
+                .map(|st| st.blocks_available().saturating_mul(st.fragment_size()))
+                .unwrap_or(0);
+            if avail < FREE_RESERVE {
+                return Err(b.no_space(&self.root));
+            }
         }
         Ok(())
     }
@@ -920,9 +937,13 @@ impl Extractor {
         Ok((dir, OsStr::from_bytes(last)))
     }
 
+    /// `NAME.dpkg-new.RANDOM`: packages unpack in parallel, and two may
+    /// ship the same path; each writes its own temporary file.
     fn tmp_name(name: &OsStr) -> OsString {
         let mut tmp = name.as_bytes().to_vec();
         tmp.extend_from_slice(TMP_SUFFIX);
+        tmp.push(b'.');
+        tmp.extend_from_slice(crate::atomic::random_suffix().as_bytes());
         OsString::from_vec(tmp)
     }
 

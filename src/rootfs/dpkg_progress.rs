@@ -115,6 +115,8 @@ impl<'r> Counter<'r> {
 const POLL: Duration = Duration::from_millis(200);
 /// The longest line kept whole (longer ones are skipped).
 const LINE_MAX: usize = 4096;
+/// The most of the log read for progress (the root writes it).
+const LOG_READ_MAX: usize = 256 << 20;
 
 /// Runs `work` while following the log `rel` in `root` (which `work`'s
 /// sandbox writes), telling `reporter` what dpkg does with the `total`
@@ -130,7 +132,16 @@ pub fn follow<T>(
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
+            // Signals are for the thread that forwards them to the sandbox.
+            let _ = nix::sys::signal::pthread_sigmask(
+                nix::sys::signal::SigmaskHow::SIG_BLOCK,
+                Some(&nix::sys::signal::SigSet::all()),
+                None,
+            );
             let mut counter = Counter::new(reporter, total);
+            // The root writes the log: a huge (sparse) one is read no
+            // further than this.
+            let mut budget = LOG_READ_MAX;
             let mut file = None;
             let mut pending: Vec<u8> = Vec::new();
             let mut buf = vec![0u8; 64 * 1024];
@@ -140,7 +151,9 @@ pub fn follow<T>(
                     file = root.open_regular(rel).ok();
                 }
                 if let Some(f) = file.as_mut() {
-                    while let Ok(n @ 1..) = f.read(&mut buf) {
+                    let cap = buf.len();
+                    while let Ok(n @ 1..) = f.read(&mut buf[..cap.min(budget)]) {
+                        budget -= n;
                         pending.extend_from_slice(&buf[..n]);
                         while let Some(i) = pending.iter().position(|b| *b == b'\n') {
                             let line: Vec<u8> = pending.drain(..=i).collect();
@@ -262,5 +275,25 @@ mod tests {
         });
         let seen = r.0.lock().unwrap().clone();
         assert_eq!(seen, ["done a", "setting up a", "done b", "setting up b"]);
+    }
+
+    #[test]
+    fn a_huge_log_from_the_root_does_not_hold_create() {
+        // A script inside may make the log a sparse file of a terabyte:
+        // it is read no further than LOG_READ_MAX, so follow returns.
+        let d = tempfile::tempdir().unwrap();
+        let root = RootDir::open(d.path()).unwrap();
+        std::fs::create_dir_all(d.path().join("var/log")).unwrap();
+        let f = std::fs::File::create(d.path().join("var/log/x.log")).unwrap();
+        f.set_len(1 << 40).unwrap();
+        let start = std::time::Instant::now();
+        follow(&root, Path::new("var/log/x.log"), 1, &Record::default(), || {
+            std::thread::sleep(POLL)
+        });
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }

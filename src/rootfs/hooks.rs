@@ -60,8 +60,8 @@ pub enum HookPhase {
     /// The empty tree is made (merged-/usr links only): nothing to run
     /// inside yet.
     Setup,
-    /// The Essential set is installed (unpacked and configured by the
-    /// root's dpkg); the rest is not.
+    /// The Essential set is configured by the root's dpkg; the rest is
+    /// unpacked and registered, not configured yet.
     Essential,
     /// Everything is installed and apt's lists are fresh; the root does not
     /// have its name yet (and no service starts: policy-rc.d is in place).
