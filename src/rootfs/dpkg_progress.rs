@@ -287,9 +287,13 @@ mod tests {
         let f = std::fs::File::create(d.path().join("var/log/x.log")).unwrap();
         f.set_len(1 << 40).unwrap();
         let start = std::time::Instant::now();
-        follow(&root, Path::new("var/log/x.log"), 1, &Record::default(), || {
-            std::thread::sleep(POLL)
-        });
+        follow(
+            &root,
+            Path::new("var/log/x.log"),
+            1,
+            &Record::default(),
+            || std::thread::sleep(POLL),
+        );
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "{:?}",
