@@ -660,7 +660,14 @@ pub fn create(
     // Hooks may do anything to the tree: such a root is not templated.
     let templated = !spec.hooks.has_hooks();
     if templated && spec.use_template && template.find().is_some() {
-        return from_template(&template, &roots, &meta, exe, &maps, reporter);
+        match from_template(&template, &roots, &meta, exe, &maps, reporter) {
+            // Replaced or removed by another zchroot since it was found
+            // (its staging copy is gone with the error): built anew.
+            Err(CreateError::Template(e)) => reporter.warn(&format!(
+                "the root's template could not be copied ({e}); building the root instead"
+            )),
+            r => return r,
+        }
     }
     // The Essential packages and what they need: unpacked first, so that the
     // root's own dpkg can run.

@@ -36,6 +36,23 @@ fn extract_all(
         let control =
             crate::deb::control_files(deb).map_err(|e| format!("{}: {e}", limit.package))?;
         let c = &control.control;
+        // The names below become file names in dpkg's database: the .deb
+        // must be the package its (signed) index entry says, by a name dpkg
+        // takes, for an architecture that is a plain word.
+        let (name, arch) = (
+            register::field(c, "Package").unwrap_or_default(),
+            register::field(c, "Architecture").unwrap_or_default(),
+        );
+        let arch_ok = !arch.is_empty()
+            && arch
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-');
+        if name != limit.package || !crate::rootfs::spec::valid_package_name(name) || !arch_ok {
+            return Err(format!(
+                "{}: the .deb calls itself '{name}' for '{arch}', not the package its index entry names; refused",
+                limit.package
+            ));
+        }
         let named = register::deb_file_name(
             register::field(c, "Package").unwrap_or(&limit.package),
             register::field(c, "Version").unwrap_or_default(),
@@ -202,7 +219,7 @@ mod tests {
         if let Some(c) = conffile {
             b.add_control_file("conffiles", 0o644, format!("{c}\n").into_bytes());
         }
-        let path = dir.join(format!("{name}.deb"));
+        let path = dir.join(format!("{}.deb", name.replace('/', "_")));
         b.write_to(std::fs::File::create(&path).unwrap()).unwrap();
         path
     }
@@ -218,16 +235,16 @@ mod tests {
         };
         let debs: Vec<(PathBuf, ExtractLimit)> = [
             (
-                "a",
+                "aa",
                 vec![("etc/a.conf", "a=1\n"), ("usr/share/x", "from a\n")],
                 Some("/etc/a.conf"),
             ),
             (
-                "b",
+                "bb",
                 vec![("usr/share/b", "b\n"), ("usr/share/x", "from b\n")],
                 None,
             ),
-            ("c", vec![("usr/share/c", "c\n")], None),
+            ("cc", vec![("usr/share/c", "c\n")], None),
         ]
         .into_iter()
         .map(|(n, files, conf)| (deb(t.path(), n, &files, conf), limit(n)))
@@ -236,10 +253,10 @@ mod tests {
         let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
         // A file two packages ship is the later one's, in its list only.
         assert_eq!(read("usr/share/x"), "from b\n");
-        assert!(!read("var/lib/dpkg/info/a.list").contains("/usr/share/x\n"));
-        assert!(read("var/lib/dpkg/info/b.list").contains("/usr/share/x\n"));
-        assert!(read("var/lib/dpkg/info/c.list").starts_with("/.\n"));
-        assert_eq!(read("var/lib/dpkg/info/a.postinst"), "#!/bin/sh\n");
+        assert!(!read("var/lib/dpkg/info/aa.list").contains("/usr/share/x\n"));
+        assert!(read("var/lib/dpkg/info/bb.list").contains("/usr/share/x\n"));
+        assert!(read("var/lib/dpkg/info/cc.list").starts_with("/.\n"));
+        assert_eq!(read("var/lib/dpkg/info/aa.postinst"), "#!/bin/sh\n");
         let status = read("var/lib/dpkg/status");
         assert_eq!(status.matches("Status: install ok unpacked\n").count(), 3);
         let md5 = hex::encode(Md5::digest(b"a=1\n"));
@@ -276,5 +293,28 @@ mod tests {
         };
         let e = unpack_and_register(&root, &[(t.path().join("nope.deb"), missing)]).unwrap_err();
         assert!(e.starts_with("nope: "), "{e}");
+    }
+
+    #[test]
+    fn a_deb_that_is_not_the_package_its_index_names_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let limit = |n: &str| ExtractLimit {
+            package: n.into(),
+            installed_size_kib: None,
+        };
+        // Its name would be a path in dpkg's database.
+        let sneaky = deb(t.path(), "../../../etc/x", &[], None);
+        let e = unpack_and_register(&root, &[(sneaky, limit("x"))]).unwrap_err();
+        assert!(
+            e.starts_with("x: the .deb calls itself '../../../etc/x'"),
+            "{e}"
+        );
+        let other = deb(t.path(), "other", &[("usr/share/o", "o\n")], None);
+        let e = unpack_and_register(&root, &[(other, limit("wanted"))]).unwrap_err();
+        assert!(e.contains("calls itself 'other'"), "{e}");
+        assert!(!root.join("usr/share/o").exists());
+        assert!(!root.join("var/lib/dpkg/info/other.list").exists());
     }
 }

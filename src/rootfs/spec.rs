@@ -66,7 +66,7 @@ pub struct RootRecipe {
     pub keyring: Keyring,
 }
 
-fn valid_package_name(n: &str) -> bool {
+pub fn valid_package_name(n: &str) -> bool {
     n.len() >= 2
         && n.as_bytes()[0].is_ascii_alphanumeric()
         && n.bytes()
