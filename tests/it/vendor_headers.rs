@@ -175,3 +175,142 @@ fn board_helpers_are_rebuilt_from_their_sources_or_the_reason_is_named() {
         .join(zchroot::kmod::build_root_name("trixie", "amd64"))
         .exists());
 }
+
+/// The modules of a module package: (name, bytes).
+fn modules_of(deb: &Path) -> Vec<(String, Vec<u8>)> {
+    zchroot::deb::read::data_paths(deb)
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.contains(".ko"))
+        .map(|p| {
+            let b = zchroot::deb::read::read_data_file(deb, &p)
+                .unwrap()
+                .unwrap();
+            (p, b)
+        })
+        .collect()
+}
+
+/// The fixture's headers again, without the helpers' C sources.
+fn without_sources(headers: &Path, out: &Path) {
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("t");
+    let run = |cmd: &mut std::process::Command| {
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{cmd:?}: {}", stderr(&o));
+    };
+    run(std::process::Command::new("dpkg-deb")
+        .arg("-R")
+        .arg(headers)
+        .arg(&tree));
+    run(std::process::Command::new("find")
+        .arg(tree.join("usr/src"))
+        .args(["-path", "*/scripts/*", "-name", "*.c", "-delete"]));
+    run(std::process::Command::new("dpkg-deb")
+        .args(["-Zxz", "-z1", "--root-owner-group", "-b"])
+        .arg(&tree)
+        .arg(out));
+}
+
+// One scenario on the real `make bindeb-pkg` kernel: built with cross and
+// checked against the kernel, then its headers without the helpers'
+// sources decided both ways.
+#[test]
+fn the_bindeb_pkg_kernel_cross_builds_with_its_helpers_rebuilt_for_this_host() {
+    if !require_root_and_debian() || std::env::consts::ARCH != "x86_64" {
+        return;
+    }
+    let Some(k) = crate::kernel_fixture::bindeb_kernel() else {
+        return;
+    };
+    let home = home_for("vendor_headers", "bindeb");
+    let out = tempfile::tempdir().unwrap();
+    let src = hello_source();
+    let o = zchroot(
+        &home,
+        &[
+            "-v",
+            "build-dkms",
+            src.to_str().unwrap(),
+            "--kernel-deb",
+            k.image.to_str().unwrap(),
+            "--kernel-deb",
+            k.headers.to_str().unwrap(),
+            "-o",
+            out.path().to_str().unwrap(),
+        ],
+    );
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains(&format!(
+            "{}: strategy cross (gcc-14-aarch64-linux-gnu ",
+            k.release
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains("on amd64; build helpers rebuilt for amd64 from the headers' sources)"),
+        "{e}"
+    );
+    assert!(!e.contains("building under emulation instead"), "{e}");
+    let deb = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    let strategy = zchroot::deb::read::read_control(&deb).unwrap();
+    assert!(
+        strategy.contains("\nX-Zchroot-Strategy: cross\n"),
+        "{strategy}"
+    );
+    // The module's vermagic is the kernel's own: the image holds it whole.
+    let image = {
+        let paths = zchroot::deb::read::data_paths(&k.image).unwrap();
+        let p = paths
+            .iter()
+            .find(|p| p.starts_with(&format!("boot/vmlinuz-{}", k.release)))
+            .unwrap();
+        let raw = zchroot::deb::read::read_data_file(&k.image, p)
+            .unwrap()
+            .unwrap();
+        let mut plain = Vec::new();
+        match std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&raw[..]), &mut plain) {
+            Ok(_) => plain,
+            Err(_) => raw,
+        }
+    };
+    let modules = modules_of(&deb);
+    assert!(!modules.is_empty(), "no module in {}", deb.display());
+    for (name, bytes) in &modules {
+        let info = zchroot::kmod::elf::ko_info(bytes).unwrap();
+        assert_eq!(info.machine, 0xb7, "{name} is an arm64 module");
+        let vermagic = info.vermagic.unwrap();
+        assert!(
+            vermagic.starts_with(&format!("{} ", k.release)),
+            "{vermagic}"
+        );
+        assert!(vermagic.contains("modversions"), "{vermagic}");
+        assert!(
+            image
+                .windows(vermagic.len())
+                .any(|w| w == vermagic.as_bytes()),
+            "{name}: vermagic '{vermagic}' is not the kernel's"
+        );
+    }
+
+    // Its headers without the helpers' sources: cross refuses, auto emulates.
+    let t = tempfile::tempdir().unwrap();
+    let bare = t.path().join("headers-without-sources.deb");
+    without_sources(&k.headers, &bare);
+    let o = decide(&home, &k.image, &bare, "cross", t.path());
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains(&format!("--strategy cross cannot build for {}: its build helpers are arm64 programs and their sources are not in it (no scripts/basic/fixdep.c", k.release)),
+        "{e}"
+    );
+    let o = decide(&home, &k.image, &bare, "auto", t.path());
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("{}: strategy emulate, because cross cannot build it: its build helpers are arm64 programs", k.release)),
+        "{e}"
+    );
+    assert!(e.contains("not-a-dir/out"), "stopped before building: {e}");
+}
