@@ -103,12 +103,63 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// Words quoted for the shell, space-separated.
+fn list(v: &[String]) -> String {
+    v.iter().map(|p| quote(p)).collect::<Vec<_>>().join(" ")
+}
+
+/// The cross strategy's setup, once its packages are installed: a fresh
+/// copy of the target's headers, the links to Debian's helpers, the
+/// cross tools first in PATH, and the headers' helpers rebuilt for this
+/// host when planned so.
+fn cross_setup(krel: &str, headers: &Headers) -> String {
+    let Headers::Cross {
+        unpack,
+        links,
+        rebuild,
+        triplet: t,
+        gcc_major,
+        kernel_arch,
+        ..
+    } = headers
+    else {
+        return String::new();
+    };
+    let mut s = format!(
+        "# A fresh copy of the headers: nothing of an earlier build is left in it.\n\
+         rm -rf {h}\n\
+         for deb in {}; do dpkg-deb -x \"$deb\" /; done\n",
+        list(unpack),
+        h = quote(&format!("/usr/src/linux-headers-{krel}")),
+    );
+    for (link, target) in links {
+        s.push_str(&format!(
+            "rm -f {l} && ln -s {t} {l}\n",
+            l = quote(link),
+            t = quote(target)
+        ));
+    }
+    s.push_str(&format!(
+        "# The target's tools under their plain names, first in PATH: configure\n\
+         # scripts look for {t}-gcc, and DKMS strips with plain strip.\n\
+         rm -rf {CROSS_BIN} && mkdir -p {CROSS_BIN}\n\
+         ln -s /usr/bin/{t}-gcc-{gcc_major} {CROSS_BIN}/{t}-gcc\n\
+         ln -s /usr/bin/{t}-gcc-{gcc_major} {CROSS_BIN}/{t}-cc\n\
+         for tool in strip objcopy objdump nm ar ld; do ln -s /usr/bin/{t}-$tool {CROSS_BIN}/$tool; done\n\
+         module_cc={t}-gcc-{gcc_major}\n\
+         export PATH={CROSS_BIN}:$PATH ARCH={kernel_arch} CROSS_COMPILE={t}- \\\n\
+         \x20   KERNEL_ARCH={kernel_arch} KERNEL_CROSS_COMPILE={t}-\n",
+    ));
+    if let Some(kbuild) = rebuild {
+        s.push_str(&rebuild_script(krel, kbuild));
+    }
+    s
+}
+
 /// The script that builds `source` for kernel release `krel` whose headers
 /// are `headers`, for the machine `uname_arch` (`aarch64`), leaving the
 /// modules, `zchroot-module` (name, version lines) and `zchroot-compiler`
 /// (the kernel's compiler line, the module's) in the output directory.
-// About 120 lines, kept whole: it is one shell script, read top to bottom
-// as it runs, and its unit tests check it as a whole.
 pub fn build_script(
     source: &ModuleSource,
     krel: &str,
@@ -122,73 +173,39 @@ pub fn build_script(
          export INITRD=No\n\
          # zchroot builds for the kernels it is asked for, not for whatever is installed.\n\
          mkdir -p /etc/dkms && touch /etc/dkms/no-autoinstall\n\
-         apt-get update -q\n\
-         # Debian's headers compile through ccache when asked: a later build\n\
-         # (another kernel of the series, a new module version) reuses objects.\n\
-         apt-get install -y -q --no-install-recommends ccache\n\
-         export DEBIAN_KERNEL_USE_CCACHE=1 CCACHE_DIR=/var/cache/zchroot-ccache\n",
+         apt-get update -q\n",
     );
-    let list = |v: &[String]| v.iter().map(|p| quote(p)).collect::<Vec<_>>().join(" ");
+    // One apt-get run for all the build installs: each run reads the
+    // package lists again (seconds, more under emulation). Debian's headers
+    // compile through ccache when asked: a later build (another kernel of
+    // the series, a new module version) reuses objects.
+    let mut install = vec!["ccache".to_string()];
     match headers {
-        Headers::Package(p) => s.push_str(&format!(
-            "apt-get install -y -q --no-install-recommends {}\n",
-            quote(p)
-        )),
-        Headers::Local(paths) => s.push_str(&format!(
-            "apt-get install -y -q --no-install-recommends {}\n",
-            list(paths)
-        )),
-        Headers::Cross {
-            install,
-            unpack,
-            links,
-            rebuild,
-            triplet,
-            gcc_major,
-            kernel_arch,
-        } => {
-            let t = triplet;
-            s.push_str(&format!(
-                "apt-get install -y -q --no-install-recommends xz-utils zstd {}\n\
-                 # A fresh copy of the headers: nothing of an earlier build is left in it.\n\
-                 rm -rf {h}\n\
-                 for deb in {}; do dpkg-deb -x \"$deb\" /; done\n",
-                list(install),
-                list(unpack),
-                h = quote(&format!("/usr/src/linux-headers-{krel}")),
-            ));
-            for (link, target) in links {
-                s.push_str(&format!(
-                    "rm -f {l} && ln -s {t} {l}\n",
-                    l = quote(link),
-                    t = quote(target)
-                ));
-            }
-            s.push_str(&format!(
-                "# The target's tools under their plain names, first in PATH: configure\n\
-                 # scripts look for {t}-gcc, and DKMS strips with plain strip.\n\
-                 rm -rf {CROSS_BIN} && mkdir -p {CROSS_BIN}\n\
-                 ln -s /usr/bin/{t}-gcc-{gcc_major} {CROSS_BIN}/{t}-gcc\n\
-                 ln -s /usr/bin/{t}-gcc-{gcc_major} {CROSS_BIN}/{t}-cc\n\
-                 for tool in strip objcopy objdump nm ar ld; do ln -s /usr/bin/{t}-$tool {CROSS_BIN}/$tool; done\n\
-                 module_cc={t}-gcc-{gcc_major}\n\
-                 export PATH={CROSS_BIN}:$PATH ARCH={kernel_arch} CROSS_COMPILE={t}- \\\n\
-                 \x20   KERNEL_ARCH={kernel_arch} KERNEL_CROSS_COMPILE={t}-\n",
-            ));
-            if let Some(kbuild) = rebuild {
-                s.push_str(&rebuild_script(krel, kbuild));
-            }
+        Headers::Package(p) => install.push(p.clone()),
+        Headers::Local(paths) => install.extend(paths.iter().cloned()),
+        Headers::Cross { install: i, .. } => {
+            install.extend(["xz-utils".to_string(), "zstd".to_string()]);
+            install.extend(i.iter().cloned());
         }
     }
+    if let ModuleSource::Package(p, version) = source {
+        install.push(match version {
+            Some(v) => format!("{p}={v}"),
+            None => p.clone(),
+        });
+    }
+    s.push_str(&format!(
+        "apt-get install -y -q --no-install-recommends {}\n\
+         export DEBIAN_KERNEL_USE_CCACHE=1 CCACHE_DIR=/var/cache/zchroot-ccache\n",
+        list(&install)
+    ));
+    if let Headers::Cross { .. } = headers {
+        s.push_str(&cross_setup(krel, headers));
+    }
     match source {
-        ModuleSource::Package(p, version) => {
-            let spec = match version {
-                Some(v) => quote(&format!("{p}={v}")),
-                None => quote(p),
-            };
+        ModuleSource::Package(p, _) => {
             s.push_str(&format!(
-                "apt-get install -y -q --no-install-recommends {spec}\n\
-                 conf=$(dpkg -L {p} | grep -m1 '^/usr/src/[^/]*/dkms.conf$')\n\
+                "conf=$(dpkg -L {p} | grep -m1 '^/usr/src/[^/]*/dkms.conf$')\n\
                  [ -n \"$conf\" ] || {{ echo \"zchroot: {p} ships no /usr/src/*/dkms.conf\"; exit 1; }}\n\
                  NAME=$(bash -c \". \\\"$conf\\\"; echo \\\"\\$PACKAGE_NAME\\\"\")\n\
                  VER=$(bash -c \". \\\"$conf\\\"; echo \\\"\\$PACKAGE_VERSION\\\"\")\n",
@@ -298,7 +315,8 @@ mod tests {
         );
         assert!(s.starts_with("set -e\n"));
         let off = s.find("touch /etc/dkms/no-autoinstall").unwrap();
-        let headers = s.find("apt-get install -y -q --no-install-recommends 'linux-headers-6.12.117+deb13-arm64'").unwrap();
+        let headers = s.find("apt-get install -y -q --no-install-recommends 'ccache' 'linux-headers-6.12.117+deb13-arm64'\n").unwrap();
+        assert_eq!(s.matches("apt-get install").count(), 1, "one apt run: {s}");
         assert!(
             off < headers,
             "autoinstall is off before headers trigger DKMS"
@@ -317,7 +335,9 @@ mod tests {
             "aarch64",
             false,
         );
-        assert!(p.contains("apt-get install -y -q --no-install-recommends 'zfs-dkms'\n"));
+        assert!(
+            p.contains("apt-get install -y -q --no-install-recommends 'ccache' 'h' 'zfs-dkms'\n")
+        );
         // zfs's dkms.conf is bash, as DKMS itself is: sh cannot source it.
         assert!(p.contains("NAME=$(bash -c"), "{p}");
         let p = build_script(
@@ -330,8 +350,7 @@ mod tests {
             "aarch64",
             false,
         );
-        assert!(p.contains("apt-get install -y -q --no-install-recommends '/zchroot-kernel/i.deb' '/zchroot-kernel/h.deb'\n"));
-        assert!(p.contains("apt-get install -y -q --no-install-recommends 'zfs-dkms=2.3.2-2'\n"));
+        assert!(p.contains("apt-get install -y -q --no-install-recommends 'ccache' '/zchroot-kernel/i.deb' '/zchroot-kernel/h.deb' 'zfs-dkms=2.3.2-2'\n"));
         assert!(!p.contains("CROSS_COMPILE"), "emulation builds natively");
         assert!(p.contains("rm -f /etc/dkms/framework.conf.d/zchroot-sign.conf\n"));
         assert!(!p.contains("mok_signing_key"), "no key: none named");
