@@ -232,7 +232,8 @@ pub fn rebuild(
     }
     if config_on(config, "CONFIG_FTRACE_MCOUNT_USE_RECORDMCOUNT") {
         need.push("scripts/recordmcount.c");
-        kbuild.push_str("hostprogs-always-y += recordmcount\n");
+        // Kbuild's own condition: objtool's mcount is not used.
+        kbuild.push_str("hostprogs-always-$(BUILD_C_RECORDMCOUNT) += recordmcount\n");
     }
     let missing: Vec<&str> = need.into_iter().filter(|f| !files.contains(*f)).collect();
     if !missing.is_empty() {
