@@ -1319,4 +1319,37 @@ mod tests {
         );
         assert_eq!(files.maintainer_scripts().count(), 0);
     }
+
+    #[test]
+    fn one_scan_gives_the_paths_and_the_wanted_files() {
+        let mut b = crate::deb::write::DebBuilder::new(vec![
+            ("Package".into(), "linux-headers".into()),
+            ("Version".into(), "1".into()),
+            ("Architecture".into(), "arm64".into()),
+        ]);
+        b.add_file("usr/src/h/.config", 0o644, b"CONFIG_X=y\n".to_vec());
+        b.add_file(
+            "usr/src/h/scripts/basic/fixdep.c",
+            0o644,
+            b"int main;".to_vec(),
+        );
+        let mut bytes = Vec::new();
+        b.write_to(&mut bytes).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let deb = dir.path().join("h.deb");
+        std::fs::write(&deb, bytes).unwrap();
+        let scan = scan_data(&deb, &["usr/src/h/.config", "usr/src/h/nope"]).unwrap();
+        assert!(scan
+            .paths
+            .iter()
+            .any(|p| p == "usr/src/h/scripts/basic/fixdep.c"));
+        assert_eq!(scan.paths, data_paths(&deb).unwrap());
+        assert_eq!(scan.file("usr/src/h/.config"), Some(&b"CONFIG_X=y\n"[..]));
+        assert_eq!(
+            scan.file("usr/src/h/scripts/basic/fixdep.c"),
+            None,
+            "not wanted"
+        );
+        assert_eq!(scan.file("usr/src/h/nope"), None);
+    }
 }
