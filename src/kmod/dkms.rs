@@ -128,7 +128,9 @@ fn cross_setup(krel: &str, headers: &Headers) -> String {
     let mut s = format!(
         "# A fresh copy of the headers: nothing of an earlier build is left in it.\n\
          rm -rf {h}\n\
-         for deb in {}; do dpkg-deb -x \"$deb\" /; done\n",
+         # Unpacked keeping the root's directory links: `make bindeb-pkg` ships\n\
+         # lib/modules/, and dpkg-deb -x would replace the /lib link with a directory.\n\
+         for deb in {}; do dpkg-deb --fsys-tarfile \"$deb\" | tar -x --keep-directory-symlink -C /; done\n",
         list(unpack),
         h = quote(&format!("/usr/src/linux-headers-{krel}")),
     );
@@ -380,7 +382,7 @@ mod tests {
             .find("'linux-kbuild-6.12.118+deb13=6.12.118-1' 'gcc-14-aarch64-linux-gnu'")
             .unwrap();
         let unpack = s
-            .find("for deb in '/zchroot-kernel/headers.deb'; do dpkg-deb -x")
+            .find("for deb in '/zchroot-kernel/headers.deb'; do dpkg-deb --fsys-tarfile \"$deb\" | tar -x --keep-directory-symlink -C /; done\n")
             .unwrap();
         let build = s.find("dkms build --force").unwrap();
         assert!(install < unpack && unpack < build, "{s}");
