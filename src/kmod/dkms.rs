@@ -141,6 +141,11 @@ fn cross_setup(krel: &str, headers: &Headers) -> String {
             t = quote(target)
         ));
     }
+    // Before the target's tools take the plain names: the host's gcc
+    // links the helpers with the host's ld.
+    if let Some(kbuild) = rebuild {
+        s.push_str(&rebuild_script(krel, kbuild, t, gcc_major, kernel_arch));
+    }
     s.push_str(&format!(
         "# The target's tools under their plain names, first in PATH: configure\n\
          # scripts look for {t}-gcc, and DKMS strips with plain strip.\n\
@@ -152,9 +157,6 @@ fn cross_setup(krel: &str, headers: &Headers) -> String {
          export PATH={CROSS_BIN}:$PATH ARCH={kernel_arch} CROSS_COMPILE={t}- \\\n\
          \x20   KERNEL_ARCH={kernel_arch} KERNEL_CROSS_COMPILE={t}-\n",
     ));
-    if let Some(kbuild) = rebuild {
-        s.push_str(&rebuild_script(krel, kbuild));
-    }
     s
 }
 
@@ -271,7 +273,13 @@ pub fn build_script(
 /// cross-builds a headers package: `fixdep` first by hand (Kbuild runs it
 /// after every compile), then Kbuild over `scripts/` with the host's
 /// compiler and `kbuild` naming the helpers a module's build runs.
-fn rebuild_script(krel: &str, kbuild: &str) -> String {
+fn rebuild_script(
+    krel: &str,
+    kbuild: &str,
+    triplet: &str,
+    gcc_major: &str,
+    kernel_arch: &str,
+) -> String {
     let h = quote(&format!("/usr/src/linux-headers-{krel}"));
     format!(
         "# The headers' build helpers are the board's programs: rebuild them for\n\
@@ -280,7 +288,8 @@ fn rebuild_script(krel: &str, kbuild: &str) -> String {
          gcc -O2 -I \"$h/scripts/include\" -o \"$h/scripts/basic/fixdep\" \"$h/scripts/basic/fixdep.c\"\n\
          printf 'subdir-y := scripts\\n' > \"$h/Kbuild\"\n\
          cat > \"$h/scripts/Kbuild\" <<'ZCHROOT_KBUILD'\n{kbuild}ZCHROOT_KBUILD\n\
-         make -C \"$h\" -j\"$(nproc)\" HOSTCC=gcc KBUILD_EXTMOD=\"$h\" scripts/\n\
+         make -C \"$h\" -j\"$(nproc)\" ARCH={kernel_arch} CROSS_COMPILE={triplet}- \\\n\
+         \x20   CC={triplet}-gcc-{gcc_major} HOSTCC=gcc KBUILD_EXTMOD=\"$h\" scripts/\n\
          rm -f \"$h/Kbuild\" \"$h/scripts/Kbuild\"\n"
     )
 }
@@ -477,14 +486,12 @@ mod tests {
         );
         let fixdep = s.find("gcc -O2 -I \"$h/scripts/include\" -o \"$h/scripts/basic/fixdep\" \"$h/scripts/basic/fixdep.c\"\n").unwrap();
         let file = s.find("cat > \"$h/scripts/Kbuild\" <<'ZCHROOT_KBUILD'\nsubdir-y := basic\nhostprogs-always-y := mod/modpost\nZCHROOT_KBUILD\n").unwrap();
-        let make = s
-            .find("make -C \"$h\" -j\"$(nproc)\" HOSTCC=gcc KBUILD_EXTMOD=\"$h\" scripts/\n")
-            .unwrap();
-        let exports = s
-            .find("export PATH=/usr/local/lib/zchroot/cross-bin")
-            .unwrap();
+        let make = s.find("make -C \"$h\" -j\"$(nproc)\" ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- \\\n    CC=aarch64-linux-gnu-gcc-14 HOSTCC=gcc KBUILD_EXTMOD=\"$h\" scripts/\n").unwrap();
+        let tools = s.find("ln -s /usr/bin/aarch64-linux-gnu-$tool").unwrap();
         assert!(s.contains("h='/usr/src/linux-headers-6.12.38'\n"), "{s}");
-        assert!(exports < fixdep && fixdep < file && file < make, "{s}");
+        // The host's gcc and ld build the helpers: before the target's
+        // tools take the plain names.
+        assert!(fixdep < file && file < make && make < tools, "{s}");
         assert!(
             make < s.find("dkms build").unwrap(),
             "helpers before the module"
