@@ -303,7 +303,6 @@ struct HelperPlan {
 fn helpers(
     host_packages: &[Package],
     h: &HeadersView,
-    target: &Arch,
     host: &Arch,
     archs: &[Arch],
 ) -> Result<HelperPlan, String> {
@@ -344,8 +343,8 @@ fn helpers(
                 format!("/usr/lib/{}", k.name),
             ));
             plan.note = Some(format!(
-                "helpers from Debian's {} {} for {}: the kernel's {} are {}-only",
-                k.name, k.version, host.name, r.name, target.name
+                "helpers from Debian's {} {} for {} (the same series): the kernel's own {} {want} is not built for {}",
+                k.name, k.version, host.name, r.name, host.name
             ));
         } else if let Some(d) = at_hand {
             plan.unpack.push(d.deb.clone());
@@ -398,7 +397,7 @@ pub fn plan(
     let compiler = kernel_compiler(h.config)
         .ok_or("its headers' .config names no compiler (CONFIG_CC_VERSION_TEXT)")?;
     // The helpers' reason comes first: it names the kernel's own packages.
-    let mut found = helpers(host_packages, h, target, host, archs)?;
+    let mut found = helpers(host_packages, h, host, archs)?;
     let mut t = toolchain(host_packages, target, &compiler)?;
     found.install.append(&mut t.install);
     Ok(CrossPlan {
@@ -631,7 +630,7 @@ mod tests {
         );
         assert_eq!(
             p.helpers.as_deref(),
-            Some("helpers from Debian's linux-kbuild-6.12.57+deb13 6.12.57-1 for amd64: the kernel's linux-kbuild-6.12.47+rpt are arm64-only")
+            Some("helpers from Debian's linux-kbuild-6.12.57+deb13 6.12.57-1 for amd64 (the same series): the kernel's own linux-kbuild-6.12.47+rpt 1:6.12.47-1+rpt1 is not built for amd64")
         );
         // Without its common headers at hand, nothing to unpack: no plan.
         let h = view(name, v, deps, CONFIG, None, &files, &[]);
