@@ -126,7 +126,8 @@ fn cross_setup(krel: &str, headers: &Headers) -> String {
         return String::new();
     };
     let mut s = format!(
-        "# A fresh copy of the headers: nothing of an earlier build is left in it.\n\
+        "echo \"zchroot: $(date +%T) unpacking the headers\"\n\
+         # A fresh copy of the headers: nothing of an earlier build is left in it.\n\
          rm -rf {h}\n\
          # Unpacked keeping the root's directory links: `make bindeb-pkg` ships\n\
          # lib/modules/, and dpkg-deb -x would replace the /lib link with a directory.\n\
@@ -199,7 +200,8 @@ pub fn build_script(
         });
     }
     s.push_str(&format!(
-        "apt-get install -y -q --no-install-recommends {}\n\
+        "echo \"zchroot: $(date +%T) installing\"\n\
+         apt-get install -y -q --no-install-recommends {}\n\
          export DEBIAN_KERNEL_USE_CCACHE=1 CCACHE_DIR=/var/cache/zchroot-ccache\n",
         list(&install)
     ));
@@ -238,7 +240,9 @@ pub fn build_script(
     }
     s.push_str(&format!(
         "dkms status -m \"$NAME\" -v \"$VER\" | grep -q . || dkms add -m \"$NAME\" -v \"$VER\"\n\
+         echo \"zchroot: $(date +%T) building\"\n\
          dkms build --force -m \"$NAME\" -v \"$VER\" -k {k} -a {a}\n\
+         echo \"zchroot: $(date +%T) built\"\n\
          rm -rf {OUT_IN_ROOT}/*\n\
          for ko in /var/lib/dkms/\"$NAME\"/\"$VER\"/{k}/{a}/module/*.ko*; do\n\
          \x20   [ -e \"$ko\" ] && cp \"$ko\" {OUT_IN_ROOT}/\n\
@@ -265,6 +269,8 @@ pub fn build_script(
              done\n"
         ));
     }
+    // Each phase's start is in the log, for the time a build spends where.
+    s.push_str("echo \"zchroot: $(date +%T) done\"\n");
     s
 }
 
@@ -282,7 +288,8 @@ fn rebuild_script(
 ) -> String {
     let h = quote(&format!("/usr/src/linux-headers-{krel}"));
     format!(
-        "# The headers' build helpers are the board's programs: rebuild them for\n\
+        "echo \"zchroot: $(date +%T) rebuilding the build helpers\"\n\
+         # The headers' build helpers are the board's programs: rebuild them for\n\
          # this host from their sources, in this copy.\n\
          h={h}\n\
          gcc -O2 -I \"$h/scripts/include\" -o \"$h/scripts/basic/fixdep\" \"$h/scripts/basic/fixdep.c\"\n\
