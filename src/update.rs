@@ -357,6 +357,7 @@ fn probe_spec(t: &TargetFile, repo: &Repo) -> BuildSpec {
         strategy: t.strategy,
         sign: None,
         suites: opt_in_suites(&t.suites),
+        kernel_archive: t.kernel_archive(),
     }
 }
 
@@ -388,7 +389,7 @@ fn find_kernels(
         .flavour
         .clone()
         .unwrap_or_else(|| target.arch.kernel_flavour.clone());
-    let fetcher = target.fetcher(dirs, opts, reporter)?;
+    let fetcher = target.fetcher(dirs, opts.clone(), reporter)?;
     let indexes = target.update(&fetcher, reporter)?;
     check_with_indexes(t, &target, &indexes.packages).map_err(UpdateError::Invalid)?;
 
@@ -404,8 +405,12 @@ fn find_kernels(
             arch: t.arch.clone(),
         })?;
 
-    let (kernels, locals, held) = match &t.kernel_deb_dir {
-        Some(dir) => {
+    let (kernels, locals, held) = match (&t.kernel_deb_dir, t.kernel_archive()) {
+        (_, Some(a)) => {
+            let (k, held) = vendor_kernels(&a, &flavour, &t.arch, dirs, opts, reporter)?;
+            (k, vec![], held)
+        }
+        (Some(dir), None) => {
             let l = local_kernels(dir, &t.arch)?;
             let held = l
                 .last()
@@ -425,7 +430,7 @@ fn find_kernels(
                 .unzip();
             (k, d, held)
         }
-        None => (
+        (None, None) => (
             kernels_of_suites(&indexes.packages, &flavour, &followed_suites(&t.suites)),
             vec![],
             format!("linux-image-{flavour}"),
@@ -439,6 +444,33 @@ fn find_kernels(
         module,
         module_version,
     })
+}
+
+/// The kernels of a vendor's archive (fetched and verified), with the
+/// version of the package the board's apt follows each by, and that
+/// package (the flavour's metapackage, else the image package).
+fn vendor_kernels(
+    archive: &kmod::vendor::KernelArchive,
+    flavour: &str,
+    arch: &str,
+    dirs: &DataDirs,
+    opts: FetchOptions,
+    reporter: &dyn Reporter,
+) -> Result<(Vec<KernelEntry>, String), UpdateError> {
+    let v = kmod::vendor::Vendor::open(archive, arch, dirs, opts, reporter)
+        .map_err(BuildError::from)?;
+    let found = v.kernels(flavour, arch).map_err(BuildError::from)?;
+    let held = found.last().map(|c| c.held.clone()).unwrap_or_default();
+    let entries = found
+        .into_iter()
+        .filter_map(|c| {
+            Some(KernelEntry {
+                release: c.release?,
+                version: c.held_version,
+            })
+        })
+        .collect();
+    Ok((entries, held))
 }
 
 /// What a target's `module` may be, for help lines.
@@ -479,6 +511,7 @@ pub fn check_local(manifests: &Manifests, t: &TargetFile) -> Result<RootRecipe, 
         .help("an opt-in suite such as backports is added as +SUITE, e.g. +trixie-backports"));
     }
     check_module_form(&t.module)?;
+    check_kernel_archive(t)?;
     if let Some(d) = &t.kernel_deb_dir {
         let problem = |what: String| {
             Problem::new("kernel-deb-dir", format!("{}: {what}", d.display())).help(format!(
@@ -493,6 +526,39 @@ pub fn check_local(manifests: &Manifests, t: &TargetFile) -> Result<RootRecipe, 
         }
     }
     Ok(recipe)
+}
+
+/// A vendor archive's settings: URL and keyring together, not with a
+/// kernel .deb directory, the URL's form, the keyring a keyring.
+fn check_kernel_archive(t: &TargetFile) -> Result<(), Problem> {
+    let vendor_help = "a vendor's archive needs both --kernel-archive URL and --kernel-keyring FILE (the key you got from the vendor)";
+    match (&t.kernel_archive, &t.kernel_keyring) {
+        (None, None) => return Ok(()),
+        (Some(_), None) => {
+            return Err(Problem::new(
+                "kernel-keyring",
+                "a kernel archive needs its keyring: zchroot ships no vendor's key",
+            )
+            .help(vendor_help))
+        }
+        (None, Some(_)) => {
+            return Err(Problem::new(
+                "kernel-archive",
+                "a kernel keyring without a kernel archive",
+            )
+            .help(vendor_help))
+        }
+        (Some(_), Some(_)) => {}
+    }
+    if t.kernel_deb_dir.is_some() {
+        return Err(Problem::new(
+            "kernel-archive",
+            "the kernels come either from a kernel archive or from kernel-deb-dir, not both",
+        ));
+    }
+    let a = t.kernel_archive().expect("both are set");
+    a.check_local()
+        .map_err(|(key, message)| Problem::new(key, message).help(vendor_help))
 }
 
 /// `zfs`, a directory with a dkms.conf, or a name that can be a `*-dkms`
@@ -571,7 +637,7 @@ pub fn check_with_indexes(
         }
         return Err(Problem::new("module", message).help(MODULE_HELP));
     }
-    if let (Some(f), None) = (&t.flavour, &t.kernel_deb_dir) {
+    if let (Some(f), None, None) = (&t.flavour, &t.kernel_deb_dir, &t.kernel_archive) {
         if !has(&format!("linux-image-{f}")) {
             let mut known: Vec<&str> = packages
                 .iter()
@@ -647,7 +713,7 @@ pub fn check_target(
         };
     }
     let indexes = recipe
-        .fetcher(dirs, opts, reporter)
+        .fetcher(dirs, opts.clone(), reporter)
         .and_then(|f| recipe.update(&f, reporter));
     reporter.finish();
     let indexes = indexes.map_err(|e| {
@@ -660,7 +726,45 @@ pub fn check_target(
         )
         .help("check the network and the mirror, or pass --no-archive-check to skip the checks that need the archive (update makes them anyway)")
     })?;
-    check_with_indexes(t, &recipe, &indexes.packages)
+    check_with_indexes(t, &recipe, &indexes.packages)?;
+    match t.kernel_archive() {
+        Some(a) => check_vendor(t, &recipe, &a, dirs, opts, reporter),
+        None => Ok(()),
+    }
+}
+
+/// A vendor archive is reachable, signed by its keyring, and has kernels
+/// of the target's flavour.
+fn check_vendor(
+    t: &TargetFile,
+    recipe: &RootRecipe,
+    a: &kmod::vendor::KernelArchive,
+    dirs: &DataDirs,
+    opts: FetchOptions,
+    reporter: &dyn Reporter,
+) -> Result<(), Problem> {
+    let v = kmod::vendor::Vendor::open(a, &t.arch, dirs, opts, reporter);
+    reporter.finish();
+    let v = v.map_err(|e| {
+        Problem::new("kernel-archive", error_text(&e))
+            .help("check the URL, the suite (--kernel-suite) and the keyring (--kernel-keyring), or pass --no-archive-check to skip the checks that need the archives")
+    })?;
+    let flavour = t
+        .flavour
+        .clone()
+        .unwrap_or_else(|| recipe.arch.kernel_flavour.clone());
+    if kmod::vendor::kernels(&v.packages, &flavour).is_empty() {
+        return Err(Problem::new(
+            "flavour",
+            format!(
+                "unknown kernel flavour '{flavour}': kernel archive {} has no kernel of it for {}: flavours it has: {}",
+                a.url,
+                t.arch,
+                kmod::vendor::known_flavours(&v.packages)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// An error and its causes on one line, without their help lines.
@@ -684,6 +788,17 @@ pub fn error_text(e: &dyn std::error::Error) -> String {
 fn build_calls(probe: &BuildSpec, found: &Found, missing: &[usize]) -> Vec<BuildSpec> {
     if missing.is_empty() {
         return vec![];
+    }
+    // A vendor archive's kernels are built one at a time (each is handed
+    // to the build as its own set of .debs).
+    if probe.kernel_archive.is_some() {
+        return missing
+            .iter()
+            .map(|&i| BuildSpec {
+                kernels: vec![found.kernels[i].release.clone()],
+                ..probe.clone()
+            })
+            .collect();
     }
     if found.locals.is_empty() {
         let mut spec = probe.clone();

@@ -12,6 +12,7 @@ mod exec;
 pub mod kernel;
 pub mod package;
 pub mod plan;
+pub mod vendor;
 pub mod zfs;
 
 use std::path::{Path, PathBuf};
@@ -79,6 +80,12 @@ pub enum BuildError {
     Zfs(#[from] zfs::ZfsError),
     #[error(transparent)]
     KernelDeb(#[from] kernel::KernelDebError),
+    #[error(transparent)]
+    Vendor(#[from] vendor::VendorError),
+    #[error(
+        "--kernel-archive builds one kernel at a time: give --kernel once (or not: the newest)"
+    )]
+    VendorKernels,
     #[error("--kernel and --kernel-deb do not go together: the .debs name their kernel")]
     KernelAndDebs,
     #[error("{}: not a signing {what}: {reason}\nhelp: --sign-key takes a PEM private key, --sign-cert its X.509 certificate (DER or PEM)", path.display())]
@@ -166,6 +173,9 @@ pub struct BuildSpec {
     pub sign: Option<(PathBuf, PathBuf)>,
     /// `--suites` of the build roots (e.g. `+trixie-backports`).
     pub suites: Vec<String>,
+    /// A vendor's archive the kernel packages come from instead of the
+    /// release's suites.
+    pub kernel_archive: Option<vendor::KernelArchive>,
 }
 
 /// One module package made.
@@ -429,7 +439,17 @@ fn gather(
             });
         }
     }
-    let (kernels, local) = kernels(spec, &t, &indexes.packages)?;
+    let mut target_packages = indexes.packages.clone();
+    let (kernels, local) = match &spec.kernel_archive {
+        Some(a) if spec.kernel_debs.is_empty() => {
+            // The vendor's packages reach the planner too (its headers'
+            // linux-kbuild).
+            let (k, l, packages) = vendor_kernel(spec, a, &t, dirs, opts, reporter)?;
+            target_packages.extend(packages);
+            (k, l)
+        }
+        _ => kernels(spec, &t, &indexes.packages)?,
+    };
     let zfs = match kind {
         ModuleKind::Zfs => Some(zfs_plan(spec, &mut source, &kernels, &indexes, &fetcher)?),
         ModuleKind::Dkms => None,
@@ -466,7 +486,7 @@ fn gather(
         host,
         source,
         local,
-        target_packages: indexes.packages,
+        target_packages,
         host_packages,
         kernels: facts,
         zfs,
@@ -501,6 +521,41 @@ fn kernels(
     };
     Ok((kernels, None))
 }
+
+/// The kernel of a vendor's archive (the newest of the flavour, or the
+/// one `--kernel` names), its packages downloaded and verified and handed
+/// to the build as the user's own .debs; and the archive's packages.
+fn vendor_kernel(
+    spec: &BuildSpec,
+    archive: &vendor::KernelArchive,
+    t: &RootRecipe,
+    dirs: &DataDirs,
+    opts: &FetchOptions,
+    reporter: &dyn Reporter,
+) -> Result<LocalSet, BuildError> {
+    if spec.kernels.len() > 1 {
+        return Err(BuildError::VendorKernels);
+    }
+    let flavour = spec
+        .flavour
+        .clone()
+        .unwrap_or_else(|| t.arch.kernel_flavour.clone());
+    let v = vendor::Vendor::open(archive, &t.arch.name, dirs, opts.clone(), reporter)?;
+    let debs = v.kernel_debs(
+        &flavour,
+        &t.arch.name,
+        spec.kernels.first().map(String::as_str),
+    )?;
+    let l = kernel::from_debs(&debs, &t.arch.name)?;
+    Ok((vec![l.kernel.clone()], Some(l), v.packages))
+}
+
+/// The kernels of a vendor archive, the local set and its packages.
+type LocalSet = (
+    Vec<TargetKernel>,
+    Option<LocalKernel>,
+    Vec<crate::archive::index::Package>,
+);
 
 /// A kernel's headers .deb (the user's, or fetched and verified), its
 /// `.config` and, for the user's, the machine of the helpers it carries.
