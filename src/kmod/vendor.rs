@@ -5,7 +5,7 @@
 //! against their hashes). Finding a flavour's kernels in its indexes is
 //! pure ([`kernels`], [`kernel_set`]); [`Vendor`] fetches.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use crate::archive::fetch::{FetchOptions, Fetcher};
@@ -32,13 +32,13 @@ pub struct KernelArchive {
 
 #[derive(Debug, thiserror::Error)]
 pub enum VendorError {
-    #[error("kernel archive {url} (suite {suite}, checked against keyring {}): {source}\nhelp: check the URL and the suite, and that --kernel-keyring is the key the vendor signs this archive with", keyring.display())]
+    #[error("kernel archive {url} (suite {suite}, checked against keyring {}): {error}\nhelp: check the URL and the suite, and that --kernel-keyring is the key the vendor signs this archive with", keyring.display())]
     Refresh {
         url: String,
         suite: String,
         keyring: PathBuf,
-        #[source]
-        source: Box<RefreshError>,
+        // Not a `source`: said in the message, which is the whole story.
+        error: Box<RefreshError>,
     },
     #[error("kernel archive {url}: no kernel of flavour '{flavour}' for {arch} (no linux-image-{flavour} package, no linux-image-RELEASE ending in -{flavour}, no plain linux-image); flavours it has: {known}")]
     NoFlavour {
@@ -67,17 +67,15 @@ pub enum VendorError {
         headers: String,
         version: String,
     },
-    #[error("kernel archive {url}: {source}")]
+    #[error("kernel archive {url}: {error}")]
     Fetch {
         url: String,
-        #[source]
-        source: Box<RefreshError>,
+        error: Box<RefreshError>,
     },
-    #[error("kernel archive {url}: {source}")]
+    #[error("kernel archive {url}: {error}")]
     Deb {
         url: String,
-        #[source]
-        source: crate::deb::DebError,
+        error: crate::deb::DebError,
     },
 }
 
@@ -262,7 +260,7 @@ impl<'r> Vendor<'r> {
             url: archive.url.clone(),
             suite: archive.suite.clone(),
             keyring: archive.keyring.clone(),
-            source: Box::new(source),
+            error: Box::new(source),
         };
         let keyring = refresh::keyring_from_file(&archive.keyring).map_err(refresh_err)?;
         let fetcher = Fetcher::new(&dirs.blobs(), &[archive.url.clone()], opts, reporter)
@@ -288,7 +286,7 @@ impl<'r> Vendor<'r> {
     pub fn fetch(&self, p: &Package) -> Result<PathBuf, VendorError> {
         let err = |source: RefreshError| VendorError::Fetch {
             url: self.archive.url.clone(),
-            source: Box::new(source),
+            error: Box::new(source),
         };
         let downloads = refresh::package_downloads([p]).map_err(|e| err(e.into()))?;
         self.fetcher.fetch(&downloads[0]).map_err(|e| err(e.into()))
@@ -322,9 +320,9 @@ impl<'r> Vendor<'r> {
     fn release_of(&self, c: &Candidate, arch: &str) -> Result<String, VendorError> {
         let set = kernel_set(&self.packages, c, arch, &self.archive.url)?;
         let path = self.fetch(set[1])?;
-        let paths = crate::deb::read::data_paths(&path).map_err(|source| VendorError::Deb {
+        let paths = crate::deb::read::data_paths(&path).map_err(|error| VendorError::Deb {
             url: self.archive.url.clone(),
-            source,
+            error,
         })?;
         paths
             .iter()
@@ -392,12 +390,7 @@ impl KernelArchive {
     pub fn check_local(&self) -> Result<(), (&'static str, String)> {
         crate::archive::fetch::check_mirror(&self.url)
             .map_err(|why| ("kernel-archive", format!("{}: {why}", self.url)))?;
-        refresh::keyring_from_file(&self.keyring).map_err(|e| {
-            (
-                "kernel-keyring",
-                format!("{}: {e}", Path::new(&self.keyring).display()),
-            )
-        })?;
+        refresh::keyring_from_file(&self.keyring).map_err(|e| ("kernel-keyring", e.to_string()))?;
         Ok(())
     }
 }
@@ -529,5 +522,6 @@ mod tests {
         let e = a.check_local().unwrap_err();
         assert_eq!(e.0, "kernel-keyring");
         assert!(e.1.starts_with("/k.gpg: "), "{}", e.1);
+        assert_eq!(e.1.matches("/k.gpg").count(), 1, "{}", e.1);
     }
 }

@@ -29,3 +29,4 @@ mod teardown;
 mod template;
 mod terminal;
 mod update;
+mod vendor_archive;
