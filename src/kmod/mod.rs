@@ -444,7 +444,9 @@ fn gather(
         Some(a) if spec.kernel_debs.is_empty() => {
             // The vendor's packages reach the planner too (its headers'
             // linux-kbuild).
-            let (k, l, packages) = vendor_kernel(spec, a, &t, dirs, opts, reporter)?;
+            let debs = scratch.join("kernel-debs");
+            std::fs::create_dir_all(&debs).map_err(io(&debs))?;
+            let (k, l, packages) = vendor_kernel(spec, a, &t, &debs, dirs, opts, reporter)?;
             target_packages.extend(packages);
             (k, l)
         }
@@ -529,6 +531,7 @@ fn vendor_kernel(
     spec: &BuildSpec,
     archive: &vendor::KernelArchive,
     t: &RootRecipe,
+    into: &Path,
     dirs: &DataDirs,
     opts: &FetchOptions,
     reporter: &dyn Reporter,
@@ -545,6 +548,7 @@ fn vendor_kernel(
         &flavour,
         &t.arch.name,
         spec.kernels.first().map(String::as_str),
+        into,
     )?;
     let l = kernel::from_debs(&debs, &t.arch.name)?;
     Ok((vec![l.kernel.clone()], Some(l), v.packages))

@@ -5,7 +5,7 @@
 //! against their hashes). Finding a flavour's kernels in its indexes is
 //! pure ([`kernels`], [`kernel_set`]); [`Vendor`] fetches.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::archive::fetch::{FetchOptions, Fetcher};
@@ -240,6 +240,16 @@ pub fn kernel_set<'a>(
     Ok(set)
 }
 
+/// The file name apt gives a package's .deb (`NAME_VERSION_ARCH.deb`, the
+/// epoch left out), with nothing that could leave a directory.
+pub fn deb_file_name(p: &Package) -> String {
+    let version = p
+        .version
+        .split_once(':')
+        .map_or(p.version.as_str(), |(_, v)| v);
+    format!("{}_{version}_{}.deb", p.name, p.arch).replace('/', "_")
+}
+
 /// A vendor archive, its indexes fetched and verified.
 pub struct Vendor<'r> {
     pub archive: KernelArchive,
@@ -341,12 +351,15 @@ impl<'r> Vendor<'r> {
     }
 
     /// The .debs of kernel `release` (the newest kernel when None),
-    /// downloaded and verified: what `--kernel-deb` takes.
+    /// downloaded and verified: what `--kernel-deb` takes. Each is named
+    /// in `dir` as apt names it (a link to the verified copy), so that
+    /// messages about them say which package they are.
     pub fn kernel_debs(
         &self,
         flavour: &str,
         arch: &str,
         release: Option<&str>,
+        dir: &Path,
     ) -> Result<Vec<PathBuf>, VendorError> {
         let all = self.kernels(flavour, arch)?;
         let chosen = match release {
@@ -365,7 +378,13 @@ impl<'r> Vendor<'r> {
         })?;
         kernel_set(&self.packages, c, arch, &self.archive.url)?
             .into_iter()
-            .map(|p| self.fetch(p))
+            .map(|p| {
+                let blob = self.fetch(p)?;
+                let named = dir.join(deb_file_name(p));
+                std::os::unix::fs::symlink(&blob, &named)
+                    .map(|()| named)
+                    .or_else(|_| Ok(blob))
+            })
             .collect()
     }
 }
@@ -460,6 +479,10 @@ mod tests {
             "{e}"
         );
         assert!(kernels(&idx, "rpi-9").is_empty());
+        assert_eq!(
+            deb_file_name(&idx[2]),
+            "linux-image-6.6.31+rpt-rpi-v8_6.6.31-1+rpt1_arm64.deb"
+        );
         assert_eq!(known_flavours(&idx), "rpi-2712, rpi-v8");
     }
 
