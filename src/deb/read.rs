@@ -404,6 +404,62 @@ pub fn data_paths(deb: &Path) -> Result<Vec<String>, DebError> {
     Ok(out)
 }
 
+/// A package's data member seen in one pass: see [`scan_data`].
+#[derive(Debug, Default)]
+pub struct DataScan {
+    /// Every entry's path, as [`data_paths`] gives them.
+    pub paths: Vec<String>,
+    /// The wanted regular files found, with their contents.
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+impl DataScan {
+    /// The contents of a wanted file, if the package has it.
+    pub fn file(&self, path: &str) -> Option<&[u8]> {
+        self.files
+            .iter()
+            .find(|(n, _)| n == path)
+            .map(|(_, b)| b.as_slice())
+    }
+}
+
+/// One pass over the data member: every entry's path (as [`data_paths`])
+/// and the contents of the regular files among `wanted` (paths without
+/// `./`, each capped like [`read_data_file`]). For a caller that needs a
+/// package's file list and a few of its files without reading it again.
+pub fn scan_data(deb: &Path, wanted: &[&str]) -> Result<DataScan, DebError> {
+    let mut paths = Vec::new();
+    let mut files = Vec::new();
+    walk_data(deb, |mut entry, member| {
+        let name = entry.path_bytes();
+        let name = String::from_utf8_lossy(&name)
+            .trim_start_matches("./")
+            .to_string();
+        if name.is_empty() {
+            return Ok(ControlFlow::<()>::Continue(()));
+        }
+        if entry.header().entry_type() == tar::EntryType::Regular && wanted.contains(&name.as_str())
+        {
+            let mut out = Vec::with_capacity(entry.size().min(1 << 20) as usize);
+            (&mut entry)
+                .take(MAX_DATA_FILE + 1)
+                .read_to_end(&mut out)
+                .map_err(read_err(deb, member))?;
+            if out.len() as u64 > MAX_DATA_FILE {
+                return Err(DebError::DataFileTooLarge {
+                    path: deb.to_path_buf(),
+                    entry: name,
+                    limit: MAX_DATA_FILE,
+                });
+            }
+            files.push((name.clone(), out));
+        }
+        paths.push(name);
+        Ok(ControlFlow::Continue(()))
+    })?;
+    Ok(DataScan { paths, files })
+}
+
 /// The contents of one regular file of the data member (`usr/bin/x`, with
 /// or without `./`), or `None` when the package has no such regular file.
 /// Nothing is written to disk.

@@ -72,11 +72,15 @@ pub enum Headers {
     Local(Vec<String>),
     /// The `cross` strategy, in a root of the host's architecture: install
     /// these packages (helpers, toolchain), unpack these .debs of the
-    /// target's headers (not installed: they are not co-installable), and
-    /// build with the cross compiler.
+    /// target's headers (not installed: they are not co-installable), make
+    /// these `(link, target)` symlinks, rebuild the headers' helpers for
+    /// the host with this `scripts/Kbuild` when given, and build with the
+    /// cross compiler.
     Cross {
         install: Vec<String>,
         unpack: Vec<String>,
+        links: Vec<(String, String)>,
+        rebuild: Option<String>,
         triplet: String,
         gcc_major: String,
         kernel_arch: String,
@@ -137,6 +141,8 @@ pub fn build_script(
         Headers::Cross {
             install,
             unpack,
+            links,
+            rebuild,
             triplet,
             gcc_major,
             kernel_arch,
@@ -144,8 +150,22 @@ pub fn build_script(
             let t = triplet;
             s.push_str(&format!(
                 "apt-get install -y -q --no-install-recommends xz-utils zstd {}\n\
-                 for deb in {}; do dpkg-deb -x \"$deb\" /; done\n\
-                 # The target's tools under their plain names, first in PATH: configure\n\
+                 # A fresh copy of the headers: nothing of an earlier build is left in it.\n\
+                 rm -rf {h}\n\
+                 for deb in {}; do dpkg-deb -x \"$deb\" /; done\n",
+                list(install),
+                list(unpack),
+                h = quote(&format!("/usr/src/linux-headers-{krel}")),
+            ));
+            for (link, target) in links {
+                s.push_str(&format!(
+                    "rm -f {l} && ln -s {t} {l}\n",
+                    l = quote(link),
+                    t = quote(target)
+                ));
+            }
+            s.push_str(&format!(
+                "# The target's tools under their plain names, first in PATH: configure\n\
                  # scripts look for {t}-gcc, and DKMS strips with plain strip.\n\
                  rm -rf {CROSS_BIN} && mkdir -p {CROSS_BIN}\n\
                  ln -s /usr/bin/{t}-gcc-{gcc_major} {CROSS_BIN}/{t}-gcc\n\
@@ -154,9 +174,10 @@ pub fn build_script(
                  module_cc={t}-gcc-{gcc_major}\n\
                  export PATH={CROSS_BIN}:$PATH ARCH={kernel_arch} CROSS_COMPILE={t}- \\\n\
                  \x20   KERNEL_ARCH={kernel_arch} KERNEL_CROSS_COMPILE={t}-\n",
-                list(install),
-                list(unpack),
             ));
+            if let Some(kbuild) = rebuild {
+                s.push_str(&rebuild_script(krel, kbuild));
+            }
         }
     }
     match source {
@@ -224,6 +245,25 @@ pub fn build_script(
         ));
     }
     s
+}
+
+/// The lines that rebuild a headers copy's build helpers for the host
+/// from their sources, as upstream's `install-extmod-build` does when it
+/// cross-builds a headers package: `fixdep` first by hand (Kbuild runs it
+/// after every compile), then Kbuild over `scripts/` with the host's
+/// compiler and `kbuild` naming the helpers a module's build runs.
+fn rebuild_script(krel: &str, kbuild: &str) -> String {
+    let h = quote(&format!("/usr/src/linux-headers-{krel}"));
+    format!(
+        "# The headers' build helpers are the board's programs: rebuild them for\n\
+         # this host from their sources, in this copy.\n\
+         h={h}\n\
+         gcc -O2 -I \"$h/scripts/include\" -o \"$h/scripts/basic/fixdep\" \"$h/scripts/basic/fixdep.c\"\n\
+         printf 'subdir-y := scripts\\n' > \"$h/Kbuild\"\n\
+         cat > \"$h/scripts/Kbuild\" <<'ZCHROOT_KBUILD'\n{kbuild}ZCHROOT_KBUILD\n\
+         make -C \"$h\" -j\"$(nproc)\" HOSTCC=gcc KBUILD_EXTMOD=\"$h\" scripts/\n\
+         rm -f \"$h/Kbuild\" \"$h/scripts/Kbuild\"\n"
+    )
 }
 
 #[cfg(test)]
@@ -308,6 +348,8 @@ mod tests {
                     "gcc-14-aarch64-linux-gnu".into(),
                 ],
                 unpack: vec!["/zchroot-kernel/headers.deb".into()],
+                links: vec![],
+                rebuild: None,
                 triplet: "aarch64-linux-gnu".into(),
                 gcc_major: "14".into(),
                 kernel_arch: "arm64".into(),
@@ -361,5 +403,78 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_cross_script_links_a_vendors_helpers_and_rebuilds_the_boards() {
+        let cross = |links, rebuild| Headers::Cross {
+            install: vec!["linux-kbuild-6.12.57+deb13=6.12.57-1".into()],
+            unpack: vec![
+                "/zchroot-kernel/headers.deb".into(),
+                "/zchroot-kernel/headers-0.deb".into(),
+            ],
+            links,
+            rebuild,
+            triplet: "aarch64-linux-gnu".into(),
+            gcc_major: "14".into(),
+            kernel_arch: "arm64".into(),
+        };
+        let source = ModuleSource::Package("zfs-dkms".into(), None);
+        let s = build_script(
+            &source,
+            "6.12.47+rpt-rpi-v8",
+            &cross(
+                vec![(
+                    "/usr/lib/linux-kbuild-6.12.47+rpt".into(),
+                    "/usr/lib/linux-kbuild-6.12.57+deb13".into(),
+                )],
+                None,
+            ),
+            "aarch64",
+            false,
+        );
+        let fresh = s
+            .find("rm -rf '/usr/src/linux-headers-6.12.47+rpt-rpi-v8'\n")
+            .unwrap();
+        let unpack = s
+            .find("for deb in '/zchroot-kernel/headers.deb' '/zchroot-kernel/headers-0.deb'; do")
+            .unwrap();
+        let link = s.find("rm -f '/usr/lib/linux-kbuild-6.12.47+rpt' && ln -s '/usr/lib/linux-kbuild-6.12.57+deb13' '/usr/lib/linux-kbuild-6.12.47+rpt'\n").unwrap();
+        assert!(
+            fresh < unpack && unpack < link && link < s.find("dkms build").unwrap(),
+            "{s}"
+        );
+        assert!(!s.contains("KBUILD_EXTMOD"), "nothing rebuilt: {s}");
+
+        let kbuild = "subdir-y := basic\nhostprogs-always-y := mod/modpost\n";
+        let s = build_script(
+            &source,
+            "6.12.38",
+            &cross(vec![], Some(kbuild.into())),
+            "aarch64",
+            false,
+        );
+        let fixdep = s.find("gcc -O2 -I \"$h/scripts/include\" -o \"$h/scripts/basic/fixdep\" \"$h/scripts/basic/fixdep.c\"\n").unwrap();
+        let file = s.find("cat > \"$h/scripts/Kbuild\" <<'ZCHROOT_KBUILD'\nsubdir-y := basic\nhostprogs-always-y := mod/modpost\nZCHROOT_KBUILD\n").unwrap();
+        let make = s
+            .find("make -C \"$h\" -j\"$(nproc)\" HOSTCC=gcc KBUILD_EXTMOD=\"$h\" scripts/\n")
+            .unwrap();
+        let exports = s
+            .find("export PATH=/usr/local/lib/zchroot/cross-bin")
+            .unwrap();
+        assert!(s.contains("h='/usr/src/linux-headers-6.12.38'\n"), "{s}");
+        assert!(exports < fixdep && fixdep < file && file < make, "{s}");
+        assert!(
+            make < s.find("dkms build").unwrap(),
+            "helpers before the module"
+        );
+        assert!(
+            s.contains("printf 'subdir-y := scripts\\n' > \"$h/Kbuild\"\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("rm -f \"$h/Kbuild\" \"$h/scripts/Kbuild\"\n"),
+            "{s}"
+        );
     }
 }

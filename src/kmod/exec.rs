@@ -195,7 +195,22 @@ impl Exec<'_> {
         let headers = match (&plan.how, self.local) {
             (How::Cross(p, headers_deb), _) => dkms::Headers::Cross {
                 install: p.install.clone(),
-                unpack: give(&[(headers_deb, "headers.deb")])?,
+                // The headers first, then the other packages they name.
+                unpack: {
+                    let names: Vec<String> = (0..p.unpack.len())
+                        .map(|i| format!("headers-{i}.deb"))
+                        .collect();
+                    let mut files = vec![(headers_deb.as_path(), "headers.deb")];
+                    files.extend(
+                        p.unpack
+                            .iter()
+                            .map(PathBuf::as_path)
+                            .zip(names.iter().map(String::as_str)),
+                    );
+                    give(&files)?
+                },
+                links: p.links.clone(),
+                rebuild: p.rebuild.clone(),
                 triplet: p.triplet.clone(),
                 gcc_major: p.gcc_major.clone(),
                 kernel_arch: p.kernel_arch.clone(),

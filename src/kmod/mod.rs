@@ -365,7 +365,6 @@ pub fn build(
         target: &g.target.arch,
         host: &g.host,
         archs: &g.archs,
-        target_packages: &g.target_packages,
         host_packages: g.host_packages.as_deref(),
         kernels: &g.kernels,
     })?;
@@ -404,7 +403,6 @@ struct Gathered {
     archs: Vec<crate::manifest::Arch>,
     source: ModuleSource,
     local: Option<LocalKernel>,
-    target_packages: Vec<crate::archive::index::Package>,
     host_packages: Option<Vec<crate::archive::index::Package>>,
     kernels: Vec<plan::KernelFacts>,
     zfs: Option<zfs::ZfsPlan>,
@@ -440,15 +438,17 @@ fn gather(
         }
     }
     let mut target_packages = indexes.packages.clone();
+    let mut kernel_debs = spec.kernel_debs.clone();
     let (kernels, local) = match &spec.kernel_archive {
         Some(a) if spec.kernel_debs.is_empty() => {
-            // The vendor's packages reach the planner too (its headers'
-            // linux-kbuild).
-            let debs = scratch.join("kernel-debs");
-            std::fs::create_dir_all(&debs).map_err(io(&debs))?;
-            let (k, l, packages) = vendor_kernel(spec, a, &t, &debs, dirs, opts, reporter)?;
-            target_packages.extend(packages);
-            (k, l)
+            // The vendor's packages and the kernel's set reach the planner
+            // as the user's own would (its headers' linux-kbuild).
+            let dir = scratch.join("kernel-debs");
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            let v = vendor_kernel(spec, a, &t, &dir, dirs, opts, reporter)?;
+            target_packages.extend(v.packages);
+            kernel_debs = v.debs;
+            (vec![v.local.kernel.clone()], Some(v.local))
         }
         _ => kernels(spec, &t, &indexes.packages)?,
     };
@@ -457,15 +457,22 @@ fn gather(
         ModuleKind::Dkms => None,
     };
     let host = crate::host::host_arch(manifests).map_err(SpecError::Manifest)?;
+    let host_packages = if plan::cross_considered(spec.strategy, &t.arch, &host) {
+        let ht = RootRecipe::new(manifests, &root_spec(spec, &host.name))?;
+        let hf = ht.fetcher(dirs, opts.clone(), reporter)?;
+        Some(ht.update(&hf, reporter)?.packages)
+    } else {
+        None
+    };
     let mut facts = Vec::new();
     for k in kernels {
         let headers = if plan::needs_headers(spec.strategy, &t.arch, &host, local.is_some()) {
-            Some(headers_facts(
-                &k,
-                local.as_ref(),
-                &indexes.packages,
-                &fetcher,
-            )?)
+            let known = Known {
+                kernel_debs: &kernel_debs,
+                target: &target_packages,
+                host: host_packages.as_deref(),
+            };
+            Some(headers_facts(&k, local.as_ref(), &known, &fetcher)?)
         } else {
             None
         };
@@ -475,20 +482,12 @@ fn gather(
             local: local.is_some(),
         });
     }
-    let host_packages = if plan::cross_considered(spec.strategy, &t.arch, &host) {
-        let ht = RootRecipe::new(manifests, &root_spec(spec, &host.name))?;
-        let hf = ht.fetcher(dirs, opts.clone(), reporter)?;
-        Some(ht.update(&hf, reporter)?.packages)
-    } else {
-        None
-    };
     Ok(Gathered {
         archs: manifests.architectures().map_err(SpecError::Manifest)?,
         target: t,
         host,
         source,
         local,
-        target_packages,
         host_packages,
         kernels: facts,
         zfs,
@@ -526,7 +525,7 @@ fn kernels(
 
 /// The kernel of a vendor's archive (the newest of the flavour, or the
 /// one `--kernel` names), its packages downloaded and verified and handed
-/// to the build as the user's own .debs; and the archive's packages.
+/// to the build as the user's own .debs; with the archive's packages.
 fn vendor_kernel(
     spec: &BuildSpec,
     archive: &vendor::KernelArchive,
@@ -535,7 +534,7 @@ fn vendor_kernel(
     dirs: &DataDirs,
     opts: &FetchOptions,
     reporter: &dyn Reporter,
-) -> Result<LocalSet, BuildError> {
+) -> Result<VendorSet, BuildError> {
     if spec.kernels.len() > 1 {
         return Err(BuildError::VendorKernels);
     }
@@ -550,29 +549,48 @@ fn vendor_kernel(
         spec.kernels.first().map(String::as_str),
         into,
     )?;
-    let l = kernel::from_debs(&debs, &t.arch.name)?;
-    Ok((vec![l.kernel.clone()], Some(l), v.packages))
+    let local = kernel::from_debs(&debs, &t.arch.name)?;
+    Ok(VendorSet {
+        local,
+        debs,
+        packages: v.packages,
+    })
 }
 
-/// The kernels of a vendor archive, the local set and its packages.
-type LocalSet = (
-    Vec<TargetKernel>,
-    Option<LocalKernel>,
-    Vec<crate::archive::index::Package>,
-);
+/// A vendor archive's kernel as the build takes it: as the user's own
+/// set of .debs, and the archive's packages besides.
+struct VendorSet {
+    local: LocalKernel,
+    debs: Vec<PathBuf>,
+    packages: Vec<crate::archive::index::Package>,
+}
+
+/// The packages a kernel's headers may name: the user's .debs, the
+/// target's and (when cross building is considered) the host's indexes.
+struct Known<'a> {
+    kernel_debs: &'a [PathBuf],
+    target: &'a [crate::archive::index::Package],
+    host: Option<&'a [crate::archive::index::Package]>,
+}
 
 /// A kernel's headers .deb (the user's, or fetched and verified), its
-/// `.config` and, for the user's, the machine of the helpers it carries.
+/// Depends, what it carries (read in one pass: `.config`, the machine of
+/// its helpers, its `scripts/` files) and, when cross building is
+/// considered, the common headers it names that the host's suites lack.
 fn headers_facts(
     k: &TargetKernel,
     local: Option<&LocalKernel>,
-    packages: &[crate::archive::index::Package],
+    known: &Known,
     fetcher: &crate::archive::fetch::Fetcher,
 ) -> Result<plan::HeadersFacts, BuildError> {
-    let deb = match local {
-        Some(l) => l.headers_deb.clone(),
+    let (deb, depends) = match local {
+        Some(l) => {
+            let c = deb_control(&l.headers_deb)?;
+            (l.headers_deb.clone(), c.depends)
+        }
         None => {
-            let p = packages
+            let p = known
+                .target
                 .iter()
                 .find(|p| p.name == k.headers_package && p.version == k.image_version)
                 .ok_or_else(|| kernel::KernelError::NoHeaders {
@@ -580,19 +598,124 @@ fn headers_facts(
                     headers: k.headers_package.clone(),
                     version: k.image_version.clone(),
                 })?;
-            fetch_package(p, fetcher)?
+            (fetch_package(p, fetcher)?, p.depends.clone())
         }
     };
-    let config = read_config(&deb, &k.release)?;
-    let helpers = match local {
-        Some(_) => helpers_machine(&deb, &k.release)?,
-        None => None,
+    let dir = format!("usr/src/linux-headers-{}/", k.release);
+    let (config_path, fixdep_path) = (
+        format!("{dir}.config"),
+        format!("{dir}scripts/basic/fixdep"),
+    );
+    let scan = crate::deb::read::scan_data(&deb, &[&config_path, &fixdep_path])?;
+    let config = scan
+        .file(&config_path)
+        .ok_or_else(|| kernel::KernelDebError::Bad {
+            path: deb.clone(),
+            message: format!(
+                "no /{config_path} in it: not the headers of kernel {}",
+                k.release
+            ),
+        })?;
+    let files = scan
+        .paths
+        .iter()
+        .filter_map(|p| p.strip_prefix(&dir))
+        .filter(|p| p.starts_with("scripts/") || p.starts_with("tools/"))
+        .map(str::to_string)
+        .collect();
+    let debs = match known.host {
+        Some(host) => common_debs(&depends, k, local.is_some(), known, host, fetcher)?,
+        None => vec![],
     };
     Ok(plan::HeadersFacts {
+        config: String::from_utf8_lossy(config).into_owned(),
+        helpers: scan.file(&fixdep_path).and_then(elf::elf_machine),
         deb,
-        config,
-        helpers,
+        files,
+        depends,
+        debs,
     })
+}
+
+/// A .deb's Package, Version and Depends.
+struct DebControl {
+    package: String,
+    version: String,
+    depends: String,
+}
+
+fn deb_control(deb: &Path) -> Result<DebControl, BuildError> {
+    let control = crate::deb::read::read_control(deb)?;
+    let stanza = crate::archive::deb822::parse(&control, "control")
+        .ok()
+        .and_then(|v| v.into_iter().next())
+        .ok_or_else(|| kernel::KernelDebError::Bad {
+            path: deb.into(),
+            message: "unreadable control file".into(),
+        })?;
+    let field = |k: &str| stanza.get(k).unwrap_or("").to_string();
+    Ok(DebControl {
+        package: field("Package"),
+        version: field("Version"),
+        depends: field("Depends"),
+    })
+}
+
+/// The common headers (`linux-headers-*`) that headers with `depends`
+/// name and the host's suites do not have at that version, as .debs: the
+/// user's among `--kernel-deb`, or fetched from the target's suites (a
+/// vendor's `Architecture: all` package). Those found nowhere are left
+/// for the planner to name.
+fn common_debs(
+    depends: &str,
+    k: &TargetKernel,
+    local: bool,
+    known: &Known,
+    host: &[crate::archive::index::Package],
+    fetcher: &crate::archive::fetch::Fetcher,
+) -> Result<Vec<cross::KernelDeb>, BuildError> {
+    let deps = crate::archive::relation::parse_relations(depends).unwrap_or_default();
+    let mut out = Vec::new();
+    for r in deps.iter().filter_map(|alt| alt.first()) {
+        if !r.name.starts_with("linux-headers-") {
+            continue;
+        }
+        let want = r
+            .version
+            .as_ref()
+            .map_or_else(|| k.image_version.clone(), |v| v.version.clone());
+        if host.iter().any(|p| p.name == r.name && p.version == want) {
+            continue;
+        }
+        let deb = if local {
+            let mut found = None;
+            for d in known.kernel_debs {
+                let c = deb_control(d)?;
+                if c.package == r.name && c.version == want {
+                    found = Some(d.clone());
+                    break;
+                }
+            }
+            found
+        } else {
+            match known
+                .target
+                .iter()
+                .find(|p| p.name == r.name && p.version == want)
+            {
+                Some(p) => Some(fetch_package(p, fetcher)?),
+                None => None,
+            }
+        };
+        if let Some(deb) = deb {
+            out.push(cross::KernelDeb {
+                package: r.name.clone(),
+                version: want,
+                deb,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// One package of the indexes, downloaded and verified.
@@ -673,27 +796,6 @@ fn check_signing(key: &Path, cert: &Path) -> Result<(), BuildError> {
         ));
     }
     Ok(())
-}
-
-/// The kernel's `.config` from its headers package.
-fn read_config(headers_deb: &Path, release: &str) -> Result<String, BuildError> {
-    let inner = format!("usr/src/linux-headers-{release}/.config");
-    let bytes = crate::deb::read::read_data_file(headers_deb, &inner)?.ok_or_else(|| {
-        kernel::KernelDebError::Bad {
-            path: headers_deb.into(),
-            message: format!("no /{inner} in it: not the headers of kernel {release}"),
-        }
-    })?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-/// The ELF machine of the build helpers a headers package carries itself
-/// (`make bindeb-pkg` puts them in; Debian's come from linux-kbuild).
-fn helpers_machine(headers_deb: &Path, release: &str) -> Result<Option<u16>, BuildError> {
-    let inner = format!("usr/src/linux-headers-{release}/scripts/basic/fixdep");
-    Ok(crate::deb::read::read_data_file(headers_deb, &inner)?
-        .as_deref()
-        .and_then(elf::elf_machine))
 }
 
 /// What to build for `build-zfs`.

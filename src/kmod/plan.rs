@@ -4,6 +4,7 @@
 //! they chose their strategy. Pure: the facts in, the plans out; the
 //! executor (`kmod::exec`) applies them.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use crate::archive::index::Package;
@@ -141,9 +142,18 @@ pub struct HeadersFacts {
     pub deb: PathBuf,
     /// Its `.config`.
     pub config: String,
-    /// The ELF machine of the build helpers it carries itself (the
-    /// user's headers only; Debian's come from linux-kbuild).
+    /// The ELF machine of the build helpers it carries itself
+    /// (`make bindeb-pkg` puts them in; Debian's come from linux-kbuild).
     pub helpers: Option<u16>,
+    /// Its files under the headers' directory that tell what its helpers
+    /// can be rebuilt from (`scripts/…`), relative to that directory.
+    pub files: BTreeSet<String>,
+    /// Its Depends field (of the index, or of the user's .deb).
+    pub depends: String,
+    /// The kernel's other packages it names, at hand as .debs (common
+    /// headers of the target's suites that the host's do not have, or the
+    /// user's).
+    pub debs: Vec<cross::KernelDeb>,
 }
 
 /// One kernel to plan for.
@@ -163,7 +173,6 @@ pub struct PlanInput<'a> {
     pub host: &'a Arch,
     /// Every architecture known, to name an ELF machine.
     pub archs: &'a [Arch],
-    pub target_packages: &'a [Package],
     /// The host's architecture's packages, when cross building is
     /// considered ([`cross_considered`]).
     pub host_packages: Option<&'a [Package]>,
@@ -176,7 +185,7 @@ pub enum How {
     /// DKMS in the target's architecture (native when it is the host's).
     Emulate,
     /// In the host's architecture root; the headers .deb to unpack.
-    Cross(CrossPlan, PathBuf),
+    Cross(Box<CrossPlan>, PathBuf),
 }
 
 /// The plan for one kernel.
@@ -276,11 +285,17 @@ fn plan_one(input: &PlanInput, k: &KernelFacts) -> Result<BuildPlan, BuildError>
     match attempt {
         Ok(p) => Ok(BuildPlan {
             kernel: k.kernel.clone(),
-            reason: format!(
-                "{} {} on {}",
-                p.compiler_package, p.compiler_version, host.name
-            ),
-            how: How::Cross(p, headers.deb.clone()),
+            reason: match &p.helpers {
+                Some(h) => format!(
+                    "{} {} on {}; {h}",
+                    p.compiler_package, p.compiler_version, host.name
+                ),
+                None => format!(
+                    "{} {} on {}",
+                    p.compiler_package, p.compiler_version, host.name
+                ),
+            },
+            how: How::Cross(Box::new(p), headers.deb.clone()),
             used: Used::Cross,
             announce: true,
             fallback: input.strategy == Strategy::Auto,
@@ -311,25 +326,22 @@ fn cross_attempt(
     k: &KernelFacts,
     headers: &HeadersFacts,
 ) -> Result<CrossPlan, String> {
-    let host_packages = input.host_packages.unwrap_or_default();
-    let cc = cross::kernel_compiler(&headers.config)
-        .ok_or("its headers' .config names no compiler (CONFIG_CC_VERSION_TEXT)")?;
-    if k.local {
-        headers
-            .helpers
-            .filter(|m| *m == elf::arch_machine(input.host))
-            .ok_or("its headers carry no build helpers built for this host")?;
-        cross::plan_local(host_packages, input.target, &cc)
-    } else {
-        cross::plan_archive(
-            input.target_packages,
-            host_packages,
-            &k.kernel.headers_package,
-            &k.kernel.image_version,
-            input.target,
-            &cc,
-        )
-    }
+    let view = cross::HeadersView {
+        package: &k.kernel.headers_package,
+        version: &k.kernel.image_version,
+        depends: &headers.depends,
+        config: &headers.config,
+        helpers: headers.helpers,
+        files: &headers.files,
+        debs: &headers.debs,
+    };
+    cross::plan(
+        input.host_packages.unwrap_or_default(),
+        &view,
+        input.target,
+        input.host,
+        input.archs,
+    )
 }
 
 /// Emulation runs the user's headers' helpers in the target's root: they
@@ -398,21 +410,6 @@ mod tests {
         }
     }
 
-    /// The target's headers packages for kernels `ns`.
-    fn target_index(ns: &[u32]) -> Vec<Package> {
-        ns.iter()
-            .map(|n| {
-                let v = format!("6.12.{n}-1");
-                pkg(
-                    &format!("linux-headers-6.12.{n}+deb13-arm64"),
-                    &v,
-                    "arm64",
-                    &format!("linux-headers-6.12.{n}+deb13-common (= {v}), linux-kbuild-6.12.{n}+deb13 (= {v})"),
-                )
-            })
-            .collect()
-    }
-
     /// The host's: the helpers of kernels `ns`, and the toolchain when `tools`.
     fn host_index(ns: &[u32], tools: bool) -> Vec<Package> {
         let mut v: Vec<Package> = ns
@@ -442,13 +439,26 @@ mod tests {
         v
     }
 
+    /// Kernel `n`: Debian's (its headers name their common headers and
+    /// linux-kbuild), or the user's `make bindeb-pkg` one when `local`.
     fn facts(n: u32, local: bool, helpers: Option<u16>) -> KernelFacts {
+        let v = format!("6.12.{n}-1");
+        let depends = if local {
+            "libc6".to_string()
+        } else {
+            format!(
+                "linux-headers-6.12.{n}+deb13-common (= {v}), linux-kbuild-6.12.{n}+deb13 (= {v})"
+            )
+        };
         KernelFacts {
             kernel: kernel(n),
             headers: Some(HeadersFacts {
                 deb: PathBuf::from(format!("/c/headers-{n}.deb")),
                 config: CONFIG.into(),
                 helpers,
+                files: BTreeSet::new(),
+                depends,
+                debs: vec![],
             }),
             local,
         }
@@ -463,13 +473,11 @@ mod tests {
     ) -> Result<Vec<BuildPlan>, BuildError> {
         let archs = archs();
         let target = arch(target);
-        let target_packages = target_index(&[117, 118]);
         plan(&PlanInput {
             strategy,
             target: &target,
             host,
             archs: &archs,
-            target_packages: &target_packages,
             host_packages,
             kernels,
         })
@@ -618,18 +626,89 @@ mod tests {
     }
 
     #[test]
-    fn user_headers_with_helpers_for_the_target_are_emulated() {
+    fn user_headers_with_helpers_for_the_target_and_no_sources_are_emulated() {
         let host = host_index(&[], true);
         let k = [facts(117, true, Some(elf::arch_machine(&arch("arm64"))))];
         let p = run(Strategy::Auto, "arm64", &arch("amd64"), Some(&host), &k).unwrap();
         assert_eq!(p[0].how, How::Emulate);
+        assert!(p[0].announce, "auto's choice is said");
         assert!(
-            p[0].reason.contains("no build helpers built for this host"),
+            p[0].note().unwrap().starts_with("6.12.117+deb13-arm64: strategy emulate, because cross cannot build it: its build helpers are arm64 programs and their sources are not in it (no scripts/basic/fixdep.c"),
             "{}",
             p[0].reason
         );
         let e = run(Strategy::Cross, "arm64", &arch("amd64"), Some(&host), &k).unwrap_err();
         assert!(matches!(e, BuildError::NoCross { .. }), "{e}");
+        assert!(
+            e.to_string().contains("they cannot be rebuilt for amd64"),
+            "{e}"
+        );
+    }
+
+    /// The headers of `make bindeb-pkg` on (or for) the board: arm64
+    /// helpers and their sources.
+    fn bindeb(config: &str) -> [KernelFacts; 1] {
+        let mut k = facts(117, true, Some(elf::arch_machine(&arch("arm64"))));
+        let h = k.headers.as_mut().unwrap();
+        h.config = format!("{CONFIG}{config}");
+        h.files = [
+            "scripts/basic/fixdep",
+            "scripts/basic/fixdep.c",
+            "scripts/mod/modpost.c",
+            "scripts/mod/Makefile",
+            "scripts/Makefile.build",
+            "scripts/Makefile.host",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        [k]
+    }
+
+    #[test]
+    fn user_headers_with_helpers_for_the_target_and_their_sources_cross_build() {
+        let host = host_index(&[], true);
+        for s in [Strategy::Auto, Strategy::Cross] {
+            let p = run(s, "arm64", &arch("amd64"), Some(&host), &bindeb("")).unwrap();
+            let How::Cross(c, _) = &p[0].how else {
+                panic!("{s}: {:?}", p[0].how)
+            };
+            assert!(c.rebuild.is_some());
+            assert_eq!(
+                p[0].note().unwrap(),
+                "6.12.117+deb13-arm64: strategy cross (gcc-14-aarch64-linux-gnu 14.2.0-19cross1 on amd64; build helpers rebuilt for amd64 from the headers' sources)"
+            );
+        }
+    }
+
+    #[test]
+    fn gcc_plugins_or_objtool_send_auto_to_emulation_and_cross_refuses() {
+        let host = host_index(&[], true);
+        for (config, why) in [
+            ("CONFIG_GCC_PLUGINS=y\n", "CONFIG_GCC_PLUGINS=y"),
+            ("CONFIG_OBJTOOL=y\n", "CONFIG_OBJTOOL=y"),
+        ] {
+            let k = bindeb(config);
+            let p = run(Strategy::Auto, "arm64", &arch("amd64"), Some(&host), &k).unwrap();
+            assert_eq!((&p[0].how, p[0].used), (&How::Emulate, Used::Emulate));
+            let note = p[0].note().unwrap();
+            assert!(
+                note.contains(&format!(
+                    "because cross cannot build it: its .config has {why}"
+                )),
+                "{note}"
+            );
+            let e = run(Strategy::Cross, "arm64", &arch("amd64"), Some(&host), &k)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(
+                    "--strategy cross cannot build for 6.12.117+deb13-arm64: its .config has"
+                ),
+                "{e}"
+            );
+            assert!(e.contains(why), "{e}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! `cargo xtask e2e ...` (the real ZFS module, built and booted) and
 //! `cargo xtask man` (the manual pages).
 
+mod kernel_fixture;
 mod man;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,10 @@ enum Task {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// The fixture kernel (a `make bindeb-pkg` arm64 kernel from Debian's
+    /// linux-source), built once and cached: prints its image and headers
+    /// packages, one path a line
+    KernelFixture,
 }
 
 #[derive(Subcommand)]
@@ -124,6 +129,11 @@ fn main() -> ExitCode {
             build_zchroot().and_then(|exe| e2e_zfs(&exe, strategy.as_str()))
         }
         Task::E2e(E2e::Boot { strategy }) => e2e_boot(strategy.as_str()),
+        Task::KernelFixture => build_zchroot()
+            .and_then(|exe| fixture_kernel(&exe))
+            .map(|k| {
+                println!("{}\n{}", k.image.display(), k.headers.display());
+            }),
         Task::Man { out } => {
             let out = out.unwrap_or_else(|| target_dir().join("man"));
             man::write_pages(&out).map(|pages| {
@@ -185,6 +195,13 @@ fn run(cmd: &mut Command) -> Result<()> {
         bail!("{line} failed: {status}");
     }
     Ok(())
+}
+
+/// The fixture kernel, from `cache_dir` or built into it.
+fn fixture_kernel(exe: &Path) -> Result<kernel_fixture::FixtureKernel> {
+    let cache = kernel_fixture::cache_dir(&target_dir());
+    kernel_fixture::ensure(exe, &cache, &|line| eprintln!("kernel-fixture: {line}"))
+        .map_err(anyhow::Error::msg)
 }
 
 fn ci() -> Result<()> {
