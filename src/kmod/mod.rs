@@ -549,7 +549,10 @@ fn vendor_kernel(
         spec.kernels.first().map(String::as_str),
         into,
     )?;
-    let local = kernel::from_debs(&debs, &t.arch.name)?;
+    // The image and its headers are the kernel; the rest of the set
+    // (common headers, linux-kbuild) is found by the headers' Depends
+    // among `debs`.
+    let local = kernel::from_debs(&debs[..2], &t.arch.name)?;
     Ok(VendorSet {
         local,
         debs,
