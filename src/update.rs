@@ -1015,6 +1015,62 @@ mod tests {
     }
 
     #[test]
+    fn a_vendor_archive_is_built_one_kernel_at_a_time_and_checked_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = dir.path().join("k.pgp");
+        let t: TargetFile = toml::from_str(&format!(
+            "arch = \"arm64\"\nrelease = \"bookworm\"\nflavour = \"rpi-v8\"\nkernel-archive = \"http://archive.raspberrypi.com/debian\"\nkernel-keyring = {keyring:?}\n"
+        ))
+        .unwrap();
+        let a = t.kernel_archive().unwrap();
+        assert_eq!(a.suite, "bookworm");
+        assert_eq!(a.source().components, ["main"]);
+        let dirs = DataDirs {
+            state: "/s".into(),
+            cache: "/c".into(),
+        };
+        let probe = probe_spec(&t, &repo_of("pi", &t, &dirs));
+        assert_eq!(probe.kernel_archive.as_ref(), Some(&a));
+        let found = Found {
+            kernels: vec![k("a", "1"), k("b", "2")],
+            locals: vec![],
+            held: "linux-image-rpi-v8".into(),
+            flavour: "rpi-v8".into(),
+            module: "zfs".into(),
+            module_version: "2.3.2".into(),
+        };
+        let calls = build_calls(&probe, &found, &[0, 1]);
+        let kernels: Vec<_> = calls.iter().map(|c| c.kernels.clone()).collect();
+        assert_eq!(kernels, [["a"], ["b"]]);
+        // The keyring must be one; an archive needs its keyring.
+        let e = check_kernel_archive(&t).unwrap_err();
+        assert_eq!(e.key, "kernel-keyring");
+        std::fs::write(&keyring, "not a key").unwrap();
+        assert_eq!(check_kernel_archive(&t).unwrap_err().key, "kernel-keyring");
+        let e = check_kernel_archive(&TargetFile {
+            kernel_keyring: None,
+            ..t.clone()
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("zchroot ships no vendor's key"),
+            "{e}"
+        );
+        let e = check_kernel_archive(&TargetFile {
+            kernel_archive: None,
+            ..t.clone()
+        })
+        .unwrap_err();
+        assert_eq!(e.key, "kernel-archive");
+        let e = check_kernel_archive(&TargetFile {
+            kernel_deb_dir: Some("/".into()),
+            ..t.clone()
+        })
+        .unwrap_err();
+        assert!(e.message.contains("not both"), "{e}");
+    }
+
+    #[test]
     fn kernels_come_from_every_metapackage_version_of_the_chosen_suites() {
         let p = vec![
             meta("6.12.118-1", "trixie-security", "6.12.118+deb13-arm64"),
