@@ -194,9 +194,11 @@ pub fn headers_name(image: &str) -> String {
     format!("linux-headers{}", image.trim_start_matches("linux-image"))
 }
 
-/// The packages of one kernel: the image, its headers, and what the
-/// headers need of the kernel's own (common headers, linux-kbuild), as
-/// their Depends name them, for `arch` or `all`. The headers are second.
+/// The packages of one kernel: the image, its headers, what the headers
+/// need of the kernel's own (common headers, linux-kbuild) as their
+/// Depends name them, for `arch` or `all`, and last the flavour's
+/// metapackage when the kernel has one (what the board's apt follows).
+/// The image is first, the headers second.
 pub fn kernel_set<'a>(
     packages: &'a [Package],
     c: &Candidate,
@@ -236,6 +238,9 @@ pub fn kernel_set<'a>(
             set.extend(best);
         }
         i += 1;
+    }
+    if c.held != c.image {
+        set.extend(exact(&c.held, &c.held_version));
     }
     Ok(set)
 }
@@ -468,7 +473,8 @@ mod tests {
                 "linux-image-6.6.31+rpt-rpi-v8",
                 "linux-headers-6.6.31+rpt-rpi-v8",
                 "linux-headers-6.6.31+rpt-common-rpi",
-                "linux-kbuild-6.6.31+rpt"
+                "linux-kbuild-6.6.31+rpt",
+                "linux-image-rpi-v8"
             ]
         );
         // The older kernel has no headers in the indexes: named.
