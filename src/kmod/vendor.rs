@@ -278,9 +278,14 @@ impl<'r> Vendor<'r> {
             error: Box::new(source),
         };
         let keyring = refresh::keyring_from_file(&archive.keyring).map_err(refresh_err)?;
-        let fetcher = Fetcher::new(&dirs.blobs(), &[archive.url.clone()], opts, reporter)
-            .map_err(|e| refresh_err(e.into()))?
-            .remember_release_dates(&dirs.archive_dates());
+        let fetcher = Fetcher::new(
+            &dirs.blobs(),
+            std::slice::from_ref(&archive.url),
+            opts,
+            reporter,
+        )
+        .map_err(|e| refresh_err(e.into()))?
+        .remember_release_dates(&dirs.archive_dates());
         let indexes = refresh::refresh(
             &fetcher,
             &[archive.source()],
@@ -386,9 +391,8 @@ impl<'r> Vendor<'r> {
             .map(|p| {
                 let blob = self.fetch(p)?;
                 let named = dir.join(deb_file_name(p));
-                std::os::unix::fs::symlink(&blob, &named)
-                    .map(|()| named)
-                    .or_else(|_| Ok(blob))
+                // Without the link, the verified copy under its hash name.
+                Ok(std::os::unix::fs::symlink(&blob, &named).map_or(blob, |()| named))
             })
             .collect()
     }
