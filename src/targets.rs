@@ -470,6 +470,36 @@ mod tests {
     }
 
     #[test]
+    fn a_vendor_kernel_archive_is_kept_under_its_option_names() {
+        let d = tempfile::tempdir().unwrap();
+        let ts = Targets::new(d.path());
+        let text = "arch = \"arm64\"\nrelease = \"bookworm\"\nflavour = \"current-rockchip64\"\nkernel-archive = \"http://apt.armbian.com\"\nkernel-keyring = \"/k/armbian.gpg\"\nkernel-components = [\"main\"]\n";
+        let t = parse(text, Path::new("x")).unwrap();
+        let a = t.kernel_archive().unwrap();
+        assert_eq!(a.url, "http://apt.armbian.com");
+        assert_eq!(a.keyring, PathBuf::from("/k/armbian.gpg"));
+        assert_eq!(a.suite, "bookworm", "the release's name by default");
+        assert_eq!(a.components, ["main"]);
+        ts.save("armbian", &t, false).unwrap();
+        let saved = std::fs::read_to_string(ts.path("armbian")).unwrap();
+        for key in [
+            "kernel-archive = ",
+            "kernel-keyring = ",
+            "kernel-components = ",
+        ] {
+            assert!(saved.contains(key), "{saved}");
+        }
+        assert!(!saved.contains("kernel-suite"), "{saved}");
+        assert_eq!(ts.load("armbian").unwrap(), t);
+        // Without its keyring there is no archive to follow.
+        let t = TargetFile {
+            kernel_keyring: None,
+            ..t
+        };
+        assert_eq!(t.kernel_archive(), None);
+    }
+
+    #[test]
     fn bad_names_and_files_are_refused_with_the_fix() {
         assert!(check_name("rpi-4_b.1").is_ok());
         for bad in ["", ".hidden", "a/b", "a b", "../x"] {

@@ -320,8 +320,6 @@ fn update_follows_a_vendor_archive_and_cross_builds_its_debian_split_kernel() {
         out.contains("kernels seen 1, built 1") && out.contains(&format!("built for {krel}")),
         "{out}"
     );
-    // The auto strategy chose cross, with Debian's host linux-kbuild.
-    assert!(out.contains("cross"), "{out}");
     let pool = repo.join("public/pool/main");
     let found = |prefix: &str| -> PathBuf {
         std::fs::read_dir(&pool)
@@ -332,6 +330,8 @@ fn update_follows_a_vendor_archive_and_cross_builds_its_debian_split_kernel() {
             .unwrap_or_else(|| panic!("no {prefix}* in {}", pool.display()))
     };
     let module_deb = found(&format!("hello-modules-{krel}_"));
+    // The auto strategy chose cross: the vendor's linux-kbuild is built
+    // for arm64 only, Debian's of the same series for this machine is used.
     assert_eq!(field(&module_deb, "X-Zchroot-Strategy"), "cross");
     // It depends on the vendor's image at the vendor's version.
     assert_eq!(
