@@ -242,12 +242,70 @@ mod tests {
     }
 }
 
-/// A kernel from the user's own packages (`make bindeb-pkg`, a vendor's).
+/// One package of the user's kernel set, with its name and version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalPart {
+    pub deb: std::path::PathBuf,
+    pub package: String,
+    pub version: String,
+}
+
+/// A kernel from the user's own packages (`make bindeb-pkg`, a vendor's,
+/// a Debian-split set): the image, the headers with the `.config`, and
+/// what those headers need that the set holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalKernel {
     pub kernel: TargetKernel,
     pub image_deb: std::path::PathBuf,
+    /// The headers that hold the kernel's `.config`
+    /// (`usr/src/linux-headers-RELEASE/`).
     pub headers_deb: std::path::PathBuf,
+    /// The common headers those headers depend on (Debian-split sets:
+    /// `linux-headers-VER-common`, Architecture: all), each after what it
+    /// depends on; empty for `make bindeb-pkg` sets.
+    pub common_debs: Vec<std::path::PathBuf>,
+    /// The target's build helpers (`linux-kbuild-VER`) when in the set.
+    pub kbuild: Option<LocalPart>,
+    /// The flavour's metapackage (`linux-image-FLAVOUR`) when in the set.
+    pub meta: Option<LocalPart>,
+    /// The flavour's headers metapackage (`linux-headers-FLAVOUR`) when in
+    /// the set.
+    pub headers_meta: Option<LocalPart>,
+}
+
+/// The package a module's metapackage holds back (its `Breaks`), at the
+/// version the board's apt sees for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    pub package: String,
+    pub version: String,
+}
+
+impl LocalKernel {
+    /// Every .deb of the set that a root installs for a build: the image,
+    /// then the headers' parts, each after what it depends on.
+    pub fn install_debs(&self) -> Vec<&std::path::Path> {
+        let mut v = vec![self.image_deb.as_path()];
+        v.extend(self.kbuild.iter().map(|k| k.deb.as_path()));
+        v.extend(self.common_debs.iter().map(|d| d.as_path()));
+        v.push(&self.headers_deb);
+        v
+    }
+
+    /// What the board's apt must not upgrade past this kernel: the
+    /// flavour's metapackage when the set has one, else the image package.
+    pub fn pin(&self) -> Pin {
+        match &self.meta {
+            Some(m) => Pin {
+                package: m.package.clone(),
+                version: m.version.clone(),
+            },
+            None => Pin {
+                package: self.kernel.image_package.clone(),
+                version: self.kernel.image_version.clone(),
+            },
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -354,6 +412,10 @@ pub fn from_debs(debs: &[std::path::PathBuf], arch: &str) -> Result<LocalKernel,
         },
         image_deb,
         headers_deb,
+        common_debs: vec![],
+        kbuild: None,
+        meta: None,
+        headers_meta: None,
     })
 }
 
