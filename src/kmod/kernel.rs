@@ -292,6 +292,15 @@ impl LocalKernel {
         v
     }
 
+    /// Every .deb of the set: what [`Self::install_debs`] gives and the
+    /// flavour's metapackages (a build given these finds the same set).
+    pub fn debs(&self) -> Vec<&std::path::Path> {
+        let mut v = self.install_debs();
+        v.extend(self.meta.iter().map(|m| m.deb.as_path()));
+        v.extend(self.headers_meta.iter().map(|m| m.deb.as_path()));
+        v
+    }
+
     /// What the board's apt must not upgrade past this kernel: the
     /// flavour's metapackage when the set has one, else the image package.
     pub fn pin(&self) -> Pin {
@@ -319,6 +328,11 @@ pub enum KernelDebError {
     },
     #[error("--kernel-deb: {0}")]
     Set(String),
+    #[error("kernel-deb-dir {}: {message}", dir.display())]
+    Dir {
+        dir: std::path::PathBuf,
+        message: String,
+    },
 }
 
 /// The kernel release an image or headers package is for, from its files:
@@ -348,11 +362,13 @@ pub fn release_from_paths(paths: &[String]) -> Option<String> {
     })
 }
 
-/// Reads the user's kernel image and headers packages (two or more .debs;
-/// one image and its headers are picked by the Package field).
-pub fn from_debs(debs: &[std::path::PathBuf], arch: &str) -> Result<LocalKernel, KernelDebError> {
-    let mut image = None;
-    let mut headers = None;
+/// Reads what grouping needs of each .deb (its control fields and file
+/// list), checking that each is for the target's architecture (or `all`).
+pub fn read_records(
+    debs: &[std::path::PathBuf],
+    arch: &str,
+) -> Result<Vec<super::kset::DebRecord>, KernelDebError> {
+    let mut out = Vec::new();
     for deb in debs {
         let control = crate::deb::read::read_control(deb)?;
         let stanza = crate::archive::deb822::parse(&control, "control")
@@ -363,60 +379,75 @@ pub fn from_debs(debs: &[std::path::PathBuf], arch: &str) -> Result<LocalKernel,
                 message: "unreadable control file".into(),
             })?;
         let field = |k: &str| stanza.get(k).unwrap_or("").to_string();
-        let (package, version, deb_arch) =
-            (field("Package"), field("Version"), field("Architecture"));
+        let deb_arch = field("Architecture");
         if deb_arch != arch && deb_arch != "all" {
             return Err(KernelDebError::Bad {
                 path: deb.clone(),
                 message: format!("is for architecture {deb_arch}, the target is {arch}"),
             });
         }
-        let paths = crate::deb::read::data_paths(deb)?;
-        let release = release_from_paths(&paths).ok_or_else(|| KernelDebError::Bad {
-            path: deb.clone(),
-            message: format!("package {package} holds no kernel (no boot/vmlinuz-*, modules or linux-headers-* directory)"),
-        })?;
-        let slot = if package.starts_with("linux-headers") {
-            &mut headers
-        } else if package.starts_with("linux-image")
-            || paths.iter().any(|p| p.starts_with("boot/vmlinu"))
-        {
-            &mut image
-        } else {
-            continue; // e.g. linux-libc-dev from bindeb-pkg
-        };
-        *slot = Some((deb.clone(), package, version, release));
+        out.push(super::kset::DebRecord {
+            deb: deb.clone(),
+            package: field("Package"),
+            version: field("Version"),
+            arch: deb_arch,
+            source: field("Source"),
+            depends: field("Depends"),
+            paths: crate::deb::read::data_paths(deb)?,
+        });
     }
-    let (image_deb, image_package, image_version, release) = image.ok_or_else(|| {
-        KernelDebError::Set("no kernel image package (linux-image*) among them".into())
-    })?;
-    let (headers_deb, headers_package, _, headers_release) = headers.ok_or_else(|| {
-        KernelDebError::Set(
-            "no headers package (linux-headers*) among them: DKMS needs the headers".into(),
-        )
-    })?;
-    if headers_release != release {
+    Ok(out)
+}
+
+/// Reads the user's kernel packages (`--kernel-deb`): one kernel's set,
+/// a `make bindeb-pkg` image and headers or a Debian-split set, grouped
+/// by what the packages ship and depend on. Packages of no kernel are an
+/// error, except those that come with one (`linux-libc-dev`, debug
+/// symbols).
+pub fn from_debs(debs: &[std::path::PathBuf], arch: &str) -> Result<LocalKernel, KernelDebError> {
+    let records = read_records(debs, arch)?;
+    let g = super::kset::group(&records, "the --kernel-deb files").map_err(KernelDebError::Set)?;
+    if let Some(u) = g.unused.iter().find(|u| !u.expected) {
         return Err(KernelDebError::Set(format!(
-            "the headers {} are for kernel {headers_release}, but the image {} is kernel {release}: they do not match",
-            headers_deb.display(),
-            image_deb.display()
+            "{} (package {}) is part of no kernel: {}\nhelp: give one kernel's packages: its image, its headers and the headers packages they depend on",
+            u.deb.display(),
+            u.package,
+            u.why
         )));
     }
-    Ok(LocalKernel {
-        kernel: TargetKernel {
-            release,
-            image_package,
-            image_version,
-            alternatives: vec![],
-            headers_package,
-        },
-        image_deb,
-        headers_deb,
-        common_debs: vec![],
-        kbuild: None,
-        meta: None,
-        headers_meta: None,
-    })
+    let mut kernels = g.kernels;
+    match kernels.len() {
+        0 => Err(KernelDebError::Set(
+            "no kernel image package (linux-image*, shipping boot/vmlinuz-*) among them".into(),
+        )),
+        1 => Ok(kernels.remove(0)),
+        _ => Err(KernelDebError::Set(format!(
+            "they hold {} kernels ({}): one build takes one kernel's packages\nhelp: build once per kernel, or name the kernels of a target's kernel-deb-dir",
+            kernels.len(),
+            kernels
+                .iter()
+                .map(|k| format!("{} {}", k.kernel.release, k.kernel.image_version))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// The kernels of a directory's .debs (a target's `kernel-deb-dir`),
+/// oldest first; packages of no kernel are left out.
+pub fn from_dir_debs(
+    debs: &[std::path::PathBuf],
+    arch: &str,
+    dir: &std::path::Path,
+) -> Result<Vec<LocalKernel>, KernelDebError> {
+    let records = read_records(debs, arch)?;
+    let g = super::kset::group(&records, &dir.display().to_string()).map_err(|message| {
+        KernelDebError::Dir {
+            dir: dir.into(),
+            message,
+        }
+    })?;
+    Ok(g.kernels)
 }
 
 #[cfg(test)]
@@ -446,28 +477,42 @@ mod local_tests {
         assert_eq!(release_from_paths(&p(&["usr/share/doc/x"])), None);
     }
 
+    fn mk_deb(
+        dir: &std::path::Path,
+        name: &str,
+        fields: &[(&str, &str)],
+        files: &[&str],
+    ) -> std::path::PathBuf {
+        use crate::deb::write::DebBuilder;
+        let mut control = vec![("Architecture".to_string(), "arm64".to_string())];
+        control.extend(fields.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut b = DebBuilder::new(control);
+        for f in files {
+            b.add_file(f, 0o644, b"x".to_vec());
+        }
+        let path = dir.join(name);
+        let mut out = Vec::new();
+        b.write_to(&mut out).unwrap();
+        std::fs::write(&path, out).unwrap();
+        path
+    }
+
     #[test]
     fn the_users_packages_name_the_dependency() {
-        use crate::deb::write::DebBuilder;
         let dir = tempfile::tempdir().unwrap();
         let mk = |name: &str, pkg: &str, file: &str| {
-            let mut b = DebBuilder::new(vec![
-                ("Package".into(), pkg.into()),
-                ("Version".into(), "4.20.3-2".into()),
-                ("Architecture".into(), "arm64".into()),
-            ]);
-            b.add_file(file, 0o644, b"x".to_vec());
-            let path = dir.path().join(name);
-            let mut out = Vec::new();
-            b.write_to(&mut out).unwrap();
-            std::fs::write(&path, out).unwrap();
-            path
+            mk_deb(
+                dir.path(),
+                name,
+                &[("Package", pkg), ("Version", "4.20.3-2")],
+                &[file],
+            )
         };
         let image = mk("i.deb", "linux-image", "boot/vmlinuz-4.20.3");
         let headers = mk(
             "h.deb",
             "linux-headers",
-            "usr/src/linux-headers-4.20.3/Makefile",
+            "usr/src/linux-headers-4.20.3/.config",
         );
         let k = from_debs(&[image.clone(), headers.clone()], "arm64").unwrap();
         assert_eq!(k.kernel.release, "4.20.3");
@@ -475,7 +520,7 @@ mod local_tests {
         let other = mk(
             "h2.deb",
             "linux-headers",
-            "usr/src/linux-headers-4.20.4/Makefile",
+            "usr/src/linux-headers-4.20.4/.config",
         );
         let e = from_debs(&[image.clone(), other], "arm64")
             .unwrap_err()
@@ -491,7 +536,74 @@ mod local_tests {
             e.contains("is for architecture arm64, the target is armhf"),
             "{e}"
         );
-        let e = from_debs(&[image], "arm64").unwrap_err().to_string();
+        let e = from_debs(std::slice::from_ref(&image), "arm64")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no headers package"), "{e}");
+        let stray = mk("s.deb", "hello", "usr/bin/hello");
+        let e = from_debs(&[image, headers, stray], "arm64")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("(package hello) is part of no kernel"), "{e}");
+    }
+
+    /// The command line that failed with "the headers … are for kernel
+    /// VER-common, but the image … is kernel KREL": image, flavour headers
+    /// and common headers of a Debian-split kernel are one kernel.
+    #[test]
+    fn a_debian_split_kernel_deb_set_is_one_kernel() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = "6.12.117-1";
+        let image = mk_deb(
+            dir.path(),
+            "linux-image-6.12.117+deb13-arm64-unsigned_6.12.117-1_arm64.deb",
+            &[
+                ("Package", "linux-image-6.12.117+deb13-arm64-unsigned"),
+                ("Version", v),
+                ("Source", "linux"),
+            ],
+            &["boot/vmlinuz-6.12.117+deb13-arm64"],
+        );
+        let headers = mk_deb(
+            dir.path(),
+            "linux-headers-6.12.117+deb13-arm64_6.12.117-1_arm64.deb",
+            &[
+                ("Package", "linux-headers-6.12.117+deb13-arm64"),
+                ("Version", v),
+                ("Depends", "linux-headers-6.12.117+deb13-common (= 6.12.117-1), linux-kbuild-6.12.117+deb13 (= 6.12.117-1), gcc-14"),
+            ],
+            &[
+                "usr/src/linux-headers-6.12.117+deb13-arm64/.config",
+                "usr/lib/modules/6.12.117+deb13-arm64/build",
+            ],
+        );
+        let common = mk_deb(
+            dir.path(),
+            "linux-headers-6.12.117+deb13-common_6.12.117-1_all.deb",
+            &[
+                ("Package", "linux-headers-6.12.117+deb13-common"),
+                ("Version", v),
+                ("Architecture", "all"),
+            ],
+            &["usr/src/linux-headers-6.12.117+deb13-common/Makefile"],
+        );
+        let k = from_debs(&[image.clone(), headers.clone(), common.clone()], "arm64").unwrap();
+        assert_eq!(k.kernel.release, "6.12.117+deb13-arm64");
+        assert_eq!(k.image_deb, image);
+        assert_eq!(k.headers_deb, headers);
+        assert_eq!(k.common_debs, vec![common.clone()]);
+        assert_eq!(k.kbuild, None);
+        assert_eq!(
+            k.kernel.depends(),
+            "linux-image-6.12.117+deb13-arm64-unsigned (= 6.12.117-1) | linux-image-6.12.117+deb13-arm64 (= 6.12.117-1)"
+        );
+        assert_eq!(k.install_debs(), [&image, &common, &headers]);
+        let e = from_debs(&[image, headers], "arm64")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--kernel-deb: linux-headers-6.12.117+deb13-arm64 6.12.117-1 depends on linux-headers-6.12.117+deb13-common (= 6.12.117-1), which is not among the --kernel-deb files"),
+            "{e}"
+        );
     }
 }

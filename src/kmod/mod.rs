@@ -10,6 +10,7 @@ pub mod dkms;
 pub mod elf;
 mod exec;
 pub mod kernel;
+pub mod kset;
 pub mod package;
 pub mod plan;
 pub mod zfs;
