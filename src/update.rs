@@ -313,7 +313,11 @@ pub fn update_target(
             arch: t.arch.clone(),
             module_version: found.module_version.clone(),
             newest: (*newest).clone(),
-            held: found.held.clone(),
+            // A kernel's version is the held package's own (KernelEntry).
+            held: kernel::Pin {
+                package: found.held.clone(),
+                version: newest.version.clone(),
+            },
         };
         changed |= write_meta(&repo, &meta)?;
     }

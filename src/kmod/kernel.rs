@@ -174,9 +174,57 @@ pub fn choose(
     })
 }
 
+/// The package a module's metapackage holds back for a kernel of an
+/// archive (Debian's suites, a vendor's): the flavour's metapackage
+/// `linux-image-FLAVOUR` whose Depends names the image `image` at
+/// `version` (its newest such version), else the image package itself.
+pub fn pin_in_index(packages: &[Package], flavour: &str, image: &str, version: &str) -> Pin {
+    let meta = format!("linux-image-{flavour}");
+    packages
+        .iter()
+        .filter(|p| p.name == meta)
+        .filter(|p| {
+            relation::parse_relations(&p.depends)
+                .unwrap_or_default()
+                .iter()
+                .flatten()
+                .any(|r| r.name == image && r.version.as_ref().is_none_or(|v| v.matches(version)))
+        })
+        .max_by(|a, b| version::compare(&a.version, &b.version))
+        .map(|p| Pin {
+            package: p.name.clone(),
+            version: p.version.clone(),
+        })
+        .unwrap_or_else(|| Pin {
+            package: image.to_string(),
+            version: version.to_string(),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_archive_kernel_pins_its_flavour_metapackage_else_itself() {
+        let pin = pin_in_index(
+            &index(),
+            "arm64",
+            "linux-image-6.12.107+deb13-arm64",
+            "6.12.107-1",
+        );
+        assert_eq!(
+            (pin.package.as_str(), pin.version.as_str()),
+            ("linux-image-arm64", "6.12.107-1")
+        );
+        // bindeb-pkg-style names in a vendor's archive: no metapackage.
+        let idx = vec![p("linux-image", "6.12.48-2", "")];
+        let pin = pin_in_index(&idx, "arm64", "linux-image", "6.12.48-2");
+        assert_eq!(
+            (pin.package.as_str(), pin.version.as_str()),
+            ("linux-image", "6.12.48-2")
+        );
+    }
 
     fn p(name: &str, version: &str, depends: &str) -> Package {
         Package::for_test(name, version, "arm64", "trixie", depends)
