@@ -141,7 +141,10 @@ fn main() -> ExitCode {
         Task::E2e(E2e::Boot {
             strategy,
             kernel_deb,
-        }) if kernel_deb.is_empty() => e2e_boot(strategy.unwrap_or(Strategy::Cross).as_str()),
+        }) if kernel_deb.is_empty() => need_qemu().and_then(|qemu| {
+            let exe = build_zchroot()?;
+            e2e_boot(&exe, qemu, strategy.unwrap_or(Strategy::Cross).as_str()).map(|_| ())
+        }),
         Task::E2e(E2e::Boot {
             strategy,
             kernel_deb,
@@ -223,11 +226,94 @@ fn fixture_kernel(exe: &Path) -> Result<kernel_fixture::FixtureKernel> {
         .map_err(anyhow::Error::msg)
 }
 
+/// CI's budget on a 2-core machine.
+const CI_BUDGET: Duration = Duration::from_secs(75 * 60);
+/// What the boot proof with the fixture kernel costs at most once the
+/// tests built the fixture (build-zfs cross, the guest, the boot), so `ci`
+/// runs it only when it fits the budget.
+const KERNEL_DEB_BOOT_COST: Duration = Duration::from_secs(25 * 60);
+
+/// The format check, clippy, the tests, then the boot proofs: ZFS built
+/// cross for Debian's current arm64 kernel and booted under qemu, and,
+/// when the budget allows, the same for the fixture kernel (a `make
+/// bindeb-pkg` kernel). Each part's time is printed at the end, also when
+/// one fails.
 fn ci() -> Result<()> {
-    run(cargo().args(["fmt", "--all", "--check"]))?;
-    clippy()?;
-    run(cargo().args(["test", "--workspace", "--locked"]))?;
+    let start = Instant::now();
+    let mut times = Vec::new();
+    let r = ci_parts(&mut times, start);
+    eprintln!("{}", ci_times(&times, start.elapsed()));
+    r
+}
+
+/// Runs `f`, adding its time to `times` under `name` (also when it fails).
+fn timed<T>(
+    times: &mut Vec<(String, Duration)>,
+    name: &str,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let t = Instant::now();
+    let r = f();
+    times.push((name.to_string(), t.elapsed()));
+    r
+}
+
+fn ci_parts(times: &mut Vec<(String, Duration)>, start: Instant) -> Result<()> {
+    timed(times, "fmt", || {
+        run(cargo().args(["fmt", "--all", "--check"]))
+    })?;
+    timed(times, "clippy", clippy)?;
+    timed(times, "tests (cargo test --workspace)", || {
+        run(cargo().args(["test", "--workspace", "--locked"]))
+    })?;
+    let exe = timed(times, "build (release zchroot)", build_zchroot)?;
+    let qemu = need_qemu()?;
+    timed(times, "e2e zfs (cross, Debian's arm64 kernel)", || {
+        e2e_zfs(&exe, "cross")
+    })?;
+    let (prepared, booted) = timed(times, "e2e boot (Debian's arm64 kernel)", || {
+        e2e_boot(&exe, qemu, "cross")
+    })?;
+    times.push(("  of which preparing the guest".into(), prepared));
+    times.push(("  of which booted, using the pool".into(), booted));
+    let left = CI_BUDGET.saturating_sub(start.elapsed());
+    if left < KERNEL_DEB_BOOT_COST {
+        eprintln!(
+            "ci: skipping e2e boot --kernel-deb with the fixture kernel: {} of the {} budget left, it needs up to {}",
+            minutes(left),
+            minutes(CI_BUDGET),
+            minutes(KERNEL_DEB_BOOT_COST)
+        );
+        return Ok(());
+    }
+    let k = timed(
+        times,
+        "fixture kernel (built by the tests, else now)",
+        || fixture_kernel(&exe),
+    )?;
+    let (zfs, prepared, booted) = timed(
+        times,
+        "e2e boot --kernel-deb (fixture kernel, cross)",
+        || e2e_boot_debs(&exe, Strategy::Cross, &[k.image.clone(), k.headers.clone()]),
+    )?;
+    times.push(("  of which build-zfs".into(), zfs));
+    times.push(("  of which preparing the guest".into(), prepared));
+    times.push(("  of which booted, using the pool".into(), booted));
     Ok(())
+}
+
+/// The table of each part's time `ci` prints at its end.
+fn ci_times(times: &[(String, Duration)], total: Duration) -> String {
+    let mut s = format!(
+        "ci: time of each part ({} cores; budget {}):\n",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        minutes(CI_BUDGET)
+    );
+    for (name, t) in times {
+        s.push_str(&format!("  {name:<50} {:>9}\n", minutes(*t)));
+    }
+    s.push_str(&format!("  {:<50} {:>9}", "total", minutes(total)));
+    s
 }
 
 /// Every lint a warning and every warning an error; `ci` runs it between
@@ -995,13 +1081,11 @@ const BOOT_STEPS: &[&str] = &[
 /// as an ext4 image and booted with qemu-system-aarch64 (software
 /// emulation, a blank second disk, no network); its init uses a pool and
 /// the host checks each step on the console. The console log is kept.
-fn e2e_boot(strategy: &str) -> Result<()> {
-    let qemu = need_qemu()?;
-    let exe = build_zchroot()?;
+fn e2e_boot(exe: &Path, qemu: &str, strategy: &str) -> Result<(Duration, Duration)> {
     let dir = target_dir().join("e2e");
     let out = dir.join(format!("out-{strategy}"));
     if find_module_deb(&out, "").is_none() {
-        e2e_zfs(&exe, strategy)?;
+        e2e_zfs(exe, strategy)?;
     }
     let deb = find_module_deb(&out, "").context("no zfs-modules package")?;
     let name = deb.file_name().unwrap().to_string_lossy().into_owned();
@@ -1019,8 +1103,7 @@ fn e2e_boot(strategy: &str) -> Result<()> {
         krel: krel.clone(),
         initrd: true,
     };
-    boot_and_check(&exe, qemu, &dir, strategy, &guest)?;
-    Ok(())
+    boot_and_check(exe, qemu, &dir, strategy, &guest)
 }
 
 /// qemu-system-aarch64, or an error saying how to get it.
@@ -1460,6 +1543,33 @@ mod tests {
             chosen_strategies(log),
             ["6.12.118-zfixture: strategy cross (rebuilt helpers)"]
         );
+    }
+
+    #[test]
+    fn ci_prints_each_parts_time_and_the_total() {
+        let t = ci_times(
+            &[
+                ("fmt".into(), Duration::from_secs(6)),
+                ("e2e boot".into(), Duration::from_secs(900)),
+            ],
+            Duration::from_secs(906),
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("ci: time of each part ("), "{t}");
+        assert!(lines[0].ends_with("budget 75.0 min):"), "{t}");
+        assert!(
+            lines[1].starts_with("  fmt ") && lines[1].ends_with(" 0.1 min"),
+            "{t}"
+        );
+        assert!(
+            lines[2].starts_with("  e2e boot ") && lines[2].ends_with(" 15.0 min"),
+            "{t}"
+        );
+        assert!(
+            lines[3].starts_with("  total ") && lines[3].ends_with(" 15.1 min"),
+            "{t}"
+        );
+        assert_eq!(lines.len(), 4);
     }
 
     #[test]
