@@ -18,6 +18,7 @@ mod export;
 mod host_binfmt;
 mod hostile_archive;
 mod json;
+mod kernel_fixture;
 mod network;
 mod progress;
 mod readonly;
