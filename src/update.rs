@@ -231,6 +231,7 @@ fn followed_suites(suites: &[String]) -> Vec<String> {
 fn local_kernels(
     dir: &Path,
     arch: &str,
+    packages: &[Package],
 ) -> Result<Vec<(kernel::LocalKernel, Vec<PathBuf>)>, UpdateError> {
     let io = |source| UpdateError::Io {
         path: dir.into(),
@@ -242,7 +243,7 @@ fn local_kernels(
         .filter(|p| p.extension().is_some_and(|x| x == "deb"))
         .collect();
     debs.sort();
-    Ok(kernel::from_dir_debs(&debs, arch, dir)?
+    Ok(kernel::from_dir_debs(&debs, arch, dir, packages)?
         .into_iter()
         .map(|k| {
             let d = k.debs().into_iter().map(PathBuf::from).collect();
@@ -403,7 +404,7 @@ fn find_kernels(
         Some(dir) => {
             // Oldest first: the newest set's pin (its flavour metapackage,
             // else its image) is held, at each kernel's version of it.
-            let l = local_kernels(dir, &t.arch)?;
+            let l = local_kernels(dir, &t.arch, &indexes.packages)?;
             let held = l.last().map(|(k, _)| k.pin().package).unwrap_or_default();
             let (k, d) = l
                 .into_iter()

@@ -205,8 +205,18 @@ impl Exec<'_> {
         let headers = match (&plan.how, self.local) {
             // The target's headers are unpacked, not installed: the common
             // headers with them (the host's helpers are the plan's).
-            (How::Cross(p, headers_deb), _) => dkms::Headers::Cross {
-                install: p.install.clone(),
+            (How::Cross(p, headers_deb), local) => dkms::Headers::Cross {
+                // Common headers the set lacks come from the suites.
+                install: p
+                    .install
+                    .iter()
+                    .chain(local.iter().flat_map(|l| {
+                        l.suite_parts
+                            .iter()
+                            .filter(|s| s.starts_with("linux-headers-"))
+                    }))
+                    .cloned()
+                    .collect(),
                 unpack: give(
                     &common
                         .chain([(headers_deb.as_path(), "headers.deb")])

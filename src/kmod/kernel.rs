@@ -319,6 +319,10 @@ pub struct LocalKernel {
     /// The flavour's headers metapackage (`linux-headers-FLAVOUR`) when in
     /// the set.
     pub headers_meta: Option<LocalPart>,
+    /// Parts the headers depend on that the set lacks and the target's
+    /// suites have (`linux-headers-VER-common=V`, `linux-kbuild-VER=V`):
+    /// apt installs them with the set.
+    pub suite_parts: Vec<String>,
 }
 
 /// The package a module's metapackage holds back (its `Breaks`), at the
@@ -410,6 +414,13 @@ pub fn release_from_paths(paths: &[String]) -> Option<String> {
     })
 }
 
+/// Whether the indexes have a package satisfying `r`.
+fn in_index(packages: &[Package], r: &relation::Relation) -> bool {
+    packages
+        .iter()
+        .any(|p| p.name == r.name && r.version.as_ref().is_none_or(|v| v.matches(&p.version)))
+}
+
 /// Reads what grouping needs of each .deb (its control fields and file
 /// list), checking that each is for the target's architecture (or `all`).
 pub fn read_records(
@@ -452,9 +463,17 @@ pub fn read_records(
 /// by what the packages ship and depend on. Packages of no kernel are an
 /// error, except those that come with one (`linux-libc-dev`, debug
 /// symbols).
-pub fn from_debs(debs: &[std::path::PathBuf], arch: &str) -> Result<LocalKernel, KernelDebError> {
+/// `packages` are the target's indexes: a part the set lacks may be there.
+pub fn from_debs(
+    debs: &[std::path::PathBuf],
+    arch: &str,
+    packages: &[Package],
+) -> Result<LocalKernel, KernelDebError> {
     let records = read_records(debs, arch)?;
-    let g = super::kset::group(&records, "the --kernel-deb files").map_err(KernelDebError::Set)?;
+    let g = super::kset::group(&records, "the --kernel-deb files", &|r| {
+        in_index(packages, r)
+    })
+    .map_err(KernelDebError::Set)?;
     if let Some(u) = g.unused.iter().find(|u| !u.expected) {
         return Err(KernelDebError::Set(format!(
             "{} (package {}) is part of no kernel: {}\nhelp: give one kernel's packages: its image, its headers and the headers packages they depend on",
@@ -487,13 +506,15 @@ pub fn from_dir_debs(
     debs: &[std::path::PathBuf],
     arch: &str,
     dir: &std::path::Path,
+    packages: &[Package],
 ) -> Result<Vec<LocalKernel>, KernelDebError> {
     let records = read_records(debs, arch)?;
-    let g = super::kset::group(&records, &dir.display().to_string()).map_err(|message| {
-        KernelDebError::Dir {
-            dir: dir.into(),
-            message,
-        }
+    let g = super::kset::group(&records, &dir.display().to_string(), &|r| {
+        in_index(packages, r)
+    })
+    .map_err(|message| KernelDebError::Dir {
+        dir: dir.into(),
+        message,
     })?;
     Ok(g.kernels)
 }
@@ -562,7 +583,7 @@ mod local_tests {
             "linux-headers",
             "usr/src/linux-headers-4.20.3/.config",
         );
-        let k = from_debs(&[image.clone(), headers.clone()], "arm64").unwrap();
+        let k = from_debs(&[image.clone(), headers.clone()], "arm64", &[]).unwrap();
         assert_eq!(k.kernel.release, "4.20.3");
         assert_eq!(k.kernel.depends(), "linux-image (= 4.20.3-2)");
         let other = mk(
@@ -570,26 +591,26 @@ mod local_tests {
             "linux-headers",
             "usr/src/linux-headers-4.20.4/.config",
         );
-        let e = from_debs(&[image.clone(), other], "arm64")
+        let e = from_debs(&[image.clone(), other], "arm64", &[])
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("are for kernel 4.20.4, but the image") && e.contains("do not match"),
             "{e}"
         );
-        let e = from_debs(&[image.clone(), headers.clone()], "armhf")
+        let e = from_debs(&[image.clone(), headers.clone()], "armhf", &[])
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("is for architecture arm64, the target is armhf"),
             "{e}"
         );
-        let e = from_debs(std::slice::from_ref(&image), "arm64")
+        let e = from_debs(std::slice::from_ref(&image), "arm64", &[])
             .unwrap_err()
             .to_string();
         assert!(e.contains("no headers package"), "{e}");
         let stray = mk("s.deb", "hello", "usr/bin/hello");
-        let e = from_debs(&[image, headers, stray], "arm64")
+        let e = from_debs(&[image, headers, stray], "arm64", &[])
             .unwrap_err()
             .to_string();
         assert!(e.contains("(package hello) is part of no kernel"), "{e}");
@@ -635,7 +656,12 @@ mod local_tests {
             ],
             &["usr/src/linux-headers-6.12.117+deb13-common/Makefile"],
         );
-        let k = from_debs(&[image.clone(), headers.clone(), common.clone()], "arm64").unwrap();
+        let k = from_debs(
+            &[image.clone(), headers.clone(), common.clone()],
+            "arm64",
+            &[],
+        )
+        .unwrap();
         assert_eq!(k.kernel.release, "6.12.117+deb13-arm64");
         assert_eq!(k.image_deb, image);
         assert_eq!(k.headers_deb, headers);
@@ -646,7 +672,7 @@ mod local_tests {
             "linux-image-6.12.117+deb13-arm64-unsigned (= 6.12.117-1) | linux-image-6.12.117+deb13-arm64 (= 6.12.117-1)"
         );
         assert_eq!(k.install_debs(), [&image, &common, &headers]);
-        let e = from_debs(&[image, headers], "arm64")
+        let e = from_debs(&[image, headers], "arm64", &[])
             .unwrap_err()
             .to_string();
         assert!(

@@ -136,10 +136,20 @@ fn satisfies(rel: &Relation, r: &DebRecord) -> bool {
     rel.name == r.package && rel.version.as_ref().is_none_or(|v| v.matches(&r.version))
 }
 
+/// Whether the target's suites have a package satisfying a relation (a
+/// set's common headers or linux-kbuild may come from there, as they do
+/// for Debian's own kernels).
+pub type InSuites<'a> = &'a dyn Fn(&Relation) -> bool;
+
+/// The suites have nothing: every part must be in the set.
+pub fn nowhere(_: &Relation) -> bool {
+    false
+}
+
 /// Groups `records` into kernels. `what` names the files in messages
 /// (`the --kernel-deb files`, `/srv/debs`). Errors name what is missing
-/// from a set, or which packages are ambiguous.
-pub fn group(records: &[DebRecord], what: &str) -> Result<Grouped, String> {
+/// from a set (and not in the suites), or which packages are ambiguous.
+pub fn group(records: &[DebRecord], what: &str, in_suites: InSuites) -> Result<Grouped, String> {
     let roles: Vec<Role> = records.iter().map(|r| role(&r.paths)).collect();
     let mut used = vec![false; records.len()];
     let mut kernels = Vec::new();
@@ -150,7 +160,14 @@ pub fn group(records: &[DebRecord], what: &str) -> Result<Grouped, String> {
                     && same_version(&records[i].version, &version)
             })
             .collect();
-        let k = one_kernel(records, &roles, &images, &release, &version, what)?;
+        let k = one_kernel(
+            records,
+            &roles,
+            &images,
+            (&release, &version),
+            what,
+            in_suites,
+        )?;
         for i in k.1 {
             used[i] = true;
         }
@@ -234,16 +251,16 @@ fn one_kernel(
     records: &[DebRecord],
     roles: &[Role],
     images: &[usize],
-    release: &str,
-    version: &str,
+    (release, version): (&str, &str),
     what: &str,
+    in_suites: InSuites,
 ) -> Result<(LocalKernel, Vec<usize>), String> {
     let (image, alternatives) = image_of(records, images)?;
     let img = &records[image];
     let headers = headers_of(records, roles, img, release, what)?;
     let mut used: Vec<usize> = images.to_vec();
     used.push(headers);
-    let (common, kbuild) = headers_parts(records, roles, headers, what)?;
+    let (common, kbuild, suite_parts) = headers_parts(records, roles, headers, what, in_suites)?;
     used.extend(&common);
     used.extend(kbuild);
     let meta = meta_of(records, roles, images, "image", what)?;
@@ -263,6 +280,7 @@ fn one_kernel(
         kbuild: kbuild.map(|i| part(&records[i])),
         meta: meta.map(|i| part(&records[i])),
         headers_meta: headers_meta.map(|i| part(&records[i])),
+        suite_parts,
     };
     Ok((kernel, used))
 }
@@ -310,6 +328,12 @@ fn headers_of(
                     role_release(&records[h].paths),
                     img.deb.display()
                 ));
+            } else if let Some(h) = (0..records.len()).find(|&i| roles[i] == Role::Common) {
+                e.push_str(&format!(
+                    "; {} ({}) holds headers without a .config (common headers, or not a kernel's): not the headers of kernel {release}",
+                    records[h].package,
+                    records[h].deb.display()
+                ));
             }
             Err(e)
         }
@@ -327,17 +351,19 @@ fn headers_of(
 
 /// The common headers (in dependency order: each after what it depends
 /// on) and the `linux-kbuild` package that the headers `h` depend on and
-/// the set holds. Common headers missing from the set are an error; a
-/// missing linux-kbuild is not (a cross build uses the host's, an
-/// emulated one takes it from the suites when they have it).
+/// the set holds, and (as `name=version`) those the suites give instead.
+/// Common headers missing from both are an error; a missing linux-kbuild
+/// is not (a cross build uses the host's helpers).
 fn headers_parts(
     records: &[DebRecord],
     roles: &[Role],
     h: usize,
     what: &str,
-) -> Result<(Vec<usize>, Option<usize>), String> {
+    in_suites: InSuites,
+) -> Result<(Vec<usize>, Option<usize>, Vec<String>), String> {
     let mut common: Vec<usize> = Vec::new();
     let mut kbuild = None;
+    let mut suite_parts = Vec::new();
     // Depth first: a part's own dependencies come before it.
     let mut stack: Vec<(usize, bool)> = vec![(h, false)];
     while let Some((i, expanded)) = stack.pop() {
@@ -377,20 +403,31 @@ fn headers_parts(
                         }
                     ))
                 }
+                (None, _) if alts.iter().any(in_suites) => {
+                    let spec = match &first.version {
+                        Some(v) if v.op == relation::Op::Eq => {
+                            format!("{}={}", first.name, v.version)
+                        }
+                        _ => first.name.clone(),
+                    };
+                    if !suite_parts.contains(&spec) {
+                        suite_parts.push(spec);
+                    }
+                }
                 (None, true) => {}
                 (None, false) => return Err(missing(records, i, &alts, what)),
             }
         }
     }
-    Ok((common, kbuild))
+    Ok((common, kbuild, suite_parts))
 }
 
-/// "X depends on Y (= V), which is not among the --kernel-deb files",
+/// "X depends on Y (= V), which is not among the --kernel-deb files (nor in the suites)",
 /// with the version there is, if any.
 fn missing(records: &[DebRecord], i: usize, alts: &[Relation], what: &str) -> String {
     let wanted: Vec<String> = alts.iter().map(describe).collect();
     let mut e = format!(
-        "{} {} depends on {}, which is not among {what}",
+        "{} {} depends on {}, which is not among {what} (nor in the suites)",
         records[i].package,
         records[i].version,
         wanted.join(" | ")
@@ -548,7 +585,7 @@ mod tests {
     fn a_debian_split_set_is_one_kernel() {
         let mut set = rpi();
         set.reverse(); // the order of the files says nothing
-        let g = group(&set, "the --kernel-deb files").unwrap();
+        let g = group(&set, "the --kernel-deb files", &nowhere).unwrap();
         assert!(g.unused.is_empty(), "{:?}", g.unused);
         let [k] = &g.kernels[..] else {
             panic!("{:?}", g.kernels)
@@ -583,7 +620,7 @@ mod tests {
         );
         // The exact shape of the command line that failed: image, flavour
         // headers, common headers (no kbuild: it may come from elsewhere).
-        let g = group(&rpi()[..3], "the --kernel-deb files").unwrap();
+        let g = group(&rpi()[..3], "the --kernel-deb files", &nowhere).unwrap();
         assert_eq!(g.kernels[0].common_debs.len(), 1);
         assert_eq!(g.kernels[0].kbuild, None);
         assert_eq!(g.kernels[0].pin().package, "linux-image-6.12.47+rpt-rpi-v8");
@@ -594,9 +631,9 @@ mod tests {
     fn what_is_missing_from_a_set_is_named() {
         let mut set = rpi();
         set.remove(2);
-        let e = group(&set, "the --kernel-deb files").unwrap_err();
+        let e = group(&set, "the --kernel-deb files", &nowhere).unwrap_err();
         assert!(e.starts_with(
-            "linux-headers-6.12.47+rpt-rpi-v8 1:6.12.47-1+rpt1 depends on linux-headers-6.12.47+rpt-common-rpi (= 1:6.12.47-1+rpt1), which is not among the --kernel-deb files"
+            "linux-headers-6.12.47+rpt-rpi-v8 1:6.12.47-1+rpt1 depends on linux-headers-6.12.47+rpt-common-rpi (= 1:6.12.47-1+rpt1), which is not among the --kernel-deb files (nor in the suites)"
         ), "{e}");
         assert!(
             e.contains(
@@ -607,18 +644,69 @@ mod tests {
         // Another version of the common headers is not them.
         let mut set = rpi();
         set[2].version = "1:6.12.46-1+rpt1".into();
-        let e = group(&set, "/srv/debs").unwrap_err();
-        assert!(e.contains("which is not among /srv/debs (there is linux-headers-6.12.47+rpt-common-rpi 1:6.12.46-1+rpt1"), "{e}");
+        let e = group(&set, "/srv/debs", &nowhere).unwrap_err();
+        assert!(e.contains("which is not among /srv/debs (nor in the suites) (there is linux-headers-6.12.47+rpt-common-rpi 1:6.12.46-1+rpt1"), "{e}");
         // No headers at all.
-        let e = group(&rpi()[..1], "the --kernel-deb files").unwrap_err();
+        let e = group(&rpi()[..1], "the --kernel-deb files", &nowhere).unwrap_err();
         assert!(
             e.starts_with("no headers package of kernel 6.12.47+rpt-rpi-v8"),
             "{e}"
         );
         // Headers without their image.
-        let e = group(&rpi()[1..3], "the --kernel-deb files").unwrap_err();
+        let e = group(&rpi()[1..3], "the --kernel-deb files", &nowhere).unwrap_err();
         assert!(
             e.contains("no image package of that kernel and version"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn parts_the_set_lacks_may_come_from_the_suites() {
+        // Debian's own image and flavour headers only: apt takes the
+        // common headers and linux-kbuild from the suites.
+        let v = "6.12.117-1";
+        let set = [
+            rec("linux-image-6.12.117+deb13-arm64", v, "", &["boot/vmlinuz-6.12.117+deb13-arm64"]),
+            rec(
+                "linux-headers-6.12.117+deb13-arm64",
+                v,
+                "linux-headers-6.12.117+deb13-common (= 6.12.117-1), linux-kbuild-6.12.117+deb13 (= 6.12.117-1), gcc-14",
+                &["usr/src/linux-headers-6.12.117+deb13-arm64/.config"],
+            ),
+        ];
+        let suites =
+            |r: &Relation| r.name.starts_with("linux-") && r.name.contains("6.12.117+deb13");
+        let g = group(&set, "x", &suites).unwrap();
+        assert_eq!(
+            g.kernels[0].suite_parts,
+            [
+                "linux-headers-6.12.117+deb13-common=6.12.117-1",
+                "linux-kbuild-6.12.117+deb13=6.12.117-1"
+            ]
+        );
+        assert!(g.kernels[0].common_debs.is_empty());
+        let e = group(&set, "x", &nowhere).unwrap_err();
+        assert!(
+            e.contains("which is not among x (nor in the suites)"),
+            "{e}"
+        );
+        // Only common headers beside the image: said so.
+        let e = group(
+            &[
+                set[0].clone(),
+                rec(
+                    "linux-headers-6.12.117+deb13-common",
+                    v,
+                    "",
+                    &["usr/src/linux-headers-6.12.117+deb13-common/Makefile"],
+                ),
+            ],
+            "x",
+            &nowhere,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("holds headers without a .config (common headers"),
             "{e}"
         );
     }
@@ -633,7 +721,7 @@ mod tests {
             &["usr/include/linux/a.h"],
         ));
         set.push(rec("hello", "1", "", &["usr/bin/hello"]));
-        let g = group(&set, "x").unwrap();
+        let g = group(&set, "x", &nowhere).unwrap();
         assert_eq!(g.unused.len(), 2);
         assert!(
             g.unused[0].expected && !g.unused[1].expected,
@@ -645,14 +733,14 @@ mod tests {
         let mut twin = set[0].clone();
         twin.package = "linux-image-other".into();
         set.push(twin);
-        let e = group(&set, "x").unwrap_err();
+        let e = group(&set, "x", &nowhere).unwrap_err();
         assert!(e.contains("are all images of kernel"), "{e}");
         // Two metapackages of one image.
         let mut set = rpi();
         let mut m = set[4].clone();
         m.package = "linux-image-rpi-v8-again".into();
         set.push(m);
-        let e = group(&set, "x").unwrap_err();
+        let e = group(&set, "x", &nowhere).unwrap_err();
         assert!(
             e.contains("which is the flavour's metapackage is ambiguous"),
             "{e}"
@@ -687,6 +775,7 @@ mod tests {
                 "linux-signed-arm64 (6.12.117+1)",
             ),
             "x",
+            &nowhere,
         )
         .unwrap();
         assert_eq!(
@@ -696,6 +785,7 @@ mod tests {
         let unsigned = group(
             &debian("linux-image-6.12.117+deb13-arm64-unsigned", "linux"),
             "x",
+            &nowhere,
         )
         .unwrap();
         assert_eq!(
@@ -704,7 +794,7 @@ mod tests {
         );
         let mut both = debian("linux-image-6.12.117+deb13-arm64-unsigned", "linux");
         both.push(debian("linux-image-6.12.117+deb13-arm64", "linux-signed-arm64").remove(0));
-        let both = group(&both, "x").unwrap();
+        let both = group(&both, "x", &nowhere).unwrap();
         assert_eq!(both.kernels.len(), 1);
         assert_eq!(
             both.kernels[0].kernel.image_package,
@@ -741,7 +831,7 @@ mod tests {
         let mut dir = bindeb("6.12.48-2", "6.12.48");
         dir.extend(bindeb("6.12.47-1", "6.12.47"));
         dir.extend(rpi());
-        let g = group(&dir, "/srv/debs").unwrap();
+        let g = group(&dir, "/srv/debs", &nowhere).unwrap();
         let got: Vec<(&str, &str)> = g
             .kernels
             .iter()
@@ -770,7 +860,7 @@ mod tests {
         // Headers of another version of the same release do not match.
         let mut bad = bindeb("6.12.48-2", "6.12.48");
         bad[1].version = "6.12.48-3".into();
-        let e = group(&bad, "x").unwrap_err();
+        let e = group(&bad, "x", &nowhere).unwrap_err();
         assert!(
             e.contains("are version 6.12.48-3, the image 6.12.48-2: they do not match"),
             "{e}"

@@ -489,7 +489,7 @@ fn kernels(
         if !spec.kernels.is_empty() {
             return Err(BuildError::KernelAndDebs);
         }
-        let l = kernel::from_debs(&spec.kernel_debs, &t.arch.name)?;
+        let l = kernel::from_debs(&spec.kernel_debs, &t.arch.name, packages)?;
         return Ok((vec![l.kernel.clone()], Some(l)));
     }
     let kernels = if spec.kernels.is_empty() {

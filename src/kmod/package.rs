@@ -485,7 +485,9 @@ mod tests {
             &["usr/share/doc/linux-image-rpi-v8/copyright"],
         );
         let control = |records: &[DebRecord]| {
-            let l = &group(records, "x").unwrap().kernels[0];
+            let l = &group(records, "x", &crate::kmod::kset::nowhere)
+                .unwrap()
+                .kernels[0];
             let m = MetaPackage {
                 module: "zfs".into(),
                 flavour: "rpi-v8".into(),
