@@ -349,6 +349,9 @@ fn headers_of(
     }
 }
 
+/// Indexes of the common headers and linux-kbuild, and the suites' parts.
+type Parts = (Vec<usize>, Option<usize>, Vec<String>);
+
 /// The common headers (in dependency order: each after what it depends
 /// on) and the `linux-kbuild` package that the headers `h` depend on and
 /// the set holds, and (as `name=version`) those the suites give instead.
@@ -360,7 +363,7 @@ fn headers_parts(
     h: usize,
     what: &str,
     in_suites: InSuites,
-) -> Result<(Vec<usize>, Option<usize>, Vec<String>), String> {
+) -> Result<Parts, String> {
     let mut common: Vec<usize> = Vec::new();
     let mut kbuild = None;
     let mut suite_parts = Vec::new();
