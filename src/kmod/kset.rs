@@ -215,8 +215,8 @@ fn image_of(records: &[DebRecord], images: &[usize]) -> Result<(usize, Vec<Strin
             return Err(format!(
                 "{} are all images of kernel {} {}: give one (or a signed image and its -unsigned twin)",
                 list.join(", "),
-                records[images[0]].version,
-                role_release(&records[images[0]].paths)
+                role_release(&records[images[0]].paths),
+                records[images[0]].version
             ));
         }
     };
@@ -737,7 +737,10 @@ mod tests {
         twin.package = "linux-image-other".into();
         set.push(twin);
         let e = group(&set, "x", &nowhere).unwrap_err();
-        assert!(e.contains("are all images of kernel"), "{e}");
+        assert!(
+            e.contains("are all images of kernel 6.12.47+rpt-rpi-v8 1:6.12.47-1+rpt1: give one"),
+            "{e}"
+        );
         // Two metapackages of one image.
         let mut set = rpi();
         let mut m = set[4].clone();
