@@ -225,39 +225,31 @@ fn followed_suites(suites: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The board's own kernels: the .debs of `dir`, grouped by version into
-/// image + headers pairs.
+/// The board's own kernels: the .debs of `dir`, grouped into kernel sets
+/// by what they ship and depend on (several kernels, several versions),
+/// oldest first, each with the .debs a build of it takes.
 fn local_kernels(
     dir: &Path,
     arch: &str,
+    packages: &[Package],
 ) -> Result<Vec<(kernel::LocalKernel, Vec<PathBuf>)>, UpdateError> {
     let io = |source| UpdateError::Io {
         path: dir.into(),
         source,
     };
-    let mut groups: Vec<(String, Vec<PathBuf>)> = Vec::new();
     let mut debs: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "deb"))
         .collect();
     debs.sort();
-    for d in debs {
-        let control = crate::deb::read::read_control(&d).map_err(kernel::KernelDebError::from)?;
-        let version = control
-            .lines()
-            .find_map(|l| l.strip_prefix("Version: "))
-            .unwrap_or("")
-            .to_string();
-        match groups.iter_mut().find(|(v, _)| *v == version) {
-            Some((_, g)) => g.push(d),
-            None => groups.push((version, vec![d])),
-        }
-    }
-    groups
+    Ok(kernel::from_dir_debs(&debs, arch, dir, packages)?
         .into_iter()
-        .map(|(_, g)| Ok((kernel::from_debs(&g, arch)?, g)))
-        .collect()
+        .map(|k| {
+            let d = k.debs().into_iter().map(PathBuf::from).collect();
+            (k, d)
+        })
+        .collect())
 }
 
 /// Updates one target; `Err` only for what stops it as a whole (its
@@ -322,7 +314,11 @@ pub fn update_target(
             arch: t.arch.clone(),
             module_version: found.module_version.clone(),
             newest: (*newest).clone(),
-            held: found.held.clone(),
+            // A kernel's version is the held package's own (KernelEntry).
+            held: kernel::Pin {
+                package: found.held.clone(),
+                version: newest.version.clone(),
+            },
         };
         changed |= write_meta(&repo, &meta)?;
     }
@@ -411,18 +407,17 @@ fn find_kernels(
             (k, vec![], held)
         }
         (Some(dir), None) => {
-            let l = local_kernels(dir, &t.arch)?;
-            let held = l
-                .last()
-                .map(|(k, _)| k.kernel.image_package.clone())
-                .unwrap_or_default();
+            // Oldest first: the newest set's pin (its flavour metapackage,
+            // else its image) is held, at each kernel's version of it.
+            let l = local_kernels(dir, &t.arch, &indexes.packages)?;
+            let held = l.last().map(|(k, _)| k.pin().package).unwrap_or_default();
             let (k, d) = l
                 .into_iter()
                 .map(|(k, d)| {
                     (
                         KernelEntry {
-                            release: k.kernel.release,
-                            version: k.kernel.image_version,
+                            release: k.kernel.release.clone(),
+                            version: k.pin().version,
                         },
                         d,
                     )

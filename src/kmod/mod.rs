@@ -10,6 +10,7 @@ pub mod dkms;
 pub mod elf;
 mod exec;
 pub mod kernel;
+pub mod kset;
 pub mod package;
 pub mod plan;
 pub mod vendor;
@@ -509,7 +510,7 @@ fn kernels(
         if !spec.kernels.is_empty() {
             return Err(BuildError::KernelAndDebs);
         }
-        let l = kernel::from_debs(&spec.kernel_debs, &t.arch.name)?;
+        let l = kernel::from_debs(&spec.kernel_debs, &t.arch.name, packages)?;
         return Ok((vec![l.kernel.clone()], Some(l)));
     }
     let kernels = if spec.kernels.is_empty() {
@@ -549,10 +550,7 @@ fn vendor_kernel(
         spec.kernels.first().map(String::as_str),
         into,
     )?;
-    // The image and its headers are the kernel; the rest of the set
-    // (common headers, linux-kbuild) is found by the headers' Depends
-    // among `debs`.
-    let local = kernel::from_debs(&debs[..2], &t.arch.name)?;
+    let local = kernel::from_debs(&debs, &t.arch.name, &v.packages)?;
     Ok(VendorSet {
         local,
         debs,

@@ -165,6 +165,13 @@ pub fn kernels(packages: &[Package], flavour: &str) -> Vec<Candidate> {
             })
             .collect();
     }
+    // What the board's apt follows each kernel by: the pin a module's
+    // metapackage holds (kset's rule, for every archive).
+    for c in &mut out {
+        let pin = super::kernel::pin_in_index(packages, flavour, &c.image, &c.image_version);
+        c.held = pin.package;
+        c.held_version = pin.version;
+    }
     out.sort_by(|a, b| version::compare(&a.held_version, &b.held_version));
     out.dedup_by(|a, b| a.image == b.image && a.image_version == b.image_version);
     out

@@ -19,6 +19,7 @@ mod host_binfmt;
 mod hostile_archive;
 mod json;
 mod kernel_fixture;
+mod kernel_sets;
 mod network;
 mod progress;
 mod readonly;
