@@ -391,6 +391,25 @@ pub struct TargetAddArgs {
     /// The board's own kernels: a directory of image + headers .debs.
     #[arg(long, value_name = "DIR")]
     pub kernel_deb_dir: Option<PathBuf>,
+    /// Take the kernel packages from this signed apt archive (a vendor's,
+    /// e.g. http://archive.raspberrypi.com/debian) instead of the release's.
+    #[arg(long, value_name = "URL", requires = "kernel_keyring")]
+    pub kernel_archive: Option<String>,
+    /// The keyring --kernel-archive's InRelease is verified against (the
+    /// vendor's key, which you get from the vendor).
+    #[arg(long, value_name = "FILE", requires = "kernel_archive")]
+    pub kernel_keyring: Option<PathBuf>,
+    /// The suite of --kernel-archive (default: the release's name).
+    #[arg(long, value_name = "SUITE", requires = "kernel_archive")]
+    pub kernel_suite: Option<String>,
+    /// The components of --kernel-archive, comma-separated (default: main).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "C,...",
+        requires = "kernel_archive"
+    )]
+    pub kernel_components: Vec<String>,
     /// Fetch from this mirror instead of the release's main archive.
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,
@@ -553,6 +572,30 @@ pub struct BuildArgs {
     /// bindeb-pkg` or a board vendor); give both, repeat the option.
     #[arg(long = "kernel-deb", value_name = "FILE", conflicts_with = "kernels")]
     pub kernel_debs: Vec<PathBuf>,
+    /// Take the kernel packages from this signed apt archive (a vendor's,
+    /// e.g. http://archive.raspberrypi.com/debian) instead of the release's.
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "kernel_keyring",
+        conflicts_with = "kernel_debs"
+    )]
+    pub kernel_archive: Option<String>,
+    /// The keyring --kernel-archive's InRelease is verified against (the
+    /// vendor's key, which you get from the vendor).
+    #[arg(long, value_name = "FILE", requires = "kernel_archive")]
+    pub kernel_keyring: Option<PathBuf>,
+    /// The suite of --kernel-archive (default: the release's name).
+    #[arg(long, value_name = "SUITE", requires = "kernel_archive")]
+    pub kernel_suite: Option<String>,
+    /// The components of --kernel-archive, comma-separated (default: main).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "C,...",
+        requires = "kernel_archive"
+    )]
+    pub kernel_components: Vec<String>,
     /// Kernel flavour (default: the architecture's plain one).
     #[arg(long)]
     pub flavour: Option<String>,
@@ -886,6 +929,10 @@ impl TargetAddArgs {
             module: self.module.clone(),
             suites: self.suites.clone(),
             kernel_deb_dir: self.kernel_deb_dir.clone(),
+            kernel_archive: self.kernel_archive.clone(),
+            kernel_keyring: self.kernel_keyring.clone(),
+            kernel_suite: self.kernel_suite.clone(),
+            kernel_components: self.kernel_components.clone(),
             mirror: self.mirror.clone(),
             security_mirror: self.security_mirror.clone(),
             keyring: self.keyring.clone(),
@@ -913,6 +960,19 @@ impl BuildArgs {
             strategy: self.strategy,
             sign: self.sign_key.clone().zip(self.sign_cert.clone()),
             suites: nonempty(&self.suites),
+            kernel_archive: self
+                .kernel_archive
+                .clone()
+                .zip(self.kernel_keyring.clone())
+                .map(|(url, keyring)| crate::kmod::vendor::KernelArchive {
+                    url,
+                    keyring,
+                    suite: self
+                        .kernel_suite
+                        .clone()
+                        .unwrap_or_else(|| self.release.clone()),
+                    components: self.kernel_components.clone(),
+                }),
         }
     }
 }

@@ -145,6 +145,19 @@ pub struct TargetFile {
     /// The board's own kernels: image and headers .debs dropped here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_deb_dir: Option<PathBuf>,
+    /// A vendor's signed apt archive the kernels come from
+    /// (`kernel-archive`), instead of the release's suites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_archive: Option<String>,
+    /// The keyring that archive is verified against (`kernel-keyring`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_keyring: Option<PathBuf>,
+    /// Its suite (`kernel-suite`; default: the release's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_suite: Option<String>,
+    /// Its components (`kernel-components`; default: main).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_components: Vec<String>,
     /// The mirror of the release's main archive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<String>,
@@ -161,6 +174,23 @@ pub struct TargetFile {
     /// How its modules are compiled.
     #[serde(default)]
     pub strategy: Strategy,
+}
+
+impl TargetFile {
+    /// The vendor archive the kernels come from, when the target has one
+    /// (with its keyring: [`crate::update::check_local`] refuses one
+    /// without).
+    pub fn kernel_archive(&self) -> Option<crate::kmod::vendor::KernelArchive> {
+        Some(crate::kmod::vendor::KernelArchive {
+            url: self.kernel_archive.clone()?,
+            keyring: self.kernel_keyring.clone()?,
+            suite: self
+                .kernel_suite
+                .clone()
+                .unwrap_or_else(|| self.release.clone()),
+            components: self.kernel_components.clone(),
+        })
+    }
 }
 
 fn default_module() -> String {
@@ -437,6 +467,36 @@ mod tests {
             ts.load("board"),
             Err(TargetsError::Unknown { .. })
         ));
+    }
+
+    #[test]
+    fn a_vendor_kernel_archive_is_kept_under_its_option_names() {
+        let d = tempfile::tempdir().unwrap();
+        let ts = Targets::new(d.path());
+        let text = "arch = \"arm64\"\nrelease = \"bookworm\"\nflavour = \"current-rockchip64\"\nkernel-archive = \"http://apt.armbian.com\"\nkernel-keyring = \"/k/armbian.gpg\"\nkernel-components = [\"main\"]\n";
+        let t = parse(text, Path::new("x")).unwrap();
+        let a = t.kernel_archive().unwrap();
+        assert_eq!(a.url, "http://apt.armbian.com");
+        assert_eq!(a.keyring, PathBuf::from("/k/armbian.gpg"));
+        assert_eq!(a.suite, "bookworm", "the release's name by default");
+        assert_eq!(a.components, ["main"]);
+        ts.save("armbian", &t, false).unwrap();
+        let saved = std::fs::read_to_string(ts.path("armbian")).unwrap();
+        for key in [
+            "kernel-archive = ",
+            "kernel-keyring = ",
+            "kernel-components = ",
+        ] {
+            assert!(saved.contains(key), "{saved}");
+        }
+        assert!(!saved.contains("kernel-suite"), "{saved}");
+        assert_eq!(ts.load("armbian").unwrap(), t);
+        // Without its keyring there is no archive to follow.
+        let t = TargetFile {
+            kernel_keyring: None,
+            ..t
+        };
+        assert_eq!(t.kernel_archive(), None);
     }
 
     #[test]

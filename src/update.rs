@@ -225,39 +225,31 @@ fn followed_suites(suites: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The board's own kernels: the .debs of `dir`, grouped by version into
-/// image + headers pairs.
+/// The board's own kernels: the .debs of `dir`, grouped into kernel sets
+/// by what they ship and depend on (several kernels, several versions),
+/// oldest first, each with the .debs a build of it takes.
 fn local_kernels(
     dir: &Path,
     arch: &str,
+    packages: &[Package],
 ) -> Result<Vec<(kernel::LocalKernel, Vec<PathBuf>)>, UpdateError> {
     let io = |source| UpdateError::Io {
         path: dir.into(),
         source,
     };
-    let mut groups: Vec<(String, Vec<PathBuf>)> = Vec::new();
     let mut debs: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "deb"))
         .collect();
     debs.sort();
-    for d in debs {
-        let control = crate::deb::read::read_control(&d).map_err(kernel::KernelDebError::from)?;
-        let version = control
-            .lines()
-            .find_map(|l| l.strip_prefix("Version: "))
-            .unwrap_or("")
-            .to_string();
-        match groups.iter_mut().find(|(v, _)| *v == version) {
-            Some((_, g)) => g.push(d),
-            None => groups.push((version, vec![d])),
-        }
-    }
-    groups
+    Ok(kernel::from_dir_debs(&debs, arch, dir, packages)?
         .into_iter()
-        .map(|(_, g)| Ok((kernel::from_debs(&g, arch)?, g)))
-        .collect()
+        .map(|k| {
+            let d = k.debs().into_iter().map(PathBuf::from).collect();
+            (k, d)
+        })
+        .collect())
 }
 
 /// Updates one target; `Err` only for what stops it as a whole (its
@@ -322,7 +314,11 @@ pub fn update_target(
             arch: t.arch.clone(),
             module_version: found.module_version.clone(),
             newest: (*newest).clone(),
-            held: found.held.clone(),
+            // A kernel's version is the held package's own (KernelEntry).
+            held: kernel::Pin {
+                package: found.held.clone(),
+                version: newest.version.clone(),
+            },
         };
         changed |= write_meta(&repo, &meta)?;
     }
@@ -357,6 +353,7 @@ fn probe_spec(t: &TargetFile, repo: &Repo) -> BuildSpec {
         strategy: t.strategy,
         sign: None,
         suites: opt_in_suites(&t.suites),
+        kernel_archive: t.kernel_archive(),
     }
 }
 
@@ -388,7 +385,7 @@ fn find_kernels(
         .flavour
         .clone()
         .unwrap_or_else(|| target.arch.kernel_flavour.clone());
-    let fetcher = target.fetcher(dirs, opts, reporter)?;
+    let fetcher = target.fetcher(dirs, opts.clone(), reporter)?;
     let indexes = target.update(&fetcher, reporter)?;
     check_with_indexes(t, &target, &indexes.packages).map_err(UpdateError::Invalid)?;
 
@@ -404,20 +401,23 @@ fn find_kernels(
             arch: t.arch.clone(),
         })?;
 
-    let (kernels, locals, held) = match &t.kernel_deb_dir {
-        Some(dir) => {
-            let l = local_kernels(dir, &t.arch)?;
-            let held = l
-                .last()
-                .map(|(k, _)| k.kernel.image_package.clone())
-                .unwrap_or_default();
+    let (kernels, locals, held) = match (&t.kernel_deb_dir, t.kernel_archive()) {
+        (_, Some(a)) => {
+            let (k, held) = vendor_kernels(&a, &flavour, &t.arch, dirs, opts, reporter)?;
+            (k, vec![], held)
+        }
+        (Some(dir), None) => {
+            // Oldest first: the newest set's pin (its flavour metapackage,
+            // else its image) is held, at each kernel's version of it.
+            let l = local_kernels(dir, &t.arch, &indexes.packages)?;
+            let held = l.last().map(|(k, _)| k.pin().package).unwrap_or_default();
             let (k, d) = l
                 .into_iter()
                 .map(|(k, d)| {
                     (
                         KernelEntry {
-                            release: k.kernel.release,
-                            version: k.kernel.image_version,
+                            release: k.kernel.release.clone(),
+                            version: k.pin().version,
                         },
                         d,
                     )
@@ -425,7 +425,7 @@ fn find_kernels(
                 .unzip();
             (k, d, held)
         }
-        None => (
+        (None, None) => (
             kernels_of_suites(&indexes.packages, &flavour, &followed_suites(&t.suites)),
             vec![],
             format!("linux-image-{flavour}"),
@@ -439,6 +439,33 @@ fn find_kernels(
         module,
         module_version,
     })
+}
+
+/// The kernels of a vendor's archive (fetched and verified), with the
+/// version of the package the board's apt follows each by, and that
+/// package (the flavour's metapackage, else the image package).
+fn vendor_kernels(
+    archive: &kmod::vendor::KernelArchive,
+    flavour: &str,
+    arch: &str,
+    dirs: &DataDirs,
+    opts: FetchOptions,
+    reporter: &dyn Reporter,
+) -> Result<(Vec<KernelEntry>, String), UpdateError> {
+    let v = kmod::vendor::Vendor::open(archive, arch, dirs, opts, reporter)
+        .map_err(BuildError::from)?;
+    let found = v.kernels(flavour, arch).map_err(BuildError::from)?;
+    let held = found.last().map(|c| c.held.clone()).unwrap_or_default();
+    let entries = found
+        .into_iter()
+        .filter_map(|c| {
+            Some(KernelEntry {
+                release: c.release?,
+                version: c.held_version,
+            })
+        })
+        .collect();
+    Ok((entries, held))
 }
 
 /// What a target's `module` may be, for help lines.
@@ -479,6 +506,7 @@ pub fn check_local(manifests: &Manifests, t: &TargetFile) -> Result<RootRecipe, 
         .help("an opt-in suite such as backports is added as +SUITE, e.g. +trixie-backports"));
     }
     check_module_form(&t.module)?;
+    check_kernel_archive(t)?;
     if let Some(d) = &t.kernel_deb_dir {
         let problem = |what: String| {
             Problem::new("kernel-deb-dir", format!("{}: {what}", d.display())).help(format!(
@@ -493,6 +521,39 @@ pub fn check_local(manifests: &Manifests, t: &TargetFile) -> Result<RootRecipe, 
         }
     }
     Ok(recipe)
+}
+
+/// A vendor archive's settings: URL and keyring together, not with a
+/// kernel .deb directory, the URL's form, the keyring a keyring.
+fn check_kernel_archive(t: &TargetFile) -> Result<(), Problem> {
+    let vendor_help = "a vendor's archive needs both --kernel-archive URL and --kernel-keyring FILE (the key you got from the vendor)";
+    match (&t.kernel_archive, &t.kernel_keyring) {
+        (None, None) => return Ok(()),
+        (Some(_), None) => {
+            return Err(Problem::new(
+                "kernel-keyring",
+                "a kernel archive needs its keyring: zchroot ships no vendor's key",
+            )
+            .help(vendor_help))
+        }
+        (None, Some(_)) => {
+            return Err(Problem::new(
+                "kernel-archive",
+                "a kernel keyring without a kernel archive",
+            )
+            .help(vendor_help))
+        }
+        (Some(_), Some(_)) => {}
+    }
+    if t.kernel_deb_dir.is_some() {
+        return Err(Problem::new(
+            "kernel-archive",
+            "the kernels come either from a kernel archive or from kernel-deb-dir, not both",
+        ));
+    }
+    let a = t.kernel_archive().expect("both are set");
+    a.check_local()
+        .map_err(|(key, message)| Problem::new(key, message).help(vendor_help))
 }
 
 /// `zfs`, a directory with a dkms.conf, or a name that can be a `*-dkms`
@@ -571,7 +632,7 @@ pub fn check_with_indexes(
         }
         return Err(Problem::new("module", message).help(MODULE_HELP));
     }
-    if let (Some(f), None) = (&t.flavour, &t.kernel_deb_dir) {
+    if let (Some(f), None, None) = (&t.flavour, &t.kernel_deb_dir, &t.kernel_archive) {
         if !has(&format!("linux-image-{f}")) {
             let mut known: Vec<&str> = packages
                 .iter()
@@ -647,7 +708,7 @@ pub fn check_target(
         };
     }
     let indexes = recipe
-        .fetcher(dirs, opts, reporter)
+        .fetcher(dirs, opts.clone(), reporter)
         .and_then(|f| recipe.update(&f, reporter));
     reporter.finish();
     let indexes = indexes.map_err(|e| {
@@ -660,7 +721,45 @@ pub fn check_target(
         )
         .help("check the network and the mirror, or pass --no-archive-check to skip the checks that need the archive (update makes them anyway)")
     })?;
-    check_with_indexes(t, &recipe, &indexes.packages)
+    check_with_indexes(t, &recipe, &indexes.packages)?;
+    match t.kernel_archive() {
+        Some(a) => check_vendor(t, &recipe, &a, dirs, opts, reporter),
+        None => Ok(()),
+    }
+}
+
+/// A vendor archive is reachable, signed by its keyring, and has kernels
+/// of the target's flavour.
+fn check_vendor(
+    t: &TargetFile,
+    recipe: &RootRecipe,
+    a: &kmod::vendor::KernelArchive,
+    dirs: &DataDirs,
+    opts: FetchOptions,
+    reporter: &dyn Reporter,
+) -> Result<(), Problem> {
+    let v = kmod::vendor::Vendor::open(a, &t.arch, dirs, opts, reporter);
+    reporter.finish();
+    let v = v.map_err(|e| {
+        Problem::new("kernel-archive", error_text(&e))
+            .help("check the URL, the suite (--kernel-suite) and the keyring (--kernel-keyring), or pass --no-archive-check to skip the checks that need the archives")
+    })?;
+    let flavour = t
+        .flavour
+        .clone()
+        .unwrap_or_else(|| recipe.arch.kernel_flavour.clone());
+    if kmod::vendor::kernels(&v.packages, &flavour).is_empty() {
+        return Err(Problem::new(
+            "flavour",
+            format!(
+                "unknown kernel flavour '{flavour}': kernel archive {} has no kernel of it for {}: flavours it has: {}",
+                a.url,
+                t.arch,
+                kmod::vendor::known_flavours(&v.packages)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// An error and its causes on one line, without their help lines.
@@ -684,6 +783,17 @@ pub fn error_text(e: &dyn std::error::Error) -> String {
 fn build_calls(probe: &BuildSpec, found: &Found, missing: &[usize]) -> Vec<BuildSpec> {
     if missing.is_empty() {
         return vec![];
+    }
+    // A vendor archive's kernels are built one at a time (each is handed
+    // to the build as its own set of .debs).
+    if probe.kernel_archive.is_some() {
+        return missing
+            .iter()
+            .map(|&i| BuildSpec {
+                kernels: vec![found.kernels[i].release.clone()],
+                ..probe.clone()
+            })
+            .collect();
     }
     if found.locals.is_empty() {
         let mut spec = probe.clone();
@@ -897,6 +1007,62 @@ mod tests {
         let debs: Vec<_> = calls.iter().map(|c| c.kernel_debs.clone()).collect();
         assert_eq!(debs, [[PathBuf::from("b.deb")], [PathBuf::from("c.deb")]]);
         assert!(calls.iter().all(|c| c.kernels.is_empty()));
+    }
+
+    #[test]
+    fn a_vendor_archive_is_built_one_kernel_at_a_time_and_checked_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = dir.path().join("k.pgp");
+        let t: TargetFile = toml::from_str(&format!(
+            "arch = \"arm64\"\nrelease = \"bookworm\"\nflavour = \"rpi-v8\"\nkernel-archive = \"http://archive.raspberrypi.com/debian\"\nkernel-keyring = {keyring:?}\n"
+        ))
+        .unwrap();
+        let a = t.kernel_archive().unwrap();
+        assert_eq!(a.suite, "bookworm");
+        assert_eq!(a.source().components, ["main"]);
+        let dirs = DataDirs {
+            state: "/s".into(),
+            cache: "/c".into(),
+        };
+        let probe = probe_spec(&t, &repo_of("pi", &t, &dirs));
+        assert_eq!(probe.kernel_archive.as_ref(), Some(&a));
+        let found = Found {
+            kernels: vec![k("a", "1"), k("b", "2")],
+            locals: vec![],
+            held: "linux-image-rpi-v8".into(),
+            flavour: "rpi-v8".into(),
+            module: "zfs".into(),
+            module_version: "2.3.2".into(),
+        };
+        let calls = build_calls(&probe, &found, &[0, 1]);
+        let kernels: Vec<_> = calls.iter().map(|c| c.kernels.clone()).collect();
+        assert_eq!(kernels, [["a"], ["b"]]);
+        // The keyring must be one; an archive needs its keyring.
+        let e = check_kernel_archive(&t).unwrap_err();
+        assert_eq!(e.key, "kernel-keyring");
+        std::fs::write(&keyring, "not a key").unwrap();
+        assert_eq!(check_kernel_archive(&t).unwrap_err().key, "kernel-keyring");
+        let e = check_kernel_archive(&TargetFile {
+            kernel_keyring: None,
+            ..t.clone()
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("zchroot ships no vendor's key"),
+            "{e}"
+        );
+        let e = check_kernel_archive(&TargetFile {
+            kernel_archive: None,
+            ..t.clone()
+        })
+        .unwrap_err();
+        assert_eq!(e.key, "kernel-archive");
+        let e = check_kernel_archive(&TargetFile {
+            kernel_deb_dir: Some("/".into()),
+            ..t.clone()
+        })
+        .unwrap_err();
+        assert!(e.message.contains("not both"), "{e}");
     }
 
     #[test]

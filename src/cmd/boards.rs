@@ -104,6 +104,7 @@ fn absolute(t: &TargetFile) -> Result<TargetFile, CmdError> {
     Ok(TargetFile {
         module,
         kernel_deb_dir: abs(&t.kernel_deb_dir)?,
+        kernel_keyring: abs(&t.kernel_keyring)?,
         keyring: abs(&t.keyring)?,
         repo: abs(&t.repo)?,
         ..t.clone()
@@ -337,6 +338,10 @@ mod tests {
             module: "zfs".into(),
             suites: vec![],
             kernel_deb_dir: Some("debs".into()),
+            kernel_archive: None,
+            kernel_keyring: None,
+            kernel_suite: None,
+            kernel_components: vec![],
             mirror: None,
             security_mirror: None,
             keyring: None,

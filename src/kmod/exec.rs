@@ -192,6 +192,16 @@ impl Exec<'_> {
             ));
             Ok(in_root)
         };
+        // A split set's common headers, under names of their own.
+        let common: Vec<(&Path, String)> = self
+            .local
+            .map(|l| &l.common_debs[..])
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.as_path(), format!("common-{i}.deb")))
+            .collect();
+        let common = common.iter().map(|(d, n)| (*d, n.as_str()));
         let headers = match (&plan.how, self.local) {
             (How::Cross(p, headers_deb), _) => dkms::Headers::Cross {
                 install: p.install.clone(),
@@ -216,10 +226,14 @@ impl Exec<'_> {
                 kernel_arch: p.kernel_arch.clone(),
             },
             (How::Emulate, None) => dkms::Headers::Package(plan.kernel.headers_package.clone()),
-            (How::Emulate, Some(l)) => dkms::Headers::Local(give(&[
-                (&l.image_deb, "image.deb"),
-                (&l.headers_deb, "headers.deb"),
-            ])?),
+            // The whole set is installed by apt, from the local files.
+            (How::Emulate, Some(l)) => {
+                let mut files = vec![(l.image_deb.as_path(), "image.deb")];
+                files.extend(l.kbuild.iter().map(|k| (k.deb.as_path(), "kbuild.deb")));
+                files.extend(common);
+                files.push((&l.headers_deb, "headers.deb"));
+                dkms::Headers::Local(give(&files)?)
+            }
         };
         // The user's key, seen by DKMS in the root, gone with the build.
         let signing = match &self.spec.sign {

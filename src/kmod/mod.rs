@@ -10,8 +10,10 @@ pub mod dkms;
 pub mod elf;
 mod exec;
 pub mod kernel;
+pub mod kset;
 pub mod package;
 pub mod plan;
+pub mod vendor;
 pub mod zfs;
 
 use std::path::{Path, PathBuf};
@@ -79,6 +81,12 @@ pub enum BuildError {
     Zfs(#[from] zfs::ZfsError),
     #[error(transparent)]
     KernelDeb(#[from] kernel::KernelDebError),
+    #[error(transparent)]
+    Vendor(#[from] vendor::VendorError),
+    #[error(
+        "--kernel-archive builds one kernel at a time: give --kernel once (or not: the newest)"
+    )]
+    VendorKernels,
     #[error("--kernel and --kernel-deb do not go together: the .debs name their kernel")]
     KernelAndDebs,
     #[error("{}: not a signing {what}: {reason}\nhelp: --sign-key takes a PEM private key, --sign-cert its X.509 certificate (DER or PEM)", path.display())]
@@ -166,6 +174,9 @@ pub struct BuildSpec {
     pub sign: Option<(PathBuf, PathBuf)>,
     /// `--suites` of the build roots (e.g. `+trixie-backports`).
     pub suites: Vec<String>,
+    /// A vendor's archive the kernel packages come from instead of the
+    /// release's suites.
+    pub kernel_archive: Option<vendor::KernelArchive>,
 }
 
 /// One module package made.
@@ -427,7 +438,21 @@ fn gather(
             });
         }
     }
-    let (kernels, local) = kernels(spec, &t, &indexes.packages)?;
+    let mut target_packages = indexes.packages.clone();
+    let mut kernel_debs = spec.kernel_debs.clone();
+    let (kernels, local) = match &spec.kernel_archive {
+        Some(a) if spec.kernel_debs.is_empty() => {
+            // The vendor's packages and the kernel's set reach the planner
+            // as the user's own would (its headers' linux-kbuild).
+            let dir = scratch.join("kernel-debs");
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            let v = vendor_kernel(spec, a, &t, &dir, dirs, opts, reporter)?;
+            target_packages.extend(v.packages);
+            kernel_debs = v.debs;
+            (vec![v.local.kernel.clone()], Some(v.local))
+        }
+        _ => kernels(spec, &t, &indexes.packages)?,
+    };
     let zfs = match kind {
         ModuleKind::Zfs => Some(zfs_plan(spec, &mut source, &kernels, &indexes, &fetcher)?),
         ModuleKind::Dkms => None,
@@ -444,8 +469,8 @@ fn gather(
     for k in kernels {
         let headers = if plan::needs_headers(spec.strategy, &t.arch, &host, local.is_some()) {
             let known = Known {
-                kernel_debs: &spec.kernel_debs,
-                target: &indexes.packages,
+                kernel_debs: &kernel_debs,
+                target: &target_packages,
                 host: host_packages.as_deref(),
             };
             Some(headers_facts(&k, local.as_ref(), &known, &fetcher)?)
@@ -485,7 +510,7 @@ fn kernels(
         if !spec.kernels.is_empty() {
             return Err(BuildError::KernelAndDebs);
         }
-        let l = kernel::from_debs(&spec.kernel_debs, &t.arch.name)?;
+        let l = kernel::from_debs(&spec.kernel_debs, &t.arch.name, packages)?;
         return Ok((vec![l.kernel.clone()], Some(l)));
     }
     let kernels = if spec.kernels.is_empty() {
@@ -497,6 +522,48 @@ fn kernels(
             .collect::<Result<_, _>>()?
     };
     Ok((kernels, None))
+}
+
+/// The kernel of a vendor's archive (the newest of the flavour, or the
+/// one `--kernel` names), its packages downloaded and verified and handed
+/// to the build as the user's own .debs; with the archive's packages.
+fn vendor_kernel(
+    spec: &BuildSpec,
+    archive: &vendor::KernelArchive,
+    t: &RootRecipe,
+    into: &Path,
+    dirs: &DataDirs,
+    opts: &FetchOptions,
+    reporter: &dyn Reporter,
+) -> Result<VendorSet, BuildError> {
+    if spec.kernels.len() > 1 {
+        return Err(BuildError::VendorKernels);
+    }
+    let flavour = spec
+        .flavour
+        .clone()
+        .unwrap_or_else(|| t.arch.kernel_flavour.clone());
+    let v = vendor::Vendor::open(archive, &t.arch.name, dirs, opts.clone(), reporter)?;
+    let debs = v.kernel_debs(
+        &flavour,
+        &t.arch.name,
+        spec.kernels.first().map(String::as_str),
+        into,
+    )?;
+    let local = kernel::from_debs(&debs, &t.arch.name, &v.packages)?;
+    Ok(VendorSet {
+        local,
+        debs,
+        packages: v.packages,
+    })
+}
+
+/// A vendor archive's kernel as the build takes it: as the user's own
+/// set of .debs, and the archive's packages besides.
+struct VendorSet {
+    local: LocalKernel,
+    debs: Vec<PathBuf>,
+    packages: Vec<crate::archive::index::Package>,
 }
 
 /// The packages a kernel's headers may name: the user's .debs, the

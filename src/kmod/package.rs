@@ -7,7 +7,7 @@
 
 use crate::deb::write::DebBuilder;
 use crate::deb::DebError;
-use crate::kmod::kernel::{KernelEntry, TargetKernel};
+use crate::kmod::kernel::{KernelEntry, Pin, TargetKernel};
 
 /// A module package to write.
 #[derive(Debug, Clone)]
@@ -224,17 +224,20 @@ impl ModuleDeb {
 }
 
 /// The metapackage `MODULE-modules-FLAVOUR`: depends on the module package
-/// of the newest kernel built, and breaks newer versions of the kernel's
-/// package (`held`), so that the board's `apt upgrade` keeps a kernel back
-/// until its module is published.
+/// of the newest kernel built, and breaks newer versions of the package
+/// that brings the board its kernels (`held`: the flavour's metapackage
+/// where there is one, else the image package itself), so that the
+/// board's `apt upgrade` keeps a kernel back until its module is published.
 pub struct MetaPackage {
     pub module: String,
     pub flavour: String,
     pub arch: String,
     pub module_version: String,
     pub newest: KernelEntry,
-    /// The package whose newer versions wait (`linux-image-arm64`).
-    pub held: String,
+    /// The package whose newer versions wait (`linux-image-arm64`), at
+    /// its own version for the newest kernel built (the metapackage's
+    /// version, not the image's).
+    pub held: Pin,
 }
 
 /// The metapackage's name for a module and flavour.
@@ -290,7 +293,7 @@ impl MetaPackage {
             ),
             (
                 "Breaks".into(),
-                format!("{} (>> {})", self.held, self.newest.version),
+                format!("{} (>> {})", self.held.package, self.held.version),
             ),
             ("Section".into(), "kernel".into()),
             ("Priority".into(), "optional".into()),
@@ -298,7 +301,7 @@ impl MetaPackage {
                 "Description".into(),
                 format!(
                     "{} modules for the newest {} kernel built by zchroot\n This package depends on the {} modules of kernel {} and holds\n newer versions of {} back until their modules are published.",
-                    self.module, self.flavour, self.module, self.newest.release, self.held
+                    self.module, self.flavour, self.module, self.newest.release, self.held.package
                 ),
             ),
         ]
@@ -308,7 +311,7 @@ impl MetaPackage {
         let mut b = DebBuilder::new(self.control()).mtime(mtime);
         let what = format!(
             "Depends on the {} modules for {}; holds {} at {}.",
-            self.module, self.newest.release, self.held, self.newest.version
+            self.module, self.newest.release, self.held.package, self.held.version
         );
         add_doc_files(
             &mut b,
@@ -405,7 +408,10 @@ mod tests {
             arch: "arm64".into(),
             module_version: "0.1".into(),
             newest: k("6.12.118+deb13-arm64", "6.12.118-1"),
-            held: "linux-image-arm64".into(),
+            held: Pin {
+                package: "linux-image-arm64".into(),
+                version: "6.12.118-1".into(),
+            },
         };
         assert_eq!(m.name(), "hello-modules-arm64");
         assert_eq!(m.version(), "6.12.118-1+m0.1");
@@ -420,6 +426,10 @@ mod tests {
         // A newer kernel, or a newer module, gives a newer metapackage.
         let newer = MetaPackage {
             newest: k("6.12.119+deb13-arm64", "6.12.119-1"),
+            held: Pin {
+                package: "linux-image-arm64".into(),
+                version: "6.12.119-1".into(),
+            },
             ..m
         };
         assert_eq!(
@@ -439,6 +449,78 @@ mod tests {
             module_file_name("zfs", "6.12.1", "1:2.3.9", "arm64"),
             "zfs-modules-6.12.1_2.3.9_arm64.deb"
         );
+    }
+
+    /// The pin of the user's sets: the flavour's metapackage at its own
+    /// version when the set has one, else the image package itself.
+    #[test]
+    fn the_metapackage_pins_the_flavour_metapackage_else_the_image() {
+        use crate::kmod::kset::{group, DebRecord};
+        let rec = |package: &str, version: &str, depends: &str, paths: &[&str]| DebRecord {
+            deb: format!("{package}.deb").into(),
+            package: package.into(),
+            version: version.into(),
+            arch: "arm64".into(),
+            source: String::new(),
+            depends: depends.into(),
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        };
+        let image = rec(
+            "linux-image-6.12.47+rpt-rpi-v8",
+            "1:6.12.47-1+rpt1",
+            "",
+            &["boot/vmlinuz-6.12.47+rpt-rpi-v8"],
+        );
+        let headers = rec(
+            "linux-headers-6.12.47+rpt-rpi-v8",
+            "1:6.12.47-1+rpt1",
+            "",
+            &["usr/src/linux-headers-6.12.47+rpt-rpi-v8/.config"],
+        );
+        // The metapackage's version is its own, not the image's.
+        let meta = rec(
+            "linux-image-rpi-v8",
+            "1:6.12.47-1+rpt1+b2",
+            "linux-image-6.12.47+rpt-rpi-v8 (= 1:6.12.47-1+rpt1)",
+            &["usr/share/doc/linux-image-rpi-v8/copyright"],
+        );
+        let control = |records: &[DebRecord]| {
+            let l = &group(records, "x", &crate::kmod::kset::nowhere)
+                .unwrap()
+                .kernels[0];
+            let m = MetaPackage {
+                module: "zfs".into(),
+                flavour: "rpi-v8".into(),
+                arch: "arm64".into(),
+                module_version: "2.3.2".into(),
+                newest: k(&l.kernel.release, &l.pin().version),
+                held: l.pin(),
+            };
+            let c = m.control();
+            let get = |f: &str| c.iter().find(|(k, _)| k == f).unwrap().1.clone();
+            (get("Breaks"), get("Depends"), m.version())
+        };
+        let (breaks, depends, version) = control(&[image.clone(), headers.clone(), meta.clone()]);
+        assert_eq!(breaks, "linux-image-rpi-v8 (>> 1:6.12.47-1+rpt1+b2)");
+        assert_eq!(depends, "zfs-modules-6.12.47+rpt-rpi-v8 (= 2.3.2)");
+        assert_eq!(version, "1:6.12.47-1+rpt1+b2+m2.3.2");
+        let (breaks, _, _) = control(&[image, headers]);
+        assert_eq!(
+            breaks,
+            "linux-image-6.12.47+rpt-rpi-v8 (>> 1:6.12.47-1+rpt1)"
+        );
+        // The user's bindeb-pkg kernel renamed to plain linux-image.
+        let plain = [
+            rec("linux-image", "6.12.48-2", "", &["boot/vmlinuz-6.12.48"]),
+            rec(
+                "linux-headers",
+                "6.12.48-2",
+                "",
+                &["usr/src/linux-headers-6.12.48/.config"],
+            ),
+        ];
+        let (breaks, _, _) = control(&plain);
+        assert_eq!(breaks, "linux-image (>> 6.12.48-2)");
     }
 
     fn k(release: &str, version: &str) -> KernelEntry {

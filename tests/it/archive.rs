@@ -32,6 +32,8 @@ pub struct Pkg {
     pub index_sha256: Option<String>,
     /// The archive component that holds it (`main` unless set).
     pub component: String,
+    /// A .deb made elsewhere (e.g. Debian's, repacked), published as it is.
+    pub raw: Option<Vec<u8>>,
 }
 
 /// A data.tar entry of a test package.
@@ -51,7 +53,36 @@ pub fn pkg(name: &str, version: &str) -> Pkg {
         entries: vec![],
         index_sha256: None,
         component: "main".into(),
+        raw: None,
     }
+}
+
+/// A .deb made elsewhere, published as it is: its index entry has the
+/// control fields apt and zchroot read.
+pub fn pkg_of_deb(path: &Path) -> Pkg {
+    let control = zchroot::deb::read::read_control(path).unwrap();
+    let field = |k: &str| {
+        control
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}: ")))
+            .map(String::from)
+    };
+    let mut p = pkg(&field("Package").unwrap(), &field("Version").unwrap());
+    p.arch = field("Architecture").unwrap();
+    for k in [
+        "Source",
+        "Depends",
+        "Pre-Depends",
+        "Provides",
+        "Multi-Arch",
+        "Installed-Size",
+    ] {
+        if let Some(v) = field(k) {
+            p = p.field(k, &v);
+        }
+    }
+    p.raw = Some(std::fs::read(path).unwrap());
+    p
 }
 
 impl Pkg {
@@ -267,7 +298,7 @@ impl Archive {
         for component in &components {
             let mut packages = String::new();
             for p in s.packages.iter().filter(|p| &p.component == component) {
-                let deb = Self::build_deb(p);
+                let deb = p.raw.clone().unwrap_or_else(|| Self::build_deb(p));
                 let first = &p.name[..1];
                 let rel = format!("pool/{component}/{first}/{}/{}", p.name, p.deb_name());
                 let path = root.join(&rel);

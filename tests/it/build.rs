@@ -648,7 +648,7 @@ fn the_users_kernel_package_named_linux_image_is_depended_on_as_it_is() {
         ("Architecture".into(), "arm64".into()),
     ]);
     let mut mk = mk;
-    mk.add_file("usr/src/linux-headers-9.9.9/Makefile", 0o644, b"x".to_vec());
+    mk.add_file("usr/src/linux-headers-9.9.9/.config", 0o644, b"x".to_vec());
     let mut bytes = Vec::new();
     mk.write_to(&mut bytes).unwrap();
     std::fs::write(&other, bytes).unwrap();

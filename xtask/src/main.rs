@@ -92,17 +92,26 @@ enum E2e {
         #[arg(long, value_enum, default_value_t = Strategy::Cross)]
         strategy: Strategy,
     },
-    /// Boot that kernel under qemu-system-aarch64 and use a pool
+    /// Boot that kernel (or yours: --kernel-deb) under qemu-system-aarch64
+    /// and use a pool
     Boot {
-        /// How the module is built for arm64
-        #[arg(long, value_enum, default_value_t = Strategy::Cross)]
-        strategy: Strategy,
+        /// How the module is built for arm64 (default: cross for Debian's
+        /// kernel, auto with --kernel-deb)
+        #[arg(long, value_enum)]
+        strategy: Option<Strategy>,
+        /// An arm64 kernel package set instead of Debian's kernel: the image
+        /// and headers .deb (e.g. from `make bindeb-pkg`, or what `cargo
+        /// xtask kernel-fixture` prints); repeat the option
+        #[arg(long = "kernel-deb", value_name = "FILE")]
+        kernel_deb: Vec<PathBuf>,
     },
 }
 
 /// How `build-zfs` builds for arm64.
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
 enum Strategy {
+    /// zchroot chooses (cross when it can, else emulate) and says why
+    Auto,
     Cross,
     Emulate,
 }
@@ -110,6 +119,7 @@ enum Strategy {
 impl Strategy {
     fn as_str(self) -> &'static str {
         match self {
+            Strategy::Auto => "auto",
             Strategy::Cross => "cross",
             Strategy::Emulate => "emulate",
         }
@@ -128,7 +138,19 @@ fn main() -> ExitCode {
         Task::E2e(E2e::Zfs { strategy }) => {
             build_zchroot().and_then(|exe| e2e_zfs(&exe, strategy.as_str()))
         }
-        Task::E2e(E2e::Boot { strategy }) => e2e_boot(strategy.as_str()),
+        Task::E2e(E2e::Boot {
+            strategy,
+            kernel_deb,
+        }) if kernel_deb.is_empty() => need_qemu().and_then(|qemu| {
+            let exe = build_zchroot()?;
+            e2e_boot(&exe, qemu, strategy.unwrap_or(Strategy::Cross).as_str()).map(|_| ())
+        }),
+        Task::E2e(E2e::Boot {
+            strategy,
+            kernel_deb,
+        }) => build_zchroot().and_then(|exe| {
+            e2e_boot_debs(&exe, strategy.unwrap_or(Strategy::Auto), &kernel_deb).map(|_| ())
+        }),
         Task::KernelFixture => build_zchroot()
             .and_then(|exe| fixture_kernel(&exe))
             .map(|k| {
@@ -204,11 +226,94 @@ fn fixture_kernel(exe: &Path) -> Result<kernel_fixture::FixtureKernel> {
         .map_err(anyhow::Error::msg)
 }
 
+/// CI's budget on a 2-core machine.
+const CI_BUDGET: Duration = Duration::from_secs(75 * 60);
+/// What the boot proof with the fixture kernel costs at most once the
+/// tests built the fixture (build-zfs cross, the guest, the boot), so `ci`
+/// runs it only when it fits the budget.
+const KERNEL_DEB_BOOT_COST: Duration = Duration::from_secs(25 * 60);
+
+/// The format check, clippy, the tests, then the boot proofs: ZFS built
+/// cross for Debian's current arm64 kernel and booted under qemu, and,
+/// when the budget allows, the same for the fixture kernel (a `make
+/// bindeb-pkg` kernel). Each part's time is printed at the end, also when
+/// one fails.
 fn ci() -> Result<()> {
-    run(cargo().args(["fmt", "--all", "--check"]))?;
-    clippy()?;
-    run(cargo().args(["test", "--workspace", "--locked"]))?;
+    let start = Instant::now();
+    let mut times = Vec::new();
+    let r = ci_parts(&mut times, start);
+    eprintln!("{}", ci_times(&times, start.elapsed()));
+    r
+}
+
+/// Runs `f`, adding its time to `times` under `name` (also when it fails).
+fn timed<T>(
+    times: &mut Vec<(String, Duration)>,
+    name: &str,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let t = Instant::now();
+    let r = f();
+    times.push((name.to_string(), t.elapsed()));
+    r
+}
+
+fn ci_parts(times: &mut Vec<(String, Duration)>, start: Instant) -> Result<()> {
+    timed(times, "fmt", || {
+        run(cargo().args(["fmt", "--all", "--check"]))
+    })?;
+    timed(times, "clippy", clippy)?;
+    timed(times, "tests (cargo test --workspace)", || {
+        run(cargo().args(["test", "--workspace", "--locked"]))
+    })?;
+    let exe = timed(times, "build (release zchroot)", build_zchroot)?;
+    let qemu = need_qemu()?;
+    timed(times, "e2e zfs (cross, Debian's arm64 kernel)", || {
+        e2e_zfs(&exe, "cross")
+    })?;
+    let (prepared, booted) = timed(times, "e2e boot (Debian's arm64 kernel)", || {
+        e2e_boot(&exe, qemu, "cross")
+    })?;
+    times.push(("  of which preparing the guest".into(), prepared));
+    times.push(("  of which booted, using the pool".into(), booted));
+    let left = CI_BUDGET.saturating_sub(start.elapsed());
+    if left < KERNEL_DEB_BOOT_COST {
+        eprintln!(
+            "ci: skipping e2e boot --kernel-deb with the fixture kernel: {} of the {} budget left, it needs up to {}",
+            minutes(left),
+            minutes(CI_BUDGET),
+            minutes(KERNEL_DEB_BOOT_COST)
+        );
+        return Ok(());
+    }
+    let k = timed(
+        times,
+        "fixture kernel (built by the tests, else now)",
+        || fixture_kernel(&exe),
+    )?;
+    let (zfs, prepared, booted) = timed(
+        times,
+        "e2e boot --kernel-deb (fixture kernel, cross)",
+        || e2e_boot_debs(&exe, Strategy::Cross, &[k.image.clone(), k.headers.clone()]),
+    )?;
+    times.push(("  of which build-zfs".into(), zfs));
+    times.push(("  of which preparing the guest".into(), prepared));
+    times.push(("  of which booted, using the pool".into(), booted));
     Ok(())
+}
+
+/// The table of each part's time `ci` prints at its end.
+fn ci_times(times: &[(String, Duration)], total: Duration) -> String {
+    let mut s = format!(
+        "ci: time of each part ({} cores; budget {}):\n",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        minutes(CI_BUDGET)
+    );
+    for (name, t) in times {
+        s.push_str(&format!("  {name:<50} {:>9}\n", minutes(*t)));
+    }
+    s.push_str(&format!("  {:<50} {:>9}", "total", minutes(total)));
+    s
 }
 
 /// Every lint a warning and every warning an error; `ci` runs it between
@@ -976,28 +1081,13 @@ const BOOT_STEPS: &[&str] = &[
 /// as an ext4 image and booted with qemu-system-aarch64 (software
 /// emulation, a blank second disk, no network); its init uses a pool and
 /// the host checks each step on the console. The console log is kept.
-fn e2e_boot(strategy: &str) -> Result<()> {
-    let qemu = "qemu-system-aarch64";
-    if Command::new(qemu).arg("--version").output().is_err() {
-        bail!("{qemu} is not installed\nhelp: sudo apt-get install qemu-system-arm");
-    }
-    let exe = build_zchroot()?;
+fn e2e_boot(exe: &Path, qemu: &str, strategy: &str) -> Result<(Duration, Duration)> {
     let dir = target_dir().join("e2e");
     let out = dir.join(format!("out-{strategy}"));
-    let find_deb = || -> Option<PathBuf> {
-        std::fs::read_dir(&out)
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("zfs-modules-"))
-            })
-    };
-    if find_deb().is_none() {
-        e2e_zfs(&exe, strategy)?;
+    if find_module_deb(&out, "").is_none() {
+        e2e_zfs(exe, strategy)?;
     }
-    let deb = find_deb().context("no zfs-modules package")?;
+    let deb = find_module_deb(&out, "").context("no zfs-modules package")?;
     let name = deb.file_name().unwrap().to_string_lossy().into_owned();
     // zfs-modules-KREL_VERSION_arm64.deb
     let krel = name
@@ -1006,39 +1096,207 @@ fn e2e_boot(strategy: &str) -> Result<()> {
         .next()
         .unwrap_or_default()
         .to_string();
-    let t = Instant::now();
-    let boot = prepare_guest(&exe, &dir, strategy, &deb, &krel)?;
-    let prepared = t.elapsed();
-    let t = Instant::now();
-    let log = dir.join(format!("boot-{strategy}.log"));
-    boot_guest(qemu, &boot, &log)?;
-    println!(
-        "e2e boot ({strategy}): kernel {krel}, module {name}: all {} steps passed; preparing the guest {}, booting and using the pool {}; console: {}",
-        BOOT_STEPS.len(),
-        minutes(prepared),
-        minutes(t.elapsed()),
-        log.display()
-    );
-    Ok(())
+    let guest = Guest {
+        root: format!("e2e-boot-{strategy}"),
+        include: format!("linux-image-{krel},zfsutils-linux,kmod"),
+        debs: vec![deb.clone()],
+        krel: krel.clone(),
+        initrd: true,
+    };
+    boot_and_check(exe, qemu, &dir, strategy, &guest)
 }
 
-/// Makes (once) the arm64 guest root of `e2e boot` with kernel `krel`,
-/// installs the module package `deb` and the init into it, and writes
-/// what qemu boots into `dir/boot-STRATEGY`: the kernel, the initrd, the
-/// root as an ext4 image and a blank disk. Returns that folder.
-fn prepare_guest(
+/// qemu-system-aarch64, or an error saying how to get it.
+fn need_qemu() -> Result<&'static str> {
+    let qemu = "qemu-system-aarch64";
+    if Command::new(qemu).arg("--version").output().is_err() {
+        bail!("{qemu} is not installed\nhelp: sudo apt-get install qemu-system-arm");
+    }
+    Ok(qemu)
+}
+
+/// The zfs-modules package for kernel release `krel` (any with "") in `out`.
+fn find_module_deb(out: &Path, krel: &str) -> Option<PathBuf> {
+    let prefix = format!("zfs-modules-{krel}");
+    std::fs::read_dir(out)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with(&prefix) && n.ends_with(".deb")
+            })
+        })
+}
+
+/// Prepares the guest, boots it and follows its steps; prints the times.
+/// Returns the time preparing the guest and the time booted.
+fn boot_and_check(
     exe: &Path,
+    qemu: &str,
     dir: &Path,
-    strategy: &str,
-    deb: &Path,
-    krel: &str,
-) -> Result<PathBuf> {
+    label: &str,
+    guest: &Guest,
+) -> Result<(Duration, Duration)> {
+    let t = Instant::now();
+    let boot = prepare_guest(exe, dir, label, guest)?;
+    let prepared = t.elapsed();
+    let t = Instant::now();
+    let log = dir.join(format!("boot-{label}.log"));
+    boot_guest(qemu, &boot, &log)?;
+    let booted = t.elapsed();
+    println!(
+        "e2e boot ({label}): kernel {}, {}: all {} steps passed; preparing the guest {}, booting and using the pool {}; console: {}",
+        guest.krel,
+        guest
+            .debs
+            .iter()
+            .filter_map(|d| d.file_name())
+            .map(|n| n.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(", "),
+        BOOT_STEPS.len(),
+        minutes(prepared),
+        minutes(booted),
+        log.display()
+    );
+    Ok((prepared, booted))
+}
+
+/// What a kernel package set is: its image package and kernel release.
+struct KernelDebs {
+    image: PathBuf,
+    krel: String,
+    /// The image's /boot/config-KREL, if it has one.
+    config: Option<String>,
+}
+
+/// Finds the image package among `debs` (a `linux-image*` package with a
+/// /boot/vmlinuz-KREL) and reads its kernel release and configuration.
+fn kernel_debs(debs: &[PathBuf]) -> Result<KernelDebs> {
+    for deb in debs {
+        let control = zchroot::deb::read::read_control(deb)?;
+        let package = control
+            .lines()
+            .find_map(|l| l.strip_prefix("Package: "))
+            .unwrap_or_default();
+        if !package.starts_with("linux-image") {
+            continue;
+        }
+        let paths = zchroot::deb::read::data_paths(deb)?;
+        let Some(vmlinuz) = paths
+            .iter()
+            .find_map(|p| p.trim_start_matches("./").strip_prefix("boot/vmlinuz-"))
+        else {
+            continue;
+        };
+        let krel = vmlinuz.to_string();
+        let config = zchroot::deb::read::read_data_file(deb, &format!("./boot/config-{krel}"))?
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        return Ok(KernelDebs {
+            image: deb.clone(),
+            krel,
+            config,
+        });
+    }
+    bail!(
+        "no kernel image package (linux-image*, with a /boot/vmlinuz-*) among {debs:?}\nhelp: give the image and headers packages, each with --kernel-deb"
+    )
+}
+
+/// Whether a kernel with this configuration needs an initrd to reach the
+/// guest's init: when ext4, virtio-blk or a virtio transport is a module.
+fn needs_initrd(config: Option<&str>) -> bool {
+    let Some(config) = config else { return true };
+    let built_in = |sym: &str| config.lines().any(|l| l == format!("CONFIG_{sym}=y"));
+    !(built_in("EXT4_FS")
+        && built_in("VIRTIO_BLK")
+        && (built_in("VIRTIO_PCI") || built_in("VIRTIO_MMIO")))
+}
+
+/// The strategy build-zfs chose, and why, from its log (`KREL: strategy
+/// NAME (REASON)` lines).
+fn chosen_strategies(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains(": strategy "))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+/// `e2e boot --kernel-deb`: ZFS built by `build-zfs --kernel-deb` for the
+/// user's kernel packages, a trixie guest with zfsutils-linux, kmod and
+/// udev where the kernel image and the module package are installed with
+/// `dpkg -i`, booted on the image's own /boot/vmlinuz (without an initrd
+/// when the kernel needs none). Returns the time building ZFS, preparing
+/// the guest and booted.
+fn e2e_boot_debs(
+    exe: &Path,
+    strategy: Strategy,
+    debs: &[PathBuf],
+) -> Result<(Duration, Duration, Duration)> {
+    let qemu = need_qemu()?;
+    let k = kernel_debs(debs)?;
+    let dir = target_dir().join("e2e");
+    let label = format!("deb-{}-{}", k.krel, strategy.as_str());
+    let out = dir.join(format!("out-{label}"));
+    let log = dir.join(format!("zfs-{label}.log"));
+    let mut args = vec!["--arch", "arm64", "--strategy", strategy.as_str()];
+    for d in debs {
+        args.push("--kernel-deb");
+        args.push(d.to_str().context("a --kernel-deb path is not UTF-8")?);
+    }
+    // A package of an earlier run is built again: the kernel packages may
+    // have changed under the same name.
+    let _ = std::fs::remove_dir_all(&out);
+    let (built, zfs_time) = build_zfs(exe, &dir.join("home"), &out, &args, &log)?;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    for line in chosen_strategies(&text) {
+        println!("build-zfs chose: {line}");
+    }
+    println!("build-zfs --kernel-deb: {} wall time", minutes(zfs_time));
+    let deb = built
+        .iter()
+        .find(|p| p.to_string_lossy().contains("zfs-modules-"))
+        .cloned()
+        .or_else(|| find_module_deb(&out, &k.krel))
+        .context("build-zfs made no zfs-modules package")?;
+    let initrd = needs_initrd(k.config.as_deref());
+    let mut include = "zfsutils-linux,kmod,udev".to_string();
+    if initrd {
+        include.push_str(",initramfs-tools");
+    }
+    let guest = Guest {
+        root: format!("e2e-boot-debs{}", if initrd { "-initrd" } else { "" }),
+        include,
+        debs: vec![k.image.clone(), deb],
+        krel: k.krel.clone(),
+        initrd,
+    };
+    let (prepared, booted) = boot_and_check(exe, qemu, &dir, &label, &guest)?;
+    Ok((zfs_time, prepared, booted))
+}
+
+/// The arm64 guest of `e2e boot`.
+struct Guest {
+    /// The root's name (made once, then reused).
+    root: String,
+    /// Its packages beyond minbase (`--include`).
+    include: String,
+    /// Packages installed into it with one `dpkg -i` each run.
+    debs: Vec<PathBuf>,
+    /// The kernel release booted.
+    krel: String,
+    /// Whether to boot with an initrd (made with update-initramfs).
+    initrd: bool,
+}
+
+/// Makes (once) the guest root, installs `guest.debs` and the init into
+/// it, and writes what qemu boots into `dir/boot-LABEL`: the kernel, the
+/// initrd when there is one, the root as an ext4 image and a blank disk.
+/// Returns that folder.
+fn prepare_guest(exe: &Path, dir: &Path, label: &str, guest: &Guest) -> Result<PathBuf> {
     let home = dir.join("home");
-    let name = deb
-        .file_name()
-        .context("the module package has no file name")?
-        .to_string_lossy()
-        .into_owned();
     let z = |args: &[&str]| -> Result<std::process::Output> {
         let o = Command::new(exe)
             .args(args)
@@ -1054,65 +1312,73 @@ fn prepare_guest(
         }
         Ok(o)
     };
-    let guest = format!("e2e-boot-{strategy}");
-    // Made once, then reused: the module package and the init are put in
-    // again each run.
-    let exists = home.join("state/roots").join(&guest).join("root").exists();
-    if !exists {
+    let root = guest.root.as_str();
+    let krel = guest.krel.as_str();
+    // Made once, then reused: the packages and the init are put in again
+    // each run.
+    if !home.join("state/roots").join(root).join("root").exists() {
         z(&[
             "-q",
             "create",
+            "--arch",
             "arm64",
             "--name",
-            &guest,
+            root,
             "--include",
-            &format!("linux-image-{krel},zfsutils-linux,kmod"),
+            &guest.include,
         ])?;
     }
-    let boot = dir.join(format!("boot-{strategy}"));
+    let boot = dir.join(format!("boot-{label}"));
     let _ = std::fs::remove_dir_all(&boot);
     mkdir(&boot)?;
-    std::fs::copy(deb, boot.join(&name))
-        .with_context(|| format!("cannot copy {} to {}", deb.display(), boot.display()))?;
+    let mut names = Vec::new();
+    for deb in &guest.debs {
+        let name = deb
+            .file_name()
+            .context("a package has no file name")?
+            .to_string_lossy()
+            .into_owned();
+        std::fs::copy(deb, boot.join(&name))
+            .with_context(|| format!("cannot copy {} to {}", deb.display(), boot.display()))?;
+        names.push(format!("/e2e/{name}"));
+    }
     write(&boot.join("init"), BOOT_INIT)?;
     let bind = format!("{}:/e2e:ro", boot.display());
+    let initrd = if guest.initrd {
+        format!("[ -e /boot/initrd.img-{krel} ] || update-initramfs -c -k {krel}")
+    } else {
+        "true".into()
+    };
     z(&[
         "-q",
         "run",
-        &guest,
+        root,
         "--bind",
         &bind,
         "--",
         "sh",
         "-c",
         &format!(
-            "set -e; dpkg -i /e2e/{name}; install -m 0755 /e2e/init /sbin/zchroot-boot-test; \
-             [ -e /boot/initrd.img-{krel} ] || update-initramfs -c -k {krel}"
+            "set -e; dpkg -i {}; install -m 0755 /e2e/init /sbin/zchroot-boot-test; {initrd}",
+            names.join(" ")
         ),
     ])?;
-    let kernel = z(&[
-        "-q",
-        "run",
-        &guest,
-        "--",
-        "cat",
-        &format!("/boot/vmlinuz-{krel}"),
-    ])?;
-    write(&boot.join("vmlinuz"), kernel.stdout)?;
-    let initrd = z(&[
-        "-q",
-        "run",
-        &guest,
-        "--",
-        "cat",
-        &format!("/boot/initrd.img-{krel}"),
-    ])?;
-    write(&boot.join("initrd.img"), initrd.stdout)?;
+    let cat = |file: &str| z(&["-q", "run", root, "--", "cat", file]).map(|o| o.stdout);
+    write(
+        &boot.join("vmlinuz"),
+        cat(&format!("/boot/vmlinuz-{krel}"))?,
+    )?;
+    if guest.initrd {
+        write(
+            &boot.join("initrd.img"),
+            cat(&format!("/boot/initrd.img-{krel}"))?,
+        )?;
+    }
     let image = boot.join("guest.img");
     z(&[
         "-q",
         "export",
-        &guest,
+        root,
         "--format",
         "ext4",
         "-o",
@@ -1132,12 +1398,26 @@ fn boot_guest(qemu: &str, boot: &Path, log: &Path) -> Result<()> {
     let t = Instant::now();
     let image = boot.join("guest.img");
     let blank = boot.join("blank.img");
-    let mut child = Command::new(qemu)
-        .args(["-M", "virt", "-cpu", "cortex-a57", "-m", "2048", "-smp", "2", "-nographic", "-no-reboot"])
-        .args(["-net", "none", "-kernel"])
-        .arg(boot.join("vmlinuz"))
-        .arg("-initrd")
-        .arg(boot.join("initrd.img"))
+    let mut cmd = Command::new(qemu);
+    cmd.args([
+        "-M",
+        "virt",
+        "-cpu",
+        "cortex-a57",
+        "-m",
+        "2048",
+        "-smp",
+        "2",
+        "-nographic",
+        "-no-reboot",
+    ])
+    .args(["-net", "none", "-kernel"])
+    .arg(boot.join("vmlinuz"));
+    let initrd = boot.join("initrd.img");
+    if initrd.exists() {
+        cmd.arg("-initrd").arg(initrd);
+    }
+    let mut child = cmd
         .args(["-append", "root=/dev/vda rw rootfstype=ext4 console=ttyAMA0 init=/sbin/zchroot-boot-test panic=-1"])
         .arg("-drive")
         .arg(format!("file={},if=virtio,format=raw", image.display()))
@@ -1208,8 +1488,32 @@ mod tests {
         assert!(matches!(
             cli.task,
             Task::E2e(E2e::Boot {
-                strategy: Strategy::Emulate
-            })
+                strategy: Some(Strategy::Emulate),
+                kernel_deb,
+            }) if kernel_deb.is_empty()
+        ));
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "e2e",
+            "boot",
+            "--kernel-deb",
+            "i.deb",
+            "--kernel-deb",
+            "h.deb",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.task,
+            Task::E2e(E2e::Boot {
+                strategy: None,
+                kernel_deb,
+            }) if kernel_deb == [PathBuf::from("i.deb"), PathBuf::from("h.deb")]
+        ));
+        assert!(matches!(
+            Cli::try_parse_from(["xtask", "kernel-fixture"])
+                .unwrap()
+                .task,
+            Task::KernelFixture
         ));
         let cli = Cli::try_parse_from(["xtask", "bench", "index"]).unwrap();
         assert!(matches!(cli.task, Task::Bench(Bench::Index { arch }) if arch == "arm64"));
@@ -1217,6 +1521,55 @@ mod tests {
         let cli = Cli::try_parse_from(["xtask", "bench", "create", "--variant", "buildd"]).unwrap();
         assert!(matches!(cli.task,
             Task::Bench(Bench::Create { arch, variant }) if arch == "arm64" && variant == "buildd"));
+    }
+
+    #[test]
+    fn a_kernel_with_its_root_disk_built_in_boots_without_an_initrd() {
+        let built_in = "CONFIG_EXT4_FS=y\nCONFIG_VIRTIO_BLK=y\nCONFIG_VIRTIO_PCI=y\n";
+        assert!(!needs_initrd(Some(built_in)));
+        assert!(needs_initrd(Some(
+            &built_in.replace("EXT4_FS=y", "EXT4_FS=m")
+        )));
+        assert!(needs_initrd(Some(
+            "CONFIG_EXT4_FS=y\nCONFIG_VIRTIO_PCI=y\n"
+        )));
+        assert!(!needs_initrd(Some(
+            "CONFIG_EXT4_FS=y\nCONFIG_VIRTIO_BLK=y\nCONFIG_VIRTIO_MMIO=y\n"
+        )));
+        assert!(needs_initrd(None));
+        let log =
+            "resolve: done\n6.12.118-zfixture: strategy cross (rebuilt helpers)\nbuild: done\n";
+        assert_eq!(
+            chosen_strategies(log),
+            ["6.12.118-zfixture: strategy cross (rebuilt helpers)"]
+        );
+    }
+
+    #[test]
+    fn ci_prints_each_parts_time_and_the_total() {
+        let t = ci_times(
+            &[
+                ("fmt".into(), Duration::from_secs(6)),
+                ("e2e boot".into(), Duration::from_secs(900)),
+            ],
+            Duration::from_secs(906),
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("ci: time of each part ("), "{t}");
+        assert!(lines[0].ends_with("budget 75.0 min):"), "{t}");
+        assert!(
+            lines[1].starts_with("  fmt ") && lines[1].ends_with(" 0.1 min"),
+            "{t}"
+        );
+        assert!(
+            lines[2].starts_with("  e2e boot ") && lines[2].ends_with(" 15.0 min"),
+            "{t}"
+        );
+        assert!(
+            lines[3].starts_with("  total ") && lines[3].ends_with(" 15.1 min"),
+            "{t}"
+        );
+        assert_eq!(lines.len(), 4);
     }
 
     #[test]
