@@ -226,12 +226,15 @@ fn image_of(records: &[DebRecord], images: &[usize]) -> Result<(usize, Vec<Strin
         .filter(|&&i| i != primary)
         .map(|&i| name(i).to_string())
         .collect();
+    // Debian's signed and unsigned images (`linux-image-KREL` and
+    // `linux-image-KREL-unsigned`) ship the same kernel: a module for one
+    // loads into the other. Only under Debian's own names: a package the
+    // user renamed is depended on as it is.
+    let debian = format!("linux-image-{}", role_release(&records[primary].paths));
     if alternatives.is_empty() {
-        // Debian's signed and unsigned images ship the same kernel: a
-        // module for one loads into the other.
-        if let Some(signed) = p.strip_suffix("-unsigned") {
-            alternatives.push(signed.to_string());
-        } else if records[primary].source.starts_with("linux-signed-") {
+        if p == format!("{debian}-unsigned") {
+            alternatives.push(debian);
+        } else if p == debian && records[primary].source.starts_with("linux-signed-") {
             alternatives.push(format!("{p}-unsigned"));
         }
     }
@@ -797,6 +800,17 @@ mod tests {
         assert_eq!(
             unsigned.kernels[0].kernel.depends(),
             "linux-image-6.12.117+deb13-arm64-unsigned (= 6.12.117-1) | linux-image-6.12.117+deb13-arm64 (= 6.12.117-1)"
+        );
+        // Renamed by the user: depended on as it is.
+        let renamed = group(
+            &debian("linux-image", "linux-signed-arm64 (6.12.117+1)"),
+            "x",
+            &nowhere,
+        )
+        .unwrap();
+        assert_eq!(
+            renamed.kernels[0].kernel.depends(),
+            "linux-image (= 6.12.117-1)"
         );
         let mut both = debian("linux-image-6.12.117+deb13-arm64-unsigned", "linux");
         both.push(debian("linux-image-6.12.117+deb13-arm64", "linux-signed-arm64").remove(0));

@@ -37,6 +37,8 @@ pub const BUILD_PACKAGES: &[&str] = &[
     "rsync",
     "xz-utils",
     "fakeroot",
+    // debian/rules of bindeb-pkg asks dh_listpackages which packages to make.
+    "debhelper",
 ];
 /// The build root's name in the cache's zchroot home.
 const BUILDER: &str = "kernel-fixture-builder";

@@ -17,7 +17,7 @@ set -- ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- CC=aarch64-linux-gnu-gcc-14 \
     KBUILD_BUILD_TIMESTAMP='1970-01-01' KDEB_PKGVERSION="$pkgversion" \
     KDEB_CHANGELOG_DIST=trixie DPKG_FLAGS=-d
 # DPKG_FLAGS=-d: the generated Build-Depends name the target's libssl-dev and
-# debhelper, which the build does not use.
+# gcc-aarch64-linux-gnu, which the build does not use (it uses gcc-14's).
 KCONFIG_ALLCONFIG=/fixture/kernel-fixture.config make "$@" allnoconfig
 # Every value of the fragment must have survived Kconfig's dependencies.
 missing=0
