@@ -61,6 +61,16 @@ pub enum KernelError {
     },
 }
 
+/// Whether `r` can be a kernel release (`uname -r`) zchroot puts in file
+/// names, package names and scripts: it comes from packages' file lists
+/// and relations, which an archive (even a signed one) controls.
+pub fn valid_release(r: &str) -> bool {
+    (1..=128).contains(&r.len())
+        && r.as_bytes()[0].is_ascii_alphanumeric()
+        && r.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".+~_-".contains(&b))
+}
+
 fn newest<'a>(packages: &'a [Package], name: &str) -> Option<&'a Package> {
     packages
         .iter()
@@ -522,6 +532,21 @@ pub fn from_dir_debs(
 #[cfg(test)]
 mod local_tests {
     use super::*;
+
+    #[test]
+    fn releases_from_archives_are_checked_before_use() {
+        for ok in [
+            "6.12.118+deb13-arm64",
+            "6.12.47+rpt-rpi-v8",
+            "4.20.3",
+            "6.1.0_x~1",
+        ] {
+            assert!(valid_release(ok), "{ok}");
+        }
+        for bad in ["", "../x", "a/b", "-x", ".x", "a b", "a\nb", "a'b", "a\0b"] {
+            assert!(!valid_release(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn releases_are_read_from_package_files() {
