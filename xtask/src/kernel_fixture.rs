@@ -39,8 +39,12 @@ pub const BUILD_PACKAGES: &[&str] = &[
     "fakeroot",
     // debian/rules of bindeb-pkg asks dh_listpackages which packages to make.
     "debhelper",
+    // aarch64-linux-gnu-gcc (gcc 14 too): debian/rules rebuilds the headers'
+    // helpers with $(CROSS_COMPILE)gcc, not with CC.
+    "gcc-aarch64-linux-gnu",
 ];
-/// The build root's name in the cache's zchroot home.
+/// The build root's name in the cache's zchroot home (followed by the
+/// entry's name: builds of different entries may run at once).
 const BUILDER: &str = "kernel-fixture-builder";
 /// The description of a finished cache entry, written last before the
 /// entry gets its name.
@@ -138,8 +142,12 @@ pub fn ensure(zchroot: &Path, cache: &Path, say: &dyn Fn(&str)) -> Result<Fixtur
     if let Some(k) = finished(&entry)? {
         return Ok(k);
     }
-    // One build at a time on this machine; the others wait and take it.
-    let lock_path = cache.join("lock");
+    // One build of an entry at a time on this machine; the others wait and
+    // take it.
+    let lock_path = cache.join(format!(
+        "{}.lock",
+        entry.file_name().unwrap().to_string_lossy()
+    ));
     let lock = File::create(&lock_path).map_err(|e| io_err(&lock_path, e))?;
     say(&format!("waiting for the lock {}", lock_path.display()));
     let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
@@ -155,16 +163,18 @@ pub fn ensure(zchroot: &Path, cache: &Path, say: &dyn Fn(&str)) -> Result<Fixtur
         "tmp-{}",
         entry.file_name().unwrap().to_string_lossy()
     ));
-    // Under the lock no other build runs: a scratch folder left is stale.
+    // Under the lock no other build of this entry runs: a scratch folder
+    // left is stale.
     remove(&scratch)?;
-    let built = build(&z, &scratch, &source_version, &include, say);
+    let builder = format!("{BUILDER}-{}", entry.file_name().unwrap().to_string_lossy());
+    let built = build(&z, &builder, &scratch, &source_version, &include, say);
     let r = built.and_then(|()| publish(&scratch, &entry));
     let kept = cache.join("failed-build.log");
     if r.is_err() {
         let _ = std::fs::rename(scratch.join("build.log"), &kept);
     }
     remove(&scratch)?;
-    let _ = z.output(&["-q", "destroy", BUILDER]);
+    let _ = z.output(&["-q", "destroy", &builder]);
     r.map_err(|e| format!("{e}\nthe build's log: {}", kept.display()))?;
     finished(&entry)?.ok_or_else(|| format!("{} was not made", entry.display()))
 }
@@ -183,6 +193,7 @@ fn finished(entry: &Path) -> Result<Option<FixtureKernel>, String> {
 /// `kernelrelease` land in `scratch/out`, the log in `scratch/build.log`.
 fn build(
     z: &Zchroot,
+    builder: &str,
     scratch: &Path,
     source_version: &str,
     include: &str,
@@ -206,7 +217,7 @@ fn build(
         "--variant",
         "buildd",
         "--name",
-        BUILDER,
+        builder,
         "--force",
         "--include",
         include,
@@ -220,7 +231,7 @@ fn build(
         .command(&[
             "-q",
             "run",
-            BUILDER,
+            builder,
             "--bind",
             &bind,
             "--",
