@@ -169,7 +169,10 @@ pub fn ensure(zchroot: &Path, cache: &Path, say: &dyn Fn(&str)) -> Result<Fixtur
     let builder = format!("{BUILDER}-{}", entry.file_name().unwrap().to_string_lossy());
     let built = build(&z, &builder, &scratch, &source_version, &include, say);
     let r = built.and_then(|()| publish(&scratch, &entry));
-    let kept = cache.join("failed-build.log");
+    let kept = cache.join(format!(
+        "{}.failed.log",
+        entry.file_name().unwrap().to_string_lossy()
+    ));
     if r.is_err() {
         let _ = std::fs::rename(scratch.join("build.log"), &kept);
     }
