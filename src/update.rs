@@ -283,7 +283,14 @@ pub fn update_target(
         ..Default::default()
     };
     let missing: Vec<usize> = (0..found.kernels.len())
-        .filter(|&i| !repo.pool().join(file(&found.kernels[i])).exists())
+        .filter(|&i| {
+            let pooled = repo.pool().join(file(&found.kernels[i]));
+            !pooled.exists()
+                || found
+                    .images
+                    .get(i)
+                    .is_some_and(|(image, v)| !built_for(&pooled, image, v))
+        })
         .collect();
     summary.present = found.kernels.len() - missing.len();
     std::fs::create_dir_all(repo.pool()).map_err(|source| UpdateError::Io {
@@ -363,6 +370,10 @@ struct Found {
     kernels: Vec<KernelEntry>,
     /// Per kernel, its .debs; empty when the kernels come from the suites.
     locals: Vec<Vec<PathBuf>>,
+    /// Per kernel, the image package and version its module must depend
+    /// on to count as built; empty when the pool file's name says enough
+    /// (a vendor's re-spin keeps `uname -r` and changes the version).
+    images: Vec<(String, String)>,
     held: String,
     flavour: String,
     module: String,
@@ -401,9 +412,11 @@ fn find_kernels(
             arch: t.arch.clone(),
         })?;
 
+    let mut images = vec![];
     let (kernels, locals, held) = match (&t.kernel_deb_dir, t.kernel_archive()) {
         (_, Some(a)) => {
-            let (k, held) = vendor_kernels(&a, &flavour, &t.arch, dirs, opts, reporter)?;
+            let (k, i, held) = vendor_kernels(&a, &flavour, &t.arch, dirs, opts, reporter)?;
+            images = i;
             (k, vec![], held)
         }
         (Some(dir), None) => {
@@ -434,6 +447,7 @@ fn find_kernels(
     Ok(Found {
         kernels,
         locals,
+        images,
         held,
         flavour,
         module,
@@ -442,8 +456,11 @@ fn find_kernels(
 }
 
 /// The kernels of a vendor's archive (fetched and verified), with the
-/// version of the package the board's apt follows each by, and that
-/// package (the flavour's metapackage, else the image package).
+/// version of the package the board's apt follows each by, the image
+/// package and version each module must depend on, and the package apt
+/// follows (the flavour's metapackage, else the image package). A kernel
+/// whose release cannot be worked out (no headers, odd headers) is left
+/// out with a warning: it cannot be built, the others can.
 fn vendor_kernels(
     archive: &kmod::vendor::KernelArchive,
     flavour: &str,
@@ -451,21 +468,64 @@ fn vendor_kernels(
     dirs: &DataDirs,
     opts: FetchOptions,
     reporter: &dyn Reporter,
-) -> Result<(Vec<KernelEntry>, String), UpdateError> {
+) -> Result<VendorKernels, UpdateError> {
     let v = kmod::vendor::Vendor::open(archive, arch, dirs, opts, reporter)
         .map_err(BuildError::from)?;
-    let found = v.kernels(flavour, arch).map_err(BuildError::from)?;
-    let held = found.last().map(|c| c.held.clone()).unwrap_or_default();
-    let entries = found
-        .into_iter()
-        .filter_map(|c| {
-            Some(KernelEntry {
-                release: c.release?,
+    let found = v.candidates(flavour, arch).map_err(BuildError::from)?;
+    let held = found[0].held.clone();
+    let mut resolved = Vec::new();
+    for c in found {
+        match v.resolve(c, arch) {
+            Ok(c) => resolved.push(c),
+            Err(e) => reporter.warn(&format!("left out: {}", error_text(&e))),
+        }
+    }
+    let (entries, images) = vendor_entries(resolved);
+    Ok((entries, images, held))
+}
+
+/// What [`vendor_kernels`] finds.
+type VendorKernels = (Vec<KernelEntry>, Vec<(String, String)>, String);
+
+/// A vendor's kernels (newest first, releases worked out) as `update`
+/// follows them: oldest first, one per release, the newest package of
+/// each (a re-spin keeps `uname -r`), with its image package and version.
+fn vendor_entries(
+    newest_first: Vec<kmod::vendor::Candidate>,
+) -> (Vec<KernelEntry>, Vec<(String, String)>) {
+    let mut out: Vec<(KernelEntry, (String, String))> = Vec::new();
+    for c in newest_first {
+        let Some(release) = c.release else { continue };
+        if out.iter().any(|(k, _)| k.release == release) {
+            continue;
+        }
+        out.push((
+            KernelEntry {
+                release,
                 version: c.held_version,
-            })
+            },
+            (c.image, c.image_version),
+        ));
+    }
+    out.into_iter().rev().unzip()
+}
+
+/// Whether a pooled module .deb depends on `image` at `version`: a module
+/// built for an older package of the same release does not count.
+fn built_for(deb: &Path, image: &str, version: &str) -> bool {
+    let want = format!("{image} (= {version})");
+    let Ok(control) = crate::deb::read::read_control(deb) else {
+        return false;
+    };
+    crate::archive::deb822::parse(&control, "control")
+        .ok()
+        .and_then(|v| v.into_iter().next())
+        .is_some_and(|s| {
+            s.get("Depends")
+                .unwrap_or("")
+                .split('|')
+                .any(|d| d.trim() == want)
         })
-        .collect();
-    Ok((entries, held))
 }
 
 /// What a target's `module` may be, for help lines.
@@ -748,7 +808,7 @@ fn check_vendor(
         .flavour
         .clone()
         .unwrap_or_else(|| recipe.arch.kernel_flavour.clone());
-    if kmod::vendor::kernels(&v.packages, &flavour).is_empty() {
+    if kmod::vendor::kernels(&v.packages, &flavour, &t.arch).is_empty() {
         return Err(Problem::new(
             "flavour",
             format!(
@@ -990,6 +1050,7 @@ mod tests {
         let mut found = Found {
             kernels: vec![k("a", "1"), k("b", "2"), k("c", "3")],
             locals: vec![],
+            images: vec![],
             held: "linux-image-arm64".into(),
             flavour: "arm64".into(),
             module: "zfs-modules".into(),
@@ -1029,6 +1090,7 @@ mod tests {
         let found = Found {
             kernels: vec![k("a", "1"), k("b", "2")],
             locals: vec![],
+            images: vec![],
             held: "linux-image-rpi-v8".into(),
             flavour: "rpi-v8".into(),
             module: "zfs".into(),

@@ -87,6 +87,14 @@ pub enum BuildError {
         "--kernel-archive builds one kernel at a time: give --kernel once (or not: the newest)"
     )]
     VendorKernels,
+    #[error("kernel archive {url}: {image} {version} was chosen as kernel {chosen}, but its files are of kernel {built}\nhelp: give --kernel {built}, or tell the vendor that the package's name and its files disagree")]
+    VendorRelease {
+        url: String,
+        image: String,
+        version: String,
+        chosen: String,
+        built: String,
+    },
     #[error("--kernel and --kernel-deb do not go together: the .debs name their kernel")]
     KernelAndDebs,
     #[error("{}: not a signing {what}: {reason}\nhelp: --sign-key takes a PEM private key, --sign-cert its X.509 certificate (DER or PEM)", path.display())]
@@ -544,18 +552,34 @@ fn vendor_kernel(
         .clone()
         .unwrap_or_else(|| t.arch.kernel_flavour.clone());
     let v = vendor::Vendor::open(archive, &t.arch.name, dirs, opts.clone(), reporter)?;
-    let debs = v.kernel_debs(
+    let (chosen, debs) = v.kernel_debs(
         &flavour,
         &t.arch.name,
         spec.kernels.first().map(String::as_str),
         into,
     )?;
     let local = kernel::from_debs(&debs, &t.arch.name, &v.packages)?;
+    same_release(&archive.url, &chosen, &local.kernel.release)?;
     Ok(VendorSet {
         local,
         debs,
         packages: v.packages,
     })
+}
+
+/// The kernel built must be the one chosen (by `--kernel`, or as
+/// `update` follows it): its .debs' files say which it is.
+fn same_release(url: &str, chosen: &vendor::Candidate, built: &str) -> Result<(), BuildError> {
+    match chosen.release.as_deref() == Some(built) {
+        true => Ok(()),
+        false => Err(BuildError::VendorRelease {
+            url: url.into(),
+            image: chosen.image.clone(),
+            version: chosen.image_version.clone(),
+            chosen: chosen.release.clone().unwrap_or_default(),
+            built: built.into(),
+        }),
+    }
 }
 
 /// A vendor archive's kernel as the build takes it: as the user's own
