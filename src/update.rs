@@ -1031,6 +1031,58 @@ mod tests {
         Package::for_test("linux-image-arm64", version, "arm64", suite, &depends)
     }
 
+    #[test]
+    fn a_vendors_respin_is_one_kernel_and_its_old_module_is_missing() {
+        let c = |image: &str, v: &str, release: Option<&str>| kmod::vendor::Candidate {
+            image: image.into(),
+            image_version: v.into(),
+            release: release.map(String::from),
+            held: "linux-image-board".into(),
+            held_version: v.into(),
+        };
+        // Newest first, as the archive gives them; one left out (unreadable).
+        let (entries, images) = vendor_entries(vec![
+            c("linux-image-board", "24.8.2", Some("6.12.9-board")),
+            c("linux-image-board", "24.8.1", Some("6.12.9-board")),
+            c("linux-image-board", "24.5.1", None),
+            c("linux-image-board", "24.2.1", Some("6.6.1-board")),
+        ]);
+        assert_eq!(
+            entries,
+            [k("6.6.1-board", "24.2.1"), k("6.12.9-board", "24.8.2")]
+        );
+        assert_eq!(images[1], ("linux-image-board".into(), "24.8.2".into()));
+
+        let dir = tempfile::tempdir().unwrap();
+        let deb = dir.path().join("m.deb");
+        let control = vec![
+            (
+                "Package".to_string(),
+                "zfs-modules-6.12.9-board".to_string(),
+            ),
+            ("Version".to_string(), "2.3.2".to_string()),
+            ("Architecture".to_string(), "arm64".to_string()),
+            ("Maintainer".to_string(), "t <t@t>".to_string()),
+            (
+                "Depends".to_string(),
+                "linux-image-board (= 24.8.1)".to_string(),
+            ),
+            ("Description".to_string(), "t".to_string()),
+        ];
+        let mut bytes = Vec::new();
+        crate::deb::write::DebBuilder::new(control)
+            .write_to(&mut bytes)
+            .unwrap();
+        std::fs::write(&deb, bytes).unwrap();
+        assert!(built_for(&deb, "linux-image-board", "24.8.1"));
+        assert!(!built_for(&deb, "linux-image-board", "24.8.2"));
+        assert!(!built_for(
+            &dir.path().join("none.deb"),
+            "linux-image-board",
+            "24.8.1"
+        ));
+    }
+
     fn k(release: &str, version: &str) -> KernelEntry {
         KernelEntry {
             release: release.into(),

@@ -847,4 +847,26 @@ mod tests {
         assert_eq!(with, "trixie-arm64-dkms-trixie-backports");
         crate::rootfs::Roots::check_name(&with).unwrap();
     }
+
+    #[test]
+    fn the_kernel_built_must_be_the_one_chosen() {
+        let c = vendor::Candidate {
+            image: "linux-image-board".into(),
+            image_version: "24.8.1".into(),
+            release: Some("6.12.9-board".into()),
+            held: "linux-image-board".into(),
+            held_version: "24.8.1".into(),
+        };
+        same_release("http://v", &c, "6.12.9-board").unwrap();
+        let e = same_release("http://v", &c, "6.12.10-board").unwrap_err();
+        assert_eq!(
+            e.to_string().lines().next().unwrap(),
+            "kernel archive http://v: linux-image-board 24.8.1 was chosen as kernel 6.12.9-board, but its files are of kernel 6.12.10-board"
+        );
+        assert!(
+            e.to_string()
+                .contains("\nhelp: give --kernel 6.12.10-board"),
+            "{e}"
+        );
+    }
 }
