@@ -611,9 +611,37 @@ fn check_kernel_archive(t: &TargetFile) -> Result<(), Problem> {
             "the kernels come either from a kernel archive or from kernel-deb-dir, not both",
         ));
     }
+    if let Some(s) = t.kernel_suite.as_deref().filter(|s| !valid_suite(s)) {
+        return Err(Problem::new(
+            "kernel-suite",
+            format!("'{s}' is not a suite name (letters, digits and .+_- only)"),
+        )
+        .help(
+            "give --kernel-suite the vendor archive's suite, as in its sources.list (bookworm)",
+        ));
+    }
+    if let Some(c) = t
+        .kernel_components
+        .iter()
+        .find(|c| !crate::manifest::valid_component(c))
+    {
+        return Err(Problem::new(
+            "kernel-components",
+            format!("'{c}' is not a component name (lowercase letters, digits and - only)"),
+        )
+        .help("give --kernel-components the vendor archive's components, as in its sources.list (main)"));
+    }
     let a = t.kernel_archive().expect("both are set");
     a.check_local()
         .map_err(|(key, message)| Problem::new(key, message).help(vendor_help))
+}
+
+/// A suite name's form: what goes into `dists/SUITE` of a URL.
+fn valid_suite(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".+_-".contains(&b))
 }
 
 /// `zfs`, a directory with a dkms.conf, or a name that can be a `*-dkms`
@@ -1177,6 +1205,19 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.message.contains("not both"), "{e}");
+        let e = check_kernel_archive(&TargetFile {
+            kernel_suite: Some("../../x".into()),
+            ..t.clone()
+        })
+        .unwrap_err();
+        assert_eq!(e.key, "kernel-suite");
+        let e = check_kernel_archive(&TargetFile {
+            kernel_components: vec!["main".into(), "a/b".into()],
+            ..t.clone()
+        })
+        .unwrap_err();
+        assert_eq!(e.key, "kernel-components");
+        assert!(e.message.contains("'a/b'"), "{e}");
     }
 
     #[test]
