@@ -87,11 +87,11 @@ pub enum BuildError {
         "--kernel-archive builds one kernel at a time: give --kernel once (or not: the newest)"
     )]
     VendorKernels,
-    #[error("kernel archive {url}: {image} {version} was chosen as kernel {chosen}, but its files are of kernel {built}\nhelp: give --kernel {built}, or tell the vendor that the package's name and its files disagree")]
+    #[error("kernel archive {url}: {image} was chosen as kernel {chosen}, but its files are of kernel {built}\nhelp: give --kernel {built}, or tell the vendor that the package's name and its files disagree")]
     VendorRelease {
         url: String,
+        /// The image package and its version.
         image: String,
-        version: String,
         chosen: String,
         built: String,
     },
@@ -574,8 +574,7 @@ fn same_release(url: &str, chosen: &vendor::Candidate, built: &str) -> Result<()
         true => Ok(()),
         false => Err(BuildError::VendorRelease {
             url: url.into(),
-            image: chosen.image.clone(),
-            version: chosen.image_version.clone(),
+            image: format!("{} {}", chosen.image, chosen.image_version),
             chosen: chosen.release.clone().unwrap_or_default(),
             built: built.into(),
         }),
@@ -701,6 +700,8 @@ fn common_debs(
 ) -> Result<Vec<cross::KernelDeb>, BuildError> {
     let deps = crate::archive::relation::parse_relations(depends).unwrap_or_default();
     let mut out = Vec::new();
+    // The user's .debs' controls, read once (not once per dependency).
+    let mut controls: Option<Vec<(DebControl, &PathBuf)>> = None;
     for r in deps.iter().filter_map(|alt| alt.first()) {
         if !r.name.starts_with("linux-headers-") {
             continue;
@@ -713,15 +714,19 @@ fn common_debs(
             continue;
         }
         let deb = if local {
-            let mut found = None;
-            for d in known.kernel_debs {
-                let c = deb_control(d)?;
-                if c.package == r.name && c.version == want {
-                    found = Some(d.clone());
-                    break;
-                }
+            if controls.is_none() {
+                let read = known
+                    .kernel_debs
+                    .iter()
+                    .map(|d| Ok((deb_control(d)?, d)))
+                    .collect::<Result<Vec<_>, BuildError>>()?;
+                controls = Some(read);
             }
-            found
+            controls
+                .iter()
+                .flatten()
+                .find(|(c, _)| c.package == r.name && c.version == want)
+                .map(|(_, d)| (*d).clone())
         } else {
             match known
                 .target
