@@ -282,15 +282,18 @@ pub fn update_target(
         repo: repo.dir.clone(),
         ..Default::default()
     };
+    // A pooled module counts when it is there and, for a vendor's kernel,
+    // built for the image version followed (not an older re-spin's).
+    let missing_now = |i: usize| {
+        let pooled = repo.pool().join(file(&found.kernels[i]));
+        !pooled.exists()
+            || found
+                .images
+                .get(i)
+                .is_some_and(|(image, v)| !built_for(&pooled, image, v))
+    };
     let missing: Vec<usize> = (0..found.kernels.len())
-        .filter(|&i| {
-            let pooled = repo.pool().join(file(&found.kernels[i]));
-            !pooled.exists()
-                || found
-                    .images
-                    .get(i)
-                    .is_some_and(|(image, v)| !built_for(&pooled, image, v))
-        })
+        .filter(|&i| missing_now(i))
         .collect();
     summary.present = found.kernels.len() - missing.len();
     std::fs::create_dir_all(repo.pool()).map_err(|source| UpdateError::Io {
@@ -309,7 +312,12 @@ pub fn update_target(
         builder.build(ModuleKind::of_target(&t.module), spec, &mut summary);
     }
 
-    let built = prune_pool(&repo, &found.kernels, &file, keep, &mut summary)?;
+    // A rebuild that failed leaves a re-spin's old module: not followed.
+    let current: Vec<KernelEntry> = (0..found.kernels.len())
+        .filter(|&i| !missing_now(i))
+        .map(|i| found.kernels[i].clone())
+        .collect();
+    let built = prune_pool(&repo, &current, &file, keep, &mut summary)?;
     let mut changed = !summary.built.is_empty() || !summary.pruned.is_empty();
     if let Some(newest) = built
         .iter()
