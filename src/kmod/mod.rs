@@ -446,7 +446,10 @@ fn gather(
             });
         }
     }
-    let mut target_packages = indexes.packages.clone();
+    // The target's own packages first; a vendor's are appended after them
+    // (for the planner only: ZFS's packages come from the target's own).
+    let own = indexes.packages.len();
+    let mut target_packages = indexes.packages;
     let mut kernel_debs = spec.kernel_debs.clone();
     let (kernels, local) = match &spec.kernel_archive {
         Some(a) if spec.kernel_debs.is_empty() => {
@@ -459,10 +462,16 @@ fn gather(
             kernel_debs = v.debs;
             (vec![v.local.kernel.clone()], Some(v.local))
         }
-        _ => kernels(spec, &t, &indexes.packages)?,
+        _ => kernels(spec, &t, &target_packages)?,
     };
     let zfs = match kind {
-        ModuleKind::Zfs => Some(zfs_plan(spec, &mut source, &kernels, &indexes, &fetcher)?),
+        ModuleKind::Zfs => Some(zfs_plan(
+            spec,
+            &mut source,
+            &kernels,
+            &target_packages[..own],
+            &fetcher,
+        )?),
         ModuleKind::Dkms => None,
     };
     let host = crate::host::host_arch(manifests).map_err(SpecError::Manifest)?;
@@ -767,7 +776,7 @@ fn zfs_plan(
     spec: &BuildSpec,
     source: &mut ModuleSource,
     kernels: &[TargetKernel],
-    indexes: &crate::archive::refresh::Indexes,
+    packages: &[crate::archive::index::Package],
     fetcher: &crate::archive::fetch::Fetcher,
 ) -> Result<zfs::ZfsPlan, BuildError> {
     match source {
@@ -777,18 +786,13 @@ fn zfs_plan(
             Ok(zfs::plan(&text, &spec.source, kernels, None, None)?)
         }
         ModuleSource::Package(name, version) => {
-            let p = zfs::choose(
-                &indexes.packages,
-                version.as_deref(),
-                &spec.release,
-                &spec.arch,
-            )?;
+            let p = zfs::choose(packages, version.as_deref(), &spec.release, &spec.arch)?;
             let path = fetch_package(p, fetcher)?;
             let inner = format!("usr/src/zfs-{}/META", zfs::upstream(&p.version));
             let text = crate::deb::read::read_data_file(&path, &inner)?
                 .ok_or_else(|| zfs::ZfsError::NoMeta(p.version.clone()))?;
             let pinned = version.as_ref().map(|_| p.version.clone());
-            let utils = zfs::utils_version(&indexes.packages, &p.version);
+            let utils = zfs::utils_version(packages, &p.version);
             let plan = zfs::plan(
                 &String::from_utf8_lossy(&text),
                 &spec.source,
