@@ -398,7 +398,8 @@ pub struct SourceChoice {
     pub components: Vec<String>,
 }
 
-fn valid_component(c: &str) -> bool {
+/// A component's form (`main`, `non-free-firmware`).
+pub fn valid_component(c: &str) -> bool {
     !c.is_empty()
         && c.as_bytes()[0].is_ascii_lowercase()
         && c.bytes()

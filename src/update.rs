@@ -282,8 +282,18 @@ pub fn update_target(
         repo: repo.dir.clone(),
         ..Default::default()
     };
+    // A pooled module counts when it is there and, for a vendor's kernel,
+    // built for the image version followed (not an older re-spin's).
+    let missing_now = |i: usize| {
+        let pooled = repo.pool().join(file(&found.kernels[i]));
+        !pooled.exists()
+            || found
+                .images
+                .get(i)
+                .is_some_and(|(image, v)| !built_for(&pooled, image, v))
+    };
     let missing: Vec<usize> = (0..found.kernels.len())
-        .filter(|&i| !repo.pool().join(file(&found.kernels[i])).exists())
+        .filter(|&i| missing_now(i))
         .collect();
     summary.present = found.kernels.len() - missing.len();
     std::fs::create_dir_all(repo.pool()).map_err(|source| UpdateError::Io {
@@ -302,7 +312,12 @@ pub fn update_target(
         builder.build(ModuleKind::of_target(&t.module), spec, &mut summary);
     }
 
-    let built = prune_pool(&repo, &found.kernels, &file, keep, &mut summary)?;
+    // A rebuild that failed leaves a re-spin's old module: not followed.
+    let current: Vec<KernelEntry> = (0..found.kernels.len())
+        .filter(|&i| !missing_now(i))
+        .map(|i| found.kernels[i].clone())
+        .collect();
+    let built = prune_pool(&repo, &current, &file, keep, &mut summary)?;
     let mut changed = !summary.built.is_empty() || !summary.pruned.is_empty();
     if let Some(newest) = built
         .iter()
@@ -363,6 +378,10 @@ struct Found {
     kernels: Vec<KernelEntry>,
     /// Per kernel, its .debs; empty when the kernels come from the suites.
     locals: Vec<Vec<PathBuf>>,
+    /// Per kernel, the image package and version its module must depend
+    /// on to count as built; empty when the pool file's name says enough
+    /// (a vendor's re-spin keeps `uname -r` and changes the version).
+    images: Vec<(String, String)>,
     held: String,
     flavour: String,
     module: String,
@@ -401,9 +420,11 @@ fn find_kernels(
             arch: t.arch.clone(),
         })?;
 
+    let mut images = vec![];
     let (kernels, locals, held) = match (&t.kernel_deb_dir, t.kernel_archive()) {
         (_, Some(a)) => {
-            let (k, held) = vendor_kernels(&a, &flavour, &t.arch, dirs, opts, reporter)?;
+            let (k, i, held) = vendor_kernels(&a, &flavour, &t.arch, dirs, opts, reporter)?;
+            images = i;
             (k, vec![], held)
         }
         (Some(dir), None) => {
@@ -434,6 +455,7 @@ fn find_kernels(
     Ok(Found {
         kernels,
         locals,
+        images,
         held,
         flavour,
         module,
@@ -442,8 +464,11 @@ fn find_kernels(
 }
 
 /// The kernels of a vendor's archive (fetched and verified), with the
-/// version of the package the board's apt follows each by, and that
-/// package (the flavour's metapackage, else the image package).
+/// version of the package the board's apt follows each by, the image
+/// package and version each module must depend on, and the package apt
+/// follows (the flavour's metapackage, else the image package). A kernel
+/// whose release cannot be worked out (no headers, odd headers) is left
+/// out with a warning: it cannot be built, the others can.
 fn vendor_kernels(
     archive: &kmod::vendor::KernelArchive,
     flavour: &str,
@@ -451,21 +476,64 @@ fn vendor_kernels(
     dirs: &DataDirs,
     opts: FetchOptions,
     reporter: &dyn Reporter,
-) -> Result<(Vec<KernelEntry>, String), UpdateError> {
+) -> Result<VendorKernels, UpdateError> {
     let v = kmod::vendor::Vendor::open(archive, arch, dirs, opts, reporter)
         .map_err(BuildError::from)?;
-    let found = v.kernels(flavour, arch).map_err(BuildError::from)?;
-    let held = found.last().map(|c| c.held.clone()).unwrap_or_default();
-    let entries = found
-        .into_iter()
-        .filter_map(|c| {
-            Some(KernelEntry {
-                release: c.release?,
+    let found = v.candidates(flavour, arch).map_err(BuildError::from)?;
+    let held = found[0].held.clone();
+    let mut resolved = Vec::new();
+    for c in found {
+        match v.resolve(c, arch) {
+            Ok(c) => resolved.push(c),
+            Err(e) => reporter.warn(&format!("left out: {}", error_text(&e))),
+        }
+    }
+    let (entries, images) = vendor_entries(resolved);
+    Ok((entries, images, held))
+}
+
+/// What [`vendor_kernels`] finds.
+type VendorKernels = (Vec<KernelEntry>, Vec<(String, String)>, String);
+
+/// A vendor's kernels (newest first, releases worked out) as `update`
+/// follows them: oldest first, one per release, the newest package of
+/// each (a re-spin keeps `uname -r`), with its image package and version.
+fn vendor_entries(
+    newest_first: Vec<kmod::vendor::Candidate>,
+) -> (Vec<KernelEntry>, Vec<(String, String)>) {
+    let mut out: Vec<(KernelEntry, (String, String))> = Vec::new();
+    for c in newest_first {
+        let Some(release) = c.release else { continue };
+        if out.iter().any(|(k, _)| k.release == release) {
+            continue;
+        }
+        out.push((
+            KernelEntry {
+                release,
                 version: c.held_version,
-            })
+            },
+            (c.image, c.image_version),
+        ));
+    }
+    out.into_iter().rev().unzip()
+}
+
+/// Whether a pooled module .deb depends on `image` at `version`: a module
+/// built for an older package of the same release does not count.
+fn built_for(deb: &Path, image: &str, version: &str) -> bool {
+    let want = format!("{image} (= {version})");
+    let Ok(control) = crate::deb::read::read_control(deb) else {
+        return false;
+    };
+    crate::archive::deb822::parse(&control, "control")
+        .ok()
+        .and_then(|v| v.into_iter().next())
+        .is_some_and(|s| {
+            s.get("Depends")
+                .unwrap_or("")
+                .split('|')
+                .any(|d| d.trim() == want)
         })
-        .collect();
-    Ok((entries, held))
 }
 
 /// What a target's `module` may be, for help lines.
@@ -551,9 +619,37 @@ fn check_kernel_archive(t: &TargetFile) -> Result<(), Problem> {
             "the kernels come either from a kernel archive or from kernel-deb-dir, not both",
         ));
     }
+    if let Some(s) = t.kernel_suite.as_deref().filter(|s| !valid_suite(s)) {
+        return Err(Problem::new(
+            "kernel-suite",
+            format!("'{s}' is not a suite name (letters, digits and .+_- only)"),
+        )
+        .help(
+            "give --kernel-suite the vendor archive's suite, as in its sources.list (bookworm)",
+        ));
+    }
+    if let Some(c) = t
+        .kernel_components
+        .iter()
+        .find(|c| !crate::manifest::valid_component(c))
+    {
+        return Err(Problem::new(
+            "kernel-components",
+            format!("'{c}' is not a component name (lowercase letters, digits and - only)"),
+        )
+        .help("give --kernel-components the vendor archive's components, as in its sources.list (main)"));
+    }
     let a = t.kernel_archive().expect("both are set");
     a.check_local()
         .map_err(|(key, message)| Problem::new(key, message).help(vendor_help))
+}
+
+/// A suite name's form: what goes into `dists/SUITE` of a URL.
+fn valid_suite(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".+_-".contains(&b))
 }
 
 /// `zfs`, a directory with a dkms.conf, or a name that can be a `*-dkms`
@@ -748,7 +844,7 @@ fn check_vendor(
         .flavour
         .clone()
         .unwrap_or_else(|| recipe.arch.kernel_flavour.clone());
-    if kmod::vendor::kernels(&v.packages, &flavour).is_empty() {
+    if kmod::vendor::kernels(&v.packages, &flavour, &t.arch).is_empty() {
         return Err(Problem::new(
             "flavour",
             format!(
@@ -971,6 +1067,58 @@ mod tests {
         Package::for_test("linux-image-arm64", version, "arm64", suite, &depends)
     }
 
+    #[test]
+    fn a_vendors_respin_is_one_kernel_and_its_old_module_is_missing() {
+        let c = |image: &str, v: &str, release: Option<&str>| kmod::vendor::Candidate {
+            image: image.into(),
+            image_version: v.into(),
+            release: release.map(String::from),
+            held: "linux-image-board".into(),
+            held_version: v.into(),
+        };
+        // Newest first, as the archive gives them; one left out (unreadable).
+        let (entries, images) = vendor_entries(vec![
+            c("linux-image-board", "24.8.2", Some("6.12.9-board")),
+            c("linux-image-board", "24.8.1", Some("6.12.9-board")),
+            c("linux-image-board", "24.5.1", None),
+            c("linux-image-board", "24.2.1", Some("6.6.1-board")),
+        ]);
+        assert_eq!(
+            entries,
+            [k("6.6.1-board", "24.2.1"), k("6.12.9-board", "24.8.2")]
+        );
+        assert_eq!(images[1], ("linux-image-board".into(), "24.8.2".into()));
+
+        let dir = tempfile::tempdir().unwrap();
+        let deb = dir.path().join("m.deb");
+        let control = vec![
+            (
+                "Package".to_string(),
+                "zfs-modules-6.12.9-board".to_string(),
+            ),
+            ("Version".to_string(), "2.3.2".to_string()),
+            ("Architecture".to_string(), "arm64".to_string()),
+            ("Maintainer".to_string(), "t <t@t>".to_string()),
+            (
+                "Depends".to_string(),
+                "linux-image-board (= 24.8.1)".to_string(),
+            ),
+            ("Description".to_string(), "t".to_string()),
+        ];
+        let mut bytes = Vec::new();
+        crate::deb::write::DebBuilder::new(control)
+            .write_to(&mut bytes)
+            .unwrap();
+        std::fs::write(&deb, bytes).unwrap();
+        assert!(built_for(&deb, "linux-image-board", "24.8.1"));
+        assert!(!built_for(&deb, "linux-image-board", "24.8.2"));
+        assert!(!built_for(
+            &dir.path().join("none.deb"),
+            "linux-image-board",
+            "24.8.1"
+        ));
+    }
+
     fn k(release: &str, version: &str) -> KernelEntry {
         KernelEntry {
             release: release.into(),
@@ -990,6 +1138,7 @@ mod tests {
         let mut found = Found {
             kernels: vec![k("a", "1"), k("b", "2"), k("c", "3")],
             locals: vec![],
+            images: vec![],
             held: "linux-image-arm64".into(),
             flavour: "arm64".into(),
             module: "zfs-modules".into(),
@@ -1029,6 +1178,7 @@ mod tests {
         let found = Found {
             kernels: vec![k("a", "1"), k("b", "2")],
             locals: vec![],
+            images: vec![],
             held: "linux-image-rpi-v8".into(),
             flavour: "rpi-v8".into(),
             module: "zfs".into(),
@@ -1063,6 +1213,19 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.message.contains("not both"), "{e}");
+        let e = check_kernel_archive(&TargetFile {
+            kernel_suite: Some("../../x".into()),
+            ..t.clone()
+        })
+        .unwrap_err();
+        assert_eq!(e.key, "kernel-suite");
+        let e = check_kernel_archive(&TargetFile {
+            kernel_components: vec!["main".into(), "a/b".into()],
+            ..t.clone()
+        })
+        .unwrap_err();
+        assert_eq!(e.key, "kernel-components");
+        assert!(e.message.contains("'a/b'"), "{e}");
     }
 
     #[test]

@@ -87,6 +87,14 @@ pub enum BuildError {
         "--kernel-archive builds one kernel at a time: give --kernel once (or not: the newest)"
     )]
     VendorKernels,
+    #[error("kernel archive {url}: {image} was chosen as kernel {chosen}, but its files are of kernel {built}\nhelp: give --kernel {built}, or tell the vendor that the package's name and its files disagree")]
+    VendorRelease {
+        url: String,
+        /// The image package and its version.
+        image: String,
+        chosen: String,
+        built: String,
+    },
     #[error("--kernel and --kernel-deb do not go together: the .debs name their kernel")]
     KernelAndDebs,
     #[error("{}: not a signing {what}: {reason}\nhelp: --sign-key takes a PEM private key, --sign-cert its X.509 certificate (DER or PEM)", path.display())]
@@ -438,7 +446,10 @@ fn gather(
             });
         }
     }
-    let mut target_packages = indexes.packages.clone();
+    // The target's own packages first; a vendor's are appended after them
+    // (for the planner only: ZFS's packages come from the target's own).
+    let own = indexes.packages.len();
+    let mut target_packages = indexes.packages;
     let mut kernel_debs = spec.kernel_debs.clone();
     let (kernels, local) = match &spec.kernel_archive {
         Some(a) if spec.kernel_debs.is_empty() => {
@@ -451,10 +462,16 @@ fn gather(
             kernel_debs = v.debs;
             (vec![v.local.kernel.clone()], Some(v.local))
         }
-        _ => kernels(spec, &t, &indexes.packages)?,
+        _ => kernels(spec, &t, &target_packages)?,
     };
     let zfs = match kind {
-        ModuleKind::Zfs => Some(zfs_plan(spec, &mut source, &kernels, &indexes, &fetcher)?),
+        ModuleKind::Zfs => Some(zfs_plan(
+            spec,
+            &mut source,
+            &kernels,
+            &target_packages[..own],
+            &fetcher,
+        )?),
         ModuleKind::Dkms => None,
     };
     let host = crate::host::host_arch(manifests).map_err(SpecError::Manifest)?;
@@ -544,18 +561,33 @@ fn vendor_kernel(
         .clone()
         .unwrap_or_else(|| t.arch.kernel_flavour.clone());
     let v = vendor::Vendor::open(archive, &t.arch.name, dirs, opts.clone(), reporter)?;
-    let debs = v.kernel_debs(
+    let (chosen, debs) = v.kernel_debs(
         &flavour,
         &t.arch.name,
         spec.kernels.first().map(String::as_str),
         into,
     )?;
     let local = kernel::from_debs(&debs, &t.arch.name, &v.packages)?;
+    same_release(&archive.url, &chosen, &local.kernel.release)?;
     Ok(VendorSet {
         local,
         debs,
         packages: v.packages,
     })
+}
+
+/// The kernel built must be the one chosen (by `--kernel`, or as
+/// `update` follows it): its .debs' files say which it is.
+fn same_release(url: &str, chosen: &vendor::Candidate, built: &str) -> Result<(), BuildError> {
+    match chosen.release.as_deref() == Some(built) {
+        true => Ok(()),
+        false => Err(BuildError::VendorRelease {
+            url: url.into(),
+            image: format!("{} {}", chosen.image, chosen.image_version),
+            chosen: chosen.release.clone().unwrap_or_default(),
+            built: built.into(),
+        }),
+    }
 }
 
 /// A vendor archive's kernel as the build takes it: as the user's own
@@ -677,6 +709,8 @@ fn common_debs(
 ) -> Result<Vec<cross::KernelDeb>, BuildError> {
     let deps = crate::archive::relation::parse_relations(depends).unwrap_or_default();
     let mut out = Vec::new();
+    // The user's .debs' controls, read once (not once per dependency).
+    let mut controls: Option<Vec<(DebControl, &PathBuf)>> = None;
     for r in deps.iter().filter_map(|alt| alt.first()) {
         if !r.name.starts_with("linux-headers-") {
             continue;
@@ -689,15 +723,19 @@ fn common_debs(
             continue;
         }
         let deb = if local {
-            let mut found = None;
-            for d in known.kernel_debs {
-                let c = deb_control(d)?;
-                if c.package == r.name && c.version == want {
-                    found = Some(d.clone());
-                    break;
-                }
+            if controls.is_none() {
+                let read = known
+                    .kernel_debs
+                    .iter()
+                    .map(|d| Ok((deb_control(d)?, d)))
+                    .collect::<Result<Vec<_>, BuildError>>()?;
+                controls = Some(read);
             }
-            found
+            controls
+                .iter()
+                .flatten()
+                .find(|(c, _)| c.package == r.name && c.version == want)
+                .map(|(_, d)| (*d).clone())
         } else {
             match known
                 .target
@@ -738,7 +776,7 @@ fn zfs_plan(
     spec: &BuildSpec,
     source: &mut ModuleSource,
     kernels: &[TargetKernel],
-    indexes: &crate::archive::refresh::Indexes,
+    packages: &[crate::archive::index::Package],
     fetcher: &crate::archive::fetch::Fetcher,
 ) -> Result<zfs::ZfsPlan, BuildError> {
     match source {
@@ -748,18 +786,13 @@ fn zfs_plan(
             Ok(zfs::plan(&text, &spec.source, kernels, None, None)?)
         }
         ModuleSource::Package(name, version) => {
-            let p = zfs::choose(
-                &indexes.packages,
-                version.as_deref(),
-                &spec.release,
-                &spec.arch,
-            )?;
+            let p = zfs::choose(packages, version.as_deref(), &spec.release, &spec.arch)?;
             let path = fetch_package(p, fetcher)?;
             let inner = format!("usr/src/zfs-{}/META", zfs::upstream(&p.version));
             let text = crate::deb::read::read_data_file(&path, &inner)?
                 .ok_or_else(|| zfs::ZfsError::NoMeta(p.version.clone()))?;
             let pinned = version.as_ref().map(|_| p.version.clone());
-            let utils = zfs::utils_version(&indexes.packages, &p.version);
+            let utils = zfs::utils_version(packages, &p.version);
             let plan = zfs::plan(
                 &String::from_utf8_lossy(&text),
                 &spec.source,
@@ -822,5 +855,27 @@ mod tests {
         let with = build_root_name_with("trixie", "arm64", &["+trixie-backports".into()]);
         assert_eq!(with, "trixie-arm64-dkms-trixie-backports");
         crate::rootfs::Roots::check_name(&with).unwrap();
+    }
+
+    #[test]
+    fn the_kernel_built_must_be_the_one_chosen() {
+        let c = vendor::Candidate {
+            image: "linux-image-board".into(),
+            image_version: "24.8.1".into(),
+            release: Some("6.12.9-board".into()),
+            held: "linux-image-board".into(),
+            held_version: "24.8.1".into(),
+        };
+        same_release("http://v", &c, "6.12.9-board").unwrap();
+        let e = same_release("http://v", &c, "6.12.10-board").unwrap_err();
+        assert_eq!(
+            e.to_string().lines().next().unwrap(),
+            "kernel archive http://v: linux-image-board 24.8.1 was chosen as kernel 6.12.9-board, but its files are of kernel 6.12.10-board"
+        );
+        assert!(
+            e.to_string()
+                .contains("\nhelp: give --kernel 6.12.10-board"),
+            "{e}"
+        );
     }
 }

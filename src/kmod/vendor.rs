@@ -40,39 +40,53 @@ pub enum VendorError {
         // Not a `source`: said in the message, which is the whole story.
         error: Box<RefreshError>,
     },
-    #[error("kernel archive {url}: no kernel of flavour '{flavour}' for {arch} (no linux-image-{flavour} package, no linux-image-RELEASE ending in -{flavour}, no plain linux-image); flavours it has: {known}")]
+    #[error("kernel archive {url}: no kernel of flavour '{flavour}' for {arch} (no linux-image-{flavour} package, no linux-image-RELEASE ending in -{flavour}, no plain linux-image); flavours it has: {known}\nhelp: give --flavour one of the flavours it has")]
     NoFlavour {
         url: String,
         flavour: String,
         arch: String,
         known: String,
     },
-    #[error("kernel archive {url}: no kernel {release} of flavour '{flavour}'; it has {known}")]
+    #[error("kernel archive {url}: no kernel{} of flavour '{flavour}'; it has {known}\nhelp: give --kernel one of the kernels it has, or leave --kernel out for the newest", if release.is_empty() { String::new() } else { format!(" {release}") })]
     NoKernel {
         url: String,
         flavour: String,
         release: String,
         known: String,
     },
-    #[error("kernel archive {url}: {image} {version} has no headers package {headers} of the same version: DKMS needs the headers")]
+    #[error("kernel archive {url}: {image} {version} has no headers package {headers} of the same version: DKMS needs the headers\nhelp: ask the vendor to publish the headers with the image, or give --kernel a kernel that has them")]
     NoHeaders {
         url: String,
         image: String,
         version: String,
         headers: String,
     },
-    #[error("kernel archive {url}: the headers {headers} {version} hold no usr/src/linux-headers-RELEASE directory: cannot tell their kernel")]
+    #[error("kernel archive {url}: the headers {headers} {version} hold no usr/src/linux-headers-RELEASE directory: cannot tell their kernel\nhelp: give --kernel a kernel whose headers package has that directory")]
     NoRelease {
         url: String,
         headers: String,
         version: String,
     },
-    #[error("kernel archive {url}: {error}")]
+    #[error("kernel archive {url}: {package} {version} names kernel release '{release}', which is not one (letters, digits and .+~_- only)\nhelp: give --kernel another kernel of the archive; this package cannot be built for")]
+    BadRelease {
+        url: String,
+        package: String,
+        version: String,
+        release: String,
+    },
+    #[error("kernel archive {url}: the indexes for {arch} have no {image} {version}\nhelp: run the command again (the indexes may have changed meanwhile)")]
+    NotInIndex {
+        url: String,
+        arch: String,
+        image: String,
+        version: String,
+    },
+    #[error("kernel archive {url}: {error}\nhelp: check that the archive is reachable and run the command again")]
     Fetch {
         url: String,
         error: Box<RefreshError>,
     },
-    #[error("kernel archive {url}: {error}")]
+    #[error("kernel archive {url}: {error}\nhelp: the archive's package is damaged or not a .deb: tell the vendor, or give --kernel another kernel")]
     Deb {
         url: String,
         error: crate::deb::DebError,
@@ -106,13 +120,35 @@ fn image_dependency(p: &Package) -> Option<relation::Relation> {
         .find(|r| r.name.starts_with("linux-image-"))
 }
 
-/// Every kernel of `flavour` in the indexes, oldest first, one per image
-/// package version. In order of preference: Debian-style (each version of
-/// the `linux-image-FLAVOUR` metapackage and the `linux-image-KREL` it
+/// Whether `linux-image-KREL` is a kernel of `flavour` by its name: the
+/// part of KREL after its first `-` is the flavour (`6.12.9-board`), or an
+/// ABI number and the flavour (`6.1.0-18-arm64`); not one that merely ends
+/// in it (`6.1.0-18-rt-arm64` is not `arm64`, `6.6.31+rpt-rpi-v8` not `v8`).
+fn numbered_of(krel: &str, flavour: &str) -> bool {
+    let Some((_, rest)) = krel.split_once('-') else {
+        return false;
+    };
+    krel.starts_with(|c: char| c.is_ascii_digit())
+        && (rest == flavour
+            || rest.split_once('-').is_some_and(|(abi, f)| {
+                !abi.is_empty() && abi.bytes().all(|b| b.is_ascii_digit()) && f == flavour
+            }))
+}
+
+/// Every kernel of `flavour` for `arch` in the indexes (packages of other
+/// architectures left out), newest first, one per image package version.
+/// In order of preference: Debian-style (each version of the
+/// `linux-image-FLAVOUR` metapackage and the `linux-image-KREL` it
 /// depends on), `linux-image-FLAVOUR` as the image itself (Armbian),
-/// `linux-image-KREL` with KREL ending in `-FLAVOUR` (bindeb-pkg with a
+/// `linux-image-KREL` with KREL `N-FLAVOUR` (bindeb-pkg with a
 /// LOCALVERSION), then plain `linux-image` (bindeb-pkg's default name).
-pub fn kernels(packages: &[Package], flavour: &str) -> Vec<Candidate> {
+/// A release a name says is not checked here: [`Vendor::resolve`] does.
+pub fn kernels(packages: &[Package], flavour: &str, arch: &str) -> Vec<Candidate> {
+    let packages: Vec<Package> = packages
+        .iter()
+        .filter(|p| p.arch == arch || p.arch == "all")
+        .cloned()
+        .collect();
     let meta = format!("linux-image-{flavour}");
     let mut out: Vec<Candidate> = Vec::new();
     let metas: Vec<&Package> = packages.iter().filter(|p| p.name == meta).collect();
@@ -137,10 +173,10 @@ pub fn kernels(packages: &[Package], flavour: &str) -> Vec<Candidate> {
     }
     if out.is_empty() {
         let own = |p: &&Package| {
-            let r = p.name.strip_prefix("linux-image-");
-            let numbered = r.is_some_and(|r| {
-                r.starts_with(|c: char| c.is_ascii_digit()) && r.ends_with(&format!("-{flavour}"))
-            });
+            let numbered = p
+                .name
+                .strip_prefix("linux-image-")
+                .is_some_and(|r| numbered_of(r, flavour));
             numbered || p.name == meta
         };
         let mut found: Vec<&Package> = packages.iter().filter(own).collect();
@@ -168,11 +204,11 @@ pub fn kernels(packages: &[Package], flavour: &str) -> Vec<Candidate> {
     // What the board's apt follows each kernel by: the pin a module's
     // metapackage holds (kset's rule, for every archive).
     for c in &mut out {
-        let pin = super::kernel::pin_in_index(packages, flavour, &c.image, &c.image_version);
+        let pin = super::kernel::pin_in_index(&packages, flavour, &c.image, &c.image_version);
         c.held = pin.package;
         c.held_version = pin.version;
     }
-    out.sort_by(|a, b| version::compare(&a.held_version, &b.held_version));
+    out.sort_by(|a, b| version::compare(&b.held_version, &a.held_version));
     out.dedup_by(|a, b| a.image == b.image && a.image_version == b.image_version);
     out
 }
@@ -217,7 +253,12 @@ pub fn kernel_set<'a>(
             .iter()
             .find(|p| p.name == name && p.version == v && (p.arch == arch || p.arch == "all"))
     };
-    let image = exact(&c.image, &c.image_version).expect("a candidate is in the indexes");
+    let image = exact(&c.image, &c.image_version).ok_or_else(|| VendorError::NotInIndex {
+        url: url.into(),
+        arch: arch.into(),
+        image: c.image.clone(),
+        version: c.image_version.clone(),
+    })?;
     let headers = headers_name(&c.image);
     let h = exact(&headers, &c.image_version).ok_or_else(|| VendorError::NoHeaders {
         url: url.into(),
@@ -319,11 +360,10 @@ impl<'r> Vendor<'r> {
         self.fetcher.fetch(&downloads[0]).map_err(|e| err(e.into()))
     }
 
-    /// The kernels of `flavour` with their releases, oldest first: those
-    /// the names do not say are read from the headers (downloaded,
-    /// verified; the blob cache keeps them for the build).
-    pub fn kernels(&self, flavour: &str, arch: &str) -> Result<Vec<Candidate>, VendorError> {
-        let found = kernels(&self.packages, flavour);
+    /// The kernels of `flavour` for `arch`, newest first, their releases
+    /// not yet worked out (see [`Vendor::resolve`]): nothing downloaded.
+    pub fn candidates(&self, flavour: &str, arch: &str) -> Result<Vec<Candidate>, VendorError> {
+        let found = kernels(&self.packages, flavour, arch);
         if found.is_empty() {
             return Err(VendorError::NoFlavour {
                 url: self.archive.url.clone(),
@@ -332,15 +372,21 @@ impl<'r> Vendor<'r> {
                 known: known_flavours(&self.packages),
             });
         }
-        found
-            .into_iter()
-            .map(|mut c| {
-                if c.release.is_none() {
-                    c.release = Some(self.release_of(&c, arch)?);
-                }
-                Ok(c)
-            })
-            .collect()
+        Ok(found)
+    }
+
+    /// A candidate with its release: the one its name says, else the one
+    /// its headers' files say (downloaded, verified; the blob cache keeps
+    /// them for the build), checked to be a kernel release.
+    pub fn resolve(&self, mut c: Candidate, arch: &str) -> Result<Candidate, VendorError> {
+        let release = match c.release.take() {
+            Some(r) => r,
+            None => self.release_of(&c, arch)?,
+        };
+        checked_release(&self.archive.url, &c, release).map(|r| {
+            c.release = Some(r);
+            c
+        })
     }
 
     /// The kernel release of a candidate, from its headers' files.
@@ -367,33 +413,26 @@ impl<'r> Vendor<'r> {
             })
     }
 
-    /// The .debs of kernel `release` (the newest kernel when None),
-    /// downloaded and verified: what `--kernel-deb` takes. Each is named
-    /// in `dir` as apt names it (a link to the verified copy), so that
-    /// messages about them say which package they are.
+    /// The kernel `release` (the newest kernel when None), its release
+    /// worked out, and its .debs, downloaded and verified: what
+    /// `--kernel-deb` takes. Candidates are tried newest first and only as
+    /// far as needed (an old kernel whose headers are odd does not stop a
+    /// newer one). Each .deb is named in `dir` as apt names it (a link to
+    /// the verified copy), so that messages about them say which package
+    /// they are.
     pub fn kernel_debs(
         &self,
         flavour: &str,
         arch: &str,
         release: Option<&str>,
         dir: &Path,
-    ) -> Result<Vec<PathBuf>, VendorError> {
-        let all = self.kernels(flavour, arch)?;
-        let chosen = match release {
-            None => all.last(),
-            Some(r) => all.iter().rev().find(|c| c.release.as_deref() == Some(r)),
+    ) -> Result<(Candidate, Vec<PathBuf>), VendorError> {
+        let all = self.candidates(flavour, arch)?;
+        let c = match release {
+            None => self.resolve(all[0].clone(), arch)?,
+            Some(want) => self.find_release(&all, want, arch, flavour)?,
         };
-        let c = chosen.ok_or_else(|| VendorError::NoKernel {
-            url: self.archive.url.clone(),
-            flavour: flavour.into(),
-            release: release.unwrap_or_default().into(),
-            known: all
-                .iter()
-                .filter_map(|c| c.release.clone())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
-        kernel_set(&self.packages, c, arch, &self.archive.url)?
+        let debs = kernel_set(&self.packages, &c, arch, &self.archive.url)?
             .into_iter()
             .map(|p| {
                 let blob = self.fetch(p)?;
@@ -401,7 +440,51 @@ impl<'r> Vendor<'r> {
                 // Without the link, the verified copy under its hash name.
                 Ok(std::os::unix::fs::symlink(&blob, &named).map_or(blob, |()| named))
             })
-            .collect()
+            .collect::<Result<_, VendorError>>()?;
+        Ok((c, debs))
+    }
+
+    /// The newest candidate of release `want`: those whose names say their
+    /// release are compared first (nothing downloaded); the others are
+    /// worked out newest first until one matches.
+    fn find_release(
+        &self,
+        all: &[Candidate],
+        want: &str,
+        arch: &str,
+        flavour: &str,
+    ) -> Result<Candidate, VendorError> {
+        if let Some(c) = all.iter().find(|c| c.release.as_deref() == Some(want)) {
+            return self.resolve(c.clone(), arch);
+        }
+        let mut known: Vec<String> = Vec::new();
+        for c in all {
+            match self.resolve(c.clone(), arch) {
+                Ok(c) if c.release.as_deref() == Some(want) => return Ok(c),
+                Ok(c) => known.extend(c.release),
+                Err(_) => known.push(format!("{} {} (unreadable)", c.image, c.image_version)),
+            }
+        }
+        Err(VendorError::NoKernel {
+            url: self.archive.url.clone(),
+            flavour: flavour.into(),
+            release: want.into(),
+            known: known.join(", "),
+        })
+    }
+}
+
+/// `release` when it is a kernel release; else an error naming the
+/// package it came from.
+fn checked_release(url: &str, c: &Candidate, release: String) -> Result<String, VendorError> {
+    match super::kernel::valid_release(&release) {
+        true => Ok(release),
+        false => Err(VendorError::BadRelease {
+            url: url.into(),
+            package: c.image.clone(),
+            version: c.image_version.clone(),
+            release,
+        }),
     }
 }
 
@@ -466,9 +549,9 @@ mod tests {
             p("linux-kbuild-6.6.31+rpt", "1:6.6.31-1+rpt1", "libc6"),
             p("linux-image-rpi-2712", "1:6.6.31-1+rpt1", "linux-image-6.6.31+rpt-rpi-2712"),
         ];
-        let k = kernels(&idx, "rpi-v8");
+        let k = kernels(&idx, "rpi-v8", "arm64");
         assert_eq!(k.len(), 2);
-        let newest = &k[1];
+        let newest = &k[0];
         assert_eq!(newest.release.as_deref(), Some("6.6.31+rpt-rpi-v8"));
         assert_eq!(newest.image, "linux-image-6.6.31+rpt-rpi-v8");
         assert_eq!(newest.held, "linux-image-rpi-v8");
@@ -489,13 +572,13 @@ mod tests {
             ]
         );
         // The older kernel has no headers in the indexes: named.
-        let e = kernel_set(&idx, &k[0], "arm64", "http://v").unwrap_err();
+        let e = kernel_set(&idx, &k[1], "arm64", "http://v").unwrap_err();
         assert!(
             e.to_string()
                 .contains("has no headers package linux-headers-6.6.20+rpt-rpi-v8"),
             "{e}"
         );
-        assert!(kernels(&idx, "rpi-9").is_empty());
+        assert!(kernels(&idx, "rpi-9", "arm64").is_empty());
         assert_eq!(
             deb_file_name(&idx[2]),
             "linux-image-6.6.31+rpt-rpi-v8_6.6.31-1+rpt1_arm64.deb"
@@ -513,13 +596,13 @@ mod tests {
             p("linux-headers-current-rockchip64", "24.8.1", ""),
             p("linux-image-edge-rockchip64", "24.8.1", ""),
         ];
-        let k = kernels(&idx, "current-rockchip64");
+        let k = kernels(&idx, "current-rockchip64", "arm64");
         assert_eq!(k.len(), 2);
-        assert_eq!(k[1].image_version, "24.8.1");
-        assert_eq!(k[1].release, None);
-        assert_eq!(k[1].held, "linux-image-current-rockchip64");
+        assert_eq!(k[0].image_version, "24.8.1");
+        assert_eq!(k[0].release, None);
+        assert_eq!(k[0].held, "linux-image-current-rockchip64");
         assert_eq!(
-            headers_name(&k[1].image),
+            headers_name(&k[0].image),
             "linux-headers-current-rockchip64"
         );
         // make bindeb-pkg with a LOCALVERSION, and with neither.
@@ -527,18 +610,121 @@ mod tests {
             p("linux-image-6.12.9-board", "6.12.9-3", ""),
             p("linux-image-6.12.8-board", "6.12.8-1", ""),
         ];
-        let k = kernels(&idx, "board");
-        assert_eq!(k[1].release.as_deref(), Some("6.12.9-board"));
-        assert_eq!(k[1].held, "linux-image-6.12.9-board");
+        let k = kernels(&idx, "board", "arm64");
+        assert_eq!(k[0].release.as_deref(), Some("6.12.9-board"));
+        assert_eq!(k[0].held, "linux-image-6.12.9-board");
         let idx = vec![
             p("linux-image", "6.12.9-3", ""),
             p("linux-headers", "6.12.9-3", ""),
         ];
-        let k = kernels(&idx, "anything");
+        let k = kernels(&idx, "anything", "arm64");
         assert_eq!(k.len(), 1);
         assert_eq!(k[0].held, "linux-image");
         assert_eq!(k[0].release, None);
         assert_eq!(kernel_set(&idx, &k[0], "arm64", "u").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn images_of_another_architecture_are_no_kernels_and_never_panic() {
+        let mut armhf = p("linux-image-6.12.9-board", "6.12.9-4", "");
+        armhf.arch = "armhf".into();
+        let idx = vec![armhf, p("linux-image-6.12.9-board", "6.12.9-3", "")];
+        let k = kernels(&idx, "board", "arm64");
+        assert_eq!(k.len(), 1, "{k:?}");
+        assert_eq!(k[0].image_version, "6.12.9-3");
+        assert!(kernels(&idx[..1], "board", "arm64").is_empty());
+        // A candidate the indexes lack (they changed meanwhile): an error.
+        let gone = Candidate {
+            image_version: "6.12.9-4".into(),
+            ..k[0].clone()
+        };
+        let e = kernel_set(&idx, &gone, "arm64", "http://v").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("kernel archive http://v: the indexes for arm64 have no linux-image-6.12.9-board 6.12.9-4\nhelp: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_release_that_is_no_kernel_release_is_an_error_naming_the_package() {
+        let idx = vec![
+            p(
+                "linux-image-board",
+                "2",
+                "linux-image-6.1/../../x-board (= 2)",
+            ),
+            p("linux-image-6.1/../../x-board", "2", ""),
+        ];
+        let k = kernels(&idx, "board", "arm64");
+        let rel = k[0].release.clone().unwrap();
+        let e = checked_release("http://v", &k[0], rel).unwrap_err();
+        assert_eq!(
+            e.to_string().lines().next().unwrap(),
+            "kernel archive http://v: linux-image-6.1/../../x-board 2 names kernel release '6.1/../../x-board', which is not one (letters, digits and .+~_- only)"
+        );
+        assert!(e.to_string().contains("\nhelp: "), "{e}");
+        let ok = checked_release("http://v", &k[0], "6.12.9-board".into()).unwrap();
+        assert_eq!(ok, "6.12.9-board");
+    }
+
+    #[test]
+    fn a_flavour_is_the_whole_rest_of_the_release() {
+        assert!(numbered_of("6.12.9-board", "board"));
+        assert!(numbered_of("6.1.0-18-arm64", "arm64"));
+        assert!(numbered_of("6.6.31+rpt-rpi-v8", "rpi-v8"));
+        assert!(!numbered_of("6.1.0-18-rt-arm64", "arm64"));
+        assert!(!numbered_of("6.6.31+rpt-rpi-v8", "v8"));
+        assert!(!numbered_of("6.12.9", "board"));
+        assert!(!numbered_of("rt-arm64", "arm64"));
+        let idx = vec![
+            p("linux-image-6.1.0-18-rt-arm64", "6.1.76-1", ""),
+            p("linux-image-6.6.31+rpt-rpi-v8", "1:6.6.31-1", ""),
+        ];
+        assert!(kernels(&idx, "arm64", "arm64").is_empty());
+        assert!(kernels(&idx, "v8", "arm64").is_empty());
+        assert_eq!(kernels(&idx, "rt-arm64", "arm64").len(), 1);
+    }
+
+    #[test]
+    fn errors_say_what_to_do() {
+        let e = VendorError::NoKernel {
+            url: "http://v".into(),
+            flavour: "board".into(),
+            release: String::new(),
+            known: "6.12.9-board".into(),
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with("kernel archive http://v: no kernel of flavour 'board'"),
+            "{text}"
+        );
+        assert!(text.contains("\nhelp: give --kernel one of"), "{text}");
+        let e = VendorError::NoFlavour {
+            url: "http://v".into(),
+            flavour: "x".into(),
+            arch: "arm64".into(),
+            known: "board".into(),
+        };
+        assert!(
+            e.to_string().contains("\nhelp: give --flavour one of"),
+            "{e}"
+        );
+        for e in [
+            VendorError::NoHeaders {
+                url: "u".into(),
+                image: "i".into(),
+                version: "1".into(),
+                headers: "h".into(),
+            },
+            VendorError::NoRelease {
+                url: "u".into(),
+                headers: "h".into(),
+                version: "1".into(),
+            },
+        ] {
+            assert!(e.to_string().contains("\nhelp: "), "{e}");
+        }
     }
 
     #[test]
