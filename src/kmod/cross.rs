@@ -352,6 +352,17 @@ fn helpers(
                     series(of).map(|s| format!(" ({s})")).unwrap_or_default()
                 )
             })?;
+            // Plugins and objtool are the kernel's own build's: another
+            // kbuild's do not fit it (found now, so auto emulates).
+            if let Some(key) = ["CONFIG_GCC_PLUGINS", "CONFIG_OBJTOOL"]
+                .into_iter()
+                .find(|key| config_on(h.config, key))
+            {
+                return Err(format!(
+                    "its .config has {key}=y: its GCC plugins and objtool must be its own {} {want}'s, which is not built for {}; Debian's {} {} cannot stand in for them",
+                    r.name, host.name, k.name, k.version
+                ));
+            }
             plan.install.push(format!("{}={}", k.name, k.version));
             // The same name at another version: apt installs it where the
             // headers look, and a link to itself would remove it.
@@ -664,6 +675,30 @@ mod tests {
         let h = view(name, v, deps, CONFIG, None, &files, &common);
         let e = plan(&host, &h, &arm64, &amd64, &archs).unwrap_err();
         assert_eq!(e, "linux-headers-6.12.47+rpt-rpi-v8 needs linux-kbuild-6.12.47+rpt 1:6.12.47-1+rpt1, which the suites of amd64 do not have, nor any linux-kbuild of its series (6.12)");
+    }
+
+    /// GCC plugins or objtool on: Debian's kbuild of the series cannot
+    /// stand in, and the plan says so (auto then emulates).
+    #[test]
+    fn plugins_or_objtool_refuse_debians_kbuild_of_the_series() {
+        let (name, v) = ("linux-headers-6.12.47+rpt-rpi-v8", "1:6.12.47-1+rpt1");
+        let deps = "linux-kbuild-6.12.47+rpt (>= 1:6.12.47-1+rpt1)";
+        let mut host = vec![pkg("linux-kbuild-6.12.57+deb13", "6.12.57-1", "amd64", "")];
+        host.extend(toolchain_index());
+        let files = BTreeSet::new();
+        let (arm64, amd64, archs) = (arm64(), arch("amd64"), archs());
+        for key in ["CONFIG_GCC_PLUGINS", "CONFIG_OBJTOOL"] {
+            let config = format!("{CONFIG}{key}=y\n");
+            let h = view(name, v, deps, &config, None, &files, &[]);
+            let e = plan(&host, &h, &arm64, &amd64, &archs).unwrap_err();
+            assert!(e.contains(&format!("its .config has {key}=y")), "{e}");
+            assert!(
+                e.contains("Debian's linux-kbuild-6.12.57+deb13 6.12.57-1 cannot stand in"),
+                "{e}"
+            );
+        }
+        let h = view(name, v, deps, CONFIG, None, &files, &[]);
+        plan(&host, &h, &arm64, &amd64, &archs).unwrap();
     }
 
     /// A vendor's own versioning (24.8.1) is no kernel series: the series
