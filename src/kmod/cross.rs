@@ -315,6 +315,14 @@ fn helpers(
         if !helper && !r.name.starts_with("linux-headers-") {
             continue;
         }
+        // The name becomes a path in the build root (a link, a package to
+        // install): an archive's relation may carry `/` or `..`.
+        if !crate::rootfs::spec::valid_package_name(&r.name) {
+            return Err(format!(
+                "{} depends on {:?}, which is not a valid package name",
+                h.package, r.name
+            ));
+        }
         let want = r
             .version
             .as_ref()
@@ -328,20 +336,42 @@ fn helpers(
         if exact(host_packages, &r.name, &want).is_some() {
             plan.install.push(format!("{}={want}", r.name));
         } else if helper {
-            let k = series_kbuild(host_packages, &want).ok_or_else(|| {
+            // The series its name says (linux-kbuild-6.12.47+rpt), else its
+            // version's: a vendor's own versioning (24.8.1) is no series.
+            let of = r
+                .name
+                .strip_prefix("linux-kbuild-")
+                .filter(|s| series(s).is_some())
+                .unwrap_or(&want);
+            let k = series_kbuild(host_packages, of).ok_or_else(|| {
                 format!(
                     "{} needs {} {want}, which the suites of {} do not have, nor any linux-kbuild of its series{}",
                     h.package,
                     r.name,
                     host.name,
-                    series(&want).map(|s| format!(" ({s})")).unwrap_or_default()
+                    series(of).map(|s| format!(" ({s})")).unwrap_or_default()
                 )
             })?;
+            // Plugins and objtool are the kernel's own build's: another
+            // kbuild's do not fit it (found now, so auto emulates).
+            if let Some(key) = ["CONFIG_GCC_PLUGINS", "CONFIG_OBJTOOL"]
+                .into_iter()
+                .find(|key| config_on(h.config, key))
+            {
+                return Err(format!(
+                    "its .config has {key}=y: its GCC plugins and objtool must be its own {} {want}'s, which is not built for {}; Debian's {} {} cannot stand in for them",
+                    r.name, host.name, k.name, k.version
+                ));
+            }
             plan.install.push(format!("{}={}", k.name, k.version));
-            plan.links.push((
-                format!("/usr/lib/{}", r.name),
-                format!("/usr/lib/{}", k.name),
-            ));
+            // The same name at another version: apt installs it where the
+            // headers look, and a link to itself would remove it.
+            if k.name != r.name {
+                plan.links.push((
+                    format!("/usr/lib/{}", r.name),
+                    format!("/usr/lib/{}", k.name),
+                ));
+            }
             plan.note = Some(format!(
                 "helpers from Debian's {} {} for {} (the same series): the kernel's own {} {want} is not built for {}",
                 k.name, k.version, host.name, r.name, host.name
@@ -555,6 +585,7 @@ mod tests {
         assert!(p
             .install
             .contains(&"linux-kbuild-6.12.118+deb13=6.12.118-2".to_string()));
+        assert_eq!(p.links, vec![], "no link from a kbuild to itself");
         // No helpers of the series: no plan, and the reason says why.
         host[1] = pkg("linux-kbuild-6.11.10+deb13", "6.11.10-1", "amd64", "");
         let e = plan(&host).unwrap_err();
@@ -644,6 +675,62 @@ mod tests {
         let h = view(name, v, deps, CONFIG, None, &files, &common);
         let e = plan(&host, &h, &arm64, &amd64, &archs).unwrap_err();
         assert_eq!(e, "linux-headers-6.12.47+rpt-rpi-v8 needs linux-kbuild-6.12.47+rpt 1:6.12.47-1+rpt1, which the suites of amd64 do not have, nor any linux-kbuild of its series (6.12)");
+    }
+
+    /// GCC plugins or objtool on: Debian's kbuild of the series cannot
+    /// stand in, and the plan says so (auto then emulates).
+    #[test]
+    fn plugins_or_objtool_refuse_debians_kbuild_of_the_series() {
+        let (name, v) = ("linux-headers-6.12.47+rpt-rpi-v8", "1:6.12.47-1+rpt1");
+        let deps = "linux-kbuild-6.12.47+rpt (>= 1:6.12.47-1+rpt1)";
+        let mut host = vec![pkg("linux-kbuild-6.12.57+deb13", "6.12.57-1", "amd64", "")];
+        host.extend(toolchain_index());
+        let files = BTreeSet::new();
+        let (arm64, amd64, archs) = (arm64(), arch("amd64"), archs());
+        for key in ["CONFIG_GCC_PLUGINS", "CONFIG_OBJTOOL"] {
+            let config = format!("{CONFIG}{key}=y\n");
+            let h = view(name, v, deps, &config, None, &files, &[]);
+            let e = plan(&host, &h, &arm64, &amd64, &archs).unwrap_err();
+            assert!(e.contains(&format!("its .config has {key}=y")), "{e}");
+            assert!(
+                e.contains("Debian's linux-kbuild-6.12.57+deb13 6.12.57-1 cannot stand in"),
+                "{e}"
+            );
+        }
+        let h = view(name, v, deps, CONFIG, None, &files, &[]);
+        plan(&host, &h, &arm64, &amd64, &archs).unwrap();
+    }
+
+    /// A vendor's own versioning (24.8.1) is no kernel series: the series
+    /// comes from the kbuild package's name.
+    #[test]
+    fn the_kbuild_series_comes_from_its_name_first() {
+        let (name, v) = ("linux-headers-6.12.47-current-rockchip64", "24.8.1");
+        let deps = "linux-kbuild-6.12.47+rpt";
+        let mut host = vec![
+            pkg("linux-kbuild-6.12.57+deb13", "6.12.57-1", "amd64", ""),
+            pkg("linux-kbuild-24.8", "24.8.1-1", "amd64", ""),
+        ];
+        host.extend(toolchain_index());
+        let files = BTreeSet::new();
+        let (arm64, amd64, archs) = (arm64(), arch("amd64"), archs());
+        let h = view(name, v, deps, CONFIG, None, &files, &[]);
+        let p = plan(&host, &h, &arm64, &amd64, &archs).unwrap();
+        assert_eq!(p.install[0], "linux-kbuild-6.12.57+deb13=6.12.57-1");
+    }
+
+    /// A relation's name becomes a link's path in the build root.
+    #[test]
+    fn a_kbuild_name_that_is_no_package_name_is_refused() {
+        let (name, v) = ("linux-headers-6.12.47+rpt-rpi-v8", "1:6.12.47-1+rpt1");
+        let deps = "linux-kbuild-x/../../../etc (>= 1)";
+        let mut host = vec![pkg("linux-kbuild-6.12.57+deb13", "6.12.57-1", "amd64", "")];
+        host.extend(toolchain_index());
+        let files = BTreeSet::new();
+        let (arm64, amd64, archs) = (arm64(), arch("amd64"), archs());
+        let h = view(name, v, deps, CONFIG, None, &files, &[]);
+        let e = plan(&host, &h, &arm64, &amd64, &archs).unwrap_err();
+        assert!(e.contains("not a valid package name"), "{e}");
     }
 
     fn bindeb_files(sources: bool) -> BTreeSet<String> {

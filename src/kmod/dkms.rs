@@ -128,11 +128,8 @@ fn cross_setup(krel: &str, headers: &Headers) -> String {
     let mut s = format!(
         "echo \"zchroot: $(date +%T) unpacking the headers\"\n\
          # A fresh copy of the headers: nothing of an earlier build is left in it.\n\
-         rm -rf {h}\n\
-         # Unpacked keeping the root's directory links: `make bindeb-pkg` ships\n\
-         # lib/modules/, and dpkg-deb -x would replace the /lib link with a directory.\n\
-         for deb in {}; do dpkg-deb --fsys-tarfile \"$deb\" | tar -x --keep-directory-symlink -C /; done\n",
-        list(unpack),
+         rm -rf {h}\n{}",
+        unpack_script(unpack, ""),
         h = quote(&format!("/usr/src/linux-headers-{krel}")),
     );
     for (link, target) in links {
@@ -159,6 +156,31 @@ fn cross_setup(krel: &str, headers: &Headers) -> String {
          \x20   KERNEL_ARCH={kernel_arch} KERNEL_CROSS_COMPILE={t}-\n",
     ));
     s
+}
+
+/// What of a headers .deb is unpacked: its headers directories and the
+/// `build` link of its modules directory, never the rest of its data (a
+/// vendor's package could ship /usr/bin/* into this shared root).
+const HEADERS_MEMBERS: &str = "^\\./(usr/src/linux-headers-[^/]+|(usr/)?lib/modules/[^/]+/build)";
+
+/// Unpacks the headers parts of `debs` under `root` (`""`: the build
+/// root itself), each headers directory fresh (nothing of an earlier build
+/// left in it), keeping the root's directory links: `make bindeb-pkg` ships
+/// lib/modules/, and dpkg-deb -x would replace the /lib link with a directory.
+fn unpack_script(debs: &[String], root: &str) -> String {
+    format!(
+        "members=$(mktemp)\n\
+         for deb in {}; do\n\
+         \x20 dpkg-deb --fsys-tarfile \"$deb\" | tar -t | grep -E '{m}(/|$)' | sed -E 's#({m}).*#\\1#' | sort -u >\"$members\" || true\n\
+         \x20 [ -s \"$members\" ] || {{ echo \"zchroot: $deb ships no kernel headers (usr/src/linux-headers-*)\" >&2; exit 1; }}\n\
+         \x20 grep '^\\./usr/src/' \"$members\" | while IFS= read -r d; do rm -rf {r}\"${{d#.}}\"; done\n\
+         \x20 dpkg-deb --fsys-tarfile \"$deb\" | tar -x --keep-directory-symlink -C {r}/ -T \"$members\"\n\
+         done\n\
+         rm -f \"$members\"\n",
+        list(debs),
+        m = HEADERS_MEMBERS,
+        r = quote(root),
+    )
 }
 
 /// The script that builds `source` for kernel release `krel` whose headers
@@ -398,7 +420,7 @@ mod tests {
             .find("'linux-kbuild-6.12.118+deb13=6.12.118-1' 'gcc-14-aarch64-linux-gnu'")
             .unwrap();
         let unpack = s
-            .find("for deb in '/zchroot-kernel/headers.deb'; do dpkg-deb --fsys-tarfile \"$deb\" | tar -x --keep-directory-symlink -C /; done\n")
+            .find("for deb in '/zchroot-kernel/headers.deb'; do\n")
             .unwrap();
         let build = s.find("dkms build --force").unwrap();
         assert!(install < unpack && unpack < build, "{s}");
@@ -511,5 +533,135 @@ mod tests {
             s.contains("rm -f \"$h/Kbuild\" \"$h/scripts/Kbuild\"\n"),
             "{s}"
         );
+    }
+
+    /// Builds a .deb of `files` (path, content; content `->T` is a link to T).
+    fn deb(dir: &Path, name: &str, files: &[(&str, &str)]) -> String {
+        let tree = dir.join(name);
+        std::fs::create_dir_all(tree.join("DEBIAN")).unwrap();
+        std::fs::write(
+            tree.join("DEBIAN/control"),
+            format!("Package: {name}\nVersion: 1\nArchitecture: arm64\nMaintainer: t <t@t>\nDescription: t\n"),
+        )
+        .unwrap();
+        for (p, c) in files {
+            let f = tree.join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            match c.strip_prefix("->") {
+                Some(t) => std::os::unix::fs::symlink(t, &f).unwrap(),
+                None => std::fs::write(&f, c).unwrap(),
+            }
+        }
+        let out = dir.join(format!("{name}.deb"));
+        let o = std::process::Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-b"])
+            .arg(&tree)
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        out.display().to_string()
+    }
+
+    /// Only the headers' files of a headers .deb are unpacked: Debian's
+    /// (usr/src/linux-headers-R, usr/lib/modules/R/build), its common
+    /// headers, and bindeb-pkg's (lib/modules/R/build, through the root's
+    /// /lib link); nothing else a vendor's package ships.
+    #[test]
+    fn only_the_headers_of_a_headers_deb_are_unpacked() {
+        if std::process::Command::new("dpkg-deb")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("SKIP: no dpkg-deb");
+            assert!(std::env::var_os("CI").is_none(), "CI needs dpkg-deb");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        std::os::unix::fs::symlink("usr/lib", root.join("lib")).unwrap();
+        // Left from an earlier build: removed.
+        std::fs::create_dir_all(root.join("usr/src/linux-headers-6.12-common")).unwrap();
+        std::fs::write(root.join("usr/src/linux-headers-6.12-common/stale"), "").unwrap();
+        let debian = deb(
+            t.path(),
+            "linux-headers-6.12-arm64",
+            &[
+                ("usr/src/linux-headers-6.12-arm64/.config", "C"),
+                (
+                    "usr/lib/modules/6.12-arm64/build",
+                    "->/usr/src/linux-headers-6.12-arm64",
+                ),
+                ("usr/bin/evil", "E"),
+                ("usr/lib/modules/6.12-arm64/buildx", "X"),
+                ("usr/share/doc/linux-headers-6.12-arm64/copyright", "D"),
+            ],
+        );
+        let common = deb(
+            t.path(),
+            "linux-headers-6.12-common",
+            &[
+                ("usr/src/linux-headers-6.12-common/Makefile", "M"),
+                ("etc/evil", "E"),
+            ],
+        );
+        let bindeb = deb(
+            t.path(),
+            "linux-headers-6.12.0-board",
+            &[
+                ("usr/src/linux-headers-6.12.0-board/.config", "C"),
+                (
+                    "lib/modules/6.12.0-board/build",
+                    "->/usr/src/linux-headers-6.12.0-board",
+                ),
+                ("lib/firmware/x", "F"),
+            ],
+        );
+        let none = deb(t.path(), "hello", &[("usr/bin/hello", "H")]);
+        let script = unpack_script(&[debian, common, bindeb], &root.display().to_string());
+        let o = std::process::Command::new("sh")
+            .args(["-ec", &script])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        let mut found = Vec::new();
+        for e in walkdir(&root) {
+            found.push(e.strip_prefix(&root).unwrap().display().to_string());
+        }
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                "lib",
+                "usr/lib/modules/6.12-arm64/build",
+                "usr/lib/modules/6.12.0-board/build",
+                "usr/src/linux-headers-6.12-arm64/.config",
+                "usr/src/linux-headers-6.12-common/Makefile",
+                "usr/src/linux-headers-6.12.0-board/.config",
+            ]
+        );
+        assert!(root.join("lib").is_symlink());
+        let o = std::process::Command::new("sh")
+            .args(["-ec", &unpack_script(&[none], &root.display().to_string())])
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("ships no kernel headers"));
+    }
+
+    /// Files and links under `dir` (not following links), not directories.
+    fn walkdir(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() && !p.is_symlink() {
+                out.extend(walkdir(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
     }
 }

@@ -151,6 +151,7 @@ pub fn nowhere(_: &Relation) -> bool {
 /// from a set (and not in the suites), or which packages are ambiguous.
 pub fn group(records: &[DebRecord], what: &str, in_suites: InSuites) -> Result<Grouped, String> {
     let roles: Vec<Role> = records.iter().map(|r| role(&r.paths)).collect();
+    bad_release(records, &roles)?;
     let mut used = vec![false; records.len()];
     let mut kernels = Vec::new();
     for (release, version) in image_keys(records, &roles) {
@@ -213,7 +214,7 @@ fn image_of(records: &[DebRecord], images: &[usize]) -> Result<(usize, Vec<Strin
                 .map(|&i| format!("{} ({})", name(i), records[i].deb.display()))
                 .collect();
             return Err(format!(
-                "{} are all images of kernel {} {}: give one (or a signed image and its -unsigned twin)",
+                "{} are all images of kernel {} {}: give one (or a signed image and its -unsigned twin)\nhelp: leave out all images of this kernel but one",
                 list.join(", "),
                 role_release(&records[images[0]].paths),
                 records[images[0]].version
@@ -239,6 +240,24 @@ fn image_of(records: &[DebRecord], images: &[usize]) -> Result<(usize, Vec<Strin
         }
     }
     Ok((primary, alternatives))
+}
+
+/// A release read from a package's file names becomes a path, a package
+/// name and a log file's name: one the archive made up is refused.
+fn bad_release(records: &[DebRecord], roles: &[Role]) -> Result<(), String> {
+    for (r, role) in records.iter().zip(roles) {
+        if let Role::Image(rel) | Role::Headers(rel) = role {
+            if !super::kernel::valid_release(rel) {
+                return Err(format!(
+                    "{} {} ({}) ships kernel release {rel:?}, which is not a valid kernel release\nhelp: leave this package out; a kernel release is letters, digits, '.', '+', '-', '_' and '~'",
+                    r.package,
+                    r.version,
+                    r.deb.display()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn role_release(paths: &[String]) -> String {
@@ -338,10 +357,14 @@ fn headers_of(
                     records[h].deb.display()
                 ));
             }
+            e.push_str(&format!(
+                "\nhelp: add the kernel's headers package (linux-headers-{release}, version {})",
+                img.version
+            ));
             Err(e)
         }
         _ => Err(format!(
-            "{} all hold the headers of kernel {release} {}: give one",
+            "{} all hold the headers of kernel {release} {}: give one\nhelp: leave out all headers packages of this kernel but one",
             matching
                 .iter()
                 .map(|&i| format!("{} ({})", records[i].package, records[i].deb.display()))
@@ -397,7 +420,7 @@ fn headers_parts(
                 }
                 (Some(j), _) => {
                     return Err(format!(
-                        "{} depends on {}, but {} ({}) ships no {}",
+                        "{} depends on {}, but {} ({}) ships no {}\nhelp: give the kernel's own {} package, or leave {} out",
                         records[i].package,
                         describe(first),
                         records[j].package,
@@ -406,7 +429,9 @@ fn headers_parts(
                             "usr/lib/linux-kbuild-*/"
                         } else {
                             "usr/src/linux-headers-*/"
-                        }
+                        },
+                        first.name,
+                        records[j].package
                     ))
                 }
                 (None, _) if alts.iter().any(in_suites) => {
@@ -459,7 +484,9 @@ fn missing(records: &[DebRecord], i: usize, alts: &[Relation], what: &str) -> St
 }
 
 /// The metapackage depending on one of `targets` (an image's or the
-/// headers'), when the set has one: a package that ships no kernel.
+/// headers'), when the set has one: a package that ships no kernel, named
+/// `linux-image-*` (or `linux-headers-*`): another package depending on
+/// the image (a module .deb of this kernel) is none.
 fn meta_of(
     records: &[DebRecord],
     roles: &[Role],
@@ -467,8 +494,10 @@ fn meta_of(
     kind: &str,
     what: &str,
 ) -> Result<Option<usize>, String> {
+    let prefix = format!("linux-{kind}-");
     let metas: Vec<usize> = (0..records.len())
         .filter(|&i| roles[i] == Role::Other && !expected_extra(&records[i].package))
+        .filter(|&i| records[i].package.starts_with(&prefix))
         .filter(|&i| {
             depends(&records[i])
                 .iter()
@@ -480,7 +509,7 @@ fn meta_of(
         [] => Ok(None),
         [m] => Ok(Some(m)),
         _ => Err(format!(
-            "{} all depend on the {kind} package {} {} among {what}: which is the flavour's metapackage is ambiguous; give one",
+            "{} all depend on the {kind} package {} {} among {what}: which is the flavour's metapackage is ambiguous; give one\nhelp: leave out all {kind} metapackages of this kernel but one",
             metas
                 .iter()
                 .map(|&i| format!("{} {}", records[i].package, records[i].version))
@@ -754,6 +783,48 @@ mod tests {
             e.contains("which is the flavour's metapackage is ambiguous"),
             "{e}"
         );
+    }
+
+    /// A module .deb of the kernel (depending on its image) dropped in
+    /// with the set is no metapackage of the flavour.
+    #[test]
+    fn only_linux_image_and_headers_names_are_metapackages() {
+        let mut set = rpi();
+        set.push(rec(
+            "zfs-modules-6.12.47+rpt-rpi-v8",
+            "2.3.2-1",
+            "linux-image-6.12.47+rpt-rpi-v8 (= 1:6.12.47-1+rpt1), linux-headers-6.12.47+rpt-rpi-v8 (= 1:6.12.47-1+rpt1)",
+            &["usr/lib/modules/6.12.47+rpt-rpi-v8/updates/dkms/zfs.ko.xz"],
+        ));
+        let g = group(&set, "x", &nowhere).unwrap();
+        let [k] = &g.kernels[..] else {
+            panic!("{:?}", g.kernels)
+        };
+        assert_eq!(k.meta.as_ref().unwrap().package, "linux-image-rpi-v8");
+        assert_eq!(
+            k.headers_meta.as_ref().unwrap().package,
+            "linux-headers-rpi-v8"
+        );
+        assert_eq!(g.unused.len(), 1, "{:?}", g.unused);
+    }
+
+    /// A release from a file name is a path and a package name: checked.
+    #[test]
+    fn a_bad_release_in_a_file_name_is_refused() {
+        for bad in ["..", "6.12 x", "-rf", "6.12'"] {
+            let mut set = rpi();
+            set[0].paths = vec![format!("boot/vmlinuz-{bad}")];
+            let e = group(&set, "x", &nowhere).unwrap_err();
+            assert!(
+                e.starts_with("linux-image-6.12.47+rpt-rpi-v8 1:6.12.47-1+rpt1 (linux-image-6.12.47+rpt-rpi-v8_1:6.12.47-1+rpt1.deb) ships kernel release"),
+                "{e}"
+            );
+            assert!(e.contains("\nhelp: "), "{e}");
+        }
+        let mut set = rpi();
+        set[1].paths = vec!["usr/src/linux-headers-../.config".into()];
+        let e = group(&set, "x", &nowhere).unwrap_err();
+        assert!(e.starts_with("linux-headers-6.12.47+rpt-rpi-v8 "), "{e}");
     }
 
     #[test]
