@@ -262,6 +262,11 @@ pub fn build_script(
     }
     s.push_str(&format!(
         "dkms status -m \"$NAME\" -v \"$VER\" | grep -q . || dkms add -m \"$NAME\" -v \"$VER\"\n\
+         # Headers of `make bindeb-pkg` (since it uses install-extmod-build)\n\
+         # carry include/config/auto.conf but no .config, which DKMS and\n\
+         # configure scripts read: in the build root's copy, give them one.\n\
+         b=/lib/modules/{k}/build\n\
+         [ -e \"$b/.config\" ] || [ ! -e \"$b/include/config/auto.conf\" ] || cp \"$b/include/config/auto.conf\" \"$b/.config\"\n\
          echo \"zchroot: $(date +%T) building\"\n\
          dkms build --force -m \"$NAME\" -v \"$VER\" -k {k} -a {a}\n\
          echo \"zchroot: $(date +%T) built\"\n\
@@ -271,6 +276,7 @@ pub fn build_script(
          done\n\
          printf '%s\\n%s\\n' \"$NAME\" \"$VER\" > {OUT_IN_ROOT}/zchroot-module\n\
          config=/lib/modules/{k}/build/.config\n\
+         [ -e \"$config\" ] || config=/lib/modules/{k}/build/include/config/auto.conf\n\
          cc_text=$(sed -n 's/^CONFIG_CC_VERSION_TEXT=\"\\(.*\\)\"$/\\1/p' \"$config\")\n\
          module_cc=${{module_cc:-${{cc_text%% *}}}}\n\
          {{ echo \"$cc_text\"; \"$module_cc\" --version 2>/dev/null | head -n1; }} > {OUT_IN_ROOT}/zchroot-compiler\n",

@@ -75,9 +75,14 @@ fn role(paths: &[String]) -> Role {
     if let Some(r) = find(&["boot/vmlinuz-", "boot/vmlinux-", "boot/Image-"]) {
         return Role::Image(r.to_string());
     }
+    // A kernel's own headers hold its configuration: `.config` (Debian's,
+    // older `make bindeb-pkg`), or only `include/config/auto.conf` (upstream
+    // `make bindeb-pkg` since its headers come from install-extmod-build).
     if let Some(r) = paths.iter().find_map(|p| {
-        p.strip_prefix("usr/src/linux-headers-")?
-            .strip_suffix("/.config")
+        let rest = p.strip_prefix("usr/src/linux-headers-")?;
+        CONFIG_FILES
+            .iter()
+            .find_map(|c| rest.strip_suffix(c)?.strip_suffix('/'))
             .filter(|r| !r.contains('/'))
     }) {
         return Role::Headers(r.to_string());
@@ -100,6 +105,9 @@ fn role(paths: &[String]) -> Role {
     }
     Role::Other
 }
+
+/// Where a kernel's headers hold its configuration, in the order read.
+pub const CONFIG_FILES: [&str; 2] = [".config", "include/config/auto.conf"];
 
 /// Packages that come with a kernel but are not needed to build modules.
 fn expected_extra(package: &str) -> bool {
@@ -891,6 +899,38 @@ mod tests {
             both.kernels[0].kernel.image_package,
             "linux-image-6.12.117+deb13-arm64"
         );
+    }
+
+    #[test]
+    fn upstream_bindeb_pkg_headers_without_a_dot_config_are_the_kernels_headers() {
+        // What `make bindeb-pkg` of 6.12 ships: include/config/auto.conf,
+        // no .config (the fixture kernel's headers are so).
+        let krel = "6.12.118-zfixture";
+        let v = "6.12.118-1+zfixture1";
+        let set = vec![
+            rec(
+                &format!("linux-image-{krel}"),
+                v,
+                "",
+                &[&format!("boot/vmlinuz-{krel}")],
+            ),
+            rec(
+                &format!("linux-headers-{krel}"),
+                v,
+                "",
+                &[
+                    &format!("usr/src/linux-headers-{krel}/include/config/auto.conf"),
+                    &format!("usr/src/linux-headers-{krel}/scripts/basic/fixdep.c"),
+                    &format!("lib/modules/{krel}/build"),
+                ],
+            ),
+        ];
+        let g = group(&set, "--kernel-deb files", &nowhere).unwrap();
+        assert_eq!(g.kernels.len(), 1);
+        let k = &g.kernels[0];
+        assert_eq!(k.kernel.release, krel);
+        assert_eq!(k.kernel.headers_package, format!("linux-headers-{krel}"));
+        assert!(k.common_debs.is_empty());
     }
 
     #[test]

@@ -635,17 +635,16 @@ fn headers_facts(
         }
     };
     let dir = format!("usr/src/linux-headers-{}/", k.release);
-    let (config_path, fixdep_path) = (
-        format!("{dir}.config"),
-        format!("{dir}scripts/basic/fixdep"),
-    );
-    let scan = crate::deb::read::scan_data(&deb, &[&config_path, &fixdep_path])?;
+    let [config_path, auto_conf_path] = kset::CONFIG_FILES.map(|c| format!("{dir}{c}"));
+    let fixdep_path = format!("{dir}scripts/basic/fixdep");
+    let scan = crate::deb::read::scan_data(&deb, &[&config_path, &auto_conf_path, &fixdep_path])?;
     let config = scan
         .file(&config_path)
+        .or_else(|| scan.file(&auto_conf_path))
         .ok_or_else(|| kernel::KernelDebError::Bad {
             path: deb.clone(),
             message: format!(
-                "no /{config_path} in it: not the headers of kernel {}",
+                "neither /{config_path} nor /{auto_conf_path} in it: not the headers of kernel {}",
                 k.release
             ),
         })?;

@@ -93,7 +93,9 @@ fn the_bindeb_kernels_headers_hold_arm64_helpers_and_their_sources() {
         .unwrap()
         .contains("int main"));
     // Built by Debian's gcc 14 cross compiler, with versioned symbols.
-    let config = String::from_utf8(read(".config")).unwrap();
+    // Upstream's headers carry the configuration as include/config/auto.conf
+    // (no .config since bindeb-pkg uses install-extmod-build).
+    let config = String::from_utf8(read("include/config/auto.conf")).unwrap();
     assert!(
         config.contains("CONFIG_CC_VERSION_TEXT=\"aarch64-linux-gnu-gcc-14 (Debian 14."),
         "{}",
