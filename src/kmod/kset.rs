@@ -336,7 +336,7 @@ fn headers_of(
         [h] => Ok(h),
         [] => {
             let mut e = format!(
-                "no headers package of kernel {release} {} (the image {} is {}) among {what}: DKMS needs the headers (usr/src/linux-headers-{release}/.config)",
+                "no headers package of kernel {release} {} (the image {} is {}) among {what}: DKMS needs the headers (usr/src/linux-headers-{release}/ with its .config or include/config/auto.conf)",
                 img.version,
                 img.package,
                 img.deb.display()
