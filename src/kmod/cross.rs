@@ -29,12 +29,16 @@ pub struct KernelCompiler {
     pub gcc_major: Option<String>,
 }
 
-/// Reads `CONFIG_CC_VERSION_TEXT` from a kernel `.config`.
+/// Reads `CONFIG_CC_VERSION_TEXT` from a kernel `.config` (quoted) or
+/// `include/config/auto.conf` (unquoted).
 pub fn kernel_compiler(config: &str) -> Option<KernelCompiler> {
     let text = config.lines().find_map(|l| {
-        l.strip_prefix("CONFIG_CC_VERSION_TEXT=\"")?
-            .strip_suffix('"')
-            .map(str::to_string)
+        let v = l.strip_prefix("CONFIG_CC_VERSION_TEXT=")?;
+        let v = match v.strip_prefix('"') {
+            Some(q) => q.strip_suffix('"')?,
+            None => v,
+        };
+        (!v.is_empty()).then(|| v.to_string())
     })?;
     let command = text.split_whitespace().next()?.to_string();
     // `aarch64-linux-gnu-gcc-14`, `gcc-14`, `gcc`: the major version is
@@ -467,6 +471,14 @@ mod tests {
         let c =
             kernel_compiler("CONFIG_CC_VERSION_TEXT=\"gcc (Debian 12.2.0-14) 12.2.0\"\n").unwrap();
         assert_eq!(c.gcc_major.as_deref(), Some("12"));
+        // include/config/auto.conf writes strings unquoted (make bindeb-pkg
+        // headers carry only that).
+        let c = kernel_compiler(
+            "CONFIG_CC_VERSION_TEXT=aarch64-linux-gnu-gcc-14 (Debian 14.2.0-19) 14.2.0\n",
+        )
+        .unwrap();
+        assert_eq!(c.command, "aarch64-linux-gnu-gcc-14");
+        assert_eq!(c.gcc_major.as_deref(), Some("14"));
         let c =
             kernel_compiler("CONFIG_CC_VERSION_TEXT=\"Debian clang version 19.1.7\"\n").unwrap();
         assert_eq!(c.gcc_major, None);

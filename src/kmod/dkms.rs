@@ -266,7 +266,8 @@ pub fn build_script(
          # carry include/config/auto.conf but no .config, which DKMS and\n\
          # configure scripts read: in the build root's copy, give them one.\n\
          b=/lib/modules/{k}/build\n\
-         [ -e \"$b/.config\" ] || [ ! -e \"$b/include/config/auto.conf\" ] || cp \"$b/include/config/auto.conf\" \"$b/.config\"\n\
+         # auto.conf writes strings unquoted: quote them as .config does.\n\
+         [ -e \"$b/.config\" ] || [ ! -e \"$b/include/config/auto.conf\" ] || awk '/^CONFIG_[A-Za-z0-9_]*=/ {{ i = index($0, \"=\"); v = substr($0, i + 1); if (v !~ /^(y|m|-?[0-9]+|0x[0-9a-fA-F]+|\".*\")$/) {{ print substr($0, 1, i) \"\\\"\" v \"\\\"\"; next }} }} {{ print }}' \"$b/include/config/auto.conf\" > \"$b/.config\"\n\
          echo \"zchroot: $(date +%T) building\"\n\
          dkms build --force -m \"$NAME\" -v \"$VER\" -k {k} -a {a}\n\
          echo \"zchroot: $(date +%T) built\"\n\
@@ -400,6 +401,54 @@ mod tests {
         assert!(!p.contains("CROSS_COMPILE"), "emulation builds natively");
         assert!(p.contains("rm -f /etc/dkms/framework.conf.d/zchroot-sign.conf\n"));
         assert!(!p.contains("mok_signing_key"), "no key: none named");
+    }
+
+    #[test]
+    fn headers_with_only_auto_conf_get_a_quoted_config() {
+        let s = build_script(
+            &ModuleSource::Dir {
+                path: "/src".into(),
+                name: "hello".into(),
+                version: "0.1".into(),
+            },
+            "6.12.118-zfixture",
+            &Headers::Package("linux-headers-6.12.118-zfixture".into()),
+            "aarch64",
+            false,
+        );
+        let line = s
+            .lines()
+            .find(|l| l.starts_with("[ -e \"$b/.config\" ]"))
+            .expect("the .config line");
+        let dir = tempfile::tempdir().unwrap();
+        let b = dir.path();
+        std::fs::create_dir_all(b.join("include/config")).unwrap();
+        std::fs::write(
+            b.join("include/config/auto.conf"),
+            "#\n# Automatically generated file; DO NOT EDIT.\nCONFIG_MODULES=y\nCONFIG_X=m\nCONFIG_N=-12\nCONFIG_H=0x1f\nCONFIG_CC_VERSION_TEXT=aarch64-linux-gnu-gcc-14 (Debian 14.2.0-19) 14.2.0\nCONFIG_Q=\"already\"\n",
+        )
+        .unwrap();
+        let run = || {
+            let o = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("b='{}'; {line}", b.display()))
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        };
+        run();
+        let config = std::fs::read_to_string(b.join(".config")).unwrap();
+        assert_eq!(
+            config,
+            "#\n# Automatically generated file; DO NOT EDIT.\nCONFIG_MODULES=y\nCONFIG_X=m\nCONFIG_N=-12\nCONFIG_H=0x1f\nCONFIG_CC_VERSION_TEXT=\"aarch64-linux-gnu-gcc-14 (Debian 14.2.0-19) 14.2.0\"\nCONFIG_Q=\"already\"\n"
+        );
+        // A .config the headers have is left as it is.
+        std::fs::write(b.join(".config"), "CONFIG_OWN=y\n").unwrap();
+        run();
+        assert_eq!(
+            std::fs::read_to_string(b.join(".config")).unwrap(),
+            "CONFIG_OWN=y\n"
+        );
     }
 
     #[test]
