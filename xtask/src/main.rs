@@ -237,7 +237,7 @@ const KERNEL_DEB_BOOT_COST: Duration = Duration::from_secs(25 * 60);
 /// a new guest, the boot), with a margin: `ci` starts it only when this
 /// much of the budget is left, so a slow machine skips it (loudly) rather
 /// than run CI past its hard limit.
-const DEBIAN_BOOT_COST: Duration = Duration::from_secs(30 * 60);
+const DEBIAN_BOOT_COST: Duration = Duration::from_secs(35 * 60);
 
 /// Whether `cost` still fits the budget; says so when it does not.
 fn fits(start: Instant, cost: Duration, what: &str) -> bool {
