@@ -509,33 +509,6 @@ fn zchroot_sha256(path: &Path) -> String {
     hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
 }
 
-/// Repacks a .deb with `dpkg-deb -R`/`-b`, changing control fields.
-fn repack(deb: &Path, out: &Path, edit: &dyn Fn(String) -> String) {
-    let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("t");
-    assert!(Command::new("dpkg-deb")
-        .arg("-R")
-        .arg(deb)
-        .arg(&tree)
-        .status()
-        .unwrap()
-        .success());
-    let control = tree.join("DEBIAN/control");
-    let text = std::fs::read_to_string(&control).unwrap();
-    std::fs::write(&control, edit(text)).unwrap();
-    let st = Command::new("dpkg-deb")
-        .args(["-Zxz", "--root-owner-group", "-b"])
-        .arg(&tree)
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-}
-
 // Long on purpose: one scenario (repack Debian's kernel as the user's own,
 // build for it, install both), each step on the state of the one before.
 #[test]
@@ -582,13 +555,13 @@ fn the_users_kernel_package_named_linux_image_is_depended_on_as_it_is() {
     let my_image = t.path().join("linux-image.deb");
     let my_headers = t.path().join("linux-headers.deb");
     let img = image_name.clone();
-    repack(
+    crate::common::repack(
         Path::new(image["cached"].as_str().unwrap()),
         &my_image,
         &|c| c.replace(&format!("Package: {img}\n"), "Package: linux-image\n"),
     );
     let (img, ver) = (image_name.clone(), version.clone());
-    repack(
+    crate::common::repack(
         Path::new(headers["cached"].as_str().unwrap()),
         &my_headers,
         &move |c| {

@@ -275,3 +275,31 @@ pub fn trixie_arm64_indexes(home: &Path) -> zchroot::archive::refresh::Indexes {
         .unwrap();
     t.update(&f, &zchroot::report::Silent).unwrap()
 }
+
+/// Repacks a .deb with `dpkg-deb -R`/`-b`, its control file edited by
+/// `edit` and nothing else changed.
+pub fn repack(deb: &Path, out: &Path, edit: &dyn Fn(String) -> String) {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("t");
+    assert!(Command::new("dpkg-deb")
+        .arg("-R")
+        .arg(deb)
+        .arg(&tree)
+        .status()
+        .unwrap()
+        .success());
+    let control = tree.join("DEBIAN/control");
+    let text = std::fs::read_to_string(&control).unwrap();
+    std::fs::write(&control, edit(text)).unwrap();
+    let st = Command::new("dpkg-deb")
+        .args(["-Zxz", "-z1", "--root-owner-group", "-b"])
+        .arg(&tree)
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+}

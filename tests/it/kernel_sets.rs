@@ -116,34 +116,14 @@ fn field(deb: &Path, name: &str) -> String {
 
 /// The same package with another Package field, nothing else changed.
 fn renamed(deb: &Path, out: &Path, package: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("t");
-    assert!(Command::new("dpkg-deb")
-        .arg("-R")
-        .arg(deb)
-        .arg(&tree)
-        .status()
-        .unwrap()
-        .success());
-    let control = tree.join("DEBIAN/control");
-    let text = std::fs::read_to_string(&control).unwrap();
-    let old = text
-        .lines()
-        .find(|l| l.starts_with("Package: "))
-        .unwrap()
-        .to_string();
-    std::fs::write(
-        &control,
-        text.replacen(&old, &format!("Package: {package}"), 1),
-    )
-    .unwrap();
-    let o = Command::new("dpkg-deb")
-        .args(["-Zxz", "--root-owner-group", "-b"])
-        .arg(&tree)
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    crate::common::repack(deb, out, &|text| {
+        let old = text
+            .lines()
+            .find(|l| l.starts_with("Package: "))
+            .unwrap()
+            .to_string();
+        text.replacen(&old, &format!("Package: {package}"), 1)
+    });
 }
 
 // Long on purpose: one scenario (rename the kernel as the user did, build

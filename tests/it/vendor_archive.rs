@@ -196,33 +196,6 @@ fn target_add_checks_the_kernel_archive_its_keyring_and_flavour() {
     ]));
 }
 
-/// Repacks a .deb with `dpkg-deb -R`/`-b`, its control edited by `edit`.
-fn repack(deb: &Path, out: &Path, edit: &dyn Fn(String) -> String) {
-    let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("t");
-    assert!(Command::new("dpkg-deb")
-        .arg("-R")
-        .arg(deb)
-        .arg(&tree)
-        .status()
-        .unwrap()
-        .success());
-    let control = tree.join("DEBIAN/control");
-    let text = std::fs::read_to_string(&control).unwrap();
-    std::fs::write(&control, edit(text)).unwrap();
-    let st = Command::new("dpkg-deb")
-        .args(["-Zxz", "-z1", "--root-owner-group", "-b"])
-        .arg(&tree)
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-}
-
 fn field(deb: &Path, name: &str) -> String {
     let out = Command::new("dpkg-deb")
         .arg("-f")
@@ -287,7 +260,7 @@ fn update_follows_a_vendor_archive_and_cross_builds_its_debian_split_kernel() {
     for d in &debs {
         let out = work.path().join(d.file_name().unwrap());
         let (from, to) = (debian_version.clone(), version.clone());
-        repack(d, &out, &move |c| c.replace(&from, &to));
+        crate::common::repack(d, &out, &move |c| c.replace(&from, &to));
         packages.push(pkg_of_deb(&out));
     }
     let vendor = serve_vendor("trixie", packages, "arm64");
