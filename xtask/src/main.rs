@@ -81,6 +81,14 @@ enum Bench {
         /// Also build for arm64 with the emulate strategy (long)
         #[arg(long)]
         with_emulate: bool,
+        /// Also build cross for this arm64 kernel package set (image and
+        /// headers, e.g. from `make bindeb-pkg`); repeat the option
+        #[arg(long = "kernel-deb", value_name = "FILE")]
+        kernel_deb: Vec<PathBuf>,
+        /// Also build cross for the fixture kernel (a `make bindeb-pkg`
+        /// arm64 kernel, built once and cached: `cargo xtask kernel-fixture`)
+        #[arg(long, conflicts_with = "kernel_deb")]
+        fixture_kernel: bool,
     },
 }
 
@@ -134,7 +142,11 @@ fn main() -> ExitCode {
         Task::Bench(Bench::Index { arch }) => bench_index(&arch),
         Task::Bench(Bench::Resolve { arch }) => bench_resolve(&arch),
         Task::Bench(Bench::Create { arch, variant }) => bench_create(&arch, &variant),
-        Task::Bench(Bench::Zfs { with_emulate }) => bench_zfs(with_emulate),
+        Task::Bench(Bench::Zfs {
+            with_emulate,
+            kernel_deb,
+            fixture_kernel,
+        }) => bench_zfs(with_emulate, kernel_deb, fixture_kernel),
         Task::E2e(E2e::Zfs { strategy }) => {
             build_zchroot().and_then(|exe| e2e_zfs(&exe, strategy.as_str()))
         }
@@ -863,11 +875,20 @@ fn arm64_kernels(home: &Path) -> Result<Vec<String>> {
 /// cross strategy and (b) natively for trixie's amd64 kernel, in the same
 /// run and the same (reused) amd64 build root; then cross for another
 /// arm64 kernel of the series; with --with-emulate also (c) emulated.
+/// With kernel .debs (or the fixture kernel), also cross for that kernel:
+/// with `make bindeb-pkg` headers, that is the build with the board's
+/// helpers rebuilt for this machine.
 /// Each build runs twice: the first installs the kernel's headers and
 /// the toolchain into the root, the second is the build alone (what a
 /// user pays on each new kernel).
-fn bench_zfs(with_emulate: bool) -> Result<()> {
+fn bench_zfs(with_emulate: bool, kernel_deb: Vec<PathBuf>, fixture: bool) -> Result<()> {
     let exe = build_zchroot()?;
+    let kernel_deb = if fixture {
+        let k = fixture_kernel(&exe)?;
+        vec![k.image, k.headers]
+    } else {
+        kernel_deb
+    };
     let dir = bench_home().join("zfs");
     let home = dir.join("home");
     let logs = dir.join("logs");
@@ -877,14 +898,25 @@ fn bench_zfs(with_emulate: bool) -> Result<()> {
         let (_, first) = build_zfs(&exe, &home, &out, args, &logs.join(format!("{name}-1.log")))?;
         let (_, second) = build_zfs(&exe, &home, &out, args, &logs.join(format!("{name}-2.log")))?;
         eprintln!(
-            "{name}: {} (first, with installs), {} (again)",
+            "{name}: {} (first, with installs), {} = {:.0} s (again)",
             minutes(first),
-            minutes(second)
+            minutes(second),
+            second.as_secs_f64()
         );
         Ok((first, second))
     };
     let native = timed("native-amd64", &["--arch", "amd64"])?;
     let cross = timed("cross-arm64", &["--arch", "arm64", "--strategy", "cross"])?;
+    let debs = if kernel_deb.is_empty() {
+        None
+    } else {
+        let mut args = vec!["--arch", "arm64", "--strategy", "cross"];
+        for f in &kernel_deb {
+            args.push("--kernel-deb");
+            args.push(f.to_str().context("a --kernel-deb path is not UTF-8")?);
+        }
+        Some(timed("cross-arm64-kernel-deb", &args)?)
+    };
     // Another arm64 kernel of the same series, if the suites have one:
     // the reused root and downloads are all it needs besides the compile.
     let newest_two = arm64_kernels(&home)?;
@@ -954,6 +986,17 @@ fn bench_zfs(with_emulate: bool) -> Result<()> {
         "  ratio cross/native (again)   {:>9.2}",
         cross.1.as_secs_f64() / native.1.as_secs_f64()
     );
+    if let Some(d) = debs {
+        println!(
+            "  --kernel-deb kernel, cross   {:>9} first, {:>9} again",
+            minutes(d.0),
+            minutes(d.1)
+        );
+        println!(
+            "  ratio kernel-deb cross/native (again) {:>5.2}",
+            d.1.as_secs_f64() / native.1.as_secs_f64()
+        );
+    }
     println!("  (logs: {})", logs.display());
     Ok(())
 }
