@@ -97,6 +97,9 @@ pub const LOG_IN_ROOT: &str = "var/log/zchroot-build.log";
 pub const KERNEL_IN_ROOT: &str = "/zchroot-kernel";
 /// The user's signing key (`key.pem`) and certificate (`cert`).
 pub const SIGN_IN_ROOT: &str = "/zchroot-sign";
+/// Where the build root keeps its compiler cache.
+pub const CCACHE_IN_ROOT: &str = "/var/cache/zchroot-ccache";
+
 const SIGN_CONF: &str = "/etc/dkms/framework.conf.d/zchroot-sign.conf";
 
 fn quote(s: &str) -> String {
@@ -221,10 +224,15 @@ pub fn build_script(
             None => p.clone(),
         });
     }
+    // DKMS sets CC and KERNEL_CC to the compiler the kernel's config
+    // names (`x86_64-linux-gnu-gcc-14`), and modules like ZFS pass
+    // CC=$(KERNEL_CC) to Kbuild, which overrides the headers' ccache
+    // prefix: ccache's masquerade directory first in PATH sends every
+    // compiler name (the cross ones too) through ccache.
     s.push_str(&format!(
         "echo \"zchroot: $(date +%T) installing\"\n\
          apt-get install -y -q --no-install-recommends {}\n\
-         export DEBIAN_KERNEL_USE_CCACHE=1 CCACHE_DIR=/var/cache/zchroot-ccache\n",
+         export DEBIAN_KERNEL_USE_CCACHE=1 CCACHE_DIR={CCACHE_IN_ROOT} PATH=/usr/lib/ccache:$PATH\n",
         list(&install)
     ));
     if let Headers::Cross { .. } = headers {
@@ -375,6 +383,9 @@ mod tests {
         assert!(
             s.find("export DEBIAN_KERNEL_USE_CCACHE=1").unwrap() < s.find("dkms build").unwrap()
         );
+        // Through ccache also when the module passes DKMS's KERNEL_CC
+        // (a plain compiler name) as CC, as ZFS does.
+        assert!(s.contains(" PATH=/usr/lib/ccache:$PATH\n"), "{s}");
         let p = build_script(
             &ModuleSource::Package("zfs-dkms".into(), None),
             "k",

@@ -802,6 +802,51 @@ fn build_zfs(
     Ok((debs, elapsed))
 }
 
+/// The zchroot command `zchroot -q run ROOT -- ARGS` in `home`.
+fn run_in_root(exe: &Path, home: &Path, root: &str, args: &[&str]) -> Result<String> {
+    let o = Command::new(exe)
+        .args(["-q", "run", root, "--"])
+        .args(args)
+        .env("ZCHROOT_HOME", home)
+        .output()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    if !o.status.success() {
+        bail!(
+            "zchroot run {root} -- {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// How many compiles went through build root `root`'s ccache (misses and
+/// hits), from `ccache --print-stats`.
+fn ccache_compiles(exe: &Path, home: &Path, root: &str) -> Result<u64> {
+    let dir = zchroot::kmod::dkms::CCACHE_IN_ROOT;
+    let stats = run_in_root(
+        exe,
+        home,
+        root,
+        &[
+            "env",
+            &format!("CCACHE_DIR={dir}"),
+            "ccache",
+            "--print-stats",
+        ],
+    )?;
+    Ok(stats
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(k, _)| {
+            matches!(
+                *k,
+                "cache_miss" | "direct_cache_hit" | "preprocessed_cache_hit"
+            )
+        })
+        .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+        .sum())
+}
+
 /// One kernel module of a package, as two builds of it must agree.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Module {
@@ -893,9 +938,21 @@ fn bench_zfs(with_emulate: bool, kernel_deb: Vec<PathBuf>, fixture: bool) -> Res
     let home = dir.join("home");
     let logs = dir.join("logs");
     mkdir(&logs)?;
+    // Each build compiles from scratch: the build root's ccache would
+    // otherwise turn the second build of a kernel into cache hits.
+    let root = zchroot::kmod::build_root_name("trixie", "amd64");
+    let cold = || -> Result<()> {
+        if home.join("state/roots").join(&root).exists() {
+            let dir = zchroot::kmod::dkms::CCACHE_IN_ROOT;
+            run_in_root(&exe, &home, &root, &["rm", "-rf", dir])?;
+        }
+        Ok(())
+    };
     let timed = |name: &str, args: &[&str]| -> Result<(Duration, Duration)> {
         let out = dir.join("out").join(name);
+        cold()?;
         let (_, first) = build_zfs(&exe, &home, &out, args, &logs.join(format!("{name}-1.log")))?;
+        cold()?;
         let (_, second) = build_zfs(&exe, &home, &out, args, &logs.join(format!("{name}-2.log")))?;
         eprintln!(
             "{name}: {} (first, with installs), {} = {:.0} s (again)",
@@ -924,6 +981,7 @@ fn bench_zfs(with_emulate: bool, kernel_deb: Vec<PathBuf>, fixture: bool) -> Res
     let another = match newest_two.as_slice() {
         [a, b, ..] if series(a) == series(b) => {
             let out = dir.join("out").join("cross-arm64-another");
+            cold()?;
             let (_, t) = build_zfs(
                 &exe,
                 &home,
@@ -1046,6 +1104,16 @@ fn e2e_zfs(exe: &Path, strategy: &str) -> Result<()> {
         bail!("{} is not an aarch64 module", bad.file);
     }
     println!("e2e zfs ({strategy}): {} wall time", minutes(elapsed));
+    if strategy == "cross" {
+        // ZFS passes DKMS's KERNEL_CC to Kbuild as CC: its compiles too
+        // must have gone through the build root's ccache.
+        let root = zchroot::kmod::build_root_name("trixie", "amd64");
+        let n = ccache_compiles(exe, &dir.join("home"), &root)?;
+        if n < 100 {
+            bail!("only {n} compiles went through ccache in {root}: ZFS's did not");
+        }
+        println!("ccache: {n} compiles went through the build root's cache");
+    }
     let other = if strategy == "cross" {
         "emulate"
     } else {
