@@ -240,10 +240,11 @@ pub(crate) fn run_on_raw(
             break s;
         }
         if start.elapsed() > Duration::from_secs(120) {
+            let tree = process_tree(child.id());
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "zchroot did not return; the terminal showed: {}",
+                "zchroot did not return; the terminal showed: {}\nits processes then:\n{tree}",
                 String::from_utf8_lossy(&out)
             );
         }
@@ -259,6 +260,54 @@ pub(crate) fn run_on_raw(
         out.extend_from_slice(&s);
     }
     (status, String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The processes under `top` (itself included), each with its state,
+/// session, process groups (its own and its terminal's foreground one) and
+/// signal masks: what a hung run leaves for its failure message.
+fn process_tree(top: u32) -> String {
+    let ps = Command::new("ps")
+        .args([
+            "-e",
+            "-o",
+            "pid=,ppid=,pgid=,sid=,tpgid=,stat=,wchan:24=,args=",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let rows: Vec<(u32, u32, &str)> = ps
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?, l))
+        })
+        .collect();
+    let mut keep = vec![top];
+    let mut i = 0;
+    while i < keep.len() {
+        let parent = keep[i];
+        keep.extend(rows.iter().filter(|r| r.1 == parent).map(|r| r.0));
+        i += 1;
+    }
+    let mut text = String::from("  PID  PPID  PGID   SID TPGID STAT WCHAN ARGS\n");
+    for pid in keep {
+        let Some(row) = rows.iter().find(|r| r.0 == pid) else {
+            continue;
+        };
+        text.push_str(row.2);
+        text.push('\n');
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        for l in status.lines().filter(|l| {
+            ["SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt", "NSpid"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        }) {
+            text.push_str("      ");
+            text.push_str(l);
+            text.push('\n');
+        }
+    }
+    text
 }
 
 fn run_args<'a>(root: &'a str, arch: &'a str, cmd: &[&'a str]) -> Vec<&'a str> {
