@@ -668,7 +668,10 @@ fn init_main(plan: &SandboxPlan, set: &SigSet, ttys: &[RawFd]) -> ! {
 /// cannot be taken exits [`CONTEXT_FAILED`], a command that cannot run 126,
 /// one not found 127, each with a message for zchroot to print.
 fn command_main(plan: &SandboxPlan, ttys: &[RawFd]) -> ! {
-    // The command starts with no signal blocked.
+    // The command starts with no signal blocked and none ignored.
+    if let Err(e) = sys::default_signal_actions() {
+        fail(SETUP_FAILED, &e.to_string());
+    }
     let _ = sys::set_signal_mask(&SigSet::empty());
     // A session of its own, away from init's.
     if let Err(e) = sys::pty::setsid() {

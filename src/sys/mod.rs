@@ -164,6 +164,35 @@ pub fn set_signal_mask(set: &SigSet) -> SysResult<()> {
         .map_err(err(|| "sigprocmask(SIG_SETMASK)".into()))
 }
 
+/// Puts every signal a process may catch or ignore back to its default
+/// action, as a new program should find them: zchroot's runtime ignores
+/// SIGPIPE, and an ignored signal stays ignored across exec (a command
+/// would then see EPIPE instead of dying quietly: `yes | head -1` prints
+/// "Broken pipe").
+pub fn default_signal_actions() -> SysResult<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler};
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator().filter(|s| !matches!(s, Signal::SIGKILL | Signal::SIGSTOP)) {
+        // SAFETY: SIG_DFL installs no handler of ours, so no code of this
+        // process runs in a signal context because of it.
+        unsafe { sigaction(sig, &dfl) }.map_err(err(|| format!("sigaction({sig}, SIG_DFL)")))?;
+    }
+    // The real-time ones glibc lets a program have (its own, below
+    // SIGRTMIN, it keeps to itself).
+    for sig in libc::SIGRTMIN()..=libc::SIGRTMAX() {
+        // SAFETY: a zeroed sigaction is SIG_DFL with no flags and an empty
+        // mask; the pointer is valid for the call, the old action unasked.
+        let r = unsafe {
+            let dfl: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(sig, &dfl, std::ptr::null_mut())
+        };
+        if r != 0 {
+            return Err(err(|| format!("sigaction({sig}, SIG_DFL)"))(Errno::last()));
+        }
+    }
+    Ok(())
+}
+
 /// A signal taken from the pending set, and whether a process (rather than
 /// the kernel, e.g. the terminal's Ctrl-C) sent it.
 pub struct Pending {

@@ -137,6 +137,32 @@ fn exit_status_and_signals_pass_through() {
             .code(),
         Some(143)
     );
+    // The command finds no signal ignored (zchroot's runtime ignores
+    // SIGPIPE; that must not reach it): a writer to a closed pipe dies of
+    // SIGPIPE (141), quietly.
+    let o = run_root(&[
+        BUSYBOX,
+        "sh",
+        "-c",
+        "/usr/bin/busybox grep SigIgn /proc/self/status",
+    ]);
+    // (Bits 31 and 32, glibc's own signals 32 and 33, are the test
+    // harness's and glibc keeps them from programs.)
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let ignored = text(&o)
+        .strip_prefix("SigIgn:\t")
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or_else(|| panic!("no SigIgn line: {:?} {err}", text(&o)));
+    assert_eq!(ignored & !0x1_8000_0000, 0, "SigIgn {ignored:#x}");
+    let o = run_root(&[
+        BUSYBOX,
+        "sh",
+        "-c",
+        "{ /usr/bin/busybox yes; echo \"yes: $?\" >&2; } | /usr/bin/busybox head -n 1",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(text(&o), "y", "{err}");
+    assert_eq!(err.trim(), "yes: 141");
     let o = run_root(&["/no/such/command"]);
     assert_eq!(o.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot run \"/no/such/command\""));
