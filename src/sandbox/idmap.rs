@@ -131,8 +131,35 @@ impl IdMaps {
     }
 }
 
+/// The identity map of the ranges a `/proc/PID/uid_map` text lists (each
+/// range's first column mapped to itself): for a user namespace nested in
+/// that one, holding the same ids.
+pub fn identity_of(map_text: &str) -> String {
+    map_text
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let inside: u32 = it.next()?.parse().ok()?;
+            let _outside: u32 = it.next()?.parse().ok()?;
+            let count: u32 = it.next()?.parse().ok()?;
+            Some(format!("{inside} {inside} {count}\n"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_nested_namespace_maps_each_range_to_itself() {
+        assert_eq!(
+            super::identity_of(
+                "         0       1000          1\n         1     100000      65536\n"
+            ),
+            "0 0 1\n1 1 65536\n"
+        );
+        assert_eq!(super::identity_of("0 0 4294967295\n"), "0 0 4294967295\n");
+    }
+
     use super::*;
 
     #[test]

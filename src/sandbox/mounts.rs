@@ -107,6 +107,16 @@ pub enum Step {
         mountpoint: PathBuf,
         register: String,
     },
+    /// Make `target` read-only, submounts included, if it exists (a
+    /// kernel interface the root must not write: `/proc/sys`, ...).
+    ReadOnly {
+        target: PathBuf,
+    },
+    /// Hide `target`, if it exists: `/dev/null` bound over a file, an
+    /// empty read-only tmpfs over a directory.
+    Mask {
+        target: PathBuf,
+    },
     /// `pivot_root` into the root and drop the old root.
     Pivot {
         root: PathBuf,
@@ -131,6 +141,34 @@ pub struct Layout {
 /// the sandbox runs in sessions of its own (see `spawn`), so there it opens
 /// the sandbox's own pty or fails with ENXIO.
 pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Kernel interfaces under the root that are made read-only (runc's
+/// `readonlyPaths`): with them writable, root of the sandbox could change
+/// the host's sysctls (`kernel.core_pattern` runs a program as host root),
+/// trigger SysRq, or retune the host's IRQs.
+pub const READONLY_PATHS: [&str; 5] = [
+    "proc/bus",
+    "proc/fs",
+    "proc/irq",
+    "proc/sys",
+    "proc/sysrq-trigger",
+];
+
+/// What is hidden under the root (runc's `maskedPaths`): the host's
+/// memory image, keys, timers and firmware tables.
+pub const MASKED_PATHS: [&str; 11] = [
+    "proc/acpi",
+    "proc/asound",
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/sched_debug",
+    "proc/scsi",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "sys/devices/virtual/powercap",
+    "sys/firmware",
+];
 
 /// The steps, in order.
 pub fn plan(l: &Layout) -> Vec<Step> {
@@ -216,6 +254,14 @@ pub fn plan(l: &Layout) -> Vec<Step> {
             register: line.clone(),
         });
     }
+    // After binfmt_misc, which lives under /proc/sys and is made read-only
+    // with it: nothing inside registers another interpreter.
+    for p in READONLY_PATHS {
+        steps.push(Step::ReadOnly { target: r.join(p) });
+    }
+    for p in MASKED_PATHS {
+        steps.push(Step::Mask { target: r.join(p) });
+    }
     steps.push(Step::Pivot { root: r.clone() });
     steps
 }
@@ -243,6 +289,19 @@ fn mount_point(root: &Path, target: &Path, kind: Kind) -> Result<(OwnedFd, PathB
     let fd = dir.mount_point(rel, kind == Kind::Dir)?;
     let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
     Ok((fd, path))
+}
+
+/// Whether `target` (under `root`) exists, and as what (a symlink counts
+/// as missing: nothing is mounted through one).
+fn existing(root: &Path, target: &Path) -> Result<Option<Kind>, MountError> {
+    let rel = target.strip_prefix(root).map_err(|_| MountError::Escape {
+        path: target.to_owned(),
+    })?;
+    Ok(match RootDir::open(root)?.kind(rel)? {
+        Some(crate::rootdir::Kind::Dir) => Some(Kind::Dir),
+        Some(crate::rootdir::Kind::Symlink) | None => None,
+        Some(_) => Some(Kind::File),
+    })
 }
 
 /// A recursive bind of `source` on the mount point `at`.
@@ -370,6 +429,32 @@ pub fn apply(step: &Step, root: &Path) -> Result<(), MountError> {
                 })?;
             RootDir::open(root)?.write_existing(&rel.join("register"), register.as_bytes())?
         }
+        Step::ReadOnly { target } => {
+            if let Some(kind) = existing(root, target)? {
+                let (_fd, at) = mount_point(root, target, kind)?;
+                bind_readonly(root, &at, target, kind)?;
+            }
+        }
+        Step::Mask { target } => match existing(root, target)? {
+            None => {}
+            Some(Kind::File) => {
+                let (_fd, at) = mount_point(root, target, Kind::File)?;
+                bind(Path::new("/dev/null"), &at)?;
+            }
+            Some(Kind::Dir) => {
+                let (_fd, at) = mount_point(root, target, Kind::Dir)?;
+                sys::mount(
+                    Some(Path::new("tmpfs")),
+                    &at,
+                    Some("tmpfs"),
+                    MsFlags::MS_RDONLY
+                        | MsFlags::MS_NOSUID
+                        | MsFlags::MS_NODEV
+                        | MsFlags::MS_NOEXEC,
+                    Some("size=0,mode=0555"),
+                )?
+            }
+        },
         Step::Pivot { root } => {
             sys::chdir(root)?;
             sys::pivot_root(Path::new("."), Path::new("."))?;

@@ -3,8 +3,11 @@
 //! ```text
 //! zchroot (parent)            writes the id maps, forwards signals, relays the terminal, waits
 //! └─ zchroot helper           fresh exec, single-threaded: setsid, unshare(USER|NS|PID|UTS|IPC[|NET])
-//!    └─ init (PID 1 inside)   sethostname, mounts, pivot_root, reaps, forwards signals
-//!       └─ the command        setsid [, its own pty as controlling terminal], seccomp,
+//!    └─ init (PID 1 inside)   non-dumpable; sethostname, mounts, pivot_root, maps the
+//!       │                     command's ids, then keeps only CAP_KILL and /dev/null as
+//!       │                     its std fds; reaps, forwards signals
+//!       └─ the command        setsid, unshare(USER|NS) (its mounts locked), [its own pty
+//!                             as controlling terminal], seccomp, a container's capabilities,
 //!                             [setgroups, setresgid, setresuid (--user),] chdir, exec
 //! ```
 //!
@@ -19,6 +22,12 @@
 //! sandbox's own devpts; the command sends its master to zchroot, which
 //! relays it to the caller's terminal (in raw mode; window size copied, also
 //! on SIGWINCH). A seccomp filter refuses TIOCSTI and TIOCLINUX anyway.
+//!
+//! Nothing in the sandbox gets back what it was not given: the helper
+//! joins a new session keyring (the caller's keys stay out), and init and
+//! the helper are non-dumpable, so the command can neither ptrace them nor
+//! open their `/proc` files (runc's CVE-2019-5736 went through
+//! `/proc/1/exe`).
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -555,6 +564,10 @@ pub fn helper_main() -> ! {
     if let Err(e) = sys::pty::setsid() {
         fail(SETUP_FAILED, &e.to_string());
     }
+    // And the caller's session keyring: the sandbox gets an empty one.
+    if let Err(e) = sys::join_new_session_keyring() {
+        fail(SETUP_FAILED, &e.to_string());
+    }
     let plan: SandboxPlan = match serde_json::from_str(&json.to_string_lossy()) {
         Ok(p) => p,
         Err(e) => fail(SETUP_FAILED, &format!("bad sandbox plan: {e}")),
@@ -587,6 +600,12 @@ pub fn helper_main() -> ! {
     }
     drop(from_parent);
     std::mem::forget(to_parent); // fd 4 stays open for `fail`
+                                 // The maps are written (newuidmap needed /proc/PID to be ours until
+                                 // now): from here on nothing but host root can ptrace this process or
+                                 // open its /proc files.
+    if let Err(e) = sys::set_non_dumpable() {
+        fail(SETUP_FAILED, &e.to_string());
+    }
     if let Err(e) = sys::become_root(false) {
         fail(SETUP_FAILED, &e.to_string());
     }
@@ -613,6 +632,12 @@ pub fn helper_main() -> ! {
 /// sandbox's pty on (none: no pty).
 fn init_main(plan: &SandboxPlan, set: &SigSet, ttys: &[RawFd]) -> ! {
     if let Err(e) = sys::set_parent_death_signal(Signal::SIGKILL) {
+        fail(SETUP_FAILED, &e.to_string());
+    }
+    // Init is no door: non-dumpable (fork kept the helper's setting; said
+    // again so that it never depends on it), so the command cannot ptrace
+    // it, open /proc/1/{exe,root,fd/*,ns/*} or read its memory.
+    if let Err(e) = sys::set_non_dumpable() {
         fail(SETUP_FAILED, &e.to_string());
     }
     if let Err(e) = sys::sethostname(&plan.hostname) {
@@ -648,13 +673,52 @@ fn init_main(plan: &SandboxPlan, set: &SigSet, ttys: &[RawFd]) -> ! {
         }
     }
     sys::set_cloexec(FD_TO_PARENT);
+    let (to_init, from_cmd) = match pipe() {
+        Ok(p) => (p.1, p.0),
+        Err(e) => fail(SETUP_FAILED, &e.to_string()),
+    };
+    let (to_cmd, from_init) = match pipe() {
+        Ok(p) => (p.1, p.0),
+        Err(e) => fail(SETUP_FAILED, &e.to_string()),
+    };
     match sys::fork() {
         Err(e) => fail(SETUP_FAILED, &e.to_string()),
-        Ok(sys::Forked::Child) => command_main(plan, ttys),
+        Ok(sys::Forked::Child) => {
+            drop((from_cmd, to_cmd));
+            command_main(plan, ttys, (to_init, from_init))
+        }
         Ok(sys::Forked::Parent(cmd)) => {
-            sys::close_fd(FD_TO_PARENT);
+            drop((to_init, from_init));
             if !ttys.is_empty() {
                 sys::close_fd(FD_PTY);
+            }
+            // The command's own user namespace gets the identity map of
+            // this one: it holds the same ids, but the mounts it sees are
+            // locked (MNT_LOCK_READONLY and friends), capabilities or not.
+            let mut from_cmd = std::fs::File::from(from_cmd);
+            let mut to_cmd = std::fs::File::from(to_cmd);
+            let mut b = [0u8; 1];
+            if from_cmd.read(&mut b).unwrap_or(0) == 1 && b[0] == b'u' {
+                if let Err(e) = nested_maps(cmd) {
+                    let _ = sys::kill(cmd, Signal::SIGKILL);
+                    fail(SETUP_FAILED, &e);
+                }
+                let _ = to_cmd.write_all(b"g");
+            }
+            drop((from_cmd, to_cmd));
+            sys::close_fd(FD_TO_PARENT);
+            // What init keeps while it waits: CAP_KILL, to pass signals on
+            // to a command run as another user; /dev/null as its standard
+            // descriptors (the caller's output is the command's alone).
+            if let Err(e) = sys::caps::keep_only(&[sys::caps::CAP_KILL]) {
+                let _ = sys::kill(cmd, Signal::SIGKILL);
+                eprintln_to_stderr(&format!("the sandbox's init: {e}"));
+                std::process::exit(SETUP_FAILED)
+            }
+            if let Err(e) = sys::stdio_to_null(Path::new("/dev/null")) {
+                let _ = sys::kill(cmd, Signal::SIGKILL);
+                eprintln_to_stderr(&format!("the sandbox's init: {e}"));
+                std::process::exit(SETUP_FAILED)
             }
             let code = wait_forwarding(cmd, set, true);
             std::process::exit(code)
@@ -662,12 +726,26 @@ fn init_main(plan: &SandboxPlan, set: &SigSet, ttys: &[RawFd]) -> ! {
     }
 }
 
+/// Writes the id maps of the command's user namespace: each range of
+/// init's own namespace mapped to itself.
+fn nested_maps(cmd: Pid) -> Result<(), String> {
+    for file in ["uid_map", "gid_map"] {
+        let own = format!("/proc/self/{file}");
+        let text = std::fs::read_to_string(&own).map_err(|e| format!("reading {own}: {e}"))?;
+        let same = super::idmap::identity_of(&text);
+        let theirs = format!("/proc/{cmd}/{file}");
+        std::fs::write(&theirs, same.as_bytes())
+            .map_err(|e| format!("writing {theirs} ({same:?}): {e}"))?;
+    }
+    Ok(())
+}
+
 /// The command's process, forked by init: a session and a terminal of its
 /// own, the environment, the seccomp filter, no `CAP_SYS_ADMIN`, the user
 /// and the working directory, then exec. A user or working directory that
 /// cannot be taken exits [`CONTEXT_FAILED`], a command that cannot run 126,
 /// one not found 127, each with a message for zchroot to print.
-fn command_main(plan: &SandboxPlan, ttys: &[RawFd]) -> ! {
+fn command_main(plan: &SandboxPlan, ttys: &[RawFd], (to_init, from_init): (OwnedFd, OwnedFd)) -> ! {
     // The command starts with no signal blocked and none ignored.
     if let Err(e) = sys::default_signal_actions() {
         fail(SETUP_FAILED, &e.to_string());
@@ -677,6 +755,30 @@ fn command_main(plan: &SandboxPlan, ttys: &[RawFd]) -> ! {
     if let Err(e) = sys::pty::setsid() {
         fail(SETUP_FAILED, &e.to_string());
     }
+    // Dumpable again (fork copied init's setting), so that init, without
+    // privilege over the host's root, may write the maps of its
+    // /proc/PID; the exec below would make it dumpable anyway, and nothing
+    // else runs in the sandbox until then.
+    if let Err(e) = sys::set_dumpable() {
+        fail(SETUP_FAILED, &e.to_string());
+    }
+    // A user and mount namespace of its own, made after the mounts: the
+    // kernel locks every mount it inherits, so no capability in it can
+    // remount a read-only bind read-write or uncover a masked path.
+    if let Err(e) = sys::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS) {
+        fail(SETUP_FAILED, &e.to_string());
+    }
+    let mut to_init = std::fs::File::from(to_init);
+    let mut from_init = std::fs::File::from(from_init);
+    let mut b = [0u8; 1];
+    if to_init.write_all(b"u").is_err() || from_init.read(&mut b).unwrap_or(0) != 1 || b[0] != b'g'
+    {
+        fail(
+            SETUP_FAILED,
+            "the sandbox's init did not map the command's ids",
+        );
+    }
+    drop((to_init, from_init));
     if !ttys.is_empty() {
         let owner = plan.user.as_ref().map(|u| u.uid);
         if let Err(e) = take_pty(ttys, owner) {
@@ -689,13 +791,12 @@ fn command_main(plan: &SandboxPlan, ttys: &[RawFd]) -> ! {
     for (k, v) in &plan.env {
         std::env::set_var(k, v);
     }
-    if let Err(e) = sys::seccomp::deny_terminal_injection() {
+    if let Err(e) = sys::seccomp::install_sandbox_filter() {
         fail(SETUP_FAILED, &e.to_string());
     }
-    // After the filter, which needed it: without CAP_SYS_ADMIN the command
-    // cannot remount a read-only bind read-write or mount over the
-    // sandbox's own mounts.
-    if let Err(e) = sys::caps::drop_sys_admin() {
+    // After the filter, which needed CAP_SYS_ADMIN: a container's
+    // capabilities and no more, for good (bounding set too).
+    if let Err(e) = sys::caps::keep_only(&sys::caps::CONTAINER) {
         fail(SETUP_FAILED, &e.to_string());
     }
     if let Some(u) = &plan.user {

@@ -104,6 +104,73 @@ pub fn become_user(uid: u32, gid: u32, groups: &[u32]) -> SysResult<()> {
     nix::unistd::setresuid(u, u, u).map_err(err(|| format!("setresuid({uid}, {uid}, {uid})")))
 }
 
+/// Makes this process non-dumpable (`PR_SET_DUMPABLE` 0): no core dump,
+/// its `/proc/PID` files belong to root of the host's user namespace, and
+/// nothing without `CAP_SYS_PTRACE` there may ptrace it, read its memory,
+/// or open `/proc/PID/{exe,root,cwd,fd/*,ns/*}`. Kept until this process
+/// execs, which the sandbox's helper and init never do.
+pub fn set_non_dumpable() -> SysResult<()> {
+    nix::sys::prctl::set_dumpable(false).map_err(err(|| "prctl(PR_SET_DUMPABLE, 0)".to_string()))
+}
+
+/// Makes this process dumpable again (`PR_SET_DUMPABLE` 1).
+pub fn set_dumpable() -> SysResult<()> {
+    nix::sys::prctl::set_dumpable(true).map_err(err(|| "prctl(PR_SET_DUMPABLE, 1)".to_string()))
+}
+
+/// Whether this process is dumpable (`PR_GET_DUMPABLE`).
+pub fn is_dumpable() -> SysResult<bool> {
+    nix::sys::prctl::get_dumpable().map_err(err(|| "prctl(PR_GET_DUMPABLE)".to_string()))
+}
+
+/// Joins a new, anonymous session keyring, so that nothing started from
+/// here reaches the caller's (`keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)`,
+/// as runc does).
+pub fn join_new_session_keyring() -> SysResult<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: a null name asks for an anonymous keyring; no pointer is
+    // dereferenced.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    if r < 0 {
+        return Err(SysError {
+            call: "keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)".into(),
+            errno: Errno::last(),
+        });
+    }
+    Ok(())
+}
+
+/// Points descriptors 0, 1 and 2 at `/dev/null` (opened as `null`, a path
+/// inside the current root).
+pub fn stdio_to_null(null: &Path) -> SysResult<()> {
+    let fd = nix::fcntl::open(
+        null,
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(err(|| {
+        format!("open({:?}, O_RDWR)", null.display().to_string())
+    }))?;
+    for to in 0..3 {
+        // SAFETY: dup2 on descriptors this process owns; `fd` stays open
+        // until the end of the loop.
+        let r = unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&fd), to) };
+        if r < 0 {
+            return Err(SysError {
+                call: format!("dup2(<{}>, {to})", null.display()),
+                errno: Errno::last(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Asks the kernel to send `sig` to this process when its parent dies.
 pub fn set_parent_death_signal(sig: Signal) -> SysResult<()> {
     nix::sys::prctl::set_pdeathsig(sig).map_err(err(|| format!("prctl(PR_SET_PDEATHSIG, {sig})")))
