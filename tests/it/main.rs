@@ -14,6 +14,7 @@ mod create_options;
 mod debian;
 mod doctor;
 mod env;
+mod escape;
 mod export;
 mod host_binfmt;
 mod hostile_archive;
