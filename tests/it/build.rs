@@ -474,6 +474,56 @@ fn modules_are_signed_on_the_host_as_sign_file_signs_them() {
     assert!(e.contains(&*other_key.to_string_lossy()), "{e}");
 }
 
+// The modules are signed on this host: what signing needs is checked
+// with a trial signature before anything is fetched or built.
+#[test]
+fn signing_problems_fail_before_building() {
+    if !require_openssl() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (key, cert) = signing_key(t.path(), "zchroot test MOK");
+    let other = t.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let (other_key, _) = signing_key(&other, "someone else");
+    let home = t.path().join("home");
+    let src = hello_source();
+    let build = |key: &Path, path: &str| {
+        Zchroot::new(&home).env("PATH", path).run(&[
+            "build-dkms",
+            src.to_str().unwrap(),
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--sign-cert",
+            cert.to_str().unwrap(),
+        ])
+    };
+    // No openssl on this host.
+    let o = build(&key, "/nonexistent");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("--sign-key: openssl, which signs the modules on this host"),
+        "{e}"
+    );
+    assert!(e.contains("help: install openssl"), "{e}");
+    // A key that is not the certificate's.
+    let o = build(&other_key, &std::env::var("PATH").unwrap());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("openssl cms could not sign with key"), "{e}");
+    assert!(
+        e.contains("help: check that the key is the certificate's"),
+        "{e}"
+    );
+    // Nothing was built: no build root was made.
+    let roots = std::fs::read_dir(home.join("state/roots"))
+        .into_iter()
+        .flatten()
+        .count();
+    assert_eq!(roots, 0);
+}
+
 #[test]
 fn modules_are_signed_with_the_users_key() {
     if !require_root_and_debian() || !require_openssl() {
