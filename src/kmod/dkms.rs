@@ -95,12 +95,12 @@ pub const SRC_IN_ROOT: &str = "/zchroot-src";
 pub const OUT_IN_ROOT: &str = "/zchroot-out";
 pub const LOG_IN_ROOT: &str = "var/log/zchroot-build.log";
 pub const KERNEL_IN_ROOT: &str = "/zchroot-kernel";
-/// The user's signing key (`key.pem`) and certificate (`cert`).
-pub const SIGN_IN_ROOT: &str = "/zchroot-sign";
 /// Where the build root keeps its compiler cache.
 pub const CCACHE_IN_ROOT: &str = "/var/cache/zchroot-ccache";
 
 const SIGN_CONF: &str = "/etc/dkms/framework.conf.d/zchroot-sign.conf";
+/// The signing tool DKMS is given when zchroot signs: none there.
+const NO_SIGN_FILE: &str = "/nonexistent/zchroot-signs-on-the-host";
 
 fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -257,16 +257,16 @@ pub fn build_script(
             ));
         }
     }
-    // DKMS signs with the key its framework configuration names: the
-    // user's, or (without one) a throwaway key it makes when it can.
+    // Without a key of the user's, DKMS signs with a throwaway key it
+    // makes when it can. With one, DKMS does not sign (nor make a key): no
+    // signing tool. zchroot signs on the host after the build; the user's
+    // key never enters the root.
     s.push_str(&format!(
         "mkdir -p {d} && rm -f {SIGN_CONF}\n",
         d = Path::new(SIGN_CONF).parent().unwrap().display()
     ));
     if sign {
-        s.push_str(&format!(
-            "printf 'mok_signing_key=%s\\nmok_certificate=%s\\n' {SIGN_IN_ROOT}/key.pem {SIGN_IN_ROOT}/cert > {SIGN_CONF}\n"
-        ));
+        s.push_str(&format!("echo 'sign_file={NO_SIGN_FILE}' > {SIGN_CONF}\n"));
     }
     s.push_str(&format!(
         "dkms status -m \"$NAME\" -v \"$VER\" | grep -q . || dkms add -m \"$NAME\" -v \"$VER\"\n\
@@ -288,7 +288,9 @@ pub fn build_script(
          [ -e \"$config\" ] || config=/lib/modules/{k}/build/include/config/auto.conf\n\
          cc_text=$(sed -n 's/^CONFIG_CC_VERSION_TEXT=\"\\(.*\\)\"$/\\1/p' \"$config\")\n\
          module_cc=${{module_cc:-${{cc_text%% *}}}}\n\
-         {{ echo \"$cc_text\"; \"$module_cc\" --version 2>/dev/null | head -n1; }} > {OUT_IN_ROOT}/zchroot-compiler\n",
+         {{ echo \"$cc_text\"; \"$module_cc\" --version 2>/dev/null | head -n1; }} > {OUT_IN_ROOT}/zchroot-compiler\n\
+         # The hash the kernel's modules are signed with, for signing on the host.\n\
+         sed -n 's/^CONFIG_MODULE_SIG_HASH=\"\\{{0,1\\}}\\([^\"]*\\)\"\\{{0,1\\}}$/\\1/p' \"$config\" > {OUT_IN_ROOT}/zchroot-sig-hash\n",
         k = quote(krel),
         a = quote(uname_arch),
     ));
@@ -509,8 +511,15 @@ mod tests {
             "aarch64",
             true,
         );
-        let conf = signed.find("mok_signing_key=%s\\nmok_certificate=%s\\n' /zchroot-sign/key.pem /zchroot-sign/cert > /etc/dkms/framework.conf.d/zchroot-sign.conf").unwrap();
+        // With the user's key, DKMS has no signing tool (so signs nothing
+        // and makes no key), and no key is named in the root: zchroot
+        // signs on the host after the build.
+        let conf = signed.find("echo 'sign_file=/nonexistent/zchroot-signs-on-the-host' > /etc/dkms/framework.conf.d/zchroot-sign.conf\n").unwrap();
         assert!(conf < signed.find("dkms build").unwrap());
+        assert!(!signed.contains("mok_"), "{signed}");
+        assert!(!signed.contains("zchroot-sign/"), "{signed}");
+        // The kernel's hash, for the host's signing.
+        assert!(signed.contains("> /zchroot-out/zchroot-sig-hash\n"));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::sandbox::{self, spawn, RunSpec};
 use super::dkms::{self, ModuleSource};
 use super::kernel::LocalKernel;
 use super::plan::{BuildPlan, How, Used};
-use super::{cross, elf, io, package, BuildError, BuildSpec, Built};
+use super::{cross, elf, io, package, sign, BuildError, BuildSpec, Built};
 
 /// How much of a build's log is read back from its root.
 const LOG_MAX: u64 = 16 << 20;
@@ -46,7 +46,6 @@ pub(super) struct Exec<'a> {
 struct Staged {
     out: tempfile::TempDir,
     _kernel: tempfile::TempDir,
-    _sign: tempfile::TempDir,
     binds: Vec<Bind>,
     headers: dkms::Headers,
     signing: bool,
@@ -153,8 +152,9 @@ impl Exec<'_> {
         self.package(plan, outputs)
     }
 
-    /// Stage: the output directory, the source, the kernel's .debs and
-    /// the user's signing key, each bound into the root.
+    /// Stage: the output directory, the source and the kernel's .debs,
+    /// each bound into the root. Never the user's signing key: the modules
+    /// are signed on this host after the build ([`Exec::verify`]).
     fn stage(&self, plan: &BuildPlan) -> Result<Staged, BuildError> {
         let state = &self.dirs.state;
         let tmp = |prefix: &str| {
@@ -163,11 +163,7 @@ impl Exec<'_> {
                 .tempdir_in(state)
                 .map_err(io(state))
         };
-        let (out, kernel_dir, sign_dir) = (
-            tmp(".build-out-")?,
-            tmp(".build-kernel-")?,
-            tmp(".build-sign-")?,
-        );
+        let (out, kernel_dir) = (tmp(".build-out-")?, tmp(".build-kernel-")?);
         let bind = |host: PathBuf, guest: &str, readonly| Bind {
             host,
             guest: guest.into(),
@@ -235,27 +231,12 @@ impl Exec<'_> {
                 dkms::Headers::Local(give(&files)?)
             }
         };
-        // The user's key, seen by DKMS in the root, gone with the build.
-        let signing = match &self.spec.sign {
-            Some((key, cert)) => {
-                use std::os::unix::fs::PermissionsExt;
-                let k = sign_dir.path().join("key.pem");
-                std::fs::copy(key, &k).map_err(io(key))?;
-                std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600))
-                    .map_err(io(&k))?;
-                std::fs::copy(cert, sign_dir.path().join("cert")).map_err(io(cert))?;
-                binds.push(bind(sign_dir.path().to_owned(), dkms::SIGN_IN_ROOT, true));
-                true
-            }
-            None => false,
-        };
         Ok(Staged {
             out,
             _kernel: kernel_dir,
-            _sign: sign_dir,
             binds,
             headers,
-            signing,
+            signing: self.spec.sign.is_some(),
         })
     }
 
@@ -332,8 +313,9 @@ impl Exec<'_> {
     }
 
     /// Verify: the build succeeded and left modules for the target's
-    /// machine and the kernel's release, signed when a key was given, and
-    /// a record of its compiler.
+    /// machine and the kernel's release, and a record of its compiler; the
+    /// modules are then signed here, outside the build, when a key was
+    /// given.
     fn verify(&self, plan: &BuildPlan, staged: &Staged, ran: Ran) -> Result<Outputs, BuildError> {
         let k = &plan.kernel;
         if ran.code != 0 {
@@ -379,7 +361,27 @@ impl Exec<'_> {
         if files.is_empty() {
             return Err(bad("DKMS reported success but built no .ko file".into()));
         }
-        let signed = check_modules(&self.target.arch, &k.release, &files).map_err(bad)?;
+        let mut signed = check_modules(&self.target.arch, &k.release, &files).map_err(bad)?;
+        if let Some((key, cert)) = &self.spec.sign {
+            // The hash the kernel's config names (the build's record,
+            // checked against a list), with the user's key read where it is.
+            let hash = out_dir
+                .read(Path::new("zchroot-sig-hash"), 4096)
+                .ok()
+                .and_then(|b| sign::hash_of(&String::from_utf8_lossy(&b)))
+                .unwrap_or(sign::DEFAULT_HASH);
+            let signer = sign::Signer { key, cert };
+            for (name, bytes) in &mut files {
+                *bytes =
+                    signer
+                        .sign_module(name, bytes, hash)
+                        .map_err(|source| BuildError::Sign {
+                            kernel: k.release.clone(),
+                            source,
+                        })?;
+            }
+            signed = check_modules(&self.target.arch, &k.release, &files).map_err(bad)?;
+        }
         if self.spec.sign.is_some() && !signed {
             return Err(BuildError::NotSigned {
                 kernel: k.release.clone(),

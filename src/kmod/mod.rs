@@ -13,6 +13,7 @@ pub mod kernel;
 pub mod kset;
 pub mod package;
 pub mod plan;
+pub mod sign;
 pub mod vendor;
 pub mod zfs;
 
@@ -103,6 +104,14 @@ pub enum BuildError {
         what: &'static str,
         reason: String,
     },
+    #[error("signing the modules built for {kernel}: {source}")]
+    Sign {
+        kernel: String,
+        #[source]
+        source: sign::SignError,
+    },
+    #[error("--sign-key: {0}")]
+    SignCheck(sign::SignError),
     #[error("{kernel}: --sign-key was given but {module} is not signed; the end of the log:\n{tail}\n(the whole log: {})", log.display())]
     NotSigned {
         kernel: String,
@@ -828,6 +837,12 @@ fn check_signing(key: &Path, cert: &Path) -> Result<(), BuildError> {
             "neither a PEM nor a DER X.509 certificate".into(),
         ));
     }
+    // The modules are signed on this host after the build: a trial
+    // signature now says whether openssl is there and takes the key and
+    // its certificate, before anything is built.
+    sign::Signer { key, cert }
+        .cms(b"zchroot", sign::DEFAULT_HASH)
+        .map_err(BuildError::SignCheck)?;
     Ok(())
 }
 

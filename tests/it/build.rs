@@ -352,34 +352,15 @@ fn bad_build_input_fails_before_compiling() {
     }
 }
 
-#[test]
-fn modules_are_signed_with_the_users_key() {
-    if !require_root_and_debian()
-        || !require(
-            have_command("openssl"),
-            "openssl (to make a test signing key)",
-            "apt-get install openssl",
-        )
-    {
-        return;
-    }
-    let t = tempfile::tempdir().unwrap();
-    let key = t.path().join("mok.key");
-    let cert = t.path().join("mok.der");
+/// A module signing key and its certificate (DER), made with openssl,
+/// with `cn` as the certificate's name.
+fn signing_key(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
+    let key = dir.join("mok.key");
+    let cert = dir.join("mok.der");
     let st = Command::new("openssl")
-        .args([
-            "req",
-            "-new",
-            "-x509",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=zchroot test MOK",
-            "-newkey",
-            "rsa:2048",
-            "-keyout",
-        ])
+        .args(["req", "-new", "-x509", "-nodes", "-days", "1", "-subj"])
+        .arg(format!("/CN={cn}"))
+        .args(["-newkey", "rsa:2048", "-keyout"])
         .arg(&key)
         .args(["-outform", "DER", "-out"])
         .arg(&cert)
@@ -387,6 +368,169 @@ fn modules_are_signed_with_the_users_key() {
         .status()
         .unwrap();
     assert!(st.success());
+    (key, cert)
+}
+
+/// openssl, to make test signing keys and check signatures, or a loud skip.
+fn require_openssl() -> bool {
+    require(
+        have_command("openssl"),
+        "openssl (to make a test signing key and check signatures)",
+        "apt-get install openssl",
+    )
+}
+
+/// Checks a signed module (uncompressed) as the kernel reads it: the
+/// trailer (`struct module_signature`, the magic), and the PKCS#7
+/// signature over the module's bytes by the key of `cert`, with openssl.
+fn assert_signed_by(ko: &[u8], cert: &Path, hash: &str) {
+    let magic = b"~Module signature appended~\n";
+    let rest = ko.strip_suffix(magic).expect("a signature trailer");
+    let (rest, info) = rest.split_at(rest.len() - 12);
+    assert_eq!(
+        info[..8],
+        [0, 0, 2, 0, 0, 0, 0, 0],
+        "PKCS#7, no signer/key id"
+    );
+    let sig_len = u32::from_be_bytes(info[8..].try_into().unwrap()) as usize;
+    let (module, sig) = rest.split_at(rest.len() - sig_len);
+    assert!(module.starts_with(b"\x7fELF"));
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("m"), module).unwrap();
+    std::fs::write(t.path().join("s"), sig).unwrap();
+    let o = Command::new("openssl")
+        .args(["cms", "-verify", "-binary", "-inform", "DER", "-noverify"])
+        .args(["-out", "/dev/null", "-in"])
+        .arg(t.path().join("s"))
+        .arg("-content")
+        .arg(t.path().join("m"))
+        .arg("-certfile")
+        .arg(cert)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "openssl cms -verify: {}", stderr(&o));
+    // As sign-file makes it: no certificates, no signed attributes.
+    let o = Command::new("openssl")
+        .args(["cms", "-cmsout", "-print", "-inform", "DER", "-in"])
+        .arg(t.path().join("s"))
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&o.stdout);
+    let words = printed.split_whitespace().collect::<Vec<_>>().join(" ");
+    for part in [
+        "certificates: <ABSENT>".to_string(),
+        "signedAttrs: <ABSENT>".to_string(),
+        "d.issuerAndSerialNumber: issuer: CN=".to_string(),
+        format!("digestAlgorithm: algorithm: {hash} ("),
+    ] {
+        assert!(words.contains(&part), "no {part:?} in {printed}");
+    }
+}
+
+#[test]
+fn modules_are_signed_on_the_host_as_sign_file_signs_them() {
+    if !require_openssl() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (key, cert) = signing_key(t.path(), "zchroot host signing");
+    let signer = zchroot::kmod::sign::Signer {
+        key: &key,
+        cert: &cert,
+    };
+    let module = [&b"\x7fELF\x02\x01\x01"[..], &b"module ".repeat(500)].concat();
+    // Signed already (by a key a build made): that signature goes.
+    let presigned = zchroot::kmod::sign::append_signature(&module, b"someone else's");
+    for c in [
+        zchroot::kmod::elf::Compression::None,
+        zchroot::kmod::elf::Compression::Xz,
+        zchroot::kmod::elf::Compression::Zstd,
+    ] {
+        for (hash, input) in [("sha256", &module), ("sha512", &presigned)] {
+            let file = zchroot::kmod::sign::compress(c, input).unwrap();
+            let signed = signer.sign_module("m.ko", &file, hash).unwrap();
+            assert_eq!(
+                zchroot::kmod::elf::Compression::of(&signed),
+                c,
+                "compressed alike"
+            );
+            let plain = zchroot::kmod::elf::decompressed(&signed);
+            assert!(plain.starts_with(&module));
+            assert_signed_by(&plain, &cert, hash);
+        }
+    }
+    // A key that is not the certificate's is refused, naming both.
+    let other = t.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let (other_key, _) = signing_key(&other, "someone else");
+    let e = zchroot::kmod::sign::Signer {
+        key: &other_key,
+        cert: &cert,
+    }
+    .sign_module("m.ko", &module, "sha256")
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("openssl cms could not sign with key"), "{e}");
+    assert!(e.contains(&*other_key.to_string_lossy()), "{e}");
+}
+
+// The modules are signed on this host: what signing needs is checked
+// with a trial signature before anything is fetched or built.
+#[test]
+fn signing_problems_fail_before_building() {
+    if !require_openssl() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (key, cert) = signing_key(t.path(), "zchroot test MOK");
+    let other = t.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let (other_key, _) = signing_key(&other, "someone else");
+    let home = t.path().join("home");
+    let src = hello_source();
+    let build = |key: &Path, path: &str| {
+        Zchroot::new(&home).env("PATH", path).run(&[
+            "build-dkms",
+            src.to_str().unwrap(),
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--sign-cert",
+            cert.to_str().unwrap(),
+        ])
+    };
+    // No openssl on this host.
+    let o = build(&key, "/nonexistent");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("--sign-key: openssl, which signs the modules on this host"),
+        "{e}"
+    );
+    assert!(e.contains("help: install openssl"), "{e}");
+    // A key that is not the certificate's.
+    let o = build(&other_key, &std::env::var("PATH").unwrap());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("openssl cms could not sign with key"), "{e}");
+    assert!(
+        e.contains("help: check that the key is the certificate's"),
+        "{e}"
+    );
+    // Nothing was built: no build root was made.
+    let roots = std::fs::read_dir(home.join("state/roots"))
+        .into_iter()
+        .flatten()
+        .count();
+    assert_eq!(roots, 0);
+}
+
+#[test]
+fn modules_are_signed_with_the_users_key() {
+    if !require_root_and_debian() || !require_openssl() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (key, cert) = signing_key(t.path(), "zchroot test MOK");
     let out = t.path().join("out");
     let src = hello_source();
     let o = zchroot(
@@ -417,17 +561,121 @@ fn modules_are_signed_with_the_users_key() {
     let ko = read_ko(&deb, &krel).unwrap();
     let info = zchroot::kmod::elf::ko_info(&ko).unwrap();
     assert!(info.signed);
-    // The signature (PKCS#7, appended) names the signer's certificate.
+    // The signature (PKCS#7, appended) is the test key's over the module,
+    // with the hash Debian's kernel names (CONFIG_MODULE_SIG_HASH).
     let plain = zchroot::kmod::elf::decompressed(&ko);
     assert!(
         plain.windows(16).any(|w| w == b"zchroot test MOK"),
         "the signature is not by the test key"
     );
-    // The key does not stay in the build root.
+    assert_signed_by(&plain, &cert, "sha256");
+}
+
+/// A module whose Makefile (run in the build root, as every module's is)
+/// looks for private keys wherever it can read and prints what it finds
+/// into DKMS's make.log, which stays in the root.
+fn key_hunting_source(dir: &Path) -> PathBuf {
+    let src = dir.join("keyhunt");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::copy(hello_source().join("hello.c"), src.join("hello.c")).unwrap();
+    std::fs::write(
+        src.join("dkms.conf"),
+        "PACKAGE_NAME=\"keyhunt\"\nPACKAGE_VERSION=\"0.1\"\nBUILT_MODULE_NAME[0]=\"hello\"\n\
+         DEST_MODULE_LOCATION[0]=\"/updates/dkms\"\n\
+         MAKE[0]=\"make -C ${kernel_source_dir} M=${dkms_tree}/${PACKAGE_NAME}/${PACKAGE_VERSION}/build modules\"\n\
+         CLEAN=\"true\"\nAUTOINSTALL=\"no\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("Makefile"),
+        "obj-m := hello.o\n\
+         KEYS := $(shell find / \\( -path /proc -o -path /sys -o -path /dev -o -path /usr \\) -prune -o \
+         -type f \\( -name '*.pem' -o -name '*key*' -o -name '*cert*' -o -name '*.der' \\) -size -64k -print 2>/dev/null \
+         | xargs -r grep -l 'PRIVATE KEY' 2>/dev/null)\n\
+         $(info keyhunt: searched, found: $(KEYS))\n\
+         $(info $(shell for f in $(KEYS); do cat $$f; done))\n",
+    )
+    .unwrap();
+    src
+}
+
+// The user's signing key never enters the build root (where DKMS, the
+// compilers and the module's own Makefile run with the network shared):
+// the modules are signed on the host after the build.
+#[test]
+fn the_signing_key_never_enters_the_build_root() {
+    if !require_root_and_debian() || !require_openssl() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (key, cert) = signing_key(t.path(), "zchroot hunted MOK");
+    let key_text = std::fs::read_to_string(&key).unwrap();
+    // A line of the key's base64 body: what a copy of it would contain.
+    let secret = key_text
+        .lines()
+        .find(|l| l.len() == 64 && !l.starts_with("-----"))
+        .unwrap()
+        .to_string();
+    let out = t.path().join("out");
+    let src = key_hunting_source(t.path());
+    let o = zchroot(
+        &home(),
+        &[
+            "build-dkms",
+            src.to_str().unwrap(),
+            "--strategy",
+            "cross",
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--sign-cert",
+            cert.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The Makefile searched, and found nothing of the key.
     let root = home()
         .join("state/roots")
-        .join(zchroot::kmod::build_root_name("trixie", "amd64"));
-    assert!(!root.join("root/zchroot-sign/key.pem").exists());
+        .join(zchroot::kmod::build_root_name("trixie", "amd64"))
+        .join("root");
+    // DKMS keeps its make.log under the module's tree (its path differs
+    // between versions of DKMS).
+    let logs = Command::new("find")
+        .arg(root.join("var/lib/dkms/keyhunt"))
+        .args(["-name", "make.log", "-type", "f"])
+        .output()
+        .unwrap();
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    let make_log = logs
+        .lines()
+        .map(|l| std::fs::read_to_string(l).unwrap())
+        .collect::<String>();
+    assert!(make_log.contains("keyhunt: searched"), "{make_log}");
+    assert!(
+        !make_log.contains(&secret),
+        "the module's Makefile read the signing key:\n{make_log}"
+    );
+    // Nothing in the root holds it (the root's own tree: the build's
+    // mounts are gone with its sandbox).
+    let g = Command::new("grep")
+        .args(["-rlF", "--no-messages", "-e", &secret])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert_eq!(
+        g.status.code(),
+        Some(1),
+        "the signing key is in the build root: {}",
+        String::from_utf8_lossy(&g.stdout)
+    );
+    // And the module is signed with it all the same.
+    let deb = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    let krel = field(&deb, "Package")
+        .trim_start_matches("keyhunt-modules-")
+        .to_string();
+    let ko = read_ko(&deb, &krel).unwrap();
+    assert_signed_by(&zchroot::kmod::elf::decompressed(&ko), &cert, "sha256");
 }
 
 #[test]
