@@ -296,6 +296,47 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_bomb_is_refused_naming_the_package() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let mut b = DebBuilder::new(vec![
+            ("Package".into(), "bomb".into()),
+            ("Version".into(), "1".into()),
+            ("Architecture".into(), "all".into()),
+            ("Installed-Size".into(), "0".into()),
+        ]);
+        for i in 0..10_000 {
+            b.add_file(&format!("usr/share/bomb/{i}"), 0o644, Vec::new());
+        }
+        let bomb = t.path().join("bomb.deb");
+        b.write_to(std::fs::File::create(&bomb).unwrap()).unwrap();
+        let debs = [
+            (
+                deb(t.path(), "base", &[], None),
+                ExtractLimit {
+                    package: "base".into(),
+                    installed_size_kib: None,
+                },
+            ),
+            (
+                bomb,
+                ExtractLimit {
+                    package: "bomb".into(),
+                    installed_size_kib: Some(0),
+                },
+            ),
+        ];
+        let e = unpack_and_register(&root, &debs).unwrap_err();
+        assert_eq!(
+            e,
+            "bomb_1_all.deb: bomb: has more than 10000 entries (files, directories, links), \
+             more than its Installed-Size of 0 KiB allows (2 entries per KiB and 10000 more)"
+        );
+        assert!(!root.join("var/lib/dpkg/status").exists());
+    }
+
+    #[test]
     fn a_deb_that_is_not_the_package_its_index_names_is_refused() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().join("root");
