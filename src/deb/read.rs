@@ -79,6 +79,13 @@ fn entries_for_kib(kib: u64) -> u64 {
 /// Suffix of the temporary name entries are written under.
 const TMP_SUFFIX: &[u8] = b".dpkg-new";
 
+/// The file of dpkg's database (`info/PKG.list`) that lists the package's
+/// files: written by whoever unpacks the package, never a control member.
+pub const LIST_FILE: &str = "list";
+
+/// Longest control member name dpkg installs (its `MAXCONTROLFILENAME`).
+const MAX_CONTROL_NAME: usize = 100;
+
 /// Maintainer scripts dpkg runs, in the order they are usually listed.
 pub const MAINTAINER_SCRIPTS: [&str; 5] = ["preinst", "postinst", "prerm", "postrm", "config"];
 
@@ -109,7 +116,7 @@ pub struct ControlFiles {
     pub control: String,
     /// Every other member (maintainer scripts, `conffiles`, `md5sums`,
     /// `triggers`, `shlibs`, ...), sorted by name. These are what dpkg keeps as
-    /// `/var/lib/dpkg/info/PKG.NAME`.
+    /// `/var/lib/dpkg/info/PKG.NAME`: never `list`, and no name with a dot.
     pub files: Vec<ControlFile>,
 }
 
@@ -175,7 +182,10 @@ pub fn read_control(deb: &Path) -> Result<String, DebError> {
 
 /// All control members of a .deb. Only plain files directly in `control.tar`
 /// are accepted; anything else (subdirectories, links, `..`) is an error, so
-/// the names are safe to use as `/var/lib/dpkg/info/PKG.NAME`.
+/// the names are safe to use as `/var/lib/dpkg/info/PKG.NAME`. As dpkg
+/// does when it installs them there, members whose name has a dot are
+/// ignored, and a name longer than 100 bytes is an error; a member named
+/// `list` (dpkg's own file list of the package) is an error too.
 pub fn control_files(deb: &Path) -> Result<ControlFiles, DebError> {
     with_member(deb, "control.tar", |reader, member| {
         let read_err = read_err(deb, member);
@@ -202,6 +212,24 @@ pub fn control_files(deb: &Path) -> Result<ControlFiles, DebError> {
             };
             let name =
                 String::from_utf8(name.clone()).map_err(|_| bad(&raw, "name is not UTF-8"))?;
+            // As dpkg installs control members into its database: a name
+            // with a dot is ignored (as `info/PKG.NAME` it could be another
+            // package's file: member `b.list` of `a` is `info/a.b.list`, the
+            // file list of package `a.b`), and `list` is dpkg's own file
+            // list of the package, which dpkg skips with a warning and
+            // zchroot refuses, since no honest package ships one.
+            if name.contains('.') {
+                continue;
+            }
+            if name == LIST_FILE {
+                return Err(bad(
+                    &raw,
+                    "dpkg keeps its own list of the package's files under this name",
+                ));
+            }
+            if name.len() > MAX_CONTROL_NAME {
+                return Err(bad(&raw, "longer than the 100 bytes dpkg allows"));
+            }
             if entry.size() > MAX_CONTROL_MEMBER {
                 return Err(bad(&raw, "larger than 64 MiB"));
             }
@@ -1420,6 +1448,46 @@ mod tests {
         std::fs::create_dir(&root).unwrap();
         let paths = extract_data(&deb, &root).unwrap();
         assert_eq!(paths.len() as u64, ENTRY_ALLOWANCE + 1);
+    }
+
+    #[test]
+    fn control_members_are_what_dpkg_installs_and_never_its_file_list() {
+        let t = tempfile::tempdir().unwrap();
+        let mut b = builder("evil", None);
+        b.add_file("usr/share/doc/evil/x", 0o644, b"x".to_vec());
+        b.add_control_file("list", 0o644, b"/etc/passwd\n".to_vec());
+        let deb = write_deb(t.path(), "list", &b);
+        let e = control_files(&deb).unwrap_err();
+        assert!(
+            matches!(&e, DebError::BadControlEntry { entry, .. } if entry.ends_with("list")),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().ends_with(
+                "control member entry \"./list\" is not acceptable: \
+                 dpkg keeps its own list of the package's files under this name"
+            ),
+            "{e}"
+        );
+        // A name with a dot is ignored, as dpkg ignores it: as
+        // `info/evil.b.list` it would be package `evil.b`'s file list.
+        let mut b = builder("evil", None);
+        b.add_control_file("b.list", 0o644, b"/etc/passwd\n".to_vec());
+        b.add_control_file("shlibs", 0o644, b"libevil 1 evil\n".to_vec());
+        let deb = write_deb(t.path(), "dotted", &b);
+        let c = control_files(&deb).unwrap();
+        let names: Vec<&str> = c.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["shlibs"]);
+        // dpkg refuses names over 100 bytes.
+        let mut b = builder("evil", None);
+        b.add_control_file(&"n".repeat(101), 0o644, Vec::new());
+        let deb = write_deb(t.path(), "long", &b);
+        let e = control_files(&deb).unwrap_err().to_string();
+        assert!(e.ends_with("longer than the 100 bytes dpkg allows"), "{e}");
+        let mut b = builder("evil", None);
+        b.add_control_file(&"n".repeat(100), 0o644, Vec::new());
+        let deb = write_deb(t.path(), "longest", &b);
+        assert!(control_files(&deb).unwrap().get(&"n".repeat(100)).is_some());
     }
 
     #[test]

@@ -337,6 +337,53 @@ mod tests {
     }
 
     #[test]
+    fn a_control_member_never_replaces_the_file_list() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let limit = |n: &str| ExtractLimit {
+            package: n.into(),
+            installed_size_kib: None,
+        };
+        let build = |name: &str, member: &str| {
+            let mut b = DebBuilder::new(vec![
+                ("Package".into(), name.into()),
+                ("Version".into(), "1".into()),
+                ("Architecture".into(), "all".into()),
+            ]);
+            b.add_file(&format!("usr/share/doc/{name}"), 0o644, b"x\n".to_vec());
+            b.add_control_file(member, 0o644, b"/etc/passwd\n".to_vec());
+            let path = t.path().join(format!("{name}.deb"));
+            b.write_to(std::fs::File::create(&path).unwrap()).unwrap();
+            (path, limit(name))
+        };
+        // A member `list` would claim /etc/passwd for the package.
+        let e = unpack_and_register(&root, &[build("evil", "list")]).unwrap_err();
+        assert!(e.starts_with("evil: "), "{e}");
+        assert!(
+            e.ends_with(
+                "control member entry \"./list\" is not acceptable: \
+                 dpkg keeps its own list of the package's files under this name"
+            ),
+            "{e}"
+        );
+        assert!(!root.join("var/lib/dpkg/info/evil.list").exists());
+        // `bb.list` of package `aa` would be package `aa.bb`'s list: ignored,
+        // as dpkg ignores a member whose name has a dot.
+        unpack_and_register(&root, &[build("aa.bb", "shlibs"), build("aa", "bb.list")]).unwrap();
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+        assert_eq!(
+            read("var/lib/dpkg/info/aa.bb.list"),
+            "/.\n/usr\n/usr/share\n/usr/share/doc\n/usr/share/doc/aa.bb\n"
+        );
+        assert_eq!(
+            read("var/lib/dpkg/info/aa.list"),
+            "/.\n/usr\n/usr/share\n/usr/share/doc\n/usr/share/doc/aa\n"
+        );
+        assert_eq!(read("var/lib/dpkg/info/aa.bb.shlibs"), "/etc/passwd\n");
+    }
+
+    #[test]
     fn a_deb_that_is_not_the_package_its_index_names_is_refused() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().join("root");
