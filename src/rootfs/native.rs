@@ -22,6 +22,16 @@ const MAX_CONFFILE: u64 = 64 << 20;
 /// One package unpacked: its control members and what was extracted.
 type Done = (ControlFiles, Extraction);
 
+/// The package as dpkg names it in errors, `NAME_VERSION_ARCH.deb`, from
+/// its control file.
+fn named(control: &str, limit: &ExtractLimit) -> String {
+    register::deb_file_name(
+        register::field(control, "Package").unwrap_or(&limit.package),
+        register::field(control, "Version").unwrap_or_default(),
+        register::field(control, "Architecture").unwrap_or_default(),
+    )
+}
+
 /// Extracts each of `debs` (data and control) with `threads` workers; the
 /// results in the order of `debs`. The first is unpacked alone before the
 /// others (base-files: the tree's top directories and links).
@@ -53,13 +63,8 @@ fn extract_all(
                 limit.package
             ));
         }
-        let named = register::deb_file_name(
-            register::field(c, "Package").unwrap_or(&limit.package),
-            register::field(c, "Version").unwrap_or_default(),
-            register::field(c, "Architecture").unwrap_or_default(),
-        );
-        let ex =
-            crate::deb::extract_data_with(deb, root, limit).map_err(|e| format!("{named}: {e}"))?;
+        let ex = crate::deb::extract_data_with(deb, root, limit)
+            .map_err(|e| format!("{}: {e}", named(c, limit)))?;
         Ok((control, ex))
     };
     let Some((first, rest)) = debs.split_first() else {
@@ -71,32 +76,47 @@ fn extract_all(
     let size = |i: &usize| std::fs::metadata(&rest[*i].0).map_or(0, |m| m.len());
     by_size.sort_by_key(|i| std::cmp::Reverse(size(i)));
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<Done, String>>>> =
-        Mutex::new((0..rest.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<Done>>> = Mutex::new((0..rest.len()).map(|_| None).collect());
+    // The first failure, which stopped the work: the one reported (the
+    // packages left undone by it have no error of their own).
+    let failure: Mutex<Option<String>> = Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
             s.spawn(|| loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&i) = by_size.get(k) else { break };
-                let r = one(&rest[i]);
-                let failed = r.is_err();
-                if let Ok(mut v) = results.lock() {
-                    v[i] = Some(r);
-                }
-                if failed {
-                    // Stop handing out work; the others finish theirs.
-                    next.store(by_size.len(), Ordering::Relaxed);
+                match one(&rest[i]) {
+                    Ok(done) => {
+                        if let Ok(mut v) = results.lock() {
+                            v[i] = Some(done);
+                        }
+                    }
+                    Err(e) => {
+                        // Stop handing out work; the others finish theirs.
+                        next.store(by_size.len(), Ordering::Relaxed);
+                        if let Ok(mut f) = failure.lock() {
+                            f.get_or_insert(e);
+                        }
+                    }
                 }
             });
         }
     });
+    if let Some(e) = failure.into_inner().map_err(|e| e.to_string())? {
+        return Err(e);
+    }
     let results = results.into_inner().map_err(|e| e.to_string())?;
     let mut out = vec![first];
-    for r in results {
-        match r {
-            Some(r) => out.push(r?),
-            None => return Err("unpacking stopped after an error".into()),
-        }
+    for (r, (deb, limit)) in results.into_iter().zip(rest) {
+        // Every package is done when none failed (a worker's panic is
+        // the scope's).
+        out.push(r.ok_or_else(|| {
+            format!(
+                "{}: unpacking {} did not finish",
+                limit.package,
+                deb.display()
+            )
+        })?);
     }
     Ok(out)
 }
@@ -166,7 +186,8 @@ pub fn unpack_and_register(root: &Path, debs: &[(PathBuf, ExtractLimit)]) -> Res
     again.dedup();
     for i in again {
         let (deb, limit) = &debs[i];
-        crate::deb::extract_data_with(deb, root, limit).map_err(|e| e.to_string())?;
+        crate::deb::extract_data_with(deb, root, limit)
+            .map_err(|e| format!("{}: {e}", named(&done[i].0.control, limit)))?;
     }
     for (path, who) in &shared {
         for &i in &who[..who.len() - 1] {
@@ -293,6 +314,62 @@ mod tests {
         };
         let e = unpack_and_register(&root, &[(t.path().join("nope.deb"), missing)]).unwrap_err();
         assert!(e.starts_with("nope: "), "{e}");
+    }
+
+    /// `n` bytes no compression makes much smaller.
+    fn noise(n: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_error_that_stopped_a_parallel_unpack_is_the_one_reported() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let limit = |n: &str, kib| ExtractLimit {
+            package: n.into(),
+            installed_size_kib: kib,
+        };
+        // Unpacks to more than Installed-Size (0 KiB) + 16 MiB allows, and
+        // is the largest .deb: the only worker takes it first, and the
+        // packages after it are never started.
+        let mut b = DebBuilder::new(vec![
+            ("Package".into(), "big".into()),
+            ("Version".into(), "1:1.0-1".into()),
+            ("Architecture".into(), "all".into()),
+        ]);
+        b.add_file("usr/share/big", 0o644, b"x".repeat(17 << 20));
+        b.add_file("usr/share/noise", 0o644, noise(256 << 10));
+        let big = t.path().join("big.deb");
+        b.write_to(std::fs::File::create(&big).unwrap()).unwrap();
+        let mut debs = vec![(deb(t.path(), "base", &[], None), limit("base", None))];
+        for n in ["aa", "bb"] {
+            debs.push((
+                deb(t.path(), n, &[("usr/share/n", n)], None),
+                limit(n, None),
+            ));
+        }
+        debs.push((big, limit("big", Some(0))));
+        debs.push((deb(t.path(), "cc", &[], None), limit("cc", None)));
+        let e = extract_all(&root, &debs, 1).unwrap_err();
+        assert!(
+            e.starts_with("big_1%3a1.0-1_all.deb: big: unpacks to more than 16777216 bytes"),
+            "{e}"
+        );
+        // With as many workers as the machine has, the same.
+        let e = unpack_and_register(&root, &debs).unwrap_err();
+        assert!(
+            e.starts_with("big_1%3a1.0-1_all.deb: big: unpacks to more than 16777216 bytes"),
+            "{e}"
+        );
     }
 
     #[test]
