@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 pub use read::{
     control_files, extract_data, extract_data_full, extract_data_with, read_control, Conffile,
-    ControlFile, ControlFiles, ExtractLimit, Extraction, SkippedKind, SkippedNode,
+    ControlFile, ControlFiles, ExtractLimit, Extraction, SkippedKind, SkippedNode, ENTRY_ALLOWANCE,
 };
 pub use write::{Compression, DebBuilder};
 
@@ -113,6 +113,16 @@ pub enum DebError {
         limit: u64,
         declared_kib: u64,
     },
+    #[error(
+        "{package}: has more than {limit} entries (files, directories, links), {}",
+        entries_reason(*.declared_kib)
+    )]
+    TooManyEntries {
+        package: String,
+        deb: PathBuf,
+        limit: u64,
+        declared_kib: Option<u64>,
+    },
     #[error("{package}: unpacking it needs more than the {free} bytes free on the filesystem of {root} (less {reserve} bytes kept free)\nhelp: free some space there")]
     NoSpace {
         package: String,
@@ -145,4 +155,16 @@ pub enum DebError {
         #[source]
         source: ar::ArError,
     },
+}
+
+/// Why [`DebError::TooManyEntries`] has its limit.
+fn entries_reason(declared_kib: Option<u64>) -> String {
+    match declared_kib {
+        Some(kib) => format!(
+            "more than its Installed-Size of {kib} KiB allows (2 entries per KiB and {ENTRY_ALLOWANCE} more)"
+        ),
+        None => format!(
+            "more than the free space allows a package without Installed-Size (2 entries per KiB free and {ENTRY_ALLOWANCE} more)"
+        ),
+    }
 }

@@ -66,8 +66,25 @@ const MAX_DATA_FILE: u64 = 256 << 20;
 /// Bytes of free space extraction always leaves on the root's filesystem.
 pub const FREE_RESERVE: u64 = 32 << 20;
 
+/// Entries a package may have beyond two per KiB of its `Installed-Size`
+/// (see [`ExtractLimit::max_entries`]).
+pub const ENTRY_ALLOWANCE: u64 = 10_000;
+
+/// The entries a package of `kib` KiB may have: 2 per KiB and
+/// [`ENTRY_ALLOWANCE`] more.
+fn entries_for_kib(kib: u64) -> u64 {
+    kib.saturating_mul(2).saturating_add(ENTRY_ALLOWANCE)
+}
+
 /// Suffix of the temporary name entries are written under.
 const TMP_SUFFIX: &[u8] = b".dpkg-new";
+
+/// The file of dpkg's database (`info/PKG.list`) that lists the package's
+/// files: written by whoever unpacks the package, never a control member.
+pub const LIST_FILE: &str = "list";
+
+/// Longest control member name dpkg installs (its `MAXCONTROLFILENAME`).
+const MAX_CONTROL_NAME: usize = 100;
 
 /// Maintainer scripts dpkg runs, in the order they are usually listed.
 pub const MAINTAINER_SCRIPTS: [&str; 5] = ["preinst", "postinst", "prerm", "postrm", "config"];
@@ -99,7 +116,7 @@ pub struct ControlFiles {
     pub control: String,
     /// Every other member (maintainer scripts, `conffiles`, `md5sums`,
     /// `triggers`, `shlibs`, ...), sorted by name. These are what dpkg keeps as
-    /// `/var/lib/dpkg/info/PKG.NAME`.
+    /// `/var/lib/dpkg/info/PKG.NAME`: never `list`, and no name with a dot.
     pub files: Vec<ControlFile>,
 }
 
@@ -165,7 +182,10 @@ pub fn read_control(deb: &Path) -> Result<String, DebError> {
 
 /// All control members of a .deb. Only plain files directly in `control.tar`
 /// are accepted; anything else (subdirectories, links, `..`) is an error, so
-/// the names are safe to use as `/var/lib/dpkg/info/PKG.NAME`.
+/// the names are safe to use as `/var/lib/dpkg/info/PKG.NAME`. As dpkg
+/// does when it installs them there, members whose name has a dot are
+/// ignored, and a name longer than 100 bytes is an error; a member named
+/// `list` (dpkg's own file list of the package) is an error too.
 pub fn control_files(deb: &Path) -> Result<ControlFiles, DebError> {
     with_member(deb, "control.tar", |reader, member| {
         let read_err = read_err(deb, member);
@@ -192,6 +212,24 @@ pub fn control_files(deb: &Path) -> Result<ControlFiles, DebError> {
             };
             let name =
                 String::from_utf8(name.clone()).map_err(|_| bad(&raw, "name is not UTF-8"))?;
+            // As dpkg installs control members into its database: a name
+            // with a dot is ignored (as `info/PKG.NAME` it could be another
+            // package's file: member `b.list` of `a` is `info/a.b.list`, the
+            // file list of package `a.b`), and `list` is dpkg's own file
+            // list of the package, which dpkg skips with a warning and
+            // zchroot refuses, since no honest package ships one.
+            if name.contains('.') {
+                continue;
+            }
+            if name == LIST_FILE {
+                return Err(bad(
+                    &raw,
+                    "dpkg keeps its own list of the package's files under this name",
+                ));
+            }
+            if name.len() > MAX_CONTROL_NAME {
+                return Err(bad(&raw, "longer than the 100 bytes dpkg allows"));
+            }
             if entry.size() > MAX_CONTROL_MEMBER {
                 return Err(bad(&raw, "larger than 64 MiB"));
             }
@@ -224,9 +262,10 @@ pub fn control_files(deb: &Path) -> Result<ControlFiles, DebError> {
     })
 }
 
-/// How much unpacking one .deb may write: what its `Installed-Size` allows
-/// (see [`ExtractLimit::max_bytes`]), and never more than the free space of
-/// the root's filesystem less [`FREE_RESERVE`].
+/// How much unpacking one .deb may write: the bytes and the entries its
+/// `Installed-Size` allows (see [`ExtractLimit::max_bytes`] and
+/// [`ExtractLimit::max_entries`]), and never more than the free space of the
+/// root's filesystem less [`FREE_RESERVE`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExtractLimit {
     /// The package's name, for errors.
@@ -251,6 +290,30 @@ impl ExtractLimit {
                     .saturating_mul(2)
                     .max(declared.saturating_add(16 << 20))
             }
+            None => u64::MAX,
+        }
+    }
+
+    /// The entries (files, directories, links, device nodes: every member of
+    /// the data archive, `./` included) the package may have: twice its
+    /// `Installed-Size` in KiB, plus [`ENTRY_ALLOWANCE`]. A package without
+    /// `Installed-Size` is bounded as if it declared the free space of the
+    /// root's filesystem (see [`extract_data_with`]).
+    ///
+    /// dpkg-gencontrol counts every directory, symlink and non-empty file as
+    /// at least 1 KiB (a file's size is rounded up to whole KiB), so an
+    /// honest package has no more entries than its `Installed-Size` in KiB
+    /// besides its empty files and the extra names of hard-linked files,
+    /// which count 0: the allowance is for those (linux-headers-*-common has
+    /// some 17,000 entries for about 60,000 KiB). The factor 2 is for sizes
+    /// computed otherwise: tools that add up bytes rather than 1 KiB blocks
+    /// (`du --apparent-size` in older dpkg-gencontrol, [`super::DebBuilder`])
+    /// stay within it as long as their entries average 512 bytes. An entry
+    /// (an inode and a name) costs the filesystem less than the 512 bytes of
+    /// room the package may take for it anyway.
+    pub fn max_entries(&self) -> u64 {
+        match self.installed_size_kib {
+            Some(kib) => entries_for_kib(kib),
             None => u64::MAX,
         }
     }
@@ -334,7 +397,11 @@ pub fn extract_data_full(deb: &Path, root: &Path) -> Result<Extraction, DebError
 /// [`extract_data_full`] bounded by `limit`: once more bytes than it allows
 /// are written (counted as they are written, whatever the tar headers claim),
 /// extraction stops with [`DebError::TooLarge`] or [`DebError::NoSpace`]
-/// and the file being written is removed.
+/// and the file being written is removed; once the data archive has more
+/// entries than it allows, it stops with [`DebError::TooManyEntries`]
+/// before creating the entry over the limit. A package without
+/// `Installed-Size` may have as many entries as if it declared the free
+/// space.
 pub fn extract_data_with(
     deb: &Path,
     root: &Path,
@@ -355,13 +422,16 @@ pub fn extract_data_with(
             root: root.to_path_buf(),
             source: e.into(),
         })?;
+    let free = free.saturating_sub(FREE_RESERVE);
     let budget = Budget {
         package: limit.package.clone(),
         declared_kib: limit.installed_size_kib,
         max: limit.max_bytes(),
-        free: free.saturating_sub(FREE_RESERVE),
+        free,
         used: std::cell::Cell::new(0),
         checked_at: std::cell::Cell::new(0),
+        max_entries: limit.max_entries().min(entries_for_kib(free / 1024)),
+        entries: 0,
     };
     // A package that says it needs more than there is fails before writing.
     if let Some(kib) = limit.installed_size_kib {
@@ -672,6 +742,10 @@ struct Budget {
     /// parallel: each one's `free` is of the start, so the filesystem's
     /// own count is checked as they write).
     checked_at: std::cell::Cell<u64>,
+    /// From `Installed-Size` (or the free space when there is none).
+    max_entries: u64,
+    /// Entries of the data archive seen so far.
+    entries: u64,
 }
 
 /// How many bytes a package writes between two looks at the free space.
@@ -766,6 +840,18 @@ impl Extractor {
         mut entry: tar::Entry<'_, R>,
         member: &str,
     ) -> Result<(), DebError> {
+        // Every entry counts, even one that creates nothing (a pax global
+        // header): each is work, and most an inode.
+        let b = &mut self.budget;
+        b.entries += 1;
+        if b.entries > b.max_entries {
+            return Err(DebError::TooManyEntries {
+                package: b.package.clone(),
+                deb: self.deb.clone(),
+                limit: b.max_entries,
+                declared_kib: b.declared_kib,
+            });
+        }
         let kind = entry.header().entry_type();
         if kind == tar::EntryType::XGlobalHeader {
             return Ok(());
@@ -1278,6 +1364,130 @@ mod tests {
         assert_eq!(l(Some(1 << 20)).max_bytes(), 2 << 30);
         assert_eq!(l(Some(u64::MAX)).max_bytes(), u64::MAX);
         assert_eq!(l(None).max_bytes(), u64::MAX);
+    }
+
+    #[test]
+    fn the_entry_limit_is_twice_installed_size_and_10000_more() {
+        let l = |kib| ExtractLimit {
+            package: "p".into(),
+            installed_size_kib: kib,
+        };
+        assert_eq!(l(Some(0)).max_entries(), 10_000);
+        assert_eq!(l(Some(60_000)).max_entries(), 130_000);
+        assert_eq!(l(Some(u64::MAX)).max_entries(), u64::MAX);
+        assert_eq!(l(None).max_entries(), u64::MAX);
+    }
+
+    fn write_deb(dir: &Path, name: &str, b: &crate::deb::write::DebBuilder) -> PathBuf {
+        let path = dir.join(format!("{name}.deb"));
+        b.write_to(File::create(&path).unwrap()).unwrap();
+        path
+    }
+
+    fn builder(name: &str, installed_size: Option<&str>) -> crate::deb::write::DebBuilder {
+        let mut fields = vec![
+            ("Package".to_string(), name.to_string()),
+            ("Version".into(), "1".into()),
+            ("Architecture".into(), "all".into()),
+        ];
+        if let Some(kib) = installed_size {
+            fields.push(("Installed-Size".into(), kib.into()));
+        }
+        crate::deb::write::DebBuilder::new(fields)
+    }
+
+    /// Entries (of any kind) under `dir`, `dir` itself not counted.
+    fn count_entries(dir: &Path) -> usize {
+        let mut n = 0;
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                n += 1;
+                if e.file_type().unwrap().is_dir() {
+                    todo.push(e.path());
+                }
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn a_package_of_many_empty_files_is_refused_past_its_entry_limit() {
+        let t = tempfile::tempdir().unwrap();
+        // `./`, `./e/` and the files: one entry more than Installed-Size 0
+        // allows, and no byte over its byte limit.
+        let mut b = builder("emptybomb", Some("0"));
+        for i in 0..ENTRY_ALLOWANCE - 1 {
+            b.add_file(&format!("e/{i}"), 0o644, Vec::new());
+        }
+        let deb = write_deb(t.path(), "emptybomb", &b);
+        let limit = ExtractLimit::from_control(&deb).unwrap();
+        assert_eq!(limit.installed_size_kib, Some(0));
+        let root = t.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let e = extract_data_with(&deb, &root, &limit).unwrap_err();
+        assert!(
+            matches!(e, DebError::TooManyEntries { limit: 10_000, .. }),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "emptybomb: has more than 10000 entries (files, directories, links), more than \
+             its Installed-Size of 0 KiB allows (2 entries per KiB and 10000 more)"
+        );
+        // Nothing past the limit was created: the root itself is `./`.
+        assert_eq!(count_entries(&root), 10_000 - 1);
+        // Declaring 1 KiB allows two more entries: the same files pass.
+        let mut b = builder("emptybomb", Some("1"));
+        for i in 0..ENTRY_ALLOWANCE - 1 {
+            b.add_file(&format!("e/{i}"), 0o644, Vec::new());
+        }
+        let deb = write_deb(t.path(), "fine", &b);
+        let root = t.path().join("root2");
+        std::fs::create_dir(&root).unwrap();
+        let paths = extract_data(&deb, &root).unwrap();
+        assert_eq!(paths.len() as u64, ENTRY_ALLOWANCE + 1);
+    }
+
+    #[test]
+    fn control_members_are_what_dpkg_installs_and_never_its_file_list() {
+        let t = tempfile::tempdir().unwrap();
+        let mut b = builder("evil", None);
+        b.add_file("usr/share/doc/evil/x", 0o644, b"x".to_vec());
+        b.add_control_file("list", 0o644, b"/etc/passwd\n".to_vec());
+        let deb = write_deb(t.path(), "list", &b);
+        let e = control_files(&deb).unwrap_err();
+        assert!(
+            matches!(&e, DebError::BadControlEntry { entry, .. } if entry.ends_with("list")),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().ends_with(
+                "control member entry \"./list\" is not acceptable: \
+                 dpkg keeps its own list of the package's files under this name"
+            ),
+            "{e}"
+        );
+        // A name with a dot is ignored, as dpkg ignores it: as
+        // `info/evil.b.list` it would be package `evil.b`'s file list.
+        let mut b = builder("evil", None);
+        b.add_control_file("b.list", 0o644, b"/etc/passwd\n".to_vec());
+        b.add_control_file("shlibs", 0o644, b"libevil 1 evil\n".to_vec());
+        let deb = write_deb(t.path(), "dotted", &b);
+        let c = control_files(&deb).unwrap();
+        let names: Vec<&str> = c.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["shlibs"]);
+        // dpkg refuses names over 100 bytes.
+        let mut b = builder("evil", None);
+        b.add_control_file(&"n".repeat(101), 0o644, Vec::new());
+        let deb = write_deb(t.path(), "long", &b);
+        let e = control_files(&deb).unwrap_err().to_string();
+        assert!(e.ends_with("longer than the 100 bytes dpkg allows"), "{e}");
+        let mut b = builder("evil", None);
+        b.add_control_file(&"n".repeat(100), 0o644, Vec::new());
+        let deb = write_deb(t.path(), "longest", &b);
+        assert!(control_files(&deb).unwrap().get(&"n".repeat(100)).is_some());
     }
 
     #[test]

@@ -22,6 +22,16 @@ const MAX_CONFFILE: u64 = 64 << 20;
 /// One package unpacked: its control members and what was extracted.
 type Done = (ControlFiles, Extraction);
 
+/// The package as dpkg names it in errors, `NAME_VERSION_ARCH.deb`, from
+/// its control file.
+fn named(control: &str, limit: &ExtractLimit) -> String {
+    register::deb_file_name(
+        register::field(control, "Package").unwrap_or(&limit.package),
+        register::field(control, "Version").unwrap_or_default(),
+        register::field(control, "Architecture").unwrap_or_default(),
+    )
+}
+
 /// Extracts each of `debs` (data and control) with `threads` workers; the
 /// results in the order of `debs`. The first is unpacked alone before the
 /// others (base-files: the tree's top directories and links).
@@ -53,13 +63,8 @@ fn extract_all(
                 limit.package
             ));
         }
-        let named = register::deb_file_name(
-            register::field(c, "Package").unwrap_or(&limit.package),
-            register::field(c, "Version").unwrap_or_default(),
-            register::field(c, "Architecture").unwrap_or_default(),
-        );
-        let ex =
-            crate::deb::extract_data_with(deb, root, limit).map_err(|e| format!("{named}: {e}"))?;
+        let ex = crate::deb::extract_data_with(deb, root, limit)
+            .map_err(|e| format!("{}: {e}", named(c, limit)))?;
         Ok((control, ex))
     };
     let Some((first, rest)) = debs.split_first() else {
@@ -71,32 +76,47 @@ fn extract_all(
     let size = |i: &usize| std::fs::metadata(&rest[*i].0).map_or(0, |m| m.len());
     by_size.sort_by_key(|i| std::cmp::Reverse(size(i)));
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<Done, String>>>> =
-        Mutex::new((0..rest.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<Done>>> = Mutex::new((0..rest.len()).map(|_| None).collect());
+    // The first failure, which stopped the work: the one reported (the
+    // packages left undone by it have no error of their own).
+    let failure: Mutex<Option<String>> = Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
             s.spawn(|| loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&i) = by_size.get(k) else { break };
-                let r = one(&rest[i]);
-                let failed = r.is_err();
-                if let Ok(mut v) = results.lock() {
-                    v[i] = Some(r);
-                }
-                if failed {
-                    // Stop handing out work; the others finish theirs.
-                    next.store(by_size.len(), Ordering::Relaxed);
+                match one(&rest[i]) {
+                    Ok(done) => {
+                        if let Ok(mut v) = results.lock() {
+                            v[i] = Some(done);
+                        }
+                    }
+                    Err(e) => {
+                        // Stop handing out work; the others finish theirs.
+                        next.store(by_size.len(), Ordering::Relaxed);
+                        if let Ok(mut f) = failure.lock() {
+                            f.get_or_insert(e);
+                        }
+                    }
                 }
             });
         }
     });
+    if let Some(e) = failure.into_inner().map_err(|e| e.to_string())? {
+        return Err(e);
+    }
     let results = results.into_inner().map_err(|e| e.to_string())?;
     let mut out = vec![first];
-    for r in results {
-        match r {
-            Some(r) => out.push(r?),
-            None => return Err("unpacking stopped after an error".into()),
-        }
+    for (r, (deb, limit)) in results.into_iter().zip(rest) {
+        // Every package is done when none failed (a worker's panic is
+        // the scope's).
+        out.push(r.ok_or_else(|| {
+            format!(
+                "{}: unpacking {} did not finish",
+                limit.package,
+                deb.display()
+            )
+        })?);
     }
     Ok(out)
 }
@@ -166,7 +186,8 @@ pub fn unpack_and_register(root: &Path, debs: &[(PathBuf, ExtractLimit)]) -> Res
     again.dedup();
     for i in again {
         let (deb, limit) = &debs[i];
-        crate::deb::extract_data_with(deb, root, limit).map_err(|e| e.to_string())?;
+        crate::deb::extract_data_with(deb, root, limit)
+            .map_err(|e| format!("{}: {e}", named(&done[i].0.control, limit)))?;
     }
     for (path, who) in &shared {
         for &i in &who[..who.len() - 1] {
@@ -293,6 +314,150 @@ mod tests {
         };
         let e = unpack_and_register(&root, &[(t.path().join("nope.deb"), missing)]).unwrap_err();
         assert!(e.starts_with("nope: "), "{e}");
+    }
+
+    /// `n` bytes no compression makes much smaller.
+    fn noise(n: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_error_that_stopped_a_parallel_unpack_is_the_one_reported() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let limit = |n: &str, kib| ExtractLimit {
+            package: n.into(),
+            installed_size_kib: kib,
+        };
+        // Unpacks to more than Installed-Size (0 KiB) + 16 MiB allows, and
+        // is the largest .deb: the only worker takes it first, and the
+        // packages after it are never started.
+        let mut b = DebBuilder::new(vec![
+            ("Package".into(), "big".into()),
+            ("Version".into(), "1:1.0-1".into()),
+            ("Architecture".into(), "all".into()),
+        ]);
+        b.add_file("usr/share/big", 0o644, b"x".repeat(17 << 20));
+        b.add_file("usr/share/noise", 0o644, noise(256 << 10));
+        let big = t.path().join("big.deb");
+        b.write_to(std::fs::File::create(&big).unwrap()).unwrap();
+        let mut debs = vec![(deb(t.path(), "base", &[], None), limit("base", None))];
+        for n in ["aa", "bb"] {
+            debs.push((
+                deb(t.path(), n, &[("usr/share/n", n)], None),
+                limit(n, None),
+            ));
+        }
+        debs.push((big, limit("big", Some(0))));
+        debs.push((deb(t.path(), "cc", &[], None), limit("cc", None)));
+        let e = extract_all(&root, &debs, 1).unwrap_err();
+        assert!(
+            e.starts_with("big_1%3a1.0-1_all.deb: big: unpacks to more than 16777216 bytes"),
+            "{e}"
+        );
+        // With as many workers as the machine has, the same.
+        let e = unpack_and_register(&root, &debs).unwrap_err();
+        assert!(
+            e.starts_with("big_1%3a1.0-1_all.deb: big: unpacks to more than 16777216 bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_entry_bomb_is_refused_naming_the_package() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let mut b = DebBuilder::new(vec![
+            ("Package".into(), "bomb".into()),
+            ("Version".into(), "1".into()),
+            ("Architecture".into(), "all".into()),
+            ("Installed-Size".into(), "0".into()),
+        ]);
+        for i in 0..10_000 {
+            b.add_file(&format!("usr/share/bomb/{i}"), 0o644, Vec::new());
+        }
+        let bomb = t.path().join("bomb.deb");
+        b.write_to(std::fs::File::create(&bomb).unwrap()).unwrap();
+        let debs = [
+            (
+                deb(t.path(), "base", &[], None),
+                ExtractLimit {
+                    package: "base".into(),
+                    installed_size_kib: None,
+                },
+            ),
+            (
+                bomb,
+                ExtractLimit {
+                    package: "bomb".into(),
+                    installed_size_kib: Some(0),
+                },
+            ),
+        ];
+        let e = unpack_and_register(&root, &debs).unwrap_err();
+        assert_eq!(
+            e,
+            "bomb_1_all.deb: bomb: has more than 10000 entries (files, directories, links), \
+             more than its Installed-Size of 0 KiB allows (2 entries per KiB and 10000 more)"
+        );
+        assert!(!root.join("var/lib/dpkg/status").exists());
+    }
+
+    #[test]
+    fn a_control_member_never_replaces_the_file_list() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let limit = |n: &str| ExtractLimit {
+            package: n.into(),
+            installed_size_kib: None,
+        };
+        let build = |name: &str, member: &str| {
+            let mut b = DebBuilder::new(vec![
+                ("Package".into(), name.into()),
+                ("Version".into(), "1".into()),
+                ("Architecture".into(), "all".into()),
+            ]);
+            b.add_file(&format!("usr/share/doc/{name}"), 0o644, b"x\n".to_vec());
+            b.add_control_file(member, 0o644, b"/etc/passwd\n".to_vec());
+            let path = t.path().join(format!("{name}.deb"));
+            b.write_to(std::fs::File::create(&path).unwrap()).unwrap();
+            (path, limit(name))
+        };
+        // A member `list` would claim /etc/passwd for the package.
+        let e = unpack_and_register(&root, &[build("evil", "list")]).unwrap_err();
+        assert!(e.starts_with("evil: "), "{e}");
+        assert!(
+            e.ends_with(
+                "control member entry \"./list\" is not acceptable: \
+                 dpkg keeps its own list of the package's files under this name"
+            ),
+            "{e}"
+        );
+        assert!(!root.join("var/lib/dpkg/info/evil.list").exists());
+        // `bb.list` of package `aa` would be package `aa.bb`'s list: ignored,
+        // as dpkg ignores a member whose name has a dot.
+        unpack_and_register(&root, &[build("aa.bb", "shlibs"), build("aa", "bb.list")]).unwrap();
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+        assert_eq!(
+            read("var/lib/dpkg/info/aa.bb.list"),
+            "/.\n/usr\n/usr/share\n/usr/share/doc\n/usr/share/doc/aa.bb\n"
+        );
+        assert_eq!(
+            read("var/lib/dpkg/info/aa.list"),
+            "/.\n/usr\n/usr/share\n/usr/share/doc\n/usr/share/doc/aa\n"
+        );
+        assert_eq!(read("var/lib/dpkg/info/aa.bb.shlibs"), "/etc/passwd\n");
     }
 
     #[test]

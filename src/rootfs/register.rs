@@ -4,6 +4,7 @@
 //! only work left for the root's own dpkg, under emulation, is
 //! `dpkg --configure -a`. Pure: the files are returned as data.
 
+use crate::deb::read::LIST_FILE;
 use crate::deb::ControlFiles;
 
 /// What registering one package needs: its control members, the paths it
@@ -154,7 +155,8 @@ pub fn database(pkgs: &[Unpacked]) -> Vec<DbFile> {
             contents: list.into_bytes(),
             mode: 0o644,
         });
-        for f in &p.control.files {
+        // The list is the one above, whatever the members are.
+        for f in p.control.files.iter().filter(|f| f.name != LIST_FILE) {
             out.push(DbFile {
                 path: format!("var/lib/dpkg/info/{info}.{}", f.name),
                 contents: f.contents.clone(),
@@ -317,6 +319,25 @@ mod tests {
             b"libfoo1:arm64\n"
         );
         assert!(!files.iter().any(|f| f.path.ends_with("/ldconfig")));
+    }
+
+    #[test]
+    fn the_file_list_is_never_a_control_member() {
+        // control_files refuses a member `list`; a ControlFiles made
+        // otherwise still cannot replace the list.
+        let mut p = pkg();
+        p.control.files.push(ControlFile {
+            name: "list".into(),
+            mode: 0o644,
+            contents: b"/etc/passwd\n".to_vec(),
+        });
+        let files = database(&[p]);
+        let lists: Vec<&DbFile> = files
+            .iter()
+            .filter(|f| f.path == "var/lib/dpkg/info/libfoo1:arm64.list")
+            .collect();
+        assert_eq!(lists.len(), 1, "{lists:?}");
+        assert_eq!(lists[0].contents, b"/.\n/etc\n/etc/foo.conf\n");
     }
 
     #[test]

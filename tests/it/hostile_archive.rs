@@ -1,7 +1,8 @@
 //! A hostile or stale archive, signed with a key the manifest trusts: an
 //! index that names a path as a hash, signatures by keys expired or revoked
-//! since, a Release dated in the future or older than one seen before, and
-//! a package that unpacks to far more than its Installed-Size.
+//! since, a Release dated in the future or older than one seen before, a
+//! package that unpacks to far more than its Installed-Size or to more
+//! entries than it allows, and one whose control member is dpkg's file list.
 
 use std::path::Path;
 use std::process::Command;
@@ -301,6 +302,132 @@ fn a_rootless_create_refuses_a_package_that_unpacks_past_its_installed_size() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
         err.contains("bomb: unpacks to more than 16787456 bytes (Installed-Size says 10 KiB)"),
+        "{err}"
+    );
+    let roots = home.path().join("state/roots");
+    assert!(
+        walk(&roots).is_empty(),
+        "staging left behind: {:?}",
+        walk(&roots)
+    );
+}
+
+/// Creates a root of the packages `served` from its suite `test`, as root
+/// or in a user namespace: the exit code and stderr.
+fn create(served: &NativeArchive, name: &str) -> (Option<i32>, String, tempfile::TempDir) {
+    let home = tempfile::tempdir().unwrap();
+    let o = Zchroot::new(home.path())
+        .command(&["-q", "--manifests"])
+        .arg(&served.manifests)
+        .args(["create", "amd64", "--suite", "test", "--name", name])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    (o.status.code(), err, home)
+}
+
+/// Small essential packages unpacked in parallel with a hostile one.
+fn bystanders() -> Vec<crate::archive::Pkg> {
+    ["aa", "bb", "cc", "dd"]
+        .into_iter()
+        .map(|n| pkg(n, "1").essential())
+        .collect()
+}
+
+#[test]
+fn create_refuses_a_package_of_more_entries_than_its_installed_size_allows() {
+    if !require(
+        is_root() || have_userns(),
+        "user namespaces",
+        "run as root, or where user namespaces are allowed",
+    ) {
+        return;
+    }
+    // 10,000 empty files, which add nothing to Installed-Size: 0.
+    let mut bomb = pkg("entrybomb", "1.0")
+        .essential()
+        .field("Installed-Size", "0");
+    for i in 0..10_000 {
+        bomb = bomb.file(&format!("usr/share/entrybomb/{i}"), 0o644, b"");
+    }
+    let mut packages = vec![pkg("base-files", "13").essential(), bomb];
+    packages.extend(bystanders());
+    let served = NativeArchive::serve("zchroot entry bomb archive", packages);
+    let (code, err, home) = create(&served, "bombed");
+    // Old code unpacked it (and failed later, for want of a shell).
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(
+            "entrybomb_1.0_amd64.deb: entrybomb: has more than 10000 entries (files, directories, links), \
+             more than its Installed-Size of 0 KiB allows (2 entries per KiB and 10000 more)"
+        ),
+        "{err}"
+    );
+    let roots = home.path().join("state/roots");
+    assert!(
+        walk(&roots).is_empty(),
+        "staging left behind: {:?}",
+        walk(&roots)
+    );
+}
+
+#[test]
+fn create_reports_the_package_too_large_among_several_unpacked_in_parallel() {
+    if !require(
+        is_root() || have_userns(),
+        "user namespaces",
+        "run as root, or where user namespaces are allowed",
+    ) {
+        return;
+    }
+    let mut packages = vec![pkg("base-files", "13").essential(), bomb("amd64")];
+    packages.extend(bystanders());
+    let served = NativeArchive::serve("zchroot bomb archive", packages);
+    let (code, err, _home) = create(&served, "bombed");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("bomb_1.0_amd64.deb: bomb: unpacks to more than 16787456 bytes (Installed-Size says 10 KiB)"),
+        "{err}"
+    );
+    assert!(!err.contains("unpacking stopped after an error"), "{err}");
+}
+
+#[test]
+fn create_refuses_a_package_whose_control_member_is_its_file_list() {
+    if !require(
+        is_root() || have_userns(),
+        "user namespaces",
+        "run as root, or where user namespaces are allowed",
+    ) {
+        return;
+    }
+    let mut b = zchroot::deb::DebBuilder::new(vec![
+        ("Package".into(), "evil".into()),
+        ("Version".into(), "1.0".into()),
+        ("Architecture".into(), "amd64".into()),
+        ("Maintainer".into(), "T <t@example.invalid>".into()),
+        ("Description".into(), "claims /etc/passwd".into()),
+    ]);
+    b.add_file("usr/share/doc/evil/README", 0o644, b"evil\n".to_vec());
+    // dpkg would remove /etc/passwd with the package.
+    b.add_control_file("list", 0o644, b"/etc/passwd\n".to_vec());
+    let mut evil = pkg("evil", "1.0").essential();
+    let mut raw = Vec::new();
+    b.write_to(&mut raw).unwrap();
+    evil.raw = Some(raw);
+    let mut packages = vec![pkg("base-files", "13").essential(), evil];
+    packages.extend(bystanders());
+    let served = NativeArchive::serve("zchroot list archive", packages);
+    let (code, err, home) = create(&served, "listed");
+    // Old code unpacked it with /etc/passwd in info/evil.list (and failed
+    // later, for want of a shell).
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("evil: "), "{err}");
+    assert!(
+        err.contains(
+            "control member entry \"./list\" is not acceptable: \
+             dpkg keeps its own list of the package's files under this name"
+        ),
         "{err}"
     );
     let roots = home.path().join("state/roots");
