@@ -609,8 +609,10 @@ pub struct BuildArgs {
     #[arg(short, long, default_value = ".", value_name = "DIR")]
     pub output: PathBuf,
     /// Sign the modules with this private key (PEM), e.g. your Secure Boot
-    /// MOK; needs --sign-cert. Default: unsigned (or DKMS's throwaway key
-    /// when the build root has openssl; zchroot says which).
+    /// MOK; needs --sign-cert and openssl on this host, which signs them
+    /// after the build (the key never enters the build root). Default:
+    /// unsigned (or DKMS's throwaway key when the build root has openssl;
+    /// zchroot says which).
     #[arg(long, value_name = "FILE", requires = "sign_cert")]
     pub sign_key: Option<PathBuf>,
     /// The X.509 certificate (DER or PEM) of --sign-key.
