@@ -822,3 +822,39 @@ fn run_takes_env_user_workdir_and_names_the_host_after_the_root_rootless() {
     };
     run_options(Some(&u.name));
 }
+
+/// Issue 23, for a foreign root: under qemu the same doors are shut, as
+/// root and rootless (what the native tests in `escape` try with perl,
+/// here with busybox's shell).
+#[test]
+fn an_arm64_root_under_qemu_cannot_write_sysctls_or_enter_init() {
+    if !require_root_and_debian() {
+        return;
+    }
+    let script = "echo core > /proc/sys/kernel/core_pattern && echo core_pattern: written; \
+                  /usr/bin/busybox ls /proc/1/root/ >/dev/null 2>&1 && echo init-root: open; \
+                  /usr/bin/busybox readlink /proc/1/exe >/dev/null 2>&1 && echo init-exe: read; \
+                  /usr/bin/busybox grep -E '^CapEff' /proc/1/status | /usr/bin/busybox sed 's/^/init /'; \
+                  /usr/bin/busybox grep -E '^CapBnd' /proc/self/status; \
+                  echo done";
+    let mut outputs = vec![("root", run_root(&[BUSYBOX, "sh", "-c", script]))];
+    if let Some(u) = require_test_user() {
+        let root = user_root(&u.name);
+        let o = zchroot_as(
+            &u.name,
+            &[],
+            &["-q", "run", "--dir", root.to_str().unwrap(), "--", BUSYBOX, "sh", "-c", script],
+        );
+        outputs.push(("rootless", o));
+    }
+    for (who, o) in outputs {
+        let out = text(&o);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(out.ends_with("done"), "{who}: {out}\n{err}");
+        assert!(!out.contains("written"), "{who}: {out}");
+        assert!(!out.contains("init-root: open"), "{who}: {out}");
+        assert!(!out.contains("init-exe: read"), "{who}: {out}");
+        assert!(out.contains("init CapEff:\t0000000000000020"), "{who}: {out}");
+        assert!(out.contains("CapBnd:\t00000000a80405fb"), "{who}: {out}");
+    }
+}
