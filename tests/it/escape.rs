@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::common::{
-    let_others_reach, module_dir, require_root, require_test_user, stderr, stdout, Zchroot,
-    ZCHROOT,
+    let_others_reach, module_dir, require_root, require_test_user, stderr, stdout, Zchroot, ZCHROOT,
 };
 use crate::terminal::{host_arch, native_root, native_tree};
 
@@ -122,7 +121,12 @@ fn no_sysctl_and_no_sysrq_is_writable_and_the_hosts_memory_and_keys_are_hidden()
         let o = perl(mode, &user, script);
         let out = checked(&o, mode);
         let line = out.lines().find(|l| l.starts_with("sysctls=")).unwrap();
-        let n: usize = line["sysctls=".len()..].split(' ').next().unwrap().parse().unwrap();
+        let n: usize = line["sysctls=".len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(n > 100, "{mode:?}: /proc/sys was not walked: {out}");
         assert!(line.contains(" writable=0 "), "{mode:?}: {line}");
         // As root, it is the read-only mount that refuses; rootless, the
@@ -166,7 +170,10 @@ fn init_can_be_neither_traced_nor_entered_and_holds_nothing_of_the_callers() {
     for (mode, user) in modes() {
         let o = perl(mode, &user, &script);
         let out = checked(&o, mode);
-        assert!(out.contains("ptrace: Operation not permitted"), "{mode:?}: {out}");
+        assert!(
+            out.contains("ptrace: Operation not permitted"),
+            "{mode:?}: {out}"
+        );
         for p in [
             "/proc/1/exe",
             "/proc/1/fd/1",
@@ -256,7 +263,13 @@ fn no_new_user_namespace_no_mount_and_no_kernel_keyring() {
         c.args(run_args(&root, &["/usr/bin/perl", "-e", &script]));
         let o = c.output().unwrap();
         let out = checked(&o, mode);
-        for call in ["unshare(NEWUSER)", "unshare(NEWUSER|NEWNS)", "mount", "request_key", "keyctl"] {
+        for call in [
+            "unshare(NEWUSER)",
+            "unshare(NEWUSER|NEWNS)",
+            "mount",
+            "request_key",
+            "keyctl",
+        ] {
             assert!(
                 out.contains(&format!("{call}: Operation not permitted")),
                 "{mode:?}: {call}: {out}"

@@ -843,7 +843,17 @@ fn an_arm64_root_under_qemu_cannot_write_sysctls_or_enter_init() {
         let o = zchroot_as(
             &u.name,
             &[],
-            &["-q", "run", "--dir", root.to_str().unwrap(), "--", BUSYBOX, "sh", "-c", script],
+            &[
+                "-q",
+                "run",
+                "--dir",
+                root.to_str().unwrap(),
+                "--",
+                BUSYBOX,
+                "sh",
+                "-c",
+                script,
+            ],
         );
         outputs.push(("rootless", o));
     }
@@ -854,7 +864,10 @@ fn an_arm64_root_under_qemu_cannot_write_sysctls_or_enter_init() {
         assert!(!out.contains("written"), "{who}: {out}");
         assert!(!out.contains("init-root: open"), "{who}: {out}");
         assert!(!out.contains("init-exe: read"), "{who}: {out}");
-        assert!(out.contains("init CapEff:\t0000000000000020"), "{who}: {out}");
+        assert!(
+            out.contains("init CapEff:\t0000000000000020"),
+            "{who}: {out}"
+        );
         assert!(out.contains("CapBnd:\t00000000a80405fb"), "{who}: {out}");
     }
 }
