@@ -1,27 +1,34 @@
 //! `zchroot export`: a root written out as a tarball (plain, gzip, xz or
 //! zstd, chosen from the file name as mmdebstrap does), a squashfs image
 //! (the same tar stream fed to squashfs-tools-ng's `tar2sqfs`) or an ext4
-//! image (e2fsprogs' `mke2fs -d`), ownership as inside the root. No
-//! mounting and no loop devices. For a rootless user this runs inside the
-//! user namespace (a sandbox job), where the files' owners read as they are
-//! inside the root and every file can be read. apt's lists and download
-//! cache are left out unless asked for, as mmdebstrap leaves them out.
+//! image (e2fsprogs' `mke2fs -d`, given a private copy), ownership as
+//! inside the root. No mounting and no loop devices. For a rootless user
+//! this runs inside the user namespace (a sandbox job), where the files'
+//! owners read as they are inside the root and every file can be read.
+//! apt's lists and download cache are left out unless asked for, as
+//! mmdebstrap leaves them out.
+//!
+//! The tree is read through descriptors only ([`Tree`]): someone who can
+//! change it while it is read (a user's directory inside a root) cannot
+//! make the export follow a symlink out of it. A tree that belongs to
+//! someone else than the exporting process is refused.
+
+mod copy;
+mod walk;
+
+pub use walk::{walk, Tree};
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, AT_FDCWD};
-use nix::sys::stat::{FileStat, Mode, SFlag};
-use nix::sys::time::TimeSpec;
-use nix::unistd::{Gid, Uid};
-
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::AtomicFile;
+use copy::{CopyVisit, Count, Snapshot};
+use walk::{exactly, walk_tree, Entry, Node, Visit};
 
 /// What `zchroot export` writes: one type for the command line (clap
 /// refuses other values and lists these) and for the sandbox job (serde).
@@ -253,251 +260,6 @@ pub fn is_apt_cache(rel: &Path, is_dir: bool) -> bool {
             && rel.extension().is_some_and(|e| e == "bin"))
 }
 
-/// A tree opened for export: its top directory, opened once, and what
-/// `fstat` says of it. Everything below is reached from this descriptor,
-/// one name at a time, never by a path: a directory swapped for a symlink
-/// while the tree is read is seen as the symlink it now is, not followed.
-#[derive(Debug)]
-pub struct Tree {
-    path: PathBuf,
-    fd: OwnedFd,
-    st: FileStat,
-}
-
-impl Tree {
-    /// Opens the directory `path` through no symlink at all
-    /// (`RESOLVE_NO_SYMLINKS`: the caller gives the tree's real path), so a
-    /// component swapped for a symlink after the path was resolved is an
-    /// error, not somewhere else.
-    pub fn open(path: &Path) -> Result<Tree, ExportError> {
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let how = OpenHow::new()
-            .flags(flags)
-            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
-        let fd = match nix::fcntl::openat2(AT_FDCWD, path, how) {
-            // Before Linux 5.6: at least the last component is no symlink.
-            Err(Errno::ENOSYS) => {
-                nix::fcntl::openat(AT_FDCWD, path, flags | OFlag::O_NOFOLLOW, Mode::empty())
-            }
-            r => r,
-        };
-        let fd = match fd {
-            Ok(fd) => fd,
-            Err(Errno::ELOOP) => {
-                return Err(ExportError::SymlinkInPath {
-                    path: path.to_owned(),
-                })
-            }
-            Err(e) => return Err(io(path)(e.into())),
-        };
-        let st = nix::sys::stat::fstat(fd.as_fd()).map_err(|e| io(path)(e.into()))?;
-        Ok(Tree {
-            path: path.to_owned(),
-            fd,
-            st,
-        })
-    }
-
-    /// Refuses a tree whose top belongs to someone other than this process
-    /// (as the owners read where the export runs: inside the user namespace
-    /// when rootless). Its owner could change it while it is read; what is
-    /// read with this process's rights would end up in an image its owner
-    /// can read (a hard link to a file of ours, where the host allows it).
-    pub fn check_owner(&self) -> Result<(), ExportError> {
-        let me = nix::unistd::geteuid().as_raw();
-        if self.st.st_uid != me {
-            return Err(ExportError::NotYours {
-                path: self.path.clone(),
-                owner: self.st.st_uid,
-                me,
-            });
-        }
-        Ok(())
-    }
-
-    fn err(&self, rel: &Path) -> impl FnOnce(Errno) -> ExportError {
-        let path = self.path.join(rel);
-        move |e| ExportError::Io {
-            path,
-            source: e.into(),
-        }
-    }
-}
-
-/// One entry of the tree, opened: what `fstat` says of the descriptor that
-/// is read (symlinks and device nodes, which are not opened: `fstatat`).
-struct Entry {
-    st: FileStat,
-    node: Node,
-}
-
-enum Node {
-    Dir(OwnedFd),
-    File(std::fs::File),
-    Symlink(OsString),
-    /// A device node, fifo or socket: nothing to read.
-    Special,
-}
-
-/// How often an entry that changes type while it is opened is looked at
-/// again before the export gives up.
-const RETRIES: usize = 16;
-
-/// Opens the entry `name` of `dir` without following a symlink or crossing
-/// a mount: `None` when it is gone, or a mount. An entry that turns into
-/// something else between the look and the open is looked at again.
-fn open_entry(dir: BorrowedFd, name: &OsStr) -> Result<Option<Entry>, Errno> {
-    use nix::sys::stat::{fstat, fstatat};
-    for _ in 0..RETRIES {
-        let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Err(Errno::ENOENT) => return Ok(None),
-            r => r?,
-        };
-        match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
-            SFlag::S_IFDIR => match crate::sys::tree::open_subdir(dir, name) {
-                Ok(fd) => {
-                    let st = fstat(fd.as_fd())?;
-                    return Ok(Some(Entry {
-                        st,
-                        node: Node::Dir(fd),
-                    }));
-                }
-                Err(e) if e.errno == Errno::EXDEV => return Ok(None), // a mount
-                Err(e) if matches!(e.errno, Errno::ELOOP | Errno::ENOTDIR | Errno::ENOENT) => {
-                    continue
-                }
-                Err(e) => return Err(e.errno),
-            },
-            SFlag::S_IFREG => {
-                // O_NONBLOCK: a fifo swapped in does not block the open.
-                let flags = OFlag::O_RDONLY
-                    | OFlag::O_NOFOLLOW
-                    | OFlag::O_NONBLOCK
-                    | OFlag::O_NOCTTY
-                    | OFlag::O_CLOEXEC;
-                match nix::fcntl::openat(dir, name, flags, Mode::empty()) {
-                    Ok(fd) => {
-                        let st = fstat(fd.as_fd())?;
-                        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-                            continue;
-                        }
-                        return Ok(Some(Entry {
-                            st,
-                            node: Node::File(fd.into()),
-                        }));
-                    }
-                    Err(Errno::ELOOP | Errno::ENOENT) => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            SFlag::S_IFLNK => match nix::fcntl::readlinkat(dir, name) {
-                Ok(target) => {
-                    return Ok(Some(Entry {
-                        st,
-                        node: Node::Symlink(target),
-                    }))
-                }
-                Err(Errno::EINVAL | Errno::ENOENT) => continue,
-                Err(e) => return Err(e),
-            },
-            _ => {
-                return Ok(Some(Entry {
-                    st,
-                    node: Node::Special,
-                }))
-            }
-        }
-    }
-    Err(Errno::EAGAIN)
-}
-
-/// What is done with each entry of a walk.
-trait Visit {
-    /// `rel` is empty for the top of the tree; a directory comes before
-    /// what it holds.
-    fn entry(&mut self, rel: &Path, e: &Entry) -> Result<(), ExportError>;
-    /// After everything a directory holds.
-    fn dir_done(&mut self, _rel: &Path, _e: &Entry) -> Result<(), ExportError> {
-        Ok(())
-    }
-}
-
-/// Walks `tree` from its descriptor, depth first in name order, each entry
-/// opened relative to its directory's descriptor ([`open_entry`]), not
-/// crossing into other filesystems (a mount inside is left out), apt's
-/// lists and cache ([`is_apt_cache`]) only when `include_apt_lists`.
-fn walk_tree(tree: &Tree, include_apt_lists: bool, v: &mut dyn Visit) -> Result<(), ExportError> {
-    let top = Entry {
-        st: tree.st,
-        node: Node::Dir(tree.fd.try_clone().map_err(io(&tree.path))?),
-    };
-    v.entry(Path::new(""), &top)?;
-    walk_dir(tree, tree.fd.as_fd(), Path::new(""), include_apt_lists, v)?;
-    v.dir_done(Path::new(""), &top)
-}
-
-fn walk_dir(
-    tree: &Tree,
-    dir: BorrowedFd,
-    rel: &Path,
-    include_apt_lists: bool,
-    v: &mut dyn Visit,
-) -> Result<(), ExportError> {
-    let mut names = crate::sys::tree::read_names(dir).map_err(|e| tree.err(rel)(e.errno))?;
-    names.sort();
-    for name in names {
-        let r = rel.join(&name);
-        let e = match open_entry(dir, &name) {
-            Ok(Some(e)) => e,
-            Ok(None) => continue,
-            Err(Errno::EAGAIN) => {
-                return Err(ExportError::Changing {
-                    path: tree.path.join(&r),
-                })
-            }
-            Err(e) => return Err(tree.err(&r)(e)),
-        };
-        if e.st.st_dev != tree.st.st_dev {
-            continue; // another filesystem mounted inside
-        }
-        let is_dir = matches!(e.node, Node::Dir(_));
-        if !include_apt_lists && is_apt_cache(&r, is_dir) {
-            continue;
-        }
-        v.entry(&r, &e)?;
-        if let Node::Dir(fd) = &e.node {
-            walk_dir(tree, fd.as_fd(), &r, include_apt_lists, v)?;
-            v.dir_done(&r, &e)?;
-        }
-    }
-    Ok(())
-}
-
-/// Every path under `root` (relative, sorted, parents first), as the
-/// export walks it.
-pub fn walk(root: &Path) -> Result<Vec<PathBuf>, ExportError> {
-    struct Paths(Vec<PathBuf>);
-    impl Visit for Paths {
-        fn entry(&mut self, rel: &Path, _: &Entry) -> Result<(), ExportError> {
-            if !rel.as_os_str().is_empty() {
-                self.0.push(rel.to_owned());
-            }
-            Ok(())
-        }
-    }
-    let mut p = Paths(Vec::new());
-    walk_tree(&Tree::open(root)?, true, &mut p)?;
-    Ok(p.0)
-}
-
-/// `size` bytes of `f`: no more if it has grown since it was looked at (the
-/// bytes past a tar entry's size would be read as the next entries), zeros
-/// for what is missing if it has shrunk.
-fn exactly(f: &std::fs::File, size: u64) -> impl std::io::Read + '_ {
-    use std::io::Read;
-    f.take(size).chain(std::io::repeat(0)).take(size)
-}
-
 /// The tar writer of [`write_tar`].
 struct TarVisit<'t, W: Write> {
     tree: &'t Tree,
@@ -601,7 +363,7 @@ pub fn ext4_size_kib(bytes: u64, inodes: u64) -> u64 {
 }
 
 /// The mke2fs command line that makes `image` from the directory `root`
-/// (zchroot's private copy of the tree, see [`Snapshot`]).
+/// (zchroot's private copy of the tree).
 pub fn mke2fs_argv(root: &Path, image: &Path, size_kib: u64) -> Vec<String> {
     vec![
         "mke2fs".into(),
@@ -806,251 +568,6 @@ fn high_fd(fd: BorrowedFd) -> std::io::Result<OwnedFd> {
     }
 }
 
-/// zchroot's private copy of a tree, for mke2fs (which reads its `-d`
-/// directory by path, and would follow a directory swapped for a symlink
-/// as the export of the tree itself once did): a directory only this
-/// process can enter (0700, created exclusively under a random name beside
-/// the output) holding the copy as `root`, removed when dropped.
-struct Snapshot {
-    path: PathBuf,
-    root: OwnedFd,
-}
-
-impl Snapshot {
-    fn new(out: &Path) -> Result<Snapshot, ExportError> {
-        let dir = match out.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let sys = |path: &Path| {
-            let path = path.to_owned();
-            move |e: crate::sys::SysError| ExportError::Io {
-                path,
-                source: e.errno.into(),
-            }
-        };
-        let dfd = crate::sys::tree::open_dir_path(dir).map_err(sys(dir))?;
-        let base = out.file_name().unwrap_or(OsStr::new("export"));
-        let mut tries = 0;
-        let name = loop {
-            let name = crate::atomic::temp_name(base);
-            match nix::sys::stat::mkdirat(dfd.as_fd(), name.as_os_str(), Mode::S_IRWXU) {
-                Ok(()) => break name,
-                Err(Errno::EEXIST) if tries < 64 => tries += 1,
-                Err(e) => return Err(io(&dir.join(&name))(e.into())),
-            }
-        };
-        let path = dir.join(&name);
-        let top = crate::sys::tree::open_subdir(dfd.as_fd(), &name);
-        // From here on, dropping it removes it.
-        let mut snap = Snapshot {
-            path: path.clone(),
-            root: top.map_err(sys(&path))?,
-        };
-        nix::sys::stat::mkdirat(snap.root.as_fd(), "root", Mode::S_IRWXU)
-            .map_err(|e| io(&path.join("root"))(e.into()))?;
-        snap.root = crate::sys::tree::open_subdir(snap.root.as_fd(), OsStr::new("root"))
-            .map_err(sys(&path.join("root")))?;
-        Ok(snap)
-    }
-}
-
-impl Drop for Snapshot {
-    fn drop(&mut self) {
-        // Never crosses a mount; nothing can be mounted in it but by root.
-        let _ = crate::teardown::remove_tree(&self.path);
-    }
-}
-
-/// Counts what a walk meets: bytes (as `st_size` says) and entries.
-#[derive(Default)]
-struct Count {
-    bytes: u64,
-    entries: u64,
-}
-
-impl Visit for Count {
-    fn entry(&mut self, _: &Path, e: &Entry) -> Result<(), ExportError> {
-        self.bytes += e.st.st_size.max(0) as u64;
-        self.entries += 1;
-        Ok(())
-    }
-}
-
-/// Copies each entry of a walk into the snapshot, from the descriptor the
-/// walk opened: data (shared blocks where the filesystem can), owner, mode,
-/// extended attributes and times as `fstat` said; hard links kept.
-struct CopyVisit<'a> {
-    /// The copy's path, for messages.
-    path: PathBuf,
-    root: &'a OwnedFd,
-    /// The copy's directories from its top down to the one being filled.
-    dirs: Vec<OwnedFd>,
-    links: HashMap<(u64, u64), PathBuf>,
-    count: Count,
-}
-
-impl CopyVisit<'_> {
-    fn err(&self, rel: &Path, call: &'static str) -> impl FnOnce(Errno) -> ExportError {
-        let path = self.path.join(rel);
-        move |e| ExportError::Copy {
-            path,
-            source: std::io::Error::from_raw_os_error(e as i32),
-            call,
-        }
-    }
-
-    /// Owner, then mode (a chown clears setuid bits), extended attributes
-    /// and times of the copy `dst` of `src`.
-    fn finish(
-        &self,
-        rel: &Path,
-        src: BorrowedFd,
-        dst: BorrowedFd,
-        st: &FileStat,
-    ) -> Result<(), ExportError> {
-        nix::unistd::fchown(
-            dst,
-            Some(Uid::from_raw(st.st_uid)),
-            Some(Gid::from_raw(st.st_gid)),
-        )
-        .map_err(self.err(rel, "fchown"))?;
-        nix::sys::stat::fchmod(dst, Mode::from_bits_truncate(st.st_mode & 0o7777))
-            .map_err(self.err(rel, "fchmod"))?;
-        let attrs =
-            crate::sys::copy::xattrs(src).map_err(|e| self.err(rel, "flistxattr")(e.errno))?;
-        for (name, value) in attrs {
-            crate::sys::copy::set_xattr(dst, &name, &value)
-                .map_err(|e| self.err(rel, "fsetxattr")(e.errno))?;
-        }
-        let (atime, mtime) = times(st);
-        nix::sys::stat::futimens(dst, &atime, &mtime).map_err(self.err(rel, "futimens"))
-    }
-
-    /// Owner and times of the symlink or node `name` of `dir`, not followed.
-    fn owner_and_times_at(
-        &self,
-        rel: &Path,
-        dir: BorrowedFd,
-        name: &OsStr,
-        st: &FileStat,
-    ) -> Result<(), ExportError> {
-        nix::unistd::fchownat(
-            dir,
-            name,
-            Some(Uid::from_raw(st.st_uid)),
-            Some(Gid::from_raw(st.st_gid)),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(self.err(rel, "fchownat"))?;
-        let (atime, mtime) = times(st);
-        nix::sys::stat::utimensat(
-            dir,
-            name,
-            &atime,
-            &mtime,
-            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-        )
-        .map_err(self.err(rel, "utimensat"))
-    }
-}
-
-fn times(st: &FileStat) -> (TimeSpec, TimeSpec) {
-    (
-        TimeSpec::new(st.st_atime, st.st_atime_nsec),
-        TimeSpec::new(st.st_mtime, st.st_mtime_nsec),
-    )
-}
-
-impl Visit for CopyVisit<'_> {
-    fn entry(&mut self, rel: &Path, e: &Entry) -> Result<(), ExportError> {
-        self.count.entry(rel, e)?;
-        let Some(name) = rel.file_name() else {
-            // The top: the copy's `root`, made already.
-            let top = self.root.try_clone().map_err(io(&self.path))?;
-            self.dirs.push(top);
-            return Ok(());
-        };
-        let dir = self.dirs.last().expect("the top is pushed first").as_fd();
-        let st = &e.st;
-        let private = Mode::S_IRUSR | Mode::S_IWUSR;
-        match &e.node {
-            Node::Dir(_) => {
-                nix::sys::stat::mkdirat(dir, name, Mode::S_IRWXU)
-                    .map_err(self.err(rel, "mkdirat"))?;
-                let d = crate::sys::tree::open_subdir(dir, name)
-                    .map_err(|e| self.err(rel, "openat2")(e.errno))?;
-                self.dirs.push(d);
-                Ok(())
-            }
-            Node::File(f) => {
-                let key = (st.st_dev, st.st_ino);
-                if st.st_nlink > 1 {
-                    if let Some(first) = self.links.get(&key) {
-                        // Inside the copy, which no one else can change.
-                        return nix::unistd::linkat(
-                            self.root.as_fd(),
-                            first.as_path(),
-                            dir,
-                            name,
-                            AtFlags::empty(),
-                        )
-                        .map_err(self.err(rel, "linkat"));
-                    }
-                    self.links.insert(key, rel.to_owned());
-                }
-                let flags = OFlag::O_WRONLY
-                    | OFlag::O_CREAT
-                    | OFlag::O_EXCL
-                    | OFlag::O_NOFOLLOW
-                    | OFlag::O_CLOEXEC;
-                let d = nix::fcntl::openat(dir, name, flags, private)
-                    .map_err(self.err(rel, "openat"))?;
-                if !crate::sys::copy::clone_file(f.as_fd(), d.as_fd()) {
-                    let size = st.st_size.max(0) as u64;
-                    let mut out = std::fs::File::from(d.try_clone().map_err(io(&self.path))?);
-                    std::io::copy(&mut exactly(f, size), &mut out).map_err(|e| {
-                        ExportError::Io {
-                            path: self.path.join(rel),
-                            source: e,
-                        }
-                    })?;
-                }
-                self.finish(rel, f.as_fd(), d.as_fd(), st)
-            }
-            Node::Symlink(target) => {
-                nix::unistd::symlinkat(target.as_os_str(), dir, name)
-                    .map_err(self.err(rel, "symlinkat"))?;
-                self.owner_and_times_at(rel, dir, name, st)
-            }
-            Node::Special => {
-                let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
-                if kind == SFlag::S_IFSOCK {
-                    return Ok(()); // sockets belong to running programs
-                }
-                nix::sys::stat::mknodat(dir, name, kind, private, st.st_rdev)
-                    .map_err(self.err(rel, "mknodat"))?;
-                self.owner_and_times_at(rel, dir, name, st)?;
-                nix::sys::stat::fchmodat(
-                    dir,
-                    name,
-                    Mode::from_bits_truncate(st.st_mode & 0o7777),
-                    nix::sys::stat::FchmodatFlags::NoFollowSymlink,
-                )
-                .map_err(self.err(rel, "fchmodat"))
-            }
-        }
-    }
-
-    fn dir_done(&mut self, rel: &Path, e: &Entry) -> Result<(), ExportError> {
-        let d = self.dirs.pop().expect("pushed by entry");
-        let Node::Dir(src) = &e.node else {
-            unreachable!("dir_done is for directories")
-        };
-        self.finish(rel, src.as_fd(), d.as_fd(), &e.st)
-    }
-}
-
 /// Makes the ext4 image at `image` from `tree` (of `size_kib`, else as
 /// large as the tree needs): the tree is copied through the walk's
 /// descriptors into a [`Snapshot`] (apt's lists and cache left out unless
@@ -1076,15 +593,9 @@ fn write_ext4(
         }
     }
     let snap = Snapshot::new(out)?;
-    let mut v = CopyVisit {
-        path: snap.path.join("root"),
-        root: &snap.root,
-        dirs: Vec::new(),
-        links: HashMap::new(),
-        count: Count::default(),
-    };
+    let mut v = CopyVisit::new(&snap);
     walk_tree(tree, include_apt_lists, &mut v)?;
-    let Count { bytes, entries } = v.count;
+    let Count { bytes, entries } = v.count();
     let size_kib = match size_kib {
         Some(k) if k < bytes / 1024 => return Err(too_small(k, bytes)),
         Some(k) => k,
