@@ -74,7 +74,10 @@ pub enum ExportError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{}: {call}: {source}", path.display())]
+    #[error(
+        "{}: {call}: {source}\nhelp: an ext4 image is made from a copy of the tree beside the output: its filesystem needs room for both",
+        path.display()
+    )]
     Copy {
         path: PathBuf,
         call: &'static str,

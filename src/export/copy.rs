@@ -51,11 +51,21 @@ impl Snapshot {
             }
         };
         let path = dir.join(&name);
-        let top = crate::sys::tree::open_subdir(dfd.as_fd(), &name);
+        let top = match crate::sys::tree::open_subdir(dfd.as_fd(), &name) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = nix::unistd::unlinkat(
+                    dfd.as_fd(),
+                    name.as_os_str(),
+                    nix::unistd::UnlinkatFlags::RemoveDir,
+                );
+                return Err(sys(&path)(e));
+            }
+        };
         // From here on, dropping it removes it.
         let mut snap = Snapshot {
             path: path.clone(),
-            root: top.map_err(sys(&path))?,
+            root: top,
         };
         nix::sys::stat::mkdirat(snap.root.as_fd(), "root", Mode::S_IRWXU)
             .map_err(|e| io(&path.join("root"))(e.into()))?;
