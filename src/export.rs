@@ -1,21 +1,34 @@
 //! `zchroot export`: a root written out as a tarball (plain, gzip, xz or
 //! zstd, chosen from the file name as mmdebstrap does), a squashfs image
 //! (the same tar stream fed to squashfs-tools-ng's `tar2sqfs`) or an ext4
-//! image (e2fsprogs' `mke2fs -d`), ownership as inside the root. No
-//! mounting and no loop devices. For a rootless user this runs inside the
-//! user namespace (a sandbox job), where the files' owners read as they are
-//! inside the root and every file can be read. apt's lists and download
-//! cache are left out unless asked for, as mmdebstrap leaves them out.
+//! image (e2fsprogs' `mke2fs -d`, given a private copy), ownership as
+//! inside the root. No mounting and no loop devices. For a rootless user
+//! this runs inside the user namespace (a sandbox job), where the files'
+//! owners read as they are inside the root and every file can be read.
+//! apt's lists and download cache are left out unless asked for, as
+//! mmdebstrap leaves them out.
+//!
+//! The tree is read through descriptors only ([`Tree`]): someone who can
+//! change it while it is read (a user's directory inside a root) cannot
+//! make the export follow a symlink out of it. A tree that belongs to
+//! someone else than the exporting process is refused.
+
+mod copy;
+mod walk;
+
+pub use walk::{walk, Tree};
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::AtomicFile;
+use copy::{CopyVisit, Count, Snapshot};
+use walk::{exactly, walk_tree, Entry, Node, Visit};
 
 /// What `zchroot export` writes: one type for the command line (clap
 /// refuses other values and lists these) and for the sandbox job (serde).
@@ -62,13 +75,21 @@ pub enum ExportError {
         source: std::io::Error,
     },
     #[error(
+        "{}: {call}: {source}\nhelp: an ext4 image is made from a copy of the tree beside the output: its filesystem needs room for both",
+        path.display()
+    )]
+    Copy {
+        path: PathBuf,
+        call: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
         "mke2fs is not installed: an ext4 image needs it\nhelp: sudo apt-get install e2fsprogs"
     )]
     NoMke2fs,
     #[error("mke2fs failed ({status}): {stderr}")]
     Mke2fs { status: String, stderr: String },
-    #[error("debugfs failed leaving apt's lists out of the image ({status}): {stderr}")]
-    Debugfs { status: String, stderr: String },
     #[error(
         "tar2sqfs is not installed: a squashfs image needs it\nhelp: sudo apt-get install squashfs-tools-ng"
     )]
@@ -86,6 +107,21 @@ pub enum ExportError {
     OutputDirNotADir { dir: PathBuf },
     #[error("--size is for ext4 images only; {} is written as {format}", out.display())]
     SizeNotExt4 { out: PathBuf, format: &'static str },
+    #[error(
+        "{}: a component of this path is a symlink, or was swapped for one while it was opened\nhelp: give the tree's real path (realpath {}), and export a tree no one else can change",
+        path.display(), path.display()
+    )]
+    SymlinkInPath { path: PathBuf },
+    #[error(
+        "{} belongs to uid {owner}, not to uid {me} that exports it: its owner could change it while it is read, and have files only uid {me} may read put into the image\nhelp: export a tree of your own (made by zchroot create, or a copy made while no one else can change it), or have its owner export it",
+        path.display()
+    )]
+    NotYours { path: PathBuf, owner: u32, me: u32 },
+    #[error(
+        "{} kept changing while it was read (a file became a directory or a symlink and back)\nhelp: stop what is changing the tree, and export again",
+        path.display()
+    )]
+    Changing { path: PathBuf },
     #[error(
         "the root holds {needed_mib} MiB of files: an image of {size_mib} MiB cannot hold them\nhelp: give a larger --size, or leave it out to size the image to the root"
     )]
@@ -227,118 +263,101 @@ pub fn is_apt_cache(rel: &Path, is_dir: bool) -> bool {
             && rel.extension().is_some_and(|e| e == "bin"))
 }
 
-/// Every path under `root` (relative, sorted, parents first), not crossing
-/// into other filesystems (a mount inside the root is left out).
-pub fn walk(root: &Path) -> Result<Vec<PathBuf>, ExportError> {
-    let dev = std::fs::symlink_metadata(root).map_err(io(root))?.dev();
-    let mut out = Vec::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let dir = root.join(&rel);
-        let mut names: Vec<_> = std::fs::read_dir(&dir)
-            .map_err(io(&dir))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()
-            .map_err(io(&dir))?;
-        names.sort();
-        let mut subdirs = Vec::new();
-        for n in names {
-            let r = rel.join(&n);
-            let m = std::fs::symlink_metadata(root.join(&r)).map_err(io(&root.join(&r)))?;
-            if m.dev() != dev {
-                continue;
-            }
-            if m.is_dir() {
-                subdirs.push(r.clone());
-            }
-            out.push(r);
-        }
-        // Depth-first, in name order.
-        stack.extend(subdirs.into_iter().rev());
-    }
-    out.sort();
-    Ok(out)
+/// The tar writer of [`write_tar`].
+struct TarVisit<'t, W: Write> {
+    tree: &'t Tree,
+    b: tar::Builder<W>,
+    /// Files with more than one link, by device and inode: the name the
+    /// first was archived under.
+    seen: HashMap<(u64, u64), PathBuf>,
 }
 
-/// Writes the tree at `root` as a tar stream (GNU format, owners numeric,
-/// hard links kept, device nodes as they are) into `out`; apt's lists and
-/// cache ([`is_apt_cache`]) only when `include_apt_lists`.
-pub fn write_tar(root: &Path, out: impl Write, include_apt_lists: bool) -> Result<(), ExportError> {
+impl<W: Write> Visit for TarVisit<'_, W> {
+    fn entry(&mut self, rel: &Path, e: &Entry) -> Result<(), ExportError> {
+        let m = &e.st;
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(m.st_mode & 0o7777);
+        h.set_uid(m.st_uid as u64);
+        h.set_gid(m.st_gid as u64);
+        h.set_mtime(m.st_mtime.max(0) as u64);
+        h.set_size(0);
+        let err = |e: std::io::Error| ExportError::Io {
+            path: self.tree.path.join(rel),
+            source: e,
+        };
+        let name: OsString = match &e.node {
+            _ if rel.as_os_str().is_empty() => ".".into(),
+            Node::Dir(_) => {
+                let mut n = rel.as_os_str().to_owned();
+                n.push("/");
+                n
+            }
+            _ => rel.as_os_str().to_owned(),
+        };
+        match &e.node {
+            Node::Dir(_) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                self.b
+                    .append_data(&mut h, &name, std::io::empty())
+                    .map_err(err)
+            }
+            Node::Symlink(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                self.b.append_link(&mut h, &name, target).map_err(err)
+            }
+            Node::File(f) => {
+                let key = (m.st_dev, m.st_ino);
+                if m.st_nlink > 1 {
+                    if let Some(first) = self.seen.get(&key) {
+                        h.set_entry_type(tar::EntryType::Link);
+                        return self.b.append_link(&mut h, &name, first).map_err(err);
+                    }
+                    self.seen.insert(key, rel.to_owned());
+                }
+                let size = m.st_size.max(0) as u64;
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(size);
+                self.b
+                    .append_data(&mut h, &name, exactly(f, size))
+                    .map_err(err)
+            }
+            Node::Special => {
+                let kind = match m.st_mode & libc::S_IFMT {
+                    libc::S_IFCHR => tar::EntryType::Char,
+                    libc::S_IFBLK => tar::EntryType::Block,
+                    libc::S_IFIFO => tar::EntryType::Fifo,
+                    _ => return Ok(()), // sockets are not archived
+                };
+                h.set_entry_type(kind);
+                h.set_device_major(libc::major(m.st_rdev)).map_err(err)?;
+                h.set_device_minor(libc::minor(m.st_rdev)).map_err(err)?;
+                self.b
+                    .append_data(&mut h, &name, std::io::empty())
+                    .map_err(err)
+            }
+        }
+    }
+}
+
+/// Writes `tree` as a tar stream (GNU format, owners numeric, hard links
+/// kept, device nodes as they are) into `out`; apt's lists and cache
+/// ([`is_apt_cache`]) only when `include_apt_lists`. Each header is what
+/// `fstat` says of the descriptor whose bytes follow it, and exactly that
+/// many bytes follow.
+pub fn write_tar(tree: &Tree, out: impl Write, include_apt_lists: bool) -> Result<(), ExportError> {
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Complete);
     b.follow_symlinks(false);
-    let mut seen: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    let paths = walk(root)?;
-    let top = std::fs::symlink_metadata(root).map_err(io(root))?;
-    let mut entries = vec![(PathBuf::from("."), top)];
-    for p in paths {
-        let full = root.join(&p);
-        let m = std::fs::symlink_metadata(&full).map_err(io(&full))?;
-        if !include_apt_lists && is_apt_cache(&p, m.is_dir()) {
-            continue;
-        }
-        entries.push((p, m));
-    }
-    for (rel, m) in entries {
-        let full = root.join(&rel);
-        let mut h = tar::Header::new_gnu();
-        h.set_mode(m.mode() & 0o7777);
-        h.set_uid(m.uid() as u64);
-        h.set_gid(m.gid() as u64);
-        h.set_mtime(m.mtime().max(0) as u64);
-        h.set_size(0);
-        let ft = m.file_type();
-        let name = if ft.is_dir() && rel != Path::new(".") {
-            format!("{}/", rel.display())
-        } else {
-            rel.display().to_string()
-        };
-        let err = |e: std::io::Error| ExportError::Io {
-            path: full.clone(),
-            source: e,
-        };
-        if ft.is_file() && m.nlink() > 1 {
-            if let Some(first) = seen.get(&(m.dev(), m.ino())) {
-                h.set_entry_type(tar::EntryType::Link);
-                b.append_link(&mut h, &name, first).map_err(err)?;
-                continue;
-            }
-            seen.insert((m.dev(), m.ino()), rel.clone());
-        }
-        if ft.is_dir() {
-            h.set_entry_type(tar::EntryType::Directory);
-            b.append_data(&mut h, &name, std::io::empty())
-                .map_err(err)?;
-        } else if ft.is_symlink() {
-            let target = std::fs::read_link(&full).map_err(err)?;
-            h.set_entry_type(tar::EntryType::Symlink);
-            b.append_link(&mut h, &name, &target).map_err(err)?;
-        } else if ft.is_file() {
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_size(m.len());
-            let f = std::fs::File::open(&full).map_err(err)?;
-            b.append_data(&mut h, &name, f).map_err(err)?;
-        } else {
-            let kind = if ft.is_char_device() {
-                tar::EntryType::Char
-            } else if ft.is_block_device() {
-                tar::EntryType::Block
-            } else if ft.is_fifo() {
-                tar::EntryType::Fifo
-            } else {
-                continue; // sockets are not archived
-            };
-            h.set_entry_type(kind);
-            let rdev = m.rdev();
-            h.set_device_major(libc::major(rdev)).map_err(err)?;
-            h.set_device_minor(libc::minor(rdev)).map_err(err)?;
-            b.append_data(&mut h, &name, std::io::empty())
-                .map_err(err)?;
-        }
-    }
-    b.into_inner().and_then(|mut w| w.flush()).map_err(io(root))
+    let mut v = TarVisit {
+        tree,
+        b,
+        seen: HashMap::new(),
+    };
+    walk_tree(tree, include_apt_lists, &mut v)?;
+    v.b.into_inner()
+        .and_then(|mut w| w.flush())
+        .map_err(io(&tree.path))
 }
-
 /// The size in KiB of an ext4 image for a tree of `bytes` and `inodes`:
 /// room for the data, metadata and some growth.
 pub fn ext4_size_kib(bytes: u64, inodes: u64) -> u64 {
@@ -346,7 +365,8 @@ pub fn ext4_size_kib(bytes: u64, inodes: u64) -> u64 {
     (data + data / 4 + 64 * 1024).div_ceil(1024) * 1024
 }
 
-/// The mke2fs command line that makes `image` from `root`.
+/// The mke2fs command line that makes `image` from the directory `root`
+/// (zchroot's private copy of the tree).
 pub fn mke2fs_argv(root: &Path, image: &Path, size_kib: u64) -> Vec<String> {
     vec![
         "mke2fs".into(),
@@ -361,22 +381,6 @@ pub fn mke2fs_argv(root: &Path, image: &Path, size_kib: u64) -> Vec<String> {
         image.display().to_string(),
         format!("{size_kib}k"),
     ]
-}
-
-/// The debugfs commands that remove `paths` (relative to the image's
-/// root) from an image. A name debugfs could read as more than one
-/// argument or command (a root names its own files) is not removed.
-pub fn debugfs_removals(paths: &[PathBuf]) -> String {
-    let safe = |p: &str| {
-        p.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._+~:@%=,-/".contains(&b))
-    };
-    paths
-        .iter()
-        .filter_map(|p| p.to_str())
-        .filter(|p| safe(p))
-        .map(|p| format!("rm \"/{p}\"\n"))
-        .collect()
 }
 
 /// The tar2sqfs command line that makes `image` from a tar on stdin:
@@ -465,27 +469,27 @@ impl<W: Write> Write for KeepError<W> {
     }
 }
 
-/// Writes the tarball of `root` into `out`, compressed with `c`.
+/// Writes the tarball of `tree` into `out`, compressed with `c`.
 pub fn write_tarball(
-    root: &Path,
+    tree: &Tree,
     out: &mut dyn Write,
     c: Compression,
     include_apt_lists: bool,
 ) -> Result<(), ExportError> {
     let err = |e: std::io::Error| ExportError::Io {
-        path: root.to_owned(),
+        path: tree.path.clone(),
         source: e,
     };
     match c {
-        Compression::Plain => write_tar(root, out, include_apt_lists),
+        Compression::Plain => write_tar(tree, out, include_apt_lists),
         Compression::Gzip => {
             let mut e = flate2::write::GzEncoder::new(out, flate2::Compression::default());
-            write_tar(root, &mut e, include_apt_lists)?;
+            write_tar(tree, &mut e, include_apt_lists)?;
             e.finish().map(drop).map_err(err)
         }
         Compression::Xz => {
             let mut e = liblzma::write::XzEncoder::new(out, 6);
-            write_tar(root, &mut e, include_apt_lists)?;
+            write_tar(tree, &mut e, include_apt_lists)?;
             e.finish().map(drop).map_err(err)
         }
         Compression::Zstd => {
@@ -495,7 +499,7 @@ pub fn write_tarball(
                 error: None,
             };
             let tarred = std::thread::scope(|s| {
-                let tarrer = s.spawn(move || write_tar(root, ChunkWriter(tx), include_apt_lists));
+                let tarrer = s.spawn(move || write_tar(tree, ChunkWriter(tx), include_apt_lists));
                 let reader = ChunkReader {
                     rx,
                     chunk: Vec::new(),
@@ -517,15 +521,19 @@ pub fn write_tarball(
     }
 }
 
-/// Makes the squashfs image at `image_fd` from the tar stream of `root`.
-fn write_squashfs(root: &Path, image_fd: i32, include_apt_lists: bool) -> Result<(), ExportError> {
+/// Makes the squashfs image at `image` from the tar stream of `tree`.
+fn write_squashfs(
+    tree: &Tree,
+    image: BorrowedFd,
+    include_apt_lists: bool,
+) -> Result<(), ExportError> {
     let argv = tar2sqfs_argv(&PathBuf::from(format!("/dev/fd/{IMAGE_FD}")));
     let mut cmd = std::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    crate::sys::dup2_in_child(&mut cmd, image_fd, IMAGE_FD);
+    crate::sys::dup2_in_child(&mut cmd, image.as_raw_fd(), IMAGE_FD);
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => ExportError::NoTar2sqfs,
         _ => ExportError::Io {
@@ -534,7 +542,7 @@ fn write_squashfs(root: &Path, image_fd: i32, include_apt_lists: bool) -> Result
         },
     })?;
     let stdin = child.stdin.take().expect("piped");
-    let tarred = write_tar(root, std::io::BufWriter::new(stdin), include_apt_lists);
+    let tarred = write_tar(tree, std::io::BufWriter::new(stdin), include_apt_lists);
     let o = child
         .wait_with_output()
         .map_err(io(Path::new("tar2sqfs")))?;
@@ -545,41 +553,68 @@ fn write_squashfs(root: &Path, image_fd: i32, include_apt_lists: bool) -> Result
     tarred
 }
 
-/// Makes the ext4 image at `image_fd` from `root` (of `size_kib`, else as
-/// large as the root needs), then removes apt's lists and cache from it
-/// unless `include_apt_lists`.
+/// The directory mke2fs is given: zchroot's private copy of the tree,
+/// inherited as this descriptor.
+const SOURCE_FD: i32 = 4;
+
+/// A copy of `fd` numbered above [`SOURCE_FD`], so that neither of the
+/// child's `dup2`s to [`IMAGE_FD`] and [`SOURCE_FD`] overwrites the other's
+/// source.
+fn high_fd(fd: BorrowedFd) -> std::io::Result<OwnedFd> {
+    let mut low = Vec::new();
+    loop {
+        let c = fd.try_clone_to_owned()?;
+        if c.as_raw_fd() > SOURCE_FD {
+            return Ok(c);
+        }
+        low.push(c); // held until a high one is had
+    }
+}
+
+/// Makes the ext4 image at `image` from `tree` (of `size_kib`, else as
+/// large as the tree needs): the tree is copied through the walk's
+/// descriptors into a [`Snapshot`] (apt's lists and cache left out unless
+/// `include_apt_lists`), and mke2fs reads the copy, which only this process
+/// can change.
 fn write_ext4(
-    root: &Path,
-    image_fd: i32,
+    tree: &Tree,
+    out: &Path,
+    image: BorrowedFd,
     size_kib: Option<u64>,
     include_apt_lists: bool,
 ) -> Result<(), ExportError> {
-    let paths = walk(root)?;
-    let mut bytes = 0;
-    let mut left_out = Vec::new();
-    for p in &paths {
-        if let Ok(m) = std::fs::symlink_metadata(root.join(p)) {
-            bytes += m.len();
-            if !include_apt_lists && is_apt_cache(p, m.is_dir()) {
-                left_out.push(p.clone());
-            }
+    let too_small = |k: u64, bytes: u64| ExportError::SizeTooSmall {
+        size_mib: k / 1024,
+        needed_mib: bytes.div_ceil(1 << 20),
+    };
+    if let Some(k) = size_kib {
+        // Said before anything is copied.
+        let mut c = Count::default();
+        walk_tree(tree, include_apt_lists, &mut c)?;
+        if k < c.bytes / 1024 {
+            return Err(too_small(k, c.bytes));
         }
     }
+    let snap = Snapshot::new(out)?;
+    let mut v = CopyVisit::new(&snap);
+    walk_tree(tree, include_apt_lists, &mut v)?;
+    let Count { bytes, entries } = v.count();
     let size_kib = match size_kib {
-        Some(k) if k < bytes / 1024 => {
-            return Err(ExportError::SizeTooSmall {
-                size_mib: k / 1024,
-                needed_mib: bytes.div_ceil(1 << 20),
-            })
-        }
+        Some(k) if k < bytes / 1024 => return Err(too_small(k, bytes)),
         Some(k) => k,
-        None => ext4_size_kib(bytes, paths.len() as u64),
+        None => ext4_size_kib(bytes, entries),
     };
-    let image = PathBuf::from(format!("/dev/fd/{IMAGE_FD}"));
-    let argv = mke2fs_argv(root, &image, size_kib);
+    let argv = mke2fs_argv(
+        Path::new(&format!("/dev/fd/{SOURCE_FD}")),
+        Path::new(&format!("/dev/fd/{IMAGE_FD}")),
+        size_kib,
+    );
+    let image = high_fd(image).map_err(io(out))?;
+    let source = high_fd(snap.root.as_fd()).map_err(io(&snap.path))?;
     let mut cmd = std::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..]);
-    crate::sys::dup2_in_child(&mut cmd, image_fd, IMAGE_FD);
+    cmd.args(&argv[1..]).current_dir("/");
+    crate::sys::dup2_in_child(&mut cmd, image.as_raw_fd(), IMAGE_FD);
+    crate::sys::dup2_in_child(&mut cmd, source.as_raw_fd(), SOURCE_FD);
     let o = cmd.output().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => ExportError::NoMke2fs,
         _ => ExportError::Io {
@@ -591,48 +626,31 @@ fn write_ext4(
         let (status, stderr) = failure(&o);
         return Err(ExportError::Mke2fs { status, stderr });
     }
-    let script = debugfs_removals(&left_out);
-    if script.is_empty() {
-        return Ok(());
-    }
-    let mut cmd = std::process::Command::new("debugfs");
-    cmd.args(["-w", "-f", "-"])
-        .arg(&image)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    crate::sys::dup2_in_child(&mut cmd, image_fd, IMAGE_FD);
-    let mut child = cmd.spawn().map_err(io(Path::new("debugfs")))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let written = stdin.write_all(script.as_bytes());
-    drop(stdin);
-    let o = child.wait_with_output().map_err(io(Path::new("debugfs")))?;
-    written.map_err(io(Path::new("debugfs")))?;
-    if !o.status.success() {
-        let (status, stderr) = failure(&o);
-        return Err(ExportError::Debugfs { status, stderr });
-    }
     Ok(())
 }
 
-/// Writes `root` to `out` as `plan` says. Runs where the owners read as
-/// they should be written (inside the user namespace when rootless). The
-/// output is written to a file created exclusively under a random name
-/// next to `out` and renamed over `out` when complete, so nothing planted
-/// in a shared directory is followed or overwritten, and a failed export
-/// leaves nothing.
+/// Writes the tree at `root` to `out` as `plan` says. Runs where the owners
+/// read as they should be written (inside the user namespace when
+/// rootless). `root` is the tree's real path ([`Tree::open`]); a tree that
+/// belongs to someone else is refused ([`Tree::check_owner`]). The output
+/// is written to a file created exclusively under a random name next to
+/// `out` and renamed over `out` when complete, so nothing planted in a
+/// shared directory is followed or overwritten, and a failed export leaves
+/// nothing.
 pub fn export(root: &Path, plan: &ExportPlan, out: &Path) -> Result<(), ExportError> {
     check_output_dir(out)?;
+    let tree = Tree::open(root)?;
+    tree.check_owner()?;
     let mut tmp = AtomicFile::new(out, 0o644).map_err(io(out))?;
     let apt = plan.include_apt_lists;
     match plan.format {
         ExportFormat::Tar => {
             let mut w = std::io::BufWriter::new(&mut tmp);
-            write_tarball(root, &mut w, plan.compression, apt)?;
+            write_tarball(&tree, &mut w, plan.compression, apt)?;
             w.flush().map_err(io(out))?;
         }
-        ExportFormat::Squashfs => write_squashfs(root, tmp.file().as_raw_fd(), apt)?,
-        ExportFormat::Ext4 => write_ext4(root, tmp.file().as_raw_fd(), plan.size_kib, apt)?,
+        ExportFormat::Squashfs => write_squashfs(&tree, tmp.file().as_fd(), apt)?,
+        ExportFormat::Ext4 => write_ext4(&tree, out, tmp.file().as_fd(), plan.size_kib, apt)?,
     }
     tmp.commit().map_err(io(out))
 }
@@ -654,9 +672,9 @@ mod tests {
             ["etc", "etc/a", "etc/sub", "etc/sub/b", "etc/sub/c"].map(PathBuf::from)
         );
         let mut out = Vec::new();
-        write_tar(&r, &mut out, true).unwrap();
+        write_tar(&Tree::open(&r).unwrap(), &mut out, true).unwrap();
         let mut a = tar::Archive::new(&out[..]);
-        let uid = std::fs::metadata(&r).unwrap().uid() as u64;
+        let uid = nix::unistd::geteuid().as_raw() as u64;
         let mut seen = Vec::new();
         for e in a.entries().unwrap() {
             let e = e.unwrap();
@@ -687,6 +705,142 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    /// A `Write` that calls `hook` once, as soon as what has been written
+    /// holds `at` (the tar writer writes each entry's header when it gets
+    /// to the entry, before the next is opened or its data read).
+    struct Hook<F: FnMut()> {
+        out: Vec<u8>,
+        at: &'static [u8],
+        hook: Option<F>,
+    }
+
+    impl<F: FnMut()> Write for Hook<F> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.out.extend_from_slice(buf);
+            if self.out.windows(self.at.len()).any(|w| w == self.at) {
+                if let Some(mut f) = self.hook.take() {
+                    f();
+                }
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn listing(tar: &[u8]) -> Vec<(String, tar::EntryType, Vec<u8>)> {
+        use std::io::Read;
+        tar::Archive::new(tar)
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                let name = e.path().unwrap().display().to_string();
+                (name, e.header().entry_type(), data)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_symlink_mid_walk_is_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path().join("root");
+        let secret = d.path().join("secret");
+        for dir in [r.join("a"), r.join("b"), secret.clone()] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(r.join("a/x"), "x").unwrap();
+        std::fs::write(r.join("b/f"), "mine").unwrap();
+        std::fs::write(secret.join("f"), "SECRET").unwrap();
+        let tree = Tree::open(&r).unwrap();
+        // While a/x is written, after the top's names were read and
+        // before b is reached, b becomes a symlink to the secret directory.
+        let mut w = Hook {
+            out: Vec::new(),
+            at: b"a/x",
+            hook: Some(|| {
+                std::fs::rename(r.join("b"), d.path().join("b-moved")).unwrap();
+                std::os::unix::fs::symlink(&secret, r.join("b")).unwrap();
+            }),
+        };
+        write_tar(&tree, &mut w, true).unwrap();
+        assert!(w.hook.is_none(), "the swap was made");
+        let got = listing(&w.out);
+        let names: Vec<_> = got.iter().map(|(n, t, _)| (n.as_str(), *t)).collect();
+        assert_eq!(
+            names,
+            [
+                (".", tar::EntryType::Directory),
+                ("a/", tar::EntryType::Directory),
+                ("a/x", tar::EntryType::Regular),
+                ("b", tar::EntryType::Symlink),
+            ]
+        );
+        assert!(
+            !w.out.windows(6).any(|x| x == b"SECRET"),
+            "the secret is in the tar"
+        );
+    }
+
+    #[test]
+    fn a_file_that_grows_while_it_is_read_adds_no_entries() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path().join("root");
+        std::fs::create_dir(&r).unwrap();
+        std::fs::write(r.join("grow"), [b'g'; 512]).unwrap();
+        let tree = Tree::open(&r).unwrap();
+        // Bytes past the size in the header would be read as a header.
+        let mut planted = tar::Header::new_gnu();
+        planted.set_path("planted").unwrap();
+        planted.set_size(0);
+        planted.set_entry_type(tar::EntryType::Regular);
+        planted.set_cksum();
+        let mut w = Hook {
+            out: Vec::new(),
+            at: b"grow",
+            hook: Some(|| {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(r.join("grow"))
+                    .unwrap();
+                f.write_all(planted.as_bytes()).unwrap();
+                f.write_all(&[0; 1024]).unwrap();
+            }),
+        };
+        write_tar(&tree, &mut w, true).unwrap();
+        assert!(w.hook.is_none(), "the file grew");
+        let got = listing(&w.out);
+        assert_eq!(
+            got.len(),
+            2,
+            "{:?}",
+            got.iter().map(|g| &g.0).collect::<Vec<_>>()
+        );
+        assert_eq!(got[1].0, "grow");
+        assert_eq!(got[1].2, [b'g'; 512]);
+    }
+
+    #[test]
+    fn a_tree_is_opened_through_no_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("real/sub")).unwrap();
+        std::os::unix::fs::symlink("real", d.path().join("link")).unwrap();
+        for p in ["link", "link/sub"] {
+            let e = Tree::open(&d.path().join(p)).unwrap_err();
+            assert!(matches!(e, ExportError::SymlinkInPath { .. }), "{p}: {e}");
+            assert!(
+                e.to_string().contains("\nhelp: give the tree's real path"),
+                "{e}"
+            );
+        }
+        let t = Tree::open(&d.path().join("real/sub")).unwrap();
+        t.check_owner().unwrap();
     }
 
     #[test]
@@ -757,19 +911,6 @@ mod tests {
     }
 
     #[test]
-    fn debugfs_is_given_only_plain_names() {
-        let s = debugfs_removals(&[
-            PathBuf::from("var/lib/apt/lists/deb.debian.org_debian_dists_trixie_InRelease"),
-            PathBuf::from("var/lib/apt/lists/x\"\nrm /etc/passwd"),
-            PathBuf::from("var/lib/apt/lists/a b"),
-        ]);
-        assert_eq!(
-            s,
-            "rm \"/var/lib/apt/lists/deb.debian.org_debian_dists_trixie_InRelease\"\n"
-        );
-    }
-
-    #[test]
     fn a_missing_output_directory_has_its_own_error() {
         let d = tempfile::tempdir().unwrap();
         let e = check_output_dir(&d.path().join("nope/r.tar")).unwrap_err();
@@ -794,7 +935,8 @@ mod tests {
         std::fs::write(r.join("etc/a"), "hello ".repeat(10_000)).unwrap();
         std::fs::write(r.join("var/lib/apt/lists/x_Packages"), "P").unwrap();
         let mut plain = Vec::new();
-        write_tar(&r, &mut plain, false).unwrap();
+        let tree = Tree::open(&r).unwrap();
+        write_tar(&tree, &mut plain, false).unwrap();
         let names = |t: &[u8]| -> Vec<String> {
             tar::Archive::new(t)
                 .entries()
@@ -817,7 +959,7 @@ mod tests {
         );
         for c in [Compression::Gzip, Compression::Xz, Compression::Zstd] {
             let mut out = Vec::new();
-            write_tarball(&r, &mut out, c, false).unwrap();
+            write_tarball(&tree, &mut out, c, false).unwrap();
             assert!(out.len() < plain.len() / 4, "{c:?} compresses");
             let mut back = Vec::new();
             use std::io::Read;
@@ -832,7 +974,7 @@ mod tests {
             assert_eq!(back, plain, "{c:?}");
         }
         let mut with = Vec::new();
-        write_tarball(&r, &mut with, Compression::Plain, true).unwrap();
+        write_tarball(&tree, &mut with, Compression::Plain, true).unwrap();
         assert!(names(&with).contains(&"var/lib/apt/lists/x_Packages".to_string()));
     }
 

@@ -277,7 +277,19 @@ fn an_ext4_image_has_the_size_asked_for_and_no_apt_lists() {
     assert!(!lists.contains("InRelease"), "{lists}");
     assert!(!ls("/var/cache/apt").contains("pkgcache.bin"));
     assert!(!ls("/var/cache/apt/archives").contains(".deb"));
-    assert!(ls("/etc").contains("/secret/"));
+    // Owners, modes and hard links as in the tree (`ls -p`:
+    // /inode/mode/uid/gid/name/size/).
+    let etc = ls("/etc");
+    assert!(etc.contains("/100600/1000/1001/secret/"), "{etc}");
+    let bin = ls("/usr/bin");
+    let ino = |name: &str| {
+        bin.lines()
+            .find(|l| l.contains(&format!("/{name}/")))
+            .and_then(|l| l.split('/').nth(1))
+            .unwrap_or_else(|| panic!("no {name} in {bin}"))
+            .to_string()
+    };
+    assert_eq!(ino("tool"), ino("tool2"), "{bin}");
     // Too small for the root: said before mke2fs is run.
     std::fs::write(root.join("big"), vec![7u8; 3 << 20]).unwrap();
     let o = export(&home, &root, &d.path().join("small.img"), &["--size", "2M"]);
@@ -288,6 +300,13 @@ fn an_ext4_image_has_the_size_asked_for_and_no_apt_lists() {
         stderr(&o)
     );
     assert!(!d.path().join("small.img").exists());
+    // The private copy mke2fs read is gone with the export, made or failed.
+    let left: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
@@ -412,4 +431,217 @@ fn a_rootless_export_writes_owners_as_inside_in_each_format() {
         };
         assert_eq!(tar_entries(&tar[..]), want, "{name}");
     }
+}
+
+/// renameat2's number here, for perl's `syscall` (no tool in Debian 12
+/// exchanges two names: coreutils' `mv --exchange` came in 9.5).
+fn renameat2_nr() -> Option<u32> {
+    match std::env::consts::ARCH {
+        "x86_64" => Some(316),
+        "aarch64" | "riscv64" | "loongarch64" => Some(276),
+        "x86" => Some(353),
+        "arm" => Some(382),
+        "powerpc64" => Some(357),
+        "s390x" => Some(347),
+        _ => None,
+    }
+}
+
+/// As `user`, swaps the names `d` and `s` in `dir` with
+/// renameat2(RENAME_EXCHANGE) in a loop for `secs` seconds, then stops by
+/// itself and prints how many swaps it made. It pauses 0.2 ms between
+/// swaps, not to take a whole core from the machine: thousands of swaps a
+/// second still land in the middle of every export.
+fn swapper(user: &str, dir: &Path, secs: u32) -> std::process::Child {
+    const SWAP: &str = r#"
+        my ($nr, $dir, $secs, $pause) = @ARGV;
+        chdir $dir or die "chdir $dir: $!\n";
+        my ($a, $b) = ("d", "s");
+        my $end = time + $secs;
+        my $n = 0;
+        while (time < $end) {
+            syscall($nr, -100, $a, -100, $b, 2) == 0 or die "renameat2: $!\n";
+            $n++;
+            select(undef, undef, undef, $pause);
+        }
+        print "$n\n";
+    "#;
+    Command::new("runuser")
+        .args(["-u", user, "--", "perl", "-e", SWAP])
+        .arg(renameat2_nr().unwrap().to_string())
+        .arg(dir)
+        .arg(secs.to_string())
+        .arg("0.0002")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The swapper's count of swaps (it must have swapped, or the test proves
+/// nothing).
+fn swapped(child: std::process::Child) -> u64 {
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "swapper: {}", stderr(&o));
+    let n = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    assert!(n > 0, "the swapper made no swap");
+    n
+}
+
+/// A directory of the test user's in `root` (at `rel`) where `d` is a
+/// directory of files f0..f9 and `s` a symlink to a directory of the same
+/// names holding `marker` (root's, mode 0700, outside the root): as each
+/// swap of `d` and `s` leaves it, `d` is the symlink half the time.
+fn plant_swap(root: &Path, rel: &str, user: &crate::common::TestUser, marker: &str) -> PathBuf {
+    let secret = root.parent().unwrap().join("secret");
+    std::fs::create_dir(&secret).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dir = root.join(rel);
+    std::fs::create_dir_all(dir.join("d")).unwrap();
+    for i in 0..10 {
+        std::fs::write(secret.join(format!("f{i}")), marker).unwrap();
+        std::fs::write(dir.join(format!("d/f{i}")), "mine").unwrap();
+    }
+    std::os::unix::fs::symlink(&secret, dir.join("s")).unwrap();
+    let o = Command::new("chown")
+        .args(["-R", "-h", &format!("{}:", user.name)])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(o.success());
+    dir
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn a_tree_of_another_user_is_refused_while_they_swap_it() {
+    // Issue 23, finding 4: the owner of a --dir tree swapped a directory
+    // with a symlink to /etc while root exported it, and /etc/shadow went
+    // into the image.
+    if !require_root("the tree belongs to another user")
+        || !require(
+            have_command("perl") && renameat2_nr().is_some(),
+            "perl, on an architecture whose renameat2 number the test knows",
+            "apt-get install perl-base",
+        )
+    {
+        return;
+    }
+    let Some(u) = crate::common::require_test_user() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    crate::common::let_others_reach(d.path());
+    let root = make_root(d.path());
+    let marker = "SECRET-of-root-5f0c2e";
+    let dir = plant_swap(&root, "etc/x", &u, marker);
+    let o = Command::new("chown")
+        .args(["-R", "-h", &format!("{}:", u.name)])
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(o.success());
+    let home = d.path().join("home");
+    let racer = swapper(&u.name, &dir, 3);
+    let mut tries = 0;
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(2) {
+        tries += 1;
+        for name in ["r.tar", "r.img"] {
+            let out = d.path().join(name);
+            let o = export(&home, &root, &out, &[]);
+            let got = std::fs::read(&out).unwrap_or_default();
+            assert!(
+                !contains(&got, marker),
+                "try {tries}: the secret is in {name}"
+            );
+            assert_eq!(o.status.code(), Some(1), "try {tries}: {name} was written");
+            let err = stderr(&o);
+            assert!(
+                err.contains(&format!("belongs to uid {}, not to uid 0", u.uid))
+                    && err.contains("\nhelp: export a tree of your own"),
+                "{err}"
+            );
+            assert!(!out.exists());
+        }
+    }
+    swapped(racer);
+}
+
+#[test]
+fn a_directory_swapped_for_a_symlink_is_never_followed() {
+    // A root of root's with a directory another user can write (a home,
+    // or /tmp): what they swap in is archived as the symlink it is.
+    if !require_root("a second user swaps names in the root")
+        || !require(
+            have_command("perl") && renameat2_nr().is_some(),
+            "perl, on an architecture whose renameat2 number the test knows",
+            "apt-get install perl-base",
+        )
+    {
+        return;
+    }
+    let Some(u) = crate::common::require_test_user() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    crate::common::let_others_reach(d.path());
+    let root = make_root(d.path());
+    let marker = "SECRET-of-root-9a41d7";
+    let dir = plant_swap(&root, "home/ci", &u, marker);
+    let home = d.path().join("home");
+    let mke2fs = have_command("mke2fs");
+    let racer = swapper(&u.name, &dir, 10);
+    let (mut tries, mut symlinks, mut dirs) = (0, 0, 0);
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(8) && tries < 60 {
+        tries += 1;
+        // Every third try an ext4 image (mke2fs reads a private copy).
+        let name = if mke2fs && tries % 3 == 0 {
+            "r.img"
+        } else {
+            "r.tar"
+        };
+        let out = d.path().join(name);
+        // A small image: it is searched for the secret byte by byte.
+        let extra: &[&str] = if name == "r.img" {
+            &["--size", "4M"]
+        } else {
+            &[]
+        };
+        let o = export(&home, &root, &out, extra);
+        let err = stderr(&o);
+        if !o.status.success() {
+            // The only failure allowed: the tree kept changing.
+            assert!(err.contains("kept changing while it was read"), "{err}");
+            continue;
+        }
+        let got = std::fs::read(&out).unwrap();
+        assert!(
+            !contains(&got, marker),
+            "try {tries}: the secret is in {name}"
+        );
+        if name == "r.tar" {
+            let e = tar_entries(&got[..]);
+            match e.get("home/ci/d").map(|e| e.kind) {
+                Some('l') => symlinks += 1,
+                Some('d') => dirs += 1,
+                _ => {}
+            }
+        }
+        std::fs::remove_file(&out).unwrap();
+    }
+    let n = swapped(racer);
+    assert!(
+        symlinks > 0 && dirs > 0,
+        "{tries} tries, {n} swaps: d was a symlink {symlinks} times, a directory {dirs} times"
+    );
 }
