@@ -240,7 +240,7 @@ const EXAMPLES: &[(&str, &[&str])] = &[
         "doctor",
         &[
             "zchroot doctor",
-            "zchroot doctor --fix      # private state directories, stale binfmt entries",
+            "zchroot doctor --fix      # private state directories and lock files, stale binfmt entries",
             "zchroot doctor --json",
         ],
     ),
@@ -507,9 +507,10 @@ pub struct DoctorArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
-    /// Fix what zchroot can itself: make the state directories private
-    /// (chmod 0700) and remove qemu entries a killed zchroot left in the
-    /// host's binfmt_misc; then check.
+    /// Fix what zchroot can itself: make its directories under the state,
+    /// cache and config directories private (chmod 0700) and its lock files
+    /// too (chmod 0600), and remove qemu entries a killed zchroot left in
+    /// the host's binfmt_misc; then check.
     #[arg(long)]
     pub fix: bool,
 }

@@ -9,7 +9,7 @@
 //! file with a random name made with O_EXCL, then renamed over the old one,
 //! under a lock so that two runs do not lower each other's record.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -78,14 +78,9 @@ impl ReleaseDates {
             let path = path.to_path_buf();
             move |source| DatesError::Io { path, source }
         };
-        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        crate::paths::create_private_dir_all(&self.dir).map_err(io(&self.dir))?;
         let lock_path = self.dir.join(".lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
+        let lock = crate::paths::open_lock(&lock_path).map_err(io(&lock_path))?;
         let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| io(&lock_path)(std::io::Error::from(e)))?;
         let file = self.file_for(mirror, suite);
