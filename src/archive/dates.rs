@@ -302,18 +302,18 @@ mod tests {
         let t = std::time::UNIX_EPOCH + Duration::from_secs(1_795_252_544);
         let s = id("AB", "stable");
         assert_eq!(d.seen(&s).unwrap(), None);
-        d.check_and_record(&[s.clone()], "http://m/debian", "u", t)
+        d.check_and_record(std::slice::from_ref(&s), "http://m/debian", "u", t)
             .unwrap();
         assert_eq!(d.seen(&s).unwrap(), Some(t));
         // The same file again is fine.
-        d.check_and_record(&[s.clone()], "http://m/debian", "u", t)
+        d.check_and_record(std::slice::from_ref(&s), "http://m/debian", "u", t)
             .unwrap();
         // From another mirror, or the same under another name, an older
         // file is refused all the same.
         for mirror in ["http://m/debian", "http://other/debian"] {
             let e = d
                 .check_and_record(
-                    &[s.clone()],
+                    std::slice::from_ref(&s),
                     mirror,
                     "http://m/debian/dists/stable/InRelease",
                     t - Duration::from_secs(1),
@@ -380,18 +380,25 @@ mod tests {
         .unwrap();
         let s = id("AB", "stable");
         let e = d
-            .check_and_record(&[s.clone()], mirror, "u", t - Duration::from_secs(1))
+            .check_and_record(
+                std::slice::from_ref(&s),
+                mirror,
+                "u",
+                t - Duration::from_secs(1),
+            )
             .unwrap_err();
         match e {
             DatesError::Older { file, .. } => assert_eq!(file, legacy),
             e => panic!("{e}"),
         }
         assert_eq!(d.seen(&s).unwrap(), None);
-        d.check_and_record(&[s.clone()], mirror, "u", t).unwrap();
+        d.check_and_record(std::slice::from_ref(&s), mirror, "u", t)
+            .unwrap();
         assert_eq!(d.seen(&s).unwrap(), Some(t));
         // Read, never written.
         let t2 = t + Duration::from_secs(60);
-        d.check_and_record(&[s.clone()], mirror, "u", t2).unwrap();
+        d.check_and_record(std::slice::from_ref(&s), mirror, "u", t2)
+            .unwrap();
         assert!(fs::read_to_string(&legacy)
             .unwrap()
             .contains(&format_date(t)));
