@@ -420,6 +420,43 @@ mod tests {
     }
 
     #[test]
+    fn a_response_gets_its_size_at_the_minimum_rate_or_the_minimum_time() {
+        let o = ServeOptions::default();
+        assert_eq!(o.response_time(0), Duration::from_secs(60));
+        assert_eq!(o.response_time(64 << 10), Duration::from_secs(60));
+        // 100 MiB at 64 KiB/s.
+        assert_eq!(o.response_time(100 << 20), Duration::from_secs(1600));
+    }
+
+    #[test]
+    fn a_peer_is_an_ipv4_address_or_an_ipv6_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(peer_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(peer_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(peer_key(ip("2001:db8:1:2:a:b:c:d")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            peer_key(ip("2001:db8:1:2::1")),
+            peer_key(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            peer_key(ip("2001:db8:1:2::1")),
+            peer_key(ip("2001:db8:1:3::1"))
+        );
+    }
+
+    #[test]
+    fn a_peer_over_its_share_is_not_admitted_until_one_ends() {
+        let peers = Arc::new(Peers::default());
+        let (a, b) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let one = peers.admit(a, 2).unwrap();
+        let _two = peers.admit(a, 2).unwrap();
+        assert!(peers.admit(a, 2).is_none());
+        let _other = peers.admit(b, 2).unwrap();
+        drop(one);
+        assert!(peers.admit(a, 2).is_some());
+    }
+
+    #[test]
     fn a_head_is_capped() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
