@@ -217,6 +217,7 @@ const EXAMPLES: &[(&str, &[&str])] = &[
         &[
             "zchroot repo serve rpi                          # on 0.0.0.0:8080",
             "zchroot repo serve rpi --listen 127.0.0.1:8080",
+            "zchroot repo serve rpi --min-rate 8192          # boards on a slow link",
         ],
     ),
     (
@@ -239,7 +240,7 @@ const EXAMPLES: &[(&str, &[&str])] = &[
         "doctor",
         &[
             "zchroot doctor",
-            "zchroot doctor --fix      # private state directories, stale binfmt entries",
+            "zchroot doctor --fix      # private state directories and lock files, stale binfmt entries",
             "zchroot doctor --json",
         ],
     ),
@@ -476,7 +477,29 @@ pub enum RepoCommand {
         /// The address and port to listen on (0.0.0.0: every interface).
         #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR:PORT")]
         listen: String,
+        #[command(flatten)]
+        limits: ServeLimits,
     },
+}
+
+/// The limits of `repo serve` against clients that hold connections.
+#[derive(Debug, Args)]
+pub struct ServeLimits {
+    /// Connections served at once [default: 16].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
+    /// Connections one host (IPv4 address, IPv6 /64) may have at once;
+    /// more are answered 503 [default: 4].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub per_host: Option<u16>,
+    /// The slowest a client may read, in bytes per second: a response of
+    /// SIZE bytes is cut after SIZE/RATE seconds, or --min-time if longer
+    /// [default: 65536].
+    #[arg(long, value_name = "RATE", value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_rate: Option<u64>,
+    /// The seconds every response gets, however small [default: 60].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_time: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -484,9 +507,10 @@ pub struct DoctorArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
-    /// Fix what zchroot can itself: make the state directories private
-    /// (chmod 0700) and remove qemu entries a killed zchroot left in the
-    /// host's binfmt_misc; then check.
+    /// Fix what zchroot can itself: make its directories under the state,
+    /// cache and config directories private (chmod 0700) and its lock files
+    /// too (chmod 0600), and remove qemu entries a killed zchroot left in
+    /// the host's binfmt_misc; then check.
     #[arg(long)]
     pub fix: bool,
 }

@@ -52,6 +52,14 @@ pub fn checks(f: &Facts, foreign: &[Arch]) -> Vec<Check> {
     out.extend(stale_binfmt_check(f));
     out.push(tiocsti_check(f));
     out.extend(f.private_dirs.iter().map(|d| private_dir(d, f.uid)));
+    // The others only when something is wrong: there are many.
+    out.extend(
+        f.more_private_dirs
+            .iter()
+            .map(|d| private_dir(d, f.uid))
+            .chain(f.lock_files.iter().map(|d| private_lock(d, f.uid)))
+            .filter(|c| c.status != Status::Ok),
+    );
     out.push(disk_check(f));
     out
 }
@@ -330,6 +338,97 @@ fn private_dir(d: &DirFacts, uid: u32) -> Check {
     }
 }
 
+/// Whether a lock file is private: a regular file of the user's, mode 0600.
+/// Another user who can open it can hold its lock, and zchroot waits.
+fn private_lock(d: &DirFacts, uid: u32) -> Check {
+    let name = "private state";
+    let p = d.path.display();
+    match d.mode_owner {
+        None => check(name, Status::Ok, format!("{p}: not there"), None),
+        Some((mode, _)) if mode & 0o170000 != 0o100000 => check(
+            name,
+            Status::Fail,
+            format!("{p}: a lock file that is not a regular file"),
+            Some(format!("remove {p}; zchroot makes it anew")),
+        ),
+        Some((_, owner)) if owner != uid => check(
+            name,
+            Status::Fail,
+            format!("{p}: owned by uid {owner}, not by you (uid {uid})"),
+            Some(format!("remove {p}; zchroot makes it anew")),
+        ),
+        Some((mode, _)) if mode & 0o077 != 0 => check(
+            name,
+            Status::Warn,
+            format!(
+                "{p}: mode {:04o}: other users can open this lock file and hold the lock, and zchroot would wait for them",
+                mode & 0o7777
+            ),
+            Some(format!("zchroot doctor --fix (chmod 0600 {p})")),
+        ),
+        Some((mode, _)) => check(
+            name,
+            Status::Ok,
+            format!("{p}: mode {:04o}, yours", mode & 0o7777),
+            None,
+        ),
+    }
+}
+
+/// What else must be private to the user beyond the state, roots and
+/// cache directories: the directories zchroot makes under its state, cache
+/// and config directories, and its lock files, as they are now (those not
+/// there are left out). Never lists through a symlink.
+#[derive(Debug, Default, Clone)]
+pub struct Private {
+    pub dirs: Vec<PathBuf>,
+    pub locks: Vec<PathBuf>,
+}
+
+impl Private {
+    /// Reads what is there under `state`, `cache` and `config`.
+    pub fn find(state: &Path, cache: &Path, config: Option<&Path>) -> Private {
+        let is_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+        let exists = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+        // Entries of `dir` (a real directory) whose name passes `keep`.
+        let list = |dir: &Path, keep: &dyn Fn(&str) -> bool| -> Vec<PathBuf> {
+            if !is_dir(dir) {
+                return vec![];
+            }
+            let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok())
+                .filter(|e| keep(&e.file_name().to_string_lossy()))
+                .map(|e| e.path())
+                .collect();
+            v.sort();
+            v
+        };
+        let mut dirs = vec![];
+        if let Some(c) = config {
+            dirs.extend([c.to_owned(), c.join("targets")]);
+        }
+        for d in ["locks", "archive-dates", "logs", "repos"] {
+            dirs.push(state.join(d));
+        }
+        // Each target's own directory (its secret key); the published
+        // tree in it is meant to be read.
+        dirs.extend(list(&state.join("repos"), &|_| true));
+        for d in ["blobs", "blobs/locks", "templates", "qemu"] {
+            dirs.push(cache.join(d));
+        }
+        dirs.extend(list(&cache.join("qemu"), &|_| true));
+        dirs.retain(|d| exists(d));
+        let lock = |n: &str| n.ends_with(".lock");
+        let mut locks = list(&state.join("locks"), &lock);
+        locks.extend(list(&state.join("archive-dates"), &|n| n == ".lock"));
+        locks.extend(list(&cache.join("templates"), &lock));
+        locks.extend(list(&cache.join("blobs/locks"), &lock));
+        Private { dirs, locks }
+    }
+}
+
 /// A directory zchroot writes (state, cache, config) and whether this
 /// user can write it, or the parent it would be made in (see
 /// [`crate::paths::writable`]): the directory that refuses, and why.
@@ -385,16 +484,34 @@ pub struct Fixed {
 }
 
 /// Fixes what zchroot can fix itself: state directories of the user's that
-/// others can reach become 0700 (never following a symlink), and qemu
-/// entries a killed zchroot left in the host's binfmt_misc are removed.
-pub fn fix(private: &[PathBuf], exe: &Path) -> Fixed {
+/// others can reach become 0700 and lock files 0600 (never following a
+/// symlink), and qemu entries a killed zchroot left in the host's
+/// binfmt_misc are removed.
+pub fn fix(private: &[PathBuf], locks: &[PathBuf], exe: &Path) -> Fixed {
+    let mut out = fix_modes(private, locks);
+    match binfmt_stale::remove_stale(exe) {
+        Ok(v) => out.done.extend(
+            v.into_iter()
+                .map(|n| format!("removed the stale binfmt_misc entry {n}")),
+        ),
+        Err(e) => out.failed.push(e.to_string()),
+    }
+    out
+}
+
+/// Of [`fix`]: directories of the user's that others can reach become
+/// 0700, lock files 0600; never through a symlink.
+pub fn fix_modes(private: &[PathBuf], locks: &[PathBuf]) -> Fixed {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let mut out = Fixed::default();
     let uid = nix::unistd::geteuid().as_raw();
-    for p in private {
+    let dirs = private.iter().map(|p| (p, 0o700, libc::O_DIRECTORY));
+    // O_NONBLOCK: a FIFO planted there does not stall the open.
+    let files = locks.iter().map(|p| (p, 0o600, libc::O_NONBLOCK));
+    for (p, want, flags) in dirs.chain(files) {
         let f = match std::fs::File::options()
             .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .custom_flags(flags | libc::O_NOFOLLOW)
             .open(p)
         {
             Ok(f) => f,
@@ -405,24 +522,24 @@ pub fn fix(private: &[PathBuf], exe: &Path) -> Fixed {
             }
         };
         let Ok(m) = f.metadata() else { continue };
-        if m.uid() != uid || m.mode() & 0o077 == 0 {
+        let kind_ok = if want == 0o700 {
+            m.is_dir()
+        } else {
+            m.is_file()
+        };
+        if !kind_ok || m.uid() != uid || m.mode() & 0o077 == 0 {
             continue;
         }
-        match f.set_permissions(std::fs::Permissions::from_mode(0o700)) {
+        match f.set_permissions(std::fs::Permissions::from_mode(want)) {
             Ok(()) => out.done.push(format!(
-                "chmod 0700 {} (was {:04o})",
+                "chmod {want:04o} {} (was {:04o})",
                 p.display(),
                 m.mode() & 0o7777
             )),
-            Err(e) => out.failed.push(format!("chmod 0700 {}: {e}", p.display())),
+            Err(e) => out
+                .failed
+                .push(format!("chmod {want:04o} {}: {e}", p.display())),
         }
-    }
-    match binfmt_stale::remove_stale(exe) {
-        Ok(v) => out.done.extend(
-            v.into_iter()
-                .map(|n| format!("removed the stale binfmt_misc entry {n}")),
-        ),
-        Err(e) => out.failed.push(e.to_string()),
     }
     out
 }
@@ -537,6 +654,141 @@ mod tests {
             Status::Fail,
             "a symlink"
         );
+    }
+
+    #[test]
+    fn lock_files_and_other_directories_are_reported_when_others_can_reach_them() {
+        let judge = |dirs: Vec<(u32, u32)>, locks: Vec<(u32, u32)>| {
+            let f = Facts {
+                more_private_dirs: dirs
+                    .into_iter()
+                    .map(|m| DirFacts {
+                        path: "/s/locks".into(),
+                        mode_owner: Some(m),
+                    })
+                    .collect(),
+                lock_files: locks
+                    .into_iter()
+                    .map(|m| DirFacts {
+                        path: "/s/locks/a.lock".into(),
+                        mode_owner: Some(m),
+                    })
+                    .collect(),
+                ..facts()
+            };
+            checks(&f, &[])
+                .into_iter()
+                .filter(|c| c.name == "private state")
+                .collect::<Vec<_>>()
+        };
+        // Private ones are not listed: there may be many.
+        assert!(judge(vec![(0o040700, 1000)], vec![(0o100600, 1000)]).is_empty());
+        let c = judge(vec![], vec![(0o100644, 1000)]);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].status, Status::Warn);
+        assert!(
+            c[0].detail.starts_with(
+                "/s/locks/a.lock: mode 0644: other users can open this lock file and hold the lock"
+            ),
+            "{:?}",
+            c[0]
+        );
+        assert_eq!(
+            c[0].help.as_deref(),
+            Some("zchroot doctor --fix (chmod 0600 /s/locks/a.lock)")
+        );
+        assert_eq!(judge(vec![], vec![(0o100600, 0)])[0].status, Status::Fail);
+        assert_eq!(
+            judge(vec![], vec![(0o120777, 1000)])[0].status,
+            Status::Fail,
+            "a symlink"
+        );
+        let c = judge(vec![(0o040755, 1000)], vec![]);
+        assert_eq!(c[0].status, Status::Warn);
+        assert_eq!(
+            c[0].help.as_deref(),
+            Some("zchroot doctor --fix (chmod 0700 /s/locks)")
+        );
+    }
+
+    #[test]
+    fn private_things_are_found_and_fixed_without_following_links() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let (state, cache, config) = (
+            d.path().join("state"),
+            d.path().join("cache"),
+            d.path().join("config"),
+        );
+        for p in [
+            "state/locks",
+            "state/archive-dates",
+            "state/repos/board/public",
+            "cache/blobs/locks",
+            "config/targets",
+        ] {
+            std::fs::create_dir_all(d.path().join(p)).unwrap();
+        }
+        for p in [
+            "state/locks/a.lock",
+            "state/archive-dates/.lock",
+            "state/archive-dates/r-x",
+            "cache/blobs/locks/00.lock",
+        ] {
+            std::fs::write(d.path().join(p), "").unwrap();
+        }
+        // A lock directory that is a symlink is not listed through.
+        let elsewhere = d.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("x.lock"), "").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, cache.join("templates")).unwrap();
+        let p = Private::find(&state, &cache, Some(&config));
+        let rel = |v: &[PathBuf]| -> Vec<String> {
+            v.iter()
+                .map(|p| p.strip_prefix(d.path()).unwrap().display().to_string())
+                .collect()
+        };
+        assert_eq!(
+            rel(&p.dirs),
+            [
+                "config",
+                "config/targets",
+                "state/locks",
+                "state/archive-dates",
+                "state/repos",
+                "state/repos/board",
+                "cache/blobs",
+                "cache/blobs/locks",
+                "cache/templates",
+            ]
+        );
+        assert_eq!(
+            rel(&p.locks),
+            [
+                "state/locks/a.lock",
+                "state/archive-dates/.lock",
+                "cache/blobs/locks/00.lock"
+            ]
+        );
+        for l in &p.locks {
+            std::fs::set_permissions(l, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let fixed = fix_modes(&p.dirs, &p.locks);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        for l in &p.locks {
+            assert_eq!(mode(l), 0o600, "{l:?}");
+            assert!(
+                fixed
+                    .done
+                    .contains(&format!("chmod 0600 {} (was 0644)", l.display())),
+                "{fixed:?}"
+            );
+        }
+        for dir in &p.dirs[..8] {
+            assert_eq!(mode(dir), 0o700, "{dir:?}");
+        }
+        assert_eq!(mode(&elsewhere), 0o755, "a symlink was followed");
     }
 
     #[test]

@@ -302,6 +302,12 @@ pub struct Facts {
     /// The directories that must stay private to the user: the state
     /// directory, the roots under it, and the cache.
     pub private_dirs: Vec<DirFacts>,
+    /// The other directories zchroot made under its state, cache and
+    /// config directories (see [`crate::doctor::Private`]).
+    pub more_private_dirs: Vec<DirFacts>,
+    /// zchroot's lock files: private too, or another user could hold a
+    /// lock.
+    pub lock_files: Vec<DirFacts>,
     pub data_dir: PathBuf,
     /// Free bytes on the filesystem of the data directory (or its nearest
     /// existing parent).
@@ -349,6 +355,8 @@ pub fn facts(data_dir: &Path, private: &[PathBuf]) -> Facts {
         binfmt_mounted: Path::new("/proc/sys/fs/binfmt_misc/status").exists(),
         stale_binfmt: None,
         private_dirs: private.iter().map(|p| dir_facts(p)).collect(),
+        more_private_dirs: vec![],
+        lock_files: vec![],
         data_dir: data_dir.to_path_buf(),
         free_bytes,
     }

@@ -133,7 +133,11 @@ fn repo(ctx: &Ctx, c: &RepoCommand) -> anyhow::Result<u8> {
             eprintln!("{}", cmd::boards::render_board_setup(name, &b));
             Ok(0)
         }
-        RepoCommand::Serve { name, listen } => {
+        RepoCommand::Serve {
+            name,
+            listen,
+            limits,
+        } => {
             let s = cmd::boards::repo_bind(ctx, name, listen)?;
             println!(
                 "serving {} on http://{}/",
@@ -142,7 +146,7 @@ fn repo(ctx: &Ctx, c: &RepoCommand) -> anyhow::Result<u8> {
             );
             use std::io::Write;
             std::io::stdout().flush()?;
-            match cmd::boards::repo_serve(s)? {}
+            match cmd::boards::repo_serve(s, limits)? {}
         }
     }
 }

@@ -179,15 +179,45 @@ impl DataDirs {
     }
 }
 
-/// Creates `dir` and its missing parents with mode 0700 (existing ones
-/// are left as they are): zchroot's state and cache are private to their
-/// user, as `doctor` checks.
+/// Creates `dir` and its missing parents, each with mode 0700 from its
+/// `mkdir` (never a chmod after: there is no moment another user could
+/// open it); existing ones are left as they are. Every directory zchroot
+/// makes for itself under its state, cache and config directories is made
+/// so: they are private to their user, as `doctor` checks.
 pub fn create_private_dir_all(dir: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
+}
+
+/// Opens the lock file `path` to `flock` it, creating it (and its missing
+/// directories, 0700) when missing: mode 0600 from its creation, never
+/// through a symlink (O_NOFOLLOW), closed on exec. Another user who could
+/// open a lock file could hold its lock, and `run` or `resolve` would wait
+/// for ever: a lock file of this user's that others may open (made by an
+/// older zchroot) is made 0600 here too.
+pub fn open_lock(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir_all(dir)?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    let m = f.metadata()?;
+    if !m.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if m.mode() & 0o077 != 0 && m.uid() == nix::unistd::geteuid().as_raw() {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(f)
 }
 
 #[cfg(test)]
@@ -242,6 +272,65 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("\nhelp: let your user write "), "{e}");
+    }
+
+    /// Modes as made under the usual umask, 022.
+    fn with_umask_022<T>(f: impl FnOnce() -> T) -> T {
+        use nix::sys::stat::{umask, Mode};
+        let old = umask(Mode::from_bits_truncate(0o022));
+        let out = f();
+        umask(old);
+        out
+    }
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn private_directories_are_0700_from_their_creation() {
+        let d = tempfile::tempdir().unwrap();
+        let deep = d.path().join("state/archive-dates/x");
+        with_umask_022(|| create_private_dir_all(&deep)).unwrap();
+        for p in ["state", "state/archive-dates", "state/archive-dates/x"] {
+            assert_eq!(mode(&d.path().join(p)), 0o700, "{p}");
+        }
+        // An existing directory is left as it is.
+        let shared = d.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        let before = mode(&shared);
+        create_private_dir_all(&shared).unwrap();
+        assert_eq!(mode(&shared), before);
+    }
+
+    #[test]
+    fn lock_files_are_0600_in_0700_directories_and_never_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let lock = d.path().join("state/locks/a.lock");
+        let f = with_umask_022(|| open_lock(&lock)).unwrap();
+        assert_eq!(mode(&lock), 0o600);
+        assert_eq!(mode(&d.path().join("state/locks")), 0o700);
+        assert_eq!(mode(&d.path().join("state")), 0o700);
+        let flags = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(flags & libc::FD_CLOEXEC, 0, "not close-on-exec");
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+        // A lock file an older zchroot made 0644 becomes 0600.
+        let old = d.path().join("state/locks/b.lock");
+        std::fs::write(&old, "").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        open_lock(&old).unwrap();
+        assert_eq!(mode(&old), 0o600);
+        // A symlink in its place is refused, its target untouched.
+        let target = d.path().join("target");
+        std::fs::write(&target, "").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let link = d.path().join("state/locks/c.lock");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = open_lock(&link).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
+        assert_eq!(mode(&target), 0o644);
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub fn qemu_binary(
     })?;
     let binary_sha256 = hex::encode(Sha256::digest(&bytes));
     let final_dir = dir.join(&binary_sha256);
-    std::fs::create_dir_all(&final_dir).map_err(io(&final_dir))?;
+    crate::paths::create_private_dir_all(&final_dir).map_err(io(&final_dir))?;
     let bin = final_dir.join(&name);
     crate::atomic::write_atomic(&bin, &bytes, 0o755).map_err(io(&bin))?;
     let record = Record {

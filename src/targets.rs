@@ -346,7 +346,7 @@ impl Targets {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        crate::paths::create_private_dir_all(&self.dir).map_err(io)?;
         let text = format!(
             "# zchroot target '{name}': edit by hand or with zchroot target add --force\n{}",
             toml::to_string(t).expect("a target serializes")

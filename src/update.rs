@@ -296,6 +296,15 @@ pub fn update_target(
         .filter(|&i| missing_now(i))
         .collect();
     summary.present = found.kernels.len() - missing.len();
+    // The target's own directory (its secret key, the default repository)
+    // is private; the published tree in it is readable, as it is where
+    // --repo puts it.
+    if let Some(own) = repo.key_path.parent() {
+        crate::paths::create_private_dir_all(own).map_err(|source| UpdateError::Io {
+            path: own.to_owned(),
+            source,
+        })?;
+    }
     std::fs::create_dir_all(repo.pool()).map_err(|source| UpdateError::Io {
         path: repo.pool(),
         source,

@@ -588,19 +588,15 @@ impl<'r> Fetcher<'r> {
     }
 
     fn lock(&self, sha256: &Sha256) -> Result<nix::fcntl::Flock<File>, FetchError> {
-        let dir = self.blobs.join("locks");
-        let path = dir.join(format!("{:02x}.lock", sha256.as_bytes()[0]));
+        let path = self
+            .blobs
+            .join("locks")
+            .join(format!("{:02x}.lock", sha256.as_bytes()[0]));
         let io = |source| FetchError::Io {
             path: path.clone(),
             source,
         };
-        fs::create_dir_all(&dir).map_err(io)?;
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io)?;
+        let f = crate::paths::open_lock(&path).map_err(io)?;
         nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| io(std::io::Error::from(e)))
     }

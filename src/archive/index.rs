@@ -475,6 +475,8 @@ mod tests {
 
     fn release(by_hash: bool, files: &[&str]) -> Release {
         Release {
+            origin: "Debian".into(),
+            label: "Debian".into(),
             suite: "stable".into(),
             codename: "trixie".into(),
             date: std::time::UNIX_EPOCH,
@@ -496,6 +498,7 @@ mod tests {
                 })
                 .collect::<HashMap<_, _>>(),
             signers: vec![],
+            signer_certs: vec![],
         }
     }
 

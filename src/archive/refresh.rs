@@ -82,7 +82,8 @@ pub fn refresh(
         let verified = release::verify_inrelease(&data, keyring, &source.suite, &url, now)?;
         // Not older than the last one accepted: no replay of an old file.
         if let Some(dates) = fetcher.release_dates() {
-            dates.check_and_record(&source.mirror, &source.suite, &url, verified.date)?;
+            let ids = super::dates::SuiteId::of(&verified, &source.suite);
+            dates.check_and_record(&ids, &source.mirror, &url, verified.date)?;
         }
         let mut archs = vec![arch.to_string()];
         // As apt: a separate `all` index only when the Release lists `all`.

@@ -105,6 +105,11 @@ pub struct FileEntry {
 /// A parsed Release file.
 #[derive(Debug, Clone)]
 pub struct Release {
+    /// `Origin` and `Label` (e.g. `Debian`, `Debian-Security`): with the
+    /// signer and the suite, what names the archive's suite whatever host
+    /// serves it (see [`super::dates`]).
+    pub origin: String,
+    pub label: String,
     pub suite: String,
     pub codename: String,
     pub date: SystemTime,
@@ -119,6 +124,8 @@ pub struct Release {
     pub files: HashMap<String, FileEntry>,
     /// Fingerprints of the keys whose good signatures were accepted.
     pub signers: Vec<String>,
+    /// Fingerprints of their certificates (primary keys), each once.
+    pub signer_certs: Vec<String>,
 }
 
 /// Data that passed verification. Only the module that checks a thing can
@@ -310,6 +317,7 @@ pub fn verify_inrelease(
     // (EXPKEYSIG, REVKEYSIG).
     let policy = StandardPolicy::new();
     let mut signers = Vec::new();
+    let mut signer_certs: Vec<String> = Vec::new();
     let mut at_date = Vec::new();
     let mut since = Vec::new();
     for (cert_fpr, key_fpr) in &good {
@@ -322,6 +330,9 @@ pub fn verify_inrelease(
             since.push(format!("key {key_fpr}: {why}"));
         } else {
             signers.push(key_fpr.to_hex());
+            if !signer_certs.contains(&cert_fpr.to_hex()) {
+                signer_certs.push(cert_fpr.to_hex());
+            }
         }
     }
     if signers.is_empty() {
@@ -345,6 +356,7 @@ pub fn verify_inrelease(
         });
     }
     release.signers = signers;
+    release.signer_certs = signer_certs;
 
     if release.suite != suite && release.codename != suite {
         return Err(ReleaseError::WrongSuite {
@@ -456,6 +468,8 @@ fn parse_release(text: &str, url: &str) -> Result<Release, ReleaseError> {
     }
     let words = |s: String| s.split_ascii_whitespace().map(String::from).collect();
     Ok(Release {
+        origin: field("Origin"),
+        label: field("Label"),
         suite: field("Suite"),
         codename: field("Codename"),
         date,
@@ -466,6 +480,7 @@ fn parse_release(text: &str, url: &str) -> Result<Release, ReleaseError> {
         components: words(field("Components")),
         files,
         signers: Vec::new(),
+        signer_certs: Vec::new(),
     })
 }
 

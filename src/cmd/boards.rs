@@ -317,9 +317,26 @@ pub fn repo_bind(ctx: &Ctx, name: &str, listen: &str) -> Result<Serving, CmdErro
     })
 }
 
+/// The server's limits: the defaults, but for those given.
+pub fn serve_options(l: &crate::cli::ServeLimits) -> crate::repo::serve::ServeOptions {
+    let d = crate::repo::serve::ServeOptions::default();
+    crate::repo::serve::ServeOptions {
+        workers: l.workers.map_or(d.workers, usize::from),
+        per_peer: l.per_host.map_or(d.per_peer, usize::from),
+        min_rate: l.min_rate.unwrap_or(d.min_rate),
+        min_time: l
+            .min_time
+            .map_or(d.min_time, std::time::Duration::from_secs),
+        ..d
+    }
+}
+
 /// Serves the repository read-only over HTTP, until killed.
-pub fn repo_serve(s: Serving) -> Result<std::convert::Infallible, CmdError> {
-    let opts = crate::repo::serve::ServeOptions::default();
+pub fn repo_serve(
+    s: Serving,
+    limits: &crate::cli::ServeLimits,
+) -> Result<std::convert::Infallible, CmdError> {
+    let opts = serve_options(limits);
     crate::repo::serve::serve(s.listener, &s.dir, opts).map_err(|source| CmdError::Serve {
         dir: s.dir.clone(),
         source,

@@ -2,7 +2,8 @@
 //! with `--fix` what zchroot can repair itself.
 
 use super::{CmdError, Ctx};
-use crate::doctor::{checks, writable_check, Check, Fixed, Status, Writable};
+use crate::doctor::{checks, writable_check, Check, Fixed, Private, Status, Writable};
+use crate::host::dir_facts;
 use crate::sandbox::host_binfmt;
 
 /// What doctor found (and fixed first, with `--fix`).
@@ -25,8 +26,15 @@ pub fn doctor(ctx: &Ctx, fix: bool) -> Result<Diagnosis, CmdError> {
         ctx.roots().dir,
         ctx.dirs.cache.clone(),
     ];
-    let fixed = fix.then(|| crate::doctor::fix(&private, &ctx.exe));
+    let config = ctx.config_dir().ok();
+    let more = Private::find(&ctx.dirs.state, &ctx.dirs.cache, config.as_deref());
+    let fixed = fix.then(|| {
+        let dirs = [&private[..], &more.dirs].concat();
+        crate::doctor::fix(&dirs, &more.locks, &ctx.exe)
+    });
     let mut facts = crate::host::facts(&ctx.dirs.state, &private);
+    facts.more_private_dirs = more.dirs.iter().map(|p| dir_facts(p)).collect();
+    facts.lock_files = more.locks.iter().map(|p| dir_facts(p)).collect();
     if host_binfmt::uses_host_table() {
         facts.stale_binfmt = Some(host_binfmt::stale_entries(&ctx.exe).map_err(|e| e.to_string()));
     }
@@ -42,7 +50,7 @@ pub fn doctor(ctx: &Ctx, fix: bool) -> Result<Diagnosis, CmdError> {
         ("state", ctx.dirs.state.clone()),
         ("cache", ctx.dirs.cache.clone()),
     ];
-    if let Ok(config) = ctx.config_dir() {
+    if let Some(config) = config {
         dirs.push(("config", config));
     }
     let writable: Vec<Writable> = dirs

@@ -295,7 +295,7 @@ impl Exec<'_> {
             self.module_hint(),
             k.release
         ));
-        std::fs::create_dir_all(log.parent().unwrap()).map_err(io(&log))?;
+        crate::paths::create_private_dir_all(log.parent().unwrap()).map_err(io(&log))?;
         std::fs::write(&log, &log_text).map_err(io(&log))?;
         Ok(Ran {
             code,

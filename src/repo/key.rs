@@ -74,7 +74,7 @@ impl RepoKey {
             .to_vec()
             .map_err(|e| KeyError::Pgp(e.to_string()))?;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            crate::paths::create_private_dir_all(dir).map_err(io)?;
         }
         // Mode 0600 from the first byte, under a fresh random name: a
         // leftover or planted file is never reused.

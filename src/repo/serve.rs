@@ -12,14 +12,24 @@
 //! - the whole head must arrive within [`ServeOptions::read_timeout`] of
 //!   the connection's accept (time waiting in the queue counts), and each
 //!   write must progress within [`ServeOptions::write_timeout`];
+//! - the whole response must be sent within its deadline: the larger of
+//!   [`ServeOptions::min_time`] (60 s) and its size at
+//!   [`ServeOptions::min_rate`] (64 KiB/s), counted from the end of the
+//!   request's head; a client that reads slower is cut (reset), so a few
+//!   clients reading a byte now and then cannot hold the workers;
+//! - one peer holds at most [`ServeOptions::per_peer`] connections (4 of
+//!   the 16 workers), queued or served: a connection over that is answered
+//!   503 and closed. A peer is an IPv4 address, or the /64 of an IPv6 one
+//!   (a host has a whole /64 to pick addresses from);
 //! - a fixed pool of worker threads serves connections; a bounded queue
 //!   holds the ones waiting, and a connection that finds the queue full is
 //!   answered 503 and closed;
 //! - files are streamed, never read whole.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv6Addr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
@@ -43,6 +53,14 @@ pub struct ServeOptions {
     pub read_timeout: Duration,
     /// Time each write of the response may block.
     pub write_timeout: Duration,
+    /// Connections one peer may have queued or served at once.
+    pub per_peer: usize,
+    /// The slowest a response may be sent, in bytes per second: a
+    /// response gets `size / min_rate` to be sent, or [`Self::min_time`]
+    /// if that is longer.
+    pub min_rate: u64,
+    /// The time every response gets, however small.
+    pub min_time: Duration,
 }
 
 impl Default for ServeOptions {
@@ -53,6 +71,69 @@ impl Default for ServeOptions {
             max_head: 8 * 1024,
             read_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
+            per_peer: 4,
+            min_rate: 64 * 1024,
+            min_time: Duration::from_secs(60),
+        }
+    }
+}
+
+impl ServeOptions {
+    /// The time to send a response of `len` bytes: `len` at
+    /// [`Self::min_rate`], at least [`Self::min_time`].
+    pub fn response_time(&self, len: u64) -> Duration {
+        let at_rate = Duration::from_secs_f64(len as f64 / self.min_rate.max(1) as f64);
+        at_rate.max(self.min_time)
+    }
+}
+
+/// Who a connection counts against for [`ServeOptions::per_peer`]: the
+/// IPv4 address (an IPv4-mapped IPv6 one as IPv4), or the /64 of an IPv6
+/// address.
+pub fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+/// Connections of each peer, queued or served.
+#[derive(Debug, Default)]
+struct Peers(Mutex<HashMap<IpAddr, usize>>);
+
+impl Peers {
+    /// Counts a connection of `peer`, unless it has `cap` already.
+    fn admit(self: &Arc<Self>, peer: IpAddr, cap: usize) -> Option<PeerSlot> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(peer).or_insert(0);
+        if *n >= cap.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            peers: self.clone(),
+            peer,
+        })
+    }
+}
+
+/// One counted connection; uncounted when dropped.
+struct PeerSlot {
+    peers: Arc<Peers>,
+    peer: IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut m = self.peers.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.peer);
+            }
         }
     }
 }
@@ -198,18 +279,54 @@ fn respond(
     let Some((file, len)) = request_path(target).and_then(|p| open_beneath(dir, &p)) else {
         return status(&mut s, "404 Not Found");
     };
-    write!(
-        s,
+    let header = format!(
         "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
-    )?;
-    if !head {
+    );
+    let body = if head { 0 } else { len };
+    let mut out = Deadline {
+        s: &mut s,
+        by: Instant::now() + opts.response_time(header.len() as u64 + body),
+        each: opts.write_timeout,
+    };
+    let sent = out.write_all(header.as_bytes()).and_then(|()| {
         // Exactly the announced length, even if the file grows meanwhile.
-        std::io::copy(&mut file.take(len), &mut s)?;
+        std::io::copy(&mut file.take(body), &mut out).map(drop)
+    });
+    if sent.is_err() {
+        // Cut: a reset drops what the kernel still holds for this client,
+        // rather than trickle it out after the worker has moved on.
+        let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
     }
-    s.flush()
+    sent
 }
 
-type Queue = Arc<Mutex<Receiver<(TcpStream, Instant)>>>;
+/// A stream whose writes must all be done `by` an instant, each write
+/// blocking at most `each`: past it, a write fails with `TimedOut`.
+struct Deadline<'a> {
+    s: &'a mut TcpStream,
+    by: Instant,
+    each: Duration,
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let left = self.by.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the response's deadline passed",
+            ));
+        }
+        self.s.set_write_timeout(Some(left.min(self.each)))?;
+        self.s.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.s.flush()
+    }
+}
+
+type Queue = Arc<Mutex<Receiver<(TcpStream, Instant, PeerSlot)>>>;
 
 fn worker(rx: Queue, dir: Arc<OwnedFd>, opts: ServeOptions) {
     loop {
@@ -217,7 +334,9 @@ fn worker(rx: Queue, dir: Arc<OwnedFd>, opts: ServeOptions) {
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
-        let Ok((conn, accepted)) = conn else { return };
+        let Ok((conn, accepted, _slot)) = conn else {
+            return;
+        };
         let _ = respond(conn, accepted, &dir, &opts);
     }
 }
@@ -238,7 +357,7 @@ pub fn serve(
     // The read deadline runs from the accept, so connections that wait in
     // the queue without sending anything expire together, not one worker
     // round after another.
-    let (tx, rx) = sync_channel::<(TcpStream, Instant)>(opts.queue);
+    let (tx, rx) = sync_channel::<(TcpStream, Instant, PeerSlot)>(opts.queue);
     let rx = Arc::new(Mutex::new(rx));
     for i in 0..opts.workers.max(1) {
         let (rx, dir, opts) = (rx.clone(), dir.clone(), opts.clone());
@@ -246,15 +365,22 @@ pub fn serve(
             .name(format!("serve-{i}"))
             .spawn(move || worker(rx, dir, opts))?;
     }
+    let peers = Arc::new(Peers::default());
     loop {
-        let Ok((conn, _)) = listener.accept() else {
+        let Ok((mut conn, from)) = listener.accept() else {
             // E.g. EMFILE: wait a little instead of spinning.
             std::thread::sleep(Duration::from_millis(50));
             continue;
         };
-        match tx.try_send((conn, Instant::now())) {
+        let Some(slot) = peers.admit(peer_key(from.ip()), opts.per_peer) else {
+            // This peer has its share: say so without waiting for it.
+            let _ = conn.set_nonblocking(true);
+            let _ = status(&mut conn, "503 Service Unavailable");
+            continue;
+        };
+        match tx.try_send((conn, Instant::now(), slot)) {
             Ok(()) => {}
-            Err(TrySendError::Full((mut conn, _))) => {
+            Err(TrySendError::Full((mut conn, _, _))) => {
                 // Busy: say so without waiting for the client.
                 let _ = conn.set_nonblocking(true);
                 let _ = status(&mut conn, "503 Service Unavailable");
@@ -291,6 +417,43 @@ mod tests {
         assert_eq!(request_path("/%2e%2e/etc/passwd"), None, "escaped dots too");
         assert_eq!(request_path("/a%00b"), None);
         assert_eq!(request_path("/a%zz"), None);
+    }
+
+    #[test]
+    fn a_response_gets_its_size_at_the_minimum_rate_or_the_minimum_time() {
+        let o = ServeOptions::default();
+        assert_eq!(o.response_time(0), Duration::from_secs(60));
+        assert_eq!(o.response_time(64 << 10), Duration::from_secs(60));
+        // 100 MiB at 64 KiB/s.
+        assert_eq!(o.response_time(100 << 20), Duration::from_secs(1600));
+    }
+
+    #[test]
+    fn a_peer_is_an_ipv4_address_or_an_ipv6_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(peer_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(peer_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(peer_key(ip("2001:db8:1:2:a:b:c:d")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            peer_key(ip("2001:db8:1:2::1")),
+            peer_key(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            peer_key(ip("2001:db8:1:2::1")),
+            peer_key(ip("2001:db8:1:3::1"))
+        );
+    }
+
+    #[test]
+    fn a_peer_over_its_share_is_not_admitted_until_one_ends() {
+        let peers = Arc::new(Peers::default());
+        let (a, b) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let one = peers.admit(a, 2).unwrap();
+        let _two = peers.admit(a, 2).unwrap();
+        assert!(peers.admit(a, 2).is_none());
+        let _other = peers.admit(b, 2).unwrap();
+        drop(one);
+        assert!(peers.admit(a, 2).is_some());
     }
 
     #[test]

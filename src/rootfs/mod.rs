@@ -11,7 +11,7 @@ pub mod register;
 pub mod spec;
 pub mod template;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -182,14 +182,8 @@ impl Roots {
     }
 
     fn lock(&self, name: &str, arg: FlockArg) -> Result<Option<RootLock>, RootsError> {
-        std::fs::create_dir_all(&self.locks).map_err(io(&self.locks))?;
         let path = self.locks.join(format!("{name}.lock"));
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io(&path))?;
+        let f = crate::paths::open_lock(&path).map_err(io(&path))?;
         match Flock::lock(f, arg) {
             Ok(l) => Ok(Some(RootLock { _lock: l })),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),

@@ -318,15 +318,10 @@ impl Template {
     /// a template is copied, exclusive while it is put in place.
     fn lock(&self, arg: FlockArg) -> Result<Flock<std::fs::File>, TemplateError> {
         let path = self.templates.dir.join(format!("{}.lock", self.meta.key));
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| TemplateError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        let f = crate::paths::open_lock(&path).map_err(|source| TemplateError::Io {
+            path: path.clone(),
+            source,
+        })?;
         Flock::lock(f, arg).map_err(|(_, e)| TemplateError::Io {
             path,
             source: e.into(),

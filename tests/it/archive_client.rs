@@ -541,3 +541,51 @@ fn cli_bad_input_exits_1_names_what_exists_and_writes_nothing() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown package 'nope'"));
 }
+
+#[test]
+fn an_older_inrelease_is_refused_under_another_name_of_the_same_archive() {
+    use std::time::{Duration, SystemTime};
+    let key = Key::generate("renamed archive");
+    let now = SystemTime::now();
+    let mut u = vec![suite("stable", vec![pkg("base-files", "13.1").essential()])];
+    u[0].valid_until = None;
+    u[0].date = now - Duration::from_secs(3600);
+    let env = Env::with_keys(&u, &key, &key);
+    assert!(
+        env.server.base.starts_with("http://127.0.0.1:"),
+        "{}",
+        env.server.base
+    );
+    env.resolve(&[]).unwrap();
+    // The same archive, reached as localhost, serves an older InRelease
+    // (validly signed, no Valid-Until): a replay all the same.
+    let other = env.server.base.replace("127.0.0.1", "localhost");
+    env.archive.manifests(&other, &["stable"], &key);
+    u[0].date = now - Duration::from_secs(2 * 86400);
+    env.archive.add_suite(&key, &u[0]);
+    let before = env.server.requests("debian/dists/stable/InRelease");
+    let e = env.resolve(&[]).unwrap_err();
+    assert_eq!(
+        env.server.requests("debian/dists/stable/InRelease"),
+        before + 1,
+        "{e}"
+    );
+    assert!(
+        e.starts_with(&other) && e.contains("/dists/stable/InRelease: the InRelease file is dated"),
+        "{e}"
+    );
+    assert!(
+        e.contains("seen before: a mirror out of date or a replay"),
+        "{e}"
+    );
+    // A newer one is accepted there, and then the older is refused at
+    // the first name too.
+    u[0].date = now - Duration::from_secs(60);
+    env.archive.add_suite(&key, &u[0]);
+    env.resolve(&[]).unwrap();
+    env.archive.manifests(&env.server.base, &["stable"], &key);
+    u[0].date = now - Duration::from_secs(1800);
+    env.archive.add_suite(&key, &u[0]);
+    let e = env.resolve(&[]).unwrap_err();
+    assert!(e.contains("seen before"), "{e}");
+}

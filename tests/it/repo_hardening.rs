@@ -4,7 +4,7 @@
 //! server runs as the real binary on 127.0.0.1 and is talked to over TCP.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,6 +30,11 @@ impl Drop for Served {
 
 impl Served {
     fn start(home: &Path, repo: &Path) -> Served {
+        Served::start_with(home, repo, &[])
+    }
+
+    /// With `limits`, options of `repo serve`.
+    fn start_with(home: &Path, repo: &Path, limits: &[&str]) -> Served {
         let o = zchroot(
             home,
             &[
@@ -47,8 +52,13 @@ impl Served {
             ],
         );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let args = [
+            &["repo", "serve", "board", "--listen", "127.0.0.1:0"],
+            limits,
+        ]
+        .concat();
         let mut child = Zchroot::new(home)
-            .command(&["repo", "serve", "board", "--listen", "127.0.0.1:0"])
+            .command(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -199,6 +209,136 @@ fn serve_bounds_threads_and_closes_idle_connections() {
     assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
     let ok = s.get("/dists/trixie/Release");
     assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+}
+
+/// A client from `from` (all of 127.0.0.0/8 is this host, each address a
+/// peer of its own to the server) with a small receive buffer, so that the
+/// server's writes to it block soon.
+fn client_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.bind(&SocketAddr::new(from.into(), 0).into()).unwrap();
+    s.connect_timeout(&to.into(), Duration::from_secs(5))
+        .unwrap();
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Reads `c` one byte every 100 ms until `slow_until`, then as fast as it
+/// can until the end: the bytes it got, and whether the connection ended
+/// (closed or reset) rather than went quiet.
+fn read_slowly(mut c: TcpStream, slow_until: Instant) -> (usize, Result<(), String>) {
+    let mut got = 0;
+    let mut b = [0u8; 1];
+    while Instant::now() < slow_until {
+        match c.read(&mut b) {
+            Ok(0) => return (got, Ok(())),
+            Ok(n) => got += n,
+            Err(e) => return (got, ended(e)),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return (got, Ok(())),
+            Ok(n) => got += n,
+            Err(e) => return (got, ended(e)),
+        }
+    }
+}
+
+fn ended(e: std::io::Error) -> Result<(), String> {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionReset => Ok(()),
+        _ => Err(format!("still open: {e}")),
+    }
+}
+
+#[test]
+fn serve_cuts_slow_readers_and_caps_each_host() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = repo_tree(d.path());
+    // Far more than the buffers between the server and a client hold.
+    let big = 32 << 20;
+    std::fs::create_dir_all(repo.join("pool")).unwrap();
+    std::fs::write(repo.join("pool/big.deb"), vec![b'x'; big]).unwrap();
+    // 4 workers, 2 connections a host; a response gets 3 s (32 MiB at
+    // 16 MiB/s would take 2 s).
+    let rate = (16u64 << 20).to_string();
+    let s = Served::start_with(
+        &d.path().join("home"),
+        &repo,
+        &[
+            "--workers",
+            "4",
+            "--per-host",
+            "2",
+            "--min-rate",
+            &rate,
+            "--min-time",
+            "3",
+        ],
+    );
+    let (a, b) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
+    let begin = Instant::now();
+    // Two hosts with two slow readers each hold every worker: each has
+    // its response started.
+    let mut slow = vec![];
+    for host in [a, a, b, b] {
+        let mut c = client_from(host, s.addr);
+        write!(c, "GET /pool/big.deb HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut first = [0u8; 12];
+        c.read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"HTTP/1.1 200");
+        slow.push(c);
+    }
+    let slow_until = Instant::now() + Duration::from_secs(5);
+    let readers: Vec<_> = slow
+        .into_iter()
+        .map(|c| std::thread::spawn(move || read_slowly(c, slow_until)))
+        .collect();
+    // A third connection of a host is refused at once, though a worker
+    // would be free before long.
+    let mut over = client_from(a, s.addr);
+    let mut out = Vec::new();
+    let r = over.read_to_end(&mut out);
+    assert!(
+        r.is_ok() || ended(r.unwrap_err()).is_ok(),
+        "a host's third connection is kept"
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(
+        begin.elapsed() < Duration::from_secs(3),
+        "refused only after {:?}: a slow response may have ended already",
+        begin.elapsed()
+    );
+    // Another host waits for a worker: one is free when the slow
+    // responses are cut, 3 s after they started, not sooner.
+    let ok = s.get("/dists/trixie/Release");
+    let waited = begin.elapsed();
+    assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+    assert!(ok.ends_with("\r\n\r\nSuite: trixie\n"), "{ok}");
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(12),
+        "served after {waited:?}"
+    );
+    for r in readers {
+        let (got, end) = r.join().unwrap();
+        end.unwrap();
+        assert!(got < big, "a slow reader got the whole file ({got} bytes)");
+    }
+    // The hosts' connections were counted off: each may come back.
+    for host in [a, b] {
+        let mut c = client_from(host, s.addr);
+        write!(c, "GET /dists/trixie/Release HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{host}: {out}");
+    }
 }
 
 #[test]
