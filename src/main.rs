@@ -2,6 +2,8 @@
 //! calls the command (`zchroot::cmd`), renders its result (and progress,
 //! through `progress`), prints the error chain and sets the exit status.
 
+#![deny(unsafe_code)]
+
 mod progress;
 
 use std::process::ExitCode;
