@@ -80,6 +80,8 @@ fn update(ctx: &Ctx, args: &cli::UpdateArgs) -> anyhow::Result<u8> {
                 }
             }
         })?;
+        // Stopped by a signal: no summary of what did not run.
+        zchroot::interrupt::check()?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&summaries)?);
         }
@@ -360,8 +362,23 @@ fn main() -> ExitCode {
     }
     let cli = Cli::from_arg_matches(&cli::command().get_matches())
         .unwrap_or_else(|e| e.format(&mut cli::command()).exit());
+    // Ctrl-C, SIGTERM and SIGHUP stop the work through its errors, so that
+    // what it made (a staging tree, a temporary directory) is removed at
+    // once; a second one kills at once. `run` and `shell` leave nothing
+    // behind and pass every signal on to the command, as before.
+    let forwards_only = matches!(cli.command, Command::Run(_) | Command::Shell(_));
+    if !forwards_only {
+        if let Err(e) = zchroot::sys::interrupt::install() {
+            eprintln!("warning: {e}: an interrupted run may leave files behind until the next one");
+        }
+    }
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
+        Err(_) if !forwards_only && zchroot::sys::interrupt::received().is_some() => {
+            let sig = zchroot::sys::interrupt::received().expect("received");
+            eprintln!("zchroot: stopped by {sig}; what this run had made is removed");
+            ExitCode::from(zchroot::interrupt::exit_status(sig))
+        }
         Err(e) => {
             let mut msg = format!("error: {e}");
             for cause in e.chain().skip(1) {

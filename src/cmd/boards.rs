@@ -166,6 +166,7 @@ pub fn update(
         return Err(CmdError::NoTargets);
     }
     for name in &names {
+        crate::interrupt::check()?;
         let r = ts.load(name).map_err(UpdateError::from).and_then(|t| {
             crate::update::update_target(
                 &target_manifests(ctx, &t),

@@ -35,6 +35,8 @@ pub use plan::{BuildPlan, How, ModuleKind, Strategy, Used};
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error(transparent)]
+    Interrupted(#[from] crate::interrupt::Interrupted),
+    #[error(transparent)]
     Spec(Box<SpecError>),
     #[error(transparent)]
     Kernel(#[from] kernel::KernelError),
@@ -373,10 +375,14 @@ pub fn build(
     exe: &Path,
     reporter: &dyn Reporter,
 ) -> Result<Outcome, BuildError> {
+    // Under zchroot's own state directory (private, never a shared /tmp),
+    // by a random name; removed when this returns, interrupted or not.
+    let state = &dirs.state;
+    crate::paths::create_private_dir_all(state).map_err(io(state))?;
     let scratch = tempfile::Builder::new()
-        .prefix("zchroot-src-")
-        .tempdir()
-        .map_err(io(Path::new("/tmp")))?;
+        .prefix(".src-")
+        .tempdir_in(state)
+        .map_err(io(state))?;
     let g = gather(manifests, spec, kind, scratch.path(), dirs, &opts, reporter)?;
     let plans = plan::plan(&plan::PlanInput {
         strategy: spec.strategy,
@@ -410,7 +416,12 @@ pub fn build(
         exe,
         reporter,
     };
-    let results = plans.iter().map(|p| ctx.build(p)).collect();
+    let mut results = Vec::with_capacity(plans.len());
+    for p in &plans {
+        crate::interrupt::check()?;
+        results.push(ctx.build(p));
+    }
+    crate::interrupt::check()?;
     Ok(Outcome { results, zfs })
 }
 
