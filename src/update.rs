@@ -408,10 +408,17 @@ fn find_kernels(
     let indexes = target.update(&fetcher, reporter)?;
     check_with_indexes(t, &target, &indexes.packages).map_err(UpdateError::Invalid)?;
 
-    let scratch = tempfile::tempdir().map_err(|source| UpdateError::Io {
-        path: std::env::temp_dir(),
+    // In the private state directory, by a random name (never /tmp).
+    let state = &dirs.state;
+    let io = |source| UpdateError::Io {
+        path: state.clone(),
         source,
-    })?;
+    };
+    crate::paths::create_private_dir_all(state).map_err(io)?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".src-")
+        .tempdir_in(state)
+        .map_err(io)?;
     let source = kmod::source(probe, scratch.path())?;
     let (module, module_version) =
         expected_module(&source, &indexes.packages).ok_or_else(|| UpdateError::UnknownModule {
