@@ -18,14 +18,21 @@ use zchroot::sandbox;
 
 use progress::{Bars, Lines, WarningsOnly};
 
-/// Prints what was built; exit status 1 if any kernel failed.
-fn report_builds(results: cmd::build::Builds, arch: &str) -> u8 {
+/// Prints what was built, then what the board runs to install it; exit
+/// status 1 if any kernel failed.
+fn report_builds(
+    results: cmd::build::Builds,
+    arch: &str,
+    utils: Option<&zchroot::kmod::zfs::Userland>,
+) -> u8 {
     let mut failed = false;
+    let mut for_board = Vec::new();
     for r in results {
         match r {
             Ok(b) => {
                 println!("{}", b.deb.display());
                 eprintln!("{}", cmd::build::describe(&b, arch));
+                for_board.push(cmd::build::ForBoard::of(&b));
             }
             Err(e) => {
                 failed = true;
@@ -33,6 +40,10 @@ fn report_builds(results: cmd::build::Builds, arch: &str) -> u8 {
             }
         }
     }
+    eprint!(
+        "{}",
+        printable(&cmd::build::board_commands(&for_board, utils))
+    );
     u8::from(failed)
 }
 
@@ -218,16 +229,12 @@ fn dispatch(ctx: &Ctx, cli: &Cli) -> anyhow::Result<u8> {
         Command::BuildDkms(args) => {
             let spec = args.build.spec(args.source.clone(), args.sha256.clone());
             let results = cmd::build::build_dkms(ctx, &spec).context("build-dkms failed")?;
-            Ok(report_builds(results, &args.build.arch))
+            Ok(report_builds(results, &args.build.arch, None))
         }
         Command::BuildZfs(args) => {
             let (results, utils) =
                 cmd::build::build_zfs(ctx, &args.spec()).context("build-zfs failed")?;
-            let code = report_builds(results, &args.build.arch);
-            if let Some(v) = utils {
-                eprintln!("{}", cmd::build::zfs_utils_hint(&v));
-            }
-            Ok(code)
+            Ok(report_builds(results, &args.build.arch, utils.as_ref()))
         }
         Command::Destroy(args) => {
             cmd::roots::destroy(

@@ -341,7 +341,7 @@ pub fn build_dkms(
 
 /// `build-zfs`: zfs-dkms (or an upstream tarball) for the target kernels,
 /// refusing kernels outside the source's META range before building.
-/// Returns the results and the zfsutils-linux version to install on the
+/// Returns the results and the zfsutils-linux (version, component) for the
 /// board when the suite's own ZFS was built.
 pub fn build_zfs(
     manifests: &Manifests,
@@ -350,7 +350,7 @@ pub fn build_zfs(
     opts: FetchOptions,
     exe: &Path,
     reporter: &dyn Reporter,
-) -> Result<(Results, Option<String>), BuildError> {
+) -> Result<(Results, Option<zfs::Userland>), BuildError> {
     let mut base = spec.base.clone();
     base.source = match &spec.zfs_source {
         Some(t) => t.display().to_string(),
