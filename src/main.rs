@@ -369,19 +369,24 @@ fn main() -> ExitCode {
     }
     let cli = Cli::from_arg_matches(&cli::command().get_matches())
         .unwrap_or_else(|e| e.format(&mut cli::command()).exit());
-    // Ctrl-C, SIGTERM and SIGHUP stop the work through its errors, so that
-    // what it made (a staging tree, a temporary directory) is removed at
-    // once; a second one kills at once. `run` and `shell` leave nothing
-    // behind and pass every signal on to the command, as before.
-    let forwards_only = matches!(cli.command, Command::Run(_) | Command::Shell(_));
-    if !forwards_only {
+    // Ctrl-C, SIGTERM and SIGHUP stop the long work that makes trees and
+    // temporary directories through its errors (it checks between steps),
+    // so that what it made is removed at once; a second signal kills at
+    // once. Other commands keep the default: they die at once (`repo
+    // serve`, a quick listing), or pass every signal on to the command
+    // (`run`, `shell`).
+    let stops_cleanly = matches!(
+        cli.command,
+        Command::Create(_) | Command::BuildDkms(_) | Command::BuildZfs(_) | Command::Update(_)
+    );
+    if stops_cleanly {
         if let Err(e) = zchroot::sys::interrupt::install() {
             eprintln!("warning: {e}: an interrupted run may leave files behind until the next one");
         }
     }
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
-        Err(_) if !forwards_only && zchroot::sys::interrupt::received().is_some() => {
+        Err(_) if stops_cleanly && zchroot::sys::interrupt::received().is_some() => {
             let sig = zchroot::sys::interrupt::received().expect("received");
             eprintln!("zchroot: stopped by {sig}; what this run had made is removed");
             ExitCode::from(zchroot::interrupt::exit_status(sig))

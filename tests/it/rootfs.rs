@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
+
 use crate::archive::{pkg, NativeArchive};
 use crate::common::{
     have_userns, is_root, let_others_reach, require, require_root_and_debian, require_test_user,
@@ -349,9 +351,9 @@ fn child_of(parent: u32) -> Option<i32> {
 /// staging tree is there, and checks that it exits 130 at once with
 /// nothing left behind. `group`: the signal goes to the whole process
 /// group, as the terminal's Ctrl-C does (the hook's `sleep` dies of it
-/// too); otherwise to zchroot only, which stops after the hook.
-fn interrupted_create_leaves_nothing(user: Option<&str>, group: bool) {
-    use nix::sys::signal::{kill, Signal};
+/// too); otherwise to zchroot only, which stops after the hook. The exit
+/// status is 128+N.
+fn interrupted_create_leaves_nothing(user: Option<&str>, group: bool, sig: Signal) {
     use nix::unistd::Pid;
     use std::os::unix::process::CommandExt;
     let packages = vec![
@@ -411,17 +413,27 @@ fn interrupted_create_leaves_nothing(user: Option<&str>, group: bool) {
     let started = Instant::now();
     let pid = child.id() as i32;
     if group {
-        kill(Pid::from_raw(-pid), Signal::SIGINT).unwrap();
+        kill(Pid::from_raw(-pid), sig).unwrap();
     } else {
         let z = match user {
             Some(_) => child_of(child.id()).expect("zchroot under runuser"),
             None => pid,
         };
-        kill(Pid::from_raw(z), Signal::SIGINT).unwrap();
+        kill(Pid::from_raw(z), sig).unwrap();
     }
     let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(130), "{:?} {}", o.status, stderr(&o));
-    assert!(stderr(&o).contains("stopped by SIGINT"), "{}", stderr(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(128 + sig as i32),
+        "{:?} {}",
+        o.status,
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains(&format!("stopped by {sig}")),
+        "{}",
+        stderr(&o)
+    );
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "took {:?} to stop",
@@ -446,7 +458,19 @@ fn ctrl_c_during_create_removes_its_staging_at_once() {
     ) {
         return;
     }
-    interrupted_create_leaves_nothing(None, true);
+    interrupted_create_leaves_nothing(None, true, Signal::SIGINT);
+}
+
+#[test]
+fn sigterm_during_create_removes_its_staging_and_exits_143() {
+    if !require(
+        is_root() || have_userns(),
+        "user namespaces",
+        "run as root, or where user namespaces are allowed",
+    ) {
+        return;
+    }
+    interrupted_create_leaves_nothing(None, false, Signal::SIGTERM);
 }
 
 #[test]
@@ -457,5 +481,5 @@ fn sigint_to_a_rootless_create_removes_its_staging_at_once() {
     let Some(u) = require_test_user() else {
         return;
     };
-    interrupted_create_leaves_nothing(Some(&u.name), false);
+    interrupted_create_leaves_nothing(Some(&u.name), false, Signal::SIGINT);
 }
