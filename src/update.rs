@@ -408,17 +408,10 @@ fn find_kernels(
     let indexes = target.update(&fetcher, reporter)?;
     check_with_indexes(t, &target, &indexes.packages).map_err(UpdateError::Invalid)?;
 
-    // In the private state directory, by a random name (never /tmp).
-    let state = &dirs.state;
-    let io = |source| UpdateError::Io {
-        path: state.clone(),
+    let scratch = kmod::scratch_dir(&dirs.state).map_err(|source| UpdateError::Io {
+        path: dirs.state.clone(),
         source,
-    };
-    crate::paths::create_private_dir_all(state).map_err(io)?;
-    let scratch = tempfile::Builder::new()
-        .prefix(".src-")
-        .tempdir_in(state)
-        .map_err(io)?;
+    })?;
     let source = kmod::source(probe, scratch.path())?;
     let (module, module_version) =
         expected_module(&source, &indexes.packages).ok_or_else(|| UpdateError::UnknownModule {
