@@ -666,9 +666,11 @@ pub fn create(
         match from_template(&template, &roots, &meta, exe, &maps, reporter) {
             // Replaced or removed by another zchroot since it was found
             // (its staging copy is gone with the error): built anew.
-            Err(CreateError::Template(e)) => reporter.warn(&format!(
-                "the root's template could not be copied ({e}); building the root instead"
-            )),
+            Err(CreateError::Template(e)) if crate::interrupt::check().is_ok() => {
+                reporter.warn(&format!(
+                    "the root's template could not be copied ({e}); building the root instead"
+                ))
+            }
             r => return r,
         }
     }
