@@ -678,7 +678,9 @@ pub struct DestroyArgs {
     #[arg(long, conflicts_with = "names")]
     pub all: bool,
     /// Also empty the download cache (packages, indexes, qemu, root
-    /// templates).
+    /// templates). With --all, the logs go too; the targets and their
+    /// repositories' signing keys (which the boards trust) are kept, and
+    /// named with the command that removes them.
     #[arg(long)]
     pub purge_cache: bool,
 }

@@ -17,6 +17,7 @@ pub mod doctor;
 pub mod enter;
 pub mod export;
 pub mod host;
+pub mod interrupt;
 pub mod kmod;
 pub mod manifest;
 pub mod paths;

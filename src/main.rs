@@ -20,14 +20,21 @@ use zchroot::sandbox;
 
 use progress::{Bars, Lines, WarningsOnly};
 
-/// Prints what was built; exit status 1 if any kernel failed.
-fn report_builds(results: cmd::build::Builds, arch: &str) -> u8 {
+/// Prints what was built, then what the board runs to install it; exit
+/// status 1 if any kernel failed.
+fn report_builds(
+    results: cmd::build::Builds,
+    arch: &str,
+    utils: Option<&zchroot::kmod::zfs::Userland>,
+) -> u8 {
     let mut failed = false;
+    let mut for_board = Vec::new();
     for r in results {
         match r {
             Ok(b) => {
                 println!("{}", b.deb.display());
                 eprintln!("{}", cmd::build::describe(&b, arch));
+                for_board.push(cmd::build::ForBoard::of(&b));
             }
             Err(e) => {
                 failed = true;
@@ -35,6 +42,10 @@ fn report_builds(results: cmd::build::Builds, arch: &str) -> u8 {
             }
         }
     }
+    eprint!(
+        "{}",
+        printable(&cmd::build::board_commands(&for_board, utils))
+    );
     u8::from(failed)
 }
 
@@ -82,6 +93,8 @@ fn update(ctx: &Ctx, args: &cli::UpdateArgs) -> anyhow::Result<u8> {
                 }
             }
         })?;
+        // Stopped by a signal: no summary of what did not run.
+        zchroot::interrupt::check()?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&summaries)?);
         }
@@ -222,16 +235,12 @@ fn dispatch(ctx: &Ctx, cli: &Cli) -> anyhow::Result<u8> {
         Command::BuildDkms(args) => {
             let spec = args.build.spec(args.source.clone(), args.sha256.clone());
             let results = cmd::build::build_dkms(ctx, &spec).context("build-dkms failed")?;
-            Ok(report_builds(results, &args.build.arch))
+            Ok(report_builds(results, &args.build.arch, None))
         }
         Command::BuildZfs(args) => {
             let (results, utils) =
                 cmd::build::build_zfs(ctx, &args.spec()).context("build-zfs failed")?;
-            let code = report_builds(results, &args.build.arch);
-            if let Some(v) = utils {
-                eprintln!("{}", cmd::build::zfs_utils_hint(&v));
-            }
-            Ok(code)
+            Ok(report_builds(results, &args.build.arch, utils.as_ref()))
         }
         Command::Destroy(args) => {
             cmd::roots::destroy(
@@ -366,8 +375,28 @@ fn main() -> ExitCode {
     }
     let cli = Cli::from_arg_matches(&cli::command().get_matches())
         .unwrap_or_else(|e| e.format(&mut cli::command()).exit());
+    // Ctrl-C, SIGTERM and SIGHUP stop the long work that makes trees and
+    // temporary directories through its errors (it checks between steps),
+    // so that what it made is removed at once; a second signal kills at
+    // once. Other commands keep the default: they die at once (`repo
+    // serve`, a quick listing), or pass every signal on to the command
+    // (`run`, `shell`).
+    let stops_cleanly = matches!(
+        cli.command,
+        Command::Create(_) | Command::BuildDkms(_) | Command::BuildZfs(_) | Command::Update(_)
+    );
+    if stops_cleanly {
+        if let Err(e) = zchroot::sys::interrupt::install() {
+            eprintln!("warning: {e}: an interrupted run may leave files behind until the next one");
+        }
+    }
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
+        Err(_) if stops_cleanly && zchroot::sys::interrupt::received().is_some() => {
+            let sig = zchroot::sys::interrupt::received().expect("received");
+            eprintln!("zchroot: stopped by {sig}; what this run had made is removed");
+            ExitCode::from(zchroot::interrupt::exit_status(sig))
+        }
         Err(e) => {
             let mut msg = format!("error: {e}");
             for cause in e.chain().skip(1) {

@@ -417,8 +417,8 @@ fn find_kernels(
     let indexes = target.update(&fetcher, reporter)?;
     check_with_indexes(t, &target, &indexes.packages).map_err(UpdateError::Invalid)?;
 
-    let scratch = tempfile::tempdir().map_err(|source| UpdateError::Io {
-        path: std::env::temp_dir(),
+    let scratch = kmod::scratch_dir(&dirs.state).map_err(|source| UpdateError::Io {
+        path: dirs.state.clone(),
         source,
     })?;
     let source = kmod::source(probe, scratch.path())?;

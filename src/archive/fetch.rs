@@ -28,6 +28,8 @@ use crate::report::Reporter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
+    #[error(transparent)]
+    Interrupted(#[from] crate::interrupt::Interrupted),
     #[error("{url}: {message}{}", via_text(via))]
     Http {
         url: String,
@@ -712,6 +714,11 @@ impl<'r> Fetcher<'r> {
             for _ in 0..self.opts.parallel.max(1).min(downloads.len().max(1)) {
                 s.spawn(|| loop {
                     if failed.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    if let Err(e) = crate::interrupt::check() {
+                        failed.store(true, Ordering::Relaxed);
+                        first_error.lock().unwrap().get_or_insert(e.into());
                         return;
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);

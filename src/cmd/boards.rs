@@ -166,6 +166,7 @@ pub fn update(
         return Err(CmdError::NoTargets);
     }
     for name in &names {
+        crate::interrupt::check()?;
         let r = ts.load(name).map_err(UpdateError::from).and_then(|t| {
             crate::update::update_target(
                 &target_manifests(ctx, &t),
@@ -260,6 +261,8 @@ pub struct BoardSetup {
     pub sources: String,
     /// The metapackage that follows the board's kernel.
     pub package: String,
+    /// The board's line that fetches the key from the served repository.
+    pub fetch_key: String,
 }
 
 /// The repository's key (made on first use) and the lines for the board,
@@ -278,14 +281,17 @@ pub fn repo_key(ctx: &Ctx, name: &str, url: &str) -> Result<BoardSetup, CmdError
         keyfile,
         sources,
         package: crate::update::meta_name(&crate::update::module_name(&t), &flavour),
+        fetch_key: crate::repo::key_fetch_line(&repo, url),
     })
 }
 
 /// The instructions on stderr after the key.
 pub fn render_board_setup(name: &str, b: &BoardSetup) -> String {
     format!(
-        "On the board, as root: save the key above as {}, and this as /etc/apt/sources.list.d/zchroot-{name}.sources:\n\n{}\nthen: apt-get update && apt-get install {}",
-        b.keyfile, b.sources, b.package
+        "On the board, as root: save the key above as {}, or fetch it from the served repository \
+         (there once `zchroot update` has published it; plain HTTP proves nothing: check it is the key above):\n  \
+         {}\nand save this as /etc/apt/sources.list.d/zchroot-{name}.sources:\n\n{}\nthen: apt-get update && apt-get install {}",
+        b.keyfile, b.fetch_key, b.sources, b.package
     )
 }
 
@@ -346,6 +352,37 @@ pub fn repo_serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_board_setup_gives_the_line_that_fetches_the_key() {
+        let repo = crate::repo::Repo {
+            name: "b".into(),
+            dir: "/s/repos/b/public".into(),
+            suite: "trixie".into(),
+            arch: "arm64".into(),
+            key_path: "/s/repos/b/secret.key".into(),
+        };
+        let (keyfile, sources) = crate::repo::board_lines(&repo, "http://laptop:8080");
+        let b = BoardSetup {
+            public_key: vec![],
+            keyfile,
+            sources,
+            package: "zfs-modules-arm64".into(),
+            fetch_key: crate::repo::key_fetch_line(&repo, "http://laptop:8080"),
+        };
+        let text = render_board_setup("b", &b);
+        assert!(
+            text.contains(
+                "\n  curl -fsSL http://laptop:8080/zchroot-b.asc -o /etc/apt/keyrings/zchroot-b.asc\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Signed-By: /etc/apt/keyrings/zchroot-b.asc\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("then: apt-get update && apt-get install zfs-modules-arm64"));
+    }
 
     fn target() -> TargetFile {
         TargetFile {

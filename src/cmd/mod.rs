@@ -200,6 +200,8 @@ pub fn find_root(ctx: &Ctx, root: &RootRef, hold: Hold) -> Result<Found, CmdErro
 #[derive(Debug, thiserror::Error)]
 pub enum CmdError {
     #[error(transparent)]
+    Interrupted(#[from] crate::interrupt::Interrupted),
+    #[error(transparent)]
     Paths(#[from] PathsError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),

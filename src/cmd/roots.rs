@@ -66,6 +66,98 @@ pub enum Destroyed {
     /// Something left behind that could not be cleaned up (not fatal).
     Warning(String),
     Cache(PathBuf),
+    /// A target's repository and file, kept on purpose.
+    Kept(KeptBoard),
+}
+
+/// What `destroy --all --purge-cache` keeps of a target: the key its
+/// boards trust (a new one would have to be fetched again by each board),
+/// the repository it signs, and the target's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptBoard {
+    pub name: String,
+    /// `STATE/repos/NAME` (secret.key, and public/ unless the target
+    /// publishes elsewhere), when it exists.
+    pub repo: Option<PathBuf>,
+    /// `CONFIG/targets/NAME.toml`, when it exists.
+    pub target: Option<PathBuf>,
+    /// The target's own repository directory (`repo = ...`), when set.
+    pub published: Option<PathBuf>,
+}
+
+/// The targets and repositories `destroy` leaves alone: every name with a
+/// target file or a directory under `STATE/repos`.
+fn kept_boards(ctx: &Ctx) -> Vec<KeptBoard> {
+    let repos = ctx.dirs.state.join("repos");
+    let mut names: Vec<String> = std::fs::read_dir(&repos)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let targets = ctx.targets().ok();
+    if let Some(t) = &targets {
+        names.extend(t.names().unwrap_or_default());
+    }
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let repo = Some(repos.join(&name)).filter(|p| p.exists());
+            let file = targets.as_ref().map(|t| t.path(&name));
+            let loaded = targets.as_ref().and_then(|t| t.load(&name).ok());
+            KeptBoard {
+                target: file.filter(|p| p.exists()),
+                published: loaded.and_then(|t| t.repo),
+                repo,
+                name,
+            }
+        })
+        .collect()
+}
+
+/// What `destroy` says it kept, why, and how to remove it too.
+pub fn render_kept(k: &KeptBoard) -> String {
+    let mut what = Vec::new();
+    if let Some(r) = &k.repo {
+        what.push(format!("its repository and signing key {}", r.display()));
+    }
+    if let Some(p) = &k.published {
+        what.push(format!("its published repository {}", p.display()));
+    }
+    if let Some(t) = &k.target {
+        what.push(format!("its settings {}", t.display()));
+    }
+    let mut out = format!(
+        "kept target '{}': {}\n  (the key is the one the boards trust: a new one would have to be installed on each board again)",
+        k.name,
+        what.join(", ")
+    );
+    let mut steps = Vec::new();
+    if k.target.is_some() {
+        steps.push(format!("zchroot target remove {}", k.name));
+    }
+    for p in [&k.repo, &k.published].into_iter().flatten() {
+        steps.push(format!("rm -r {}", shell_quote(p)));
+    }
+    if !steps.is_empty() {
+        out.push_str(&format!("\n  to remove it too: {}", steps.join(" && ")));
+    }
+    out
+}
+
+/// `path` as one shell word.
+fn shell_quote(path: &Path) -> String {
+    let s = path.to_string_lossy();
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%".contains(c))
+    {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 /// Removes roots (never crossing a mount), and with `purge_cache` the
@@ -125,15 +217,22 @@ pub fn destroy(
             crate::teardown::remove_tree(&ctx.dirs.archive_dates())?;
         }
     }
+    if req.all && req.purge_cache {
+        for k in kept_boards(ctx) {
+            done(Destroyed::Kept(k));
+        }
+    }
     if req.all {
         let _ = std::fs::remove_dir(&ctx.dirs.state);
     }
     Ok(())
 }
 
-/// The line `destroy` prints for a step (stdout), or a warning (stderr).
+/// The line `destroy` prints for a step (stdout), or a warning or what it
+/// kept (stderr).
 pub fn render_destroyed(d: &Destroyed) -> Result<String, String> {
     match d {
+        Destroyed::Kept(k) => Err(render_kept(k)),
         Destroyed::Root(name) => Ok(format!("destroyed {name}")),
         Destroyed::Cache(dir) => Ok(format!("emptied the cache {}", dir.display())),
         Destroyed::Warning(w) => Err(format!("warning: {w}")),
@@ -201,6 +300,22 @@ pub fn export(
 mod tests {
     use super::*;
     use crate::rootfs::RootMeta;
+
+    #[test]
+    fn destroy_says_what_it_kept_why_and_how_to_remove_it() {
+        let k = KeptBoard {
+            name: "b".into(),
+            repo: Some("/s/repos/b".into()),
+            target: Some("/c/targets/b.toml".into()),
+            published: Some("/srv/my repo".into()),
+        };
+        assert_eq!(
+            render_kept(&k),
+            "kept target 'b': its repository and signing key /s/repos/b, its published repository /srv/my repo, its settings /c/targets/b.toml\n  \
+             (the key is the one the boards trust: a new one would have to be installed on each board again)\n  \
+             to remove it too: zchroot target remove b && rm -r /s/repos/b && rm -r '/srv/my repo'"
+        );
+    }
 
     fn listed(name: &str, size: u64, last_used: Option<u64>) -> Listed {
         Listed {

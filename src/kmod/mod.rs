@@ -35,6 +35,8 @@ pub use plan::{BuildPlan, How, ModuleKind, Strategy, Used};
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error(transparent)]
+    Interrupted(#[from] crate::interrupt::Interrupted),
+    #[error(transparent)]
     Spec(Box<SpecError>),
     #[error(transparent)]
     Kernel(#[from] kernel::KernelError),
@@ -339,7 +341,7 @@ pub fn build_dkms(
 
 /// `build-zfs`: zfs-dkms (or an upstream tarball) for the target kernels,
 /// refusing kernels outside the source's META range before building.
-/// Returns the results and the zfsutils-linux version to install on the
+/// Returns the results and the zfsutils-linux (version, component) for the
 /// board when the suite's own ZFS was built.
 pub fn build_zfs(
     manifests: &Manifests,
@@ -348,7 +350,7 @@ pub fn build_zfs(
     opts: FetchOptions,
     exe: &Path,
     reporter: &dyn Reporter,
-) -> Result<(Results, Option<String>), BuildError> {
+) -> Result<(Results, Option<zfs::Userland>), BuildError> {
     let mut base = spec.base.clone();
     base.source = match &spec.zfs_source {
         Some(t) => t.display().to_string(),
@@ -363,6 +365,39 @@ pub fn build_zfs(
     Ok((outcome.results, outcome.zfs.and_then(|z| z.utils)))
 }
 
+/// A scratch directory for a module's source: under zchroot's own state
+/// directory (private, never a shared /tmp), named `.src-PID-RANDOM`;
+/// removed when dropped, an interrupt included. Those a killed zchroot
+/// left (its pid gone) are removed first.
+pub fn scratch_dir(state: &Path) -> std::io::Result<tempfile::TempDir> {
+    crate::paths::create_private_dir_all(state)?;
+    for old in stale_scratch(state) {
+        let _ = crate::teardown::remove_tree(&old);
+    }
+    tempfile::Builder::new()
+        .prefix(&format!(".src-{}-", std::process::id()))
+        .tempdir_in(state)
+}
+
+/// The `.src-PID-*` directories in `state` whose process is gone.
+fn stale_scratch(state: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(state) else {
+        return vec![];
+    };
+    rd.flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(".src-"))
+                .and_then(|rest| rest.split_once('-'))
+                .and_then(|(pid, _)| pid.parse::<u32>().ok());
+            pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists())
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
 /// Gathers, plans, then builds each kernel as planned.
 pub fn build(
     manifests: &Manifests,
@@ -373,10 +408,7 @@ pub fn build(
     exe: &Path,
     reporter: &dyn Reporter,
 ) -> Result<Outcome, BuildError> {
-    let scratch = tempfile::Builder::new()
-        .prefix("zchroot-src-")
-        .tempdir()
-        .map_err(io(Path::new("/tmp")))?;
+    let scratch = scratch_dir(&dirs.state).map_err(io(&dirs.state))?;
     let g = gather(manifests, spec, kind, scratch.path(), dirs, &opts, reporter)?;
     let plans = plan::plan(&plan::PlanInput {
         strategy: spec.strategy,
@@ -410,7 +442,12 @@ pub fn build(
         exe,
         reporter,
     };
-    let results = plans.iter().map(|p| ctx.build(p)).collect();
+    let mut results = Vec::with_capacity(plans.len());
+    for p in &plans {
+        crate::interrupt::check()?;
+        results.push(ctx.build(p));
+    }
+    crate::interrupt::check()?;
     Ok(Outcome { results, zfs })
 }
 
@@ -859,6 +896,30 @@ pub struct ZfsSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scratch_is_under_state_and_a_killed_runs_is_removed_first() {
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path().join("state");
+        // What a killed run left: a pid that cannot be running.
+        let stale = state.join(".src-4294967295-abc");
+        std::fs::create_dir_all(stale.join("zfs-2.3.2")).unwrap();
+        std::fs::write(stale.join("zfs-2.3.2/META"), "x").unwrap();
+        let ours = state.join(format!(".src-{}-live", std::process::id()));
+        std::fs::create_dir_all(&ours).unwrap();
+        let s = scratch_dir(&state).unwrap();
+        assert!(s.path().starts_with(&state));
+        let name = s.path().file_name().unwrap().to_str().unwrap().to_owned();
+        assert!(
+            name.starts_with(&format!(".src-{}-", std::process::id())),
+            "{name}"
+        );
+        assert!(!stale.exists(), "a killed run's scratch stays");
+        assert!(ours.exists(), "a running zchroot's scratch was removed");
+        let path = s.path().to_owned();
+        drop(s);
+        assert!(!path.exists());
+    }
 
     #[test]
     fn build_roots_with_opt_in_suites_have_names_of_their_own() {

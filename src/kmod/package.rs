@@ -9,6 +9,13 @@ use crate::deb::write::DebBuilder;
 use crate::deb::DebError;
 use crate::kmod::kernel::{KernelEntry, Pin, TargetKernel};
 
+/// The module package's `triggers` control file: initramfs-tools's
+/// `update-initramfs` trigger (what Debian's firmware and module packages
+/// use), so that one `apt-get install` rebuilds the initramfs once, after
+/// every package is configured, instead of once per maintainer script.
+/// `-noawait`: nothing waits for the initramfs to be configured.
+pub const TRIGGERS: &str = "activate-noawait update-initramfs\n";
+
 /// A module package to write.
 #[derive(Debug, Clone)]
 pub struct ModuleDeb {
@@ -137,18 +144,16 @@ impl ModuleDeb {
         )
     }
 
+    /// The maintainer scripts: depmod only. The initramfs is rebuilt by
+    /// initramfs-tools through dpkg's trigger ([`TRIGGERS`]), once per
+    /// dpkg run however many packages activate it, not by each script.
     fn scripts(&self) -> (String, String) {
         let k = &self.kernel.release;
-        let initramfs = format!(
-            "if [ -x /usr/sbin/update-initramfs ] && [ -e /boot/initrd.img-{k} ]; then\n    update-initramfs -u -k {k} || true\nfi\n"
-        );
         let postinst = format!(
-            "#!/bin/sh\nset -e\nif [ \"$1\" = configure ]; then\n    depmod -a {k} || true\n    {}\nfi\n",
-            initramfs.trim_end().replace('\n', "\n    ")
+            "#!/bin/sh\nset -e\nif [ \"$1\" = configure ]; then\n    depmod -a {k} || true\nfi\n"
         );
         let postrm = format!(
-            "#!/bin/sh\nset -e\nif [ \"$1\" = remove ] || [ \"$1\" = purge ]; then\n    if [ -e /{dir}/{k}/modules.dep ]; then depmod -a {k} || true; fi\n    {}\nfi\n",
-            initramfs.trim_end().replace('\n', "\n    "),
+            "#!/bin/sh\nset -e\nif [ \"$1\" = remove ] || [ \"$1\" = purge ]; then\n    if [ -e /{dir}/{k}/modules.dep ]; then depmod -a {k} || true; fi\nfi\n",
             dir = self.modules_dir
         );
         (postinst, postrm)
@@ -217,6 +222,7 @@ impl ModuleDeb {
         let (postinst, postrm) = self.scripts();
         b.add_control_file("postinst", 0o755, postinst.into_bytes());
         b.add_control_file("postrm", 0o755, postrm.into_bytes());
+        b.add_control_file("triggers", 0o644, TRIGGERS.as_bytes().to_vec());
         let mut out = Vec::new();
         b.write_to(&mut out)?;
         Ok(out)
@@ -392,6 +398,13 @@ mod tests {
         assert!(postinst.contains("depmod -a 4.20.3"), "{postinst}");
         let postrm = String::from_utf8(files.get("postrm").unwrap().contents.clone()).unwrap();
         assert!(postrm.contains("depmod -a 4.20.3"), "{postrm}");
+        // The initramfs is rebuilt once per dpkg run by the trigger, never
+        // by each script.
+        let triggers = files.get("triggers").expect("a triggers control file");
+        assert_eq!(triggers.contents, b"activate-noawait update-initramfs\n");
+        for script in [&postinst, &postrm] {
+            assert!(!script.contains("update-initramfs"), "{script}");
+        }
         assert!(crate::deb::read::read_data_file(
             &path,
             "usr/lib/modules/4.20.3/updates/dkms/zfs.ko"

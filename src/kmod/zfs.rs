@@ -117,16 +117,28 @@ pub struct ZfsPlan {
     /// The zfs-dkms version to build when one was asked for.
     pub package_version: Option<String>,
     /// zfsutils-linux of the same version, when the suites' ZFS is built.
-    pub utils: Option<String>,
+    pub utils: Option<Userland>,
 }
 
-/// The zfsutils-linux version that matches zfs-dkms `version`, if the
-/// suites have it.
-pub fn utils_version(packages: &[Package], version: &str) -> Option<String> {
+/// The zfsutils-linux the board installs with the module: its version,
+/// and the archive component it is in (Debian's is in `contrib`, which a
+/// board's sources may not enable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Userland {
+    pub version: String,
+    pub component: String,
+}
+
+/// The zfsutils-linux that matches zfs-dkms `version`, if the suites have
+/// it.
+pub fn utils_version(packages: &[Package], version: &str) -> Option<Userland> {
     packages
         .iter()
         .find(|q| q.name == "zfsutils-linux" && q.version == version)
-        .map(|q| q.version.clone())
+        .map(|q| Userland {
+            version: q.version.clone(),
+            component: q.origin.component.clone(),
+        })
 }
 
 /// Plans a ZFS build from its META text (`label` names the source when
@@ -136,7 +148,7 @@ pub fn plan(
     label: &str,
     kernels: &[TargetKernel],
     package_version: Option<String>,
-    utils: Option<String>,
+    utils: Option<Userland>,
 ) -> Result<ZfsPlan, ZfsError> {
     let meta = parse_meta(meta_text).ok_or_else(|| ZfsError::NoMeta(label.into()))?;
     for k in kernels {
@@ -187,12 +199,22 @@ mod tests {
             headers_package: format!("linux-headers-{r}"),
         };
         let meta = "Version: 2.3.2\nLinux-Maximum: 6.15\nLinux-Minimum: 4.18\n";
+        let mut utils = Package::for_test("zfsutils-linux", "2.3.2-2", "arm64", "trixie", "");
+        let mut origin = (*utils.origin).clone();
+        origin.component = "contrib".into();
+        utils.origin = std::sync::Arc::new(origin);
         let p = [
-            Package::for_test("zfsutils-linux", "2.3.2-2", "arm64", "trixie", ""),
+            utils,
             Package::for_test("zfs-dkms", "2.3.2-2", "all", "trixie", ""),
         ];
         let utils = utils_version(&p, "2.3.2-2");
-        assert_eq!(utils.as_deref(), Some("2.3.2-2"));
+        assert_eq!(
+            utils,
+            Some(Userland {
+                version: "2.3.2-2".into(),
+                component: "contrib".into()
+            })
+        );
         assert_eq!(utils_version(&p, "2.3.1-1"), None);
         let plan = plan(meta, "zfs-dkms", &[k("6.12.1-arm64")], None, utils).unwrap();
         assert_eq!(plan.meta.linux_max, (6, 15));

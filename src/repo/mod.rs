@@ -182,6 +182,18 @@ pub fn publish(repo: &Repo, now: SystemTime) -> Result<usize, RepoError> {
     Ok(entries.len())
 }
 
+/// The board's one line that fetches the repository's public key (the
+/// `zchroot-NAME.asc` [`publish`] puts at the top of the repository) from
+/// `url` to where the sources entry of [`board_lines`] expects it.
+pub fn key_fetch_line(repo: &Repo, url: &str) -> String {
+    let (keyfile, _) = board_lines(repo, url);
+    format!(
+        "curl -fsSL {}/zchroot-{}.asc -o {keyfile}",
+        url.trim_end_matches('/'),
+        repo.name
+    )
+}
+
 /// What a board needs: the key file's path and the deb822 sources entry.
 pub fn board_lines(repo: &Repo, url: &str) -> (String, String) {
     let keyfile = format!("/etc/apt/keyrings/zchroot-{}.asc", repo.name);
@@ -254,5 +266,16 @@ mod tests {
         assert_eq!(keyfile, "/etc/apt/keyrings/zchroot-board.asc");
         assert!(sources.contains("Signed-By: /etc/apt/keyrings/zchroot-board.asc\n"));
         assert!(sources.contains("URIs: http://127.0.0.1:8080/\nSuites: trixie\n"));
+        // The line that fetches the key gets the file publish wrote.
+        let line = key_fetch_line(&r, "http://127.0.0.1:8080/");
+        assert_eq!(
+            line,
+            "curl -fsSL http://127.0.0.1:8080/zchroot-board.asc -o /etc/apt/keyrings/zchroot-board.asc"
+        );
+        let url = line.split(' ').nth(2).unwrap();
+        let served = r
+            .dir
+            .join(url.strip_prefix("http://127.0.0.1:8080/").unwrap());
+        assert_eq!(std::fs::read(served).unwrap(), public);
     }
 }

@@ -46,6 +46,8 @@ pub enum CreateError {
         log: String,
     },
     #[error(transparent)]
+    Interrupted(#[from] crate::interrupt::Interrupted),
+    #[error(transparent)]
     Root(#[from] crate::rootdir::RootDirError),
     #[error(transparent)]
     Hook(#[from] hooks::HookError),
@@ -566,6 +568,7 @@ fn from_template(
     let tree = staging_dir.join("root");
     template.restore(&tree, exe, maps)?;
     reporter.finish();
+    crate::interrupt::check()?;
     let root_dir = RootDir::open(&tree)?;
     root_dir.write(
         Path::new("etc/hostname"),
@@ -663,9 +666,11 @@ pub fn create(
         match from_template(&template, &roots, &meta, exe, &maps, reporter) {
             // Replaced or removed by another zchroot since it was found
             // (its staging copy is gone with the error): built anew.
-            Err(CreateError::Template(e)) => reporter.warn(&format!(
-                "the root's template could not be copied ({e}); building the root instead"
-            )),
+            Err(CreateError::Template(e)) if crate::interrupt::check().is_ok() => {
+                reporter.warn(&format!(
+                    "the root's template could not be copied ({e}); building the root instead"
+                ))
+            }
             r => return r,
         }
     }
@@ -677,6 +682,7 @@ pub fn create(
     let qemu = prefetch_qemu(manifests, &t, spec, dirs, &opts);
     let paths = t.download(&fetcher, &all, reporter)?;
     drop(fetcher);
+    crate::interrupt::check()?;
     let path_of = |p: &Package| -> PathBuf {
         let i = all
             .iter()
@@ -713,7 +719,9 @@ pub fn create(
         .iter()
         .map(|p| (path_of(p), p.extract_limit()))
         .collect();
+    crate::interrupt::check()?;
     unpack_natively(exe, &maps, &tree, debs)?;
+    crate::interrupt::check()?;
     write_system_files(&root_dir, manifests, &t, spec, &name)?;
     write_apt_lists(&root_dir, &indexes)?;
     // dpkg's path-exclude/path-include of --dpkgopt, which dpkg applies only
@@ -744,6 +752,7 @@ pub fn create(
     let essential_names: Vec<String> = essential.iter().map(|p| info_name(p)).collect();
     let (log, n) = (Path::new(LOG_IN_ROOT), all.len() as u64);
     for (script, then) in hooks.install_stages(&preinsts, &essential_names) {
+        crate::interrupt::check()?;
         let run = install_run(&t, spec, &name, &tree, &script);
         let (plan, maps2, _) =
             crate::enter::prepare(manifests, &run, dirs, opts.clone(), reporter)?;
@@ -755,6 +764,7 @@ pub fn create(
         })
         .map_err(SandboxError::from)?;
         reporter.finish();
+        crate::interrupt::check()?;
         if code != 0 {
             return Err(failed_install(dirs, &name, &root_dir, code));
         }
@@ -762,6 +772,7 @@ pub fn create(
             hooks.run(phase, &hook_ctx)?;
         }
     }
+    crate::interrupt::check()?;
     hooks.run(HookPhase::Customize, &hook_ctx)?;
     // Tidy: the no-services policy goes.
     root_dir.remove(Path::new("usr/sbin/policy-rc.d"))?;

@@ -43,6 +43,7 @@ fn extract_all(
     // Errors name the package as dpkg would (`NAME_VERSION_ARCH.deb`),
     // not by its file in the cache.
     let one = |(deb, limit): &(PathBuf, ExtractLimit)| -> Result<_, String> {
+        crate::interrupt::check().map_err(|e| e.to_string())?;
         let control =
             crate::deb::control_files(deb).map_err(|e| format!("{}: {e}", limit.package))?;
         let c = &control.control;

@@ -218,12 +218,28 @@ fn forwarded() -> SigSet {
 /// reaches zchroot only, and is passed on once. `reap_all` makes this an
 /// init that also reaps orphans. Returns the exit code, 128+N for a signal.
 fn wait_forwarding(child: Pid, set: &SigSet, reap_all: bool) -> i32 {
+    let mut seen = sys::interrupt::count();
     loop {
         if let Some(p) = sys::wait_signal(set, 50) {
+            sys::interrupt::note(p.signal);
+            seen = sys::interrupt::count();
             let _ = sys::kill(child, p.signal);
         }
+        forward_recorded(child, &mut seen);
         if let Some(code) = reap(child, reap_all) {
             return code;
+        }
+    }
+}
+
+/// Passes on a stopping signal that another thread of zchroot caught (its
+/// handler records it, see `sys::interrupt`) since `seen`.
+fn forward_recorded(child: Pid, seen: &mut u32) {
+    let now = sys::interrupt::count();
+    if now != *seen {
+        *seen = now;
+        if let Some(sig) = sys::interrupt::last() {
+            let _ = sys::kill(child, sig);
         }
     }
 }
@@ -279,6 +295,7 @@ fn relay_and_wait(child: Pid, set: &SigSet, sock: OwnedFd, ttys: &[RawFd]) -> i3
     let mut reading_stdin = stdin_is_tty;
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = [0u8; 8192];
+    let mut seen = sys::interrupt::count();
     loop {
         let mut fds = Vec::new();
         let sock_slot = sock.as_ref().map(|s| {
@@ -360,9 +377,12 @@ fn relay_and_wait(child: Pid, set: &SigSet, sock: OwnedFd, ttys: &[RawFd]) -> i3
                     let _ = pty::set_window_size(m.as_raw_fd(), &ws);
                 }
             } else {
+                sys::interrupt::note(p.signal);
+                seen = sys::interrupt::count();
                 let _ = sys::kill(child, p.signal);
             }
         }
+        forward_recorded(child, &mut seen);
         if let Some(code) = reap(child, false) {
             // The whole sandbox is gone: what is left in the pty is the
             // last output.

@@ -5,6 +5,7 @@
 pub mod caps;
 pub mod copy;
 pub mod fsmount;
+pub mod interrupt;
 pub mod pty;
 pub mod seccomp;
 pub mod tree;

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
+
 use crate::archive::{pkg, NativeArchive};
 use crate::common::{
     have_userns, is_root, let_others_reach, require, require_root_and_debian, require_test_user,
@@ -324,4 +326,160 @@ fn roots_log_started(roots: &Path) -> bool {
                 .join("root/var/log/zchroot-create.log")
                 .exists()
         })
+}
+
+/// `zchroot-*` names in /tmp (what an interrupted run must not leave).
+fn tmp_zchroot_entries() -> Vec<String> {
+    entries(Path::new("/tmp"))
+        .into_iter()
+        .filter(|n| n.starts_with("zchroot-"))
+        .collect()
+}
+
+/// The pid of `parent`'s first child (zchroot under `runuser`).
+fn child_of(parent: u32) -> Option<i32> {
+    std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Starts a native `create` from a local archive whose setup hook (on the
+/// host, after the staging tree is made) sleeps, interrupts it once its
+/// staging tree is there, and checks that it exits 130 at once with
+/// nothing left behind. `group`: the signal goes to the whole process
+/// group, as the terminal's Ctrl-C does (the hook's `sleep` dies of it
+/// too); otherwise to zchroot only, which stops after the hook. The exit
+/// status is 128+N.
+fn interrupted_create_leaves_nothing(user: Option<&str>, group: bool, sig: Signal) {
+    use nix::unistd::Pid;
+    use std::os::unix::process::CommandExt;
+    let packages = vec![
+        pkg("base-files", "13").essential().arch("amd64"),
+        pkg("fake-dpkg", "1.0").essential().arch("amd64"),
+    ];
+    let served = NativeArchive::serve("zchroot interrupted archive", packages);
+    let manifests = served.manifests.clone();
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let mut z = Zchroot::new(&home);
+    if let Some(user) = user {
+        for p in [&home, &manifests] {
+            let_others_reach(&p.join("x"));
+        }
+        assert!(Command::new("chown")
+            .args(["-R", user])
+            .arg(&home)
+            .status()
+            .unwrap()
+            .success());
+        z = z.user(user);
+    }
+    let tmp_before = tmp_zchroot_entries();
+    let m = manifests.to_str().unwrap();
+    let mut cmd = z.command(&[
+        "-q",
+        "--manifests",
+        m,
+        "create",
+        "amd64",
+        "--suite",
+        "test",
+        "--name",
+        "cut",
+        "--setup-hook",
+        "sleep 3",
+    ]);
+    cmd.process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let roots = home.join("state/roots");
+    let t = Instant::now();
+    while !entries(&roots)
+        .iter()
+        .any(|n| n.starts_with(".staging-cut-"))
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "create ended before it made its staging tree"
+        );
+        assert!(t.elapsed() < Duration::from_secs(120), "no staging tree");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let started = Instant::now();
+    let pid = child.id() as i32;
+    if group {
+        kill(Pid::from_raw(-pid), sig).unwrap();
+    } else {
+        let z = match user {
+            Some(_) => child_of(child.id()).expect("zchroot under runuser"),
+            None => pid,
+        };
+        kill(Pid::from_raw(z), sig).unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(128 + sig as i32),
+        "{:?} {}",
+        o.status,
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains(&format!("stopped by {sig}")),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?} to stop",
+        started.elapsed()
+    );
+    assert_eq!(entries(&roots), Vec::<String>::new(), "staging left behind");
+    assert_eq!(tmp_zchroot_entries(), tmp_before, "left in /tmp");
+    // Nor any hidden temporary directory in the state directory.
+    let hidden: Vec<String> = entries(&home.join("state"))
+        .into_iter()
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert_eq!(hidden, Vec::<String>::new());
+}
+
+#[test]
+fn ctrl_c_during_create_removes_its_staging_at_once() {
+    if !require(
+        is_root() || have_userns(),
+        "user namespaces",
+        "run as root, or where user namespaces are allowed",
+    ) {
+        return;
+    }
+    interrupted_create_leaves_nothing(None, true, Signal::SIGINT);
+}
+
+#[test]
+fn sigterm_during_create_removes_its_staging_and_exits_143() {
+    if !require(
+        is_root() || have_userns(),
+        "user namespaces",
+        "run as root, or where user namespaces are allowed",
+    ) {
+        return;
+    }
+    interrupted_create_leaves_nothing(None, false, Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_to_a_rootless_create_removes_its_staging_at_once() {
+    if !require_root_and_debian() {
+        return;
+    }
+    let Some(u) = require_test_user() else {
+        return;
+    };
+    interrupted_create_leaves_nothing(Some(&u.name), false, Signal::SIGINT);
 }

@@ -463,3 +463,47 @@ fn a_second_user_renaming_inside_cannot_lead_the_removal_outside() {
     );
     assert!(failed.is_empty(), "the removal failed: {failed:#?}");
 }
+
+/// `destroy --all --purge-cache` keeps a target's signing key (the boards
+/// trust it) and says so: what it kept, why, and the command that removes
+/// it; that command leaves no data behind.
+#[test]
+fn destroy_purge_cache_names_the_key_it_keeps_and_how_to_remove_it() {
+    let home = tempfile::tempdir().unwrap();
+    let z = Zchroot::new(home.path());
+    let ok = |o: Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o
+    };
+    ok(z.run(&["target", "add", "b", "--no-archive-check"]));
+    ok(z.run(&["repo", "key", "b", "--url", "http://laptop:8080/"]));
+    let repo = home.path().join("state/repos/b");
+    let file = home.path().join("config/targets/b.toml");
+    assert!(repo.join("secret.key").is_file());
+    let o = ok(z.run(&["destroy", "--all", "--purge-cache"]));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains("kept target 'b'"), "{err}");
+    assert!(err.contains(&repo.display().to_string()), "{err}");
+    assert!(err.contains(&file.display().to_string()), "{err}");
+    assert!(err.contains("the boards trust"), "{err}");
+    assert!(repo.join("secret.key").is_file(), "the key was removed");
+    let how = err
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("to remove it too: "))
+        .unwrap_or_else(|| panic!("no command to remove it: {err}"));
+    assert_eq!(
+        how,
+        format!("zchroot target remove b && rm -r {}", repo.display())
+    );
+    // Then nothing of zchroot's is left but the (empty) directories.
+    let how = how.replacen("zchroot", crate::common::ZCHROOT, 1);
+    let o = Command::new("sh")
+        .args(["-c", &how])
+        .env("ZCHROOT_HOME", home.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!repo.exists() && !file.exists());
+    let o = ok(z.run(&["destroy", "--all", "--purge-cache"]));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("kept"));
+}
